@@ -1,0 +1,13 @@
+//! The map ABI shared by weft's eBPF programs and its userspace.
+//!
+//! Every key and value is `#[repr(C)]` with explicit padding and no
+//! `bool`/`enum`/`Option`, so the kernel and userspace agree byte for byte.
+//! Fields holding network-order values end in `_be`. Sizes are asserted at
+//! compile time: a layout change must be a deliberate ABI change.
+#![no_std]
+
+pub mod maps;
+pub mod reason;
+
+/// Bumped whenever a map's key or value layout changes.
+pub const ABI_VERSION: u32 = 1;

@@ -1,0 +1,151 @@
+//! Map names, sizes, keys and values.
+
+use bytemuck::{Pod, Zeroable};
+
+/// Networks by id: [`NetworkInfo`].
+pub const MAP_NETWORKS: &str = "WEFT_NETWORKS";
+/// Subnet prefixes (LPM trie, IPv4 network-order key) to network id.
+pub const MAP_SUBNETS: &str = "WEFT_SUBNETS";
+/// Endpoints by IPv4 address (`u32` holding the network-order octets).
+pub const MAP_EP_BY_IP: &str = "WEFT_EP_BY_IP";
+/// Endpoints by the ifindex of their host-side veth.
+pub const MAP_EP_BY_IF: &str = "WEFT_EP_BY_IF";
+/// Forwarding table: [`FdbKey`] to the host-side ifindex of the endpoint.
+pub const MAP_FDB: &str = "WEFT_FDB";
+/// Which networks may route to which: [`NetPairKey`] to `1`.
+pub const MAP_NET_LINKS: &str = "WEFT_NET_LINKS";
+/// Flood lists per network id: [`FloodList`].
+pub const MAP_FLOOD: &str = "WEFT_FLOOD";
+/// Per-CPU [`Counter`] per drop reason, indexed by reason code.
+pub const MAP_DROPS: &str = "WEFT_DROPS";
+/// Per-CPU [`Counter`] per forwarding verdict, indexed by [`crate::reason::Forward`] code.
+pub const MAP_FORWARDS: &str = "WEFT_FORWARDS";
+/// Per-CPU [`EndpointStats`] by host-side ifindex.
+pub const MAP_EP_STATS: &str = "WEFT_EP_STATS";
+
+/// Every map weft pins, in a stable order (for dumps and cleanup).
+pub const ALL_MAPS: [&str; 10] = [
+    MAP_NETWORKS,
+    MAP_SUBNETS,
+    MAP_EP_BY_IP,
+    MAP_EP_BY_IF,
+    MAP_FDB,
+    MAP_NET_LINKS,
+    MAP_FLOOD,
+    MAP_DROPS,
+    MAP_FORWARDS,
+    MAP_EP_STATS,
+];
+
+/// The TC program attached to the host side of every container veth.
+pub const PROG_FROM_CONTAINER: &str = "weft_from_container";
+
+pub const MAX_NETWORKS: u32 = 1024;
+pub const MAX_ENDPOINTS: u32 = 65_536;
+pub const MAX_NET_LINKS: u32 = 4096;
+/// How many endpoints one network floods broadcast to; the loop must be bounded.
+pub const MAX_FLOOD: usize = 32;
+/// Size of the drop and forward counter arrays.
+pub const MAX_REASONS: u32 = 64;
+
+/// `NetworkInfo::flags`: flood broadcast/multicast to the network's endpoints
+/// instead of dropping it.
+pub const NET_FLAG_FLOOD: u8 = 1;
+
+/// A network as the datapath sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct NetworkInfo {
+    pub gateway_ip_be: u32,
+    pub subnet_be: u32,
+    pub prefix_len: u8,
+    pub flags: u8,
+    pub gateway_mac: [u8; 6],
+}
+
+/// A container endpoint as the datapath sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct EndpointInfo {
+    /// ifindex of the host-side veth in the node namespace.
+    pub ifindex: u32,
+    pub network_id: u32,
+    pub ip_be: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Key of the forwarding table: a MAC within one network.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FdbKey {
+    pub network_id: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Key of the routing permission table: traffic from one network to another.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct NetPairKey {
+    pub from_network: u32,
+    pub to_network: u32,
+}
+
+/// The host-side ifindexes of a network's endpoints, for flooding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct FloodList {
+    pub count: u32,
+    pub ifindex: [u32; MAX_FLOOD],
+}
+
+impl Default for FloodList {
+    fn default() -> Self {
+        Self::zeroed()
+    }
+}
+
+/// A packet and byte counter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Per-endpoint counters, from the container's point of view: `tx` is what the
+/// container sent, `rx` what weft delivered into it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct EndpointStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+const _: () = {
+    assert!(size_of::<NetworkInfo>() == 16);
+    assert!(size_of::<EndpointInfo>() == 20);
+    assert!(size_of::<FdbKey>() == 12);
+    assert!(size_of::<NetPairKey>() == 8);
+    assert!(size_of::<FloodList>() == 4 + 4 * MAX_FLOOD);
+    assert!(size_of::<Counter>() == 16);
+    assert!(size_of::<EndpointStats>() == 32);
+};
+
+#[cfg(feature = "user")]
+mod user {
+    //! SAFETY (all impls): each type is `#[repr(C)]`, `Pod` (no padding, no
+    //! invalid bit patterns), so any byte pattern from a map is a valid value.
+    use super::*;
+
+    unsafe impl aya::Pod for NetworkInfo {}
+    unsafe impl aya::Pod for EndpointInfo {}
+    unsafe impl aya::Pod for FdbKey {}
+    unsafe impl aya::Pod for NetPairKey {}
+    unsafe impl aya::Pod for FloodList {}
+    unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for EndpointStats {}
+}

@@ -1,0 +1,151 @@
+//! Named verdicts: why a packet was dropped, or how it was forwarded.
+//!
+//! Codes index the per-CPU counter arrays, so they are small and stable;
+//! never renumber one, only add.
+
+/// Why the datapath dropped a packet.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drop {
+    /// Shorter than an Ethernet header.
+    TruncatedEthernet = 1,
+    /// ARP packet shorter than an Ethernet/IPv4 ARP body.
+    TruncatedArp = 2,
+    /// ARP for another hardware or protocol type, or an unknown opcode.
+    UnsupportedArp = 3,
+    /// ARP request for an address no endpoint or gateway of the network owns.
+    ArpUnknownTarget = 4,
+    /// Gratuitous ARP (target is the sender); consumed, nobody needs it.
+    ArpAnnouncement = 5,
+    /// IPv4 packet shorter than its fixed header.
+    TruncatedIpv4 = 6,
+    /// IPv4 version field is not 4, or IHL is below 5 words or past the packet.
+    BadIpv4Header = 7,
+    /// IPv4 total length shorter than its header or longer than the frame.
+    BadIpv4Length = 8,
+    /// Routed packet whose TTL would reach zero.
+    TtlExceeded = 9,
+    /// Destination is in a network not connected to the source's.
+    NetworkIsolated = 10,
+    /// Packet arrived on an interface weft does not know as an endpoint.
+    UnknownEndpoint = 11,
+    /// Source MAC or IPv4 address is not the sending endpoint's.
+    SpoofedSource = 12,
+    /// Unicast to a MAC that is not in the network's forwarding table.
+    UnknownDestinationMac = 13,
+    /// Destination address in a weft network, but no endpoint has it.
+    NoSuchEndpoint = 14,
+    /// Broadcast or multicast on a network that does not flood.
+    BroadcastNotFlooded = 15,
+    /// IPv6: weft networks are IPv4-only for now.
+    Ipv6Unsupported = 16,
+    /// Neither IPv4, ARP nor IPv6.
+    UnsupportedEthertype = 17,
+    /// A redirect or clone helper failed.
+    RedirectFailed = 18,
+}
+
+impl Drop {
+    pub const ALL: [Drop; 18] = [
+        Drop::TruncatedEthernet,
+        Drop::TruncatedArp,
+        Drop::UnsupportedArp,
+        Drop::ArpUnknownTarget,
+        Drop::ArpAnnouncement,
+        Drop::TruncatedIpv4,
+        Drop::BadIpv4Header,
+        Drop::BadIpv4Length,
+        Drop::TtlExceeded,
+        Drop::NetworkIsolated,
+        Drop::UnknownEndpoint,
+        Drop::SpoofedSource,
+        Drop::UnknownDestinationMac,
+        Drop::NoSuchEndpoint,
+        Drop::BroadcastNotFlooded,
+        Drop::Ipv6Unsupported,
+        Drop::UnsupportedEthertype,
+        Drop::RedirectFailed,
+    ];
+
+    pub const fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// The reason for a code read from a map or an event, if it is known.
+    pub fn from_code(code: u32) -> Option<Drop> {
+        Self::ALL.iter().copied().find(|r| r.code() == code)
+    }
+
+    /// Stable snake_case name for CLIs, metrics labels and JSON.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Drop::TruncatedEthernet => "truncated_ethernet",
+            Drop::TruncatedArp => "truncated_arp",
+            Drop::UnsupportedArp => "unsupported_arp",
+            Drop::ArpUnknownTarget => "arp_unknown_target",
+            Drop::ArpAnnouncement => "arp_announcement",
+            Drop::TruncatedIpv4 => "truncated_ipv4",
+            Drop::BadIpv4Header => "bad_ipv4_header",
+            Drop::BadIpv4Length => "bad_ipv4_length",
+            Drop::TtlExceeded => "ttl_exceeded",
+            Drop::NetworkIsolated => "network_isolated",
+            Drop::UnknownEndpoint => "unknown_endpoint",
+            Drop::SpoofedSource => "spoofed_source",
+            Drop::UnknownDestinationMac => "unknown_destination_mac",
+            Drop::NoSuchEndpoint => "no_such_endpoint",
+            Drop::BroadcastNotFlooded => "broadcast_not_flooded",
+            Drop::Ipv6Unsupported => "ipv6_unsupported",
+            Drop::UnsupportedEthertype => "unsupported_ethertype",
+            Drop::RedirectFailed => "redirect_failed",
+        }
+    }
+}
+
+/// How the datapath forwarded a packet it did not drop.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// Same network, by destination MAC, frame unchanged.
+    Bridged = 1,
+    /// Between connected networks: MACs rewritten, TTL decremented.
+    Routed = 2,
+    /// ARP request answered by the program.
+    ArpReplied = 3,
+    /// Handed to the node's own stack (to the node, or outside weft).
+    PassedToStack = 4,
+    /// Broadcast/multicast cloned to the network's other endpoints.
+    Flooded = 5,
+}
+
+impl Forward {
+    pub const ALL: [Forward; 5] = [
+        Forward::Bridged,
+        Forward::Routed,
+        Forward::ArpReplied,
+        Forward::PassedToStack,
+        Forward::Flooded,
+    ];
+
+    pub const fn code(self) -> u32 {
+        self as u32
+    }
+
+    pub fn from_code(code: u32) -> Option<Forward> {
+        Self::ALL.iter().copied().find(|r| r.code() == code)
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Forward::Bridged => "bridged",
+            Forward::Routed => "routed",
+            Forward::ArpReplied => "arp_replied",
+            Forward::PassedToStack => "passed_to_stack",
+            Forward::Flooded => "flooded",
+        }
+    }
+}
+
+const _: () = {
+    assert!((Drop::RedirectFailed as u32) < crate::maps::MAX_REASONS);
+    assert!((Forward::Flooded as u32) < crate::maps::MAX_REASONS);
+};

@@ -1,0 +1,57 @@
+//! TC ingress on the host side of a container's veth: everything a container
+//! sends starts here.
+
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use weft_common::reason::Drop;
+
+use crate::{
+    access::{ifindex, load},
+    arp,
+    forward,
+    maps::endpoint_by_ifindex,
+    parse::{ETH_DST_OFF, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ETH_PROTO_OFF, ETH_SRC_OFF},
+    verdict::{Verdict, count_endpoint_tx, drop_packet},
+};
+
+/// Headers the program reads or writes: Ethernet plus the longest IPv4 header.
+const PULL_LEN: u32 = (ETH_LEN + 60) as u32;
+
+#[classifier]
+pub fn weft_from_container(ctx: TcContext) -> i32 {
+    match try_from_container(&ctx) {
+        Ok(action) => action,
+        Err(reason) => drop_packet(&ctx, reason),
+    }
+}
+
+#[inline(always)]
+fn try_from_container(ctx: &TcContext) -> Verdict {
+    make_headers_linear(ctx);
+    let src = endpoint_by_ifindex(ifindex(ctx)).ok_or(Drop::UnknownEndpoint)?;
+    count_endpoint_tx(src.ifindex, ctx.len());
+
+    let dst_mac: [u8; 6] = load(ctx, ETH_DST_OFF).ok_or(Drop::TruncatedEthernet)?;
+    let src_mac: [u8; 6] = load(ctx, ETH_SRC_OFF).ok_or(Drop::TruncatedEthernet)?;
+    let proto: [u8; 2] = load(ctx, ETH_PROTO_OFF).ok_or(Drop::TruncatedEthernet)?;
+    if src_mac != src.mac {
+        return Err(Drop::SpoofedSource);
+    }
+    match u16::from_be_bytes(proto) {
+        ETH_P_ARP => arp::handle(ctx, &src),
+        ETH_P_IP => forward::ipv4(ctx, &src, dst_mac),
+        ETH_P_IPV6 => Err(Drop::Ipv6Unsupported),
+        _ => Err(Drop::UnsupportedEthertype),
+    }
+}
+
+/// Headers may sit in paged data (e.g. GRO'd skbs); pull what we parse into
+/// the linear area so direct packet access can see it.
+#[inline(always)]
+fn make_headers_linear(ctx: &TcContext) {
+    let want = if ctx.len() < PULL_LEN { ctx.len() } else { PULL_LEN };
+    if ctx.data_end() - ctx.data() < want as usize {
+        // A failed pull leaves the packet as it was; the parsers then see it
+        // as truncated and drop it with a reason.
+        let _ = ctx.pull_data(want);
+    }
+}

@@ -1,0 +1,43 @@
+//! weft's eBPF datapath.
+//!
+//! One module per attach point (`from_container`), helpers by concern:
+//! `access` (the only bounds-checked packet and context accessors), `parse`
+//! (header offsets), `arp`, `forward` (bridging, routing, flooding), `csum`,
+//! `maps` and `verdict` (counters and drop accounting).
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod access;
+#[cfg(target_arch = "bpf")]
+mod arp;
+#[cfg(target_arch = "bpf")]
+mod csum;
+#[cfg(target_arch = "bpf")]
+mod forward;
+#[cfg(target_arch = "bpf")]
+mod from_container;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod parse;
+#[cfg(target_arch = "bpf")]
+mod verdict;
+
+/// The eBPF panic handler must never be reachable: code uses `?` and `.get()`,
+/// and the verifier rejects a program whose panic path it can reach.
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+/// Host builds (e.g. `cargo clippy --workspace`) get an empty binary; the real
+/// object is only built for `bpfel-unknown-none`.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

@@ -1,0 +1,101 @@
+//! The datapath's maps, pinned by name so every `weft` invocation and the
+//! agent share one copy (see `weft_common::maps` for the ABI).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
+};
+use weft_common::maps::{
+    Counter, EndpointInfo, EndpointStats, FdbKey, FloodList, MAX_ENDPOINTS, MAX_NET_LINKS,
+    MAX_NETWORKS, MAX_REASONS, NetPairKey, NetworkInfo,
+};
+
+
+#[map(name = "WEFT_NETWORKS")]
+pub static NETWORKS: HashMap<u32, NetworkInfo> = HashMap::pinned(MAX_NETWORKS, 0);
+
+#[map(name = "WEFT_SUBNETS")]
+pub static SUBNETS: LpmTrie<u32, u32> = LpmTrie::pinned(MAX_NETWORKS, 0);
+
+#[map(name = "WEFT_EP_BY_IP")]
+pub static EP_BY_IP: HashMap<u32, EndpointInfo> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+#[map(name = "WEFT_EP_BY_IF")]
+pub static EP_BY_IF: HashMap<u32, EndpointInfo> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+#[map(name = "WEFT_FDB")]
+pub static FDB: HashMap<FdbKey, u32> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+#[map(name = "WEFT_NET_LINKS")]
+pub static NET_LINKS: HashMap<NetPairKey, u32> = HashMap::pinned(MAX_NET_LINKS, 0);
+
+#[map(name = "WEFT_FLOOD")]
+pub static FLOOD: HashMap<u32, FloodList> = HashMap::pinned(MAX_NETWORKS, 0);
+
+#[map(name = "WEFT_DROPS")]
+pub static DROPS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_REASONS, 0);
+
+#[map(name = "WEFT_FORWARDS")]
+pub static FORWARDS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_REASONS, 0);
+
+#[map(name = "WEFT_EP_STATS")]
+pub static EP_STATS: PerCpuHashMap<u32, EndpointStats> = PerCpuHashMap::pinned(MAX_ENDPOINTS, 0);
+
+/// A copy of the network with id `id`.
+#[inline(always)]
+pub fn network(id: u32) -> Option<NetworkInfo> {
+    // SAFETY: a successful lookup returns a pointer valid for this program
+    // run; the value is copied out at once.
+    NETWORKS.get_ptr(id).map(|p| unsafe { *p })
+}
+
+/// A copy of the endpoint whose host-side veth is `ifindex`.
+#[inline(always)]
+pub fn endpoint_by_ifindex(ifindex: u32) -> Option<EndpointInfo> {
+    // SAFETY: as in `network`.
+    EP_BY_IF.get_ptr(ifindex).map(|p| unsafe { *p })
+}
+
+/// A copy of the endpoint owning IPv4 address `ip_be`.
+#[inline(always)]
+pub fn endpoint_by_ip(ip_be: u32) -> Option<EndpointInfo> {
+    // SAFETY: as in `network`.
+    EP_BY_IP.get_ptr(ip_be).map(|p| unsafe { *p })
+}
+
+/// The host-side ifindex of the endpoint with `mac` in network `network_id`.
+#[inline(always)]
+pub fn fdb_lookup(network_id: u32, mac: [u8; 6]) -> Option<u32> {
+    let key = FdbKey {
+        network_id,
+        mac,
+        _pad: [0; 2],
+    };
+    // SAFETY: as in `network`.
+    FDB.get_ptr(key).map(|p| unsafe { *p })
+}
+
+/// Whether network `from` may route to network `to`.
+#[inline(always)]
+pub fn networks_linked(from: u32, to: u32) -> bool {
+    let key = NetPairKey {
+        from_network: from,
+        to_network: to,
+    };
+    NET_LINKS.get_ptr(key).is_some()
+}
+
+/// The id of the weft network whose subnet contains `ip_be`.
+#[inline(always)]
+pub fn network_of_address(ip_be: u32) -> Option<u32> {
+    SUBNETS
+        .get(aya_ebpf::maps::lpm_trie::Key::new(32, ip_be))
+        .copied()
+}
+
+/// A copy of the flood list of network `id`.
+#[inline(always)]
+pub fn flood_list(id: u32) -> Option<FloodList> {
+    // SAFETY: as in `network`.
+    FLOOD.get_ptr(id).map(|p| unsafe { *p })
+}
