@@ -1,1 +1,10 @@
-//! Test harness: namespaces, nodes, packets.
+//! weft's test harness.
+//!
+//! - [`bpffs`]: bpffs pin directories unique to the run, removed on drop.
+//! - [`fixture`]: the real datapath object loaded into the kernel, maps
+//!   filled per test, packets run through `BPF_PROG_TEST_RUN`.
+//! - [`frames`]: frames built independently of the datapath code.
+
+pub mod bpffs;
+pub mod fixture;
+pub mod frames;

@@ -1,0 +1,79 @@
+//! Pin directories on bpffs, unique per test run and removed on drop.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+const BPFFS_ROOT: &str = "/sys/fs/bpf";
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this process and call: `<prefix><pid>-<n>`.
+pub fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A directory on bpffs that is removed, with everything pinned in it, on drop.
+pub struct PinDir {
+    path: PathBuf,
+}
+
+impl PinDir {
+    /// Creates `/sys/fs/bpf/weft-test-<pid>-<n>`, mounting bpffs first if needed.
+    pub fn new() -> io::Result<Self> {
+        ensure_bpffs()?;
+        let path = Path::new(BPFFS_ROOT).join(unique_name("weft-test-"));
+        fs::create_dir_all(&path)?;
+        Ok(Self { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        // Unlinking a pin drops the kernel object once nothing else holds it.
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Mounts bpffs on /sys/fs/bpf unless one is already there.
+pub fn ensure_bpffs() -> io::Result<()> {
+    if is_bpffs(Path::new(BPFFS_ROOT))? {
+        return Ok(());
+    }
+    let status = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf", BPFFS_ROOT])
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "mounting bpffs on {BPFFS_ROOT} failed ({status}); are we root?"
+        )))
+    }
+}
+
+fn is_bpffs(path: &Path) -> io::Result<bool> {
+    let c_path =
+        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `c_path` is a valid NUL-terminated string and `stat` is a
+    // writable statfs buffer that outlives the call.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statfs returned 0, so it filled the buffer.
+    let stat = unsafe { stat.assume_init() };
+    Ok(stat.f_type as i64 == BPF_FS_MAGIC)
+}

@@ -1,0 +1,248 @@
+//! The real datapath object, loaded with its own pinned maps, filled per
+//! test, and driven through `BPF_PROG_TEST_RUN`.
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use anyhow::{Context, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, PerCpuValues, lpm_trie::Key},
+    programs::{SchedClassifier, TestRun, TestRunOptions},
+    util::nr_cpus,
+};
+use weft_common::{
+    maps::{
+        Counter, EndpointInfo, EndpointStats, FdbKey, FloodList, MAP_DROPS, MAP_EP_BY_IF,
+        MAP_EP_BY_IP, MAP_EP_STATS, MAP_FDB, MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS,
+        MAP_SUBNETS, MAX_FLOOD, NetPairKey, NetworkInfo, PROG_FROM_CONTAINER,
+    },
+    reason::{Drop, Forward},
+};
+
+use crate::bpffs::PinDir;
+
+/// The ifindex `BPF_PROG_TEST_RUN` gives the skb when no ctx is passed (the
+/// test namespace's loopback), so the sending endpoint of every row.
+pub const TEST_RUN_IFINDEX: u32 = 1;
+
+/// `TC_ACT_*` verdicts as the program returns them.
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_STOLEN: u32 = 4;
+pub const TC_ACT_REDIRECT: u32 = 7;
+
+/// A network as a test declares it.
+#[derive(Clone, Copy, Debug)]
+pub struct Net {
+    pub id: u32,
+    pub subnet: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub gateway_mac: [u8; 6],
+    pub flood: bool,
+}
+
+/// An endpoint as a test declares it.
+#[derive(Clone, Copy, Debug)]
+pub struct Ep {
+    pub ifindex: u32,
+    pub network_id: u32,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
+/// What one run of the program did.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub action: u32,
+    pub output: Vec<u8>,
+    pub duration: Duration,
+}
+
+/// The datapath loaded for one test, with maps pinned in a private dir.
+pub struct Datapath {
+    ebpf: Ebpf,
+    // Dropped after `ebpf`, so the pins go once nothing else uses the maps.
+    _pins: PinDir,
+}
+
+impl Datapath {
+    /// Loads the object `weft` embeds and its `weft_from_container` program.
+    pub fn load() -> Result<Self> {
+        let pins = PinDir::new().context("creating a bpffs pin directory")?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pins.path())
+            .load(weft::object::ebpf_object())
+            .context("loading the weft eBPF object")?;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(PROG_FROM_CONTAINER)
+            .ok_or_else(|| anyhow!("program {PROG_FROM_CONTAINER} missing from the object"))?
+            .try_into()?;
+        prog.load()
+            .context("the verifier rejected weft_from_container")?;
+        Ok(Self { ebpf, _pins: pins })
+    }
+
+    fn map(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or_else(|| anyhow!("map {name} missing from the object"))
+    }
+
+    pub fn add_network(&mut self, net: Net) -> Result<()> {
+        let info = NetworkInfo {
+            gateway_ip_be: u32::from_ne_bytes(net.gateway.octets()),
+            subnet_be: u32::from_ne_bytes(net.subnet.octets()),
+            prefix_len: net.prefix_len,
+            flags: if net.flood {
+                weft_common::maps::NET_FLAG_FLOOD
+            } else {
+                0
+            },
+            gateway_mac: net.gateway_mac,
+        };
+        HashMap::<_, u32, NetworkInfo>::try_from(self.map(MAP_NETWORKS)?)?
+            .insert(net.id, info, 0)?;
+        LpmTrie::<_, u32, u32>::try_from(self.map(MAP_SUBNETS)?)?.insert(
+            &Key::new(u32::from(net.prefix_len), info.subnet_be),
+            net.id,
+            0,
+        )?;
+        Ok(())
+    }
+
+    pub fn add_endpoint(&mut self, ep: Ep) -> Result<()> {
+        let info = EndpointInfo {
+            ifindex: ep.ifindex,
+            network_id: ep.network_id,
+            ip_be: u32::from_ne_bytes(ep.ip.octets()),
+            mac: ep.mac,
+            _pad: [0; 2],
+        };
+        HashMap::<_, u32, EndpointInfo>::try_from(self.map(MAP_EP_BY_IP)?)?
+            .insert(info.ip_be, info, 0)?;
+        HashMap::<_, u32, EndpointInfo>::try_from(self.map(MAP_EP_BY_IF)?)?
+            .insert(ep.ifindex, info, 0)?;
+        let fdb_key = FdbKey {
+            network_id: ep.network_id,
+            mac: ep.mac,
+            _pad: [0; 2],
+        };
+        HashMap::<_, FdbKey, u32>::try_from(self.map(MAP_FDB)?)?.insert(fdb_key, ep.ifindex, 0)?;
+        let zeros = per_cpu(EndpointStats::default())?;
+        PerCpuHashMap::<_, u32, EndpointStats>::try_from(self.map(MAP_EP_STATS)?)?
+            .insert(ep.ifindex, zeros, 0)?;
+        Ok(())
+    }
+
+    /// Lets networks `a` and `b` route to each other.
+    pub fn connect(&mut self, a: u32, b: u32) -> Result<()> {
+        let mut links = HashMap::<_, NetPairKey, u32>::try_from(self.map(MAP_NET_LINKS)?)?;
+        for (from, to) in [(a, b), (b, a)] {
+            links.insert(
+                NetPairKey {
+                    from_network: from,
+                    to_network: to,
+                },
+                1,
+                0,
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn set_flood_list(&mut self, network_id: u32, ifindexes: &[u32]) -> Result<()> {
+        let mut list = FloodList::default();
+        for (slot, ifindex) in list
+            .ifindex
+            .iter_mut()
+            .zip(ifindexes.iter().take(MAX_FLOOD))
+        {
+            *slot = *ifindex;
+        }
+        list.count = ifindexes.len().min(MAX_FLOOD) as u32;
+        HashMap::<_, u32, FloodList>::try_from(self.map(MAP_FLOOD)?)?
+            .insert(network_id, list, 0)?;
+        Ok(())
+    }
+
+    /// Runs `frame` through the program `repeat` times, as sent by the
+    /// endpoint at [`TEST_RUN_IFINDEX`].
+    pub fn run_repeat(&mut self, frame: &[u8], repeat: u32) -> Result<RunOutcome> {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(PROG_FROM_CONTAINER)
+            .ok_or_else(|| anyhow!("program missing"))?
+            .try_into()?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::default()
+        })?;
+        out.truncate(result.data_size_out as usize);
+        Ok(RunOutcome {
+            action: result.return_value,
+            output: out,
+            duration: result.duration,
+        })
+    }
+
+    pub fn run(&mut self, frame: &[u8]) -> Result<RunOutcome> {
+        self.run_repeat(frame, 1)
+    }
+
+    pub fn drops(&mut self, reason: Drop) -> Result<Counter> {
+        self.counter(MAP_DROPS, reason.code())
+    }
+
+    pub fn forwards(&mut self, kind: Forward) -> Result<Counter> {
+        self.counter(MAP_FORWARDS, kind.code())
+    }
+
+    /// Every drop and forward counter's packet count, for before/after diffs.
+    pub fn all_counters(&mut self) -> Result<Vec<(String, u64)>> {
+        let mut all = Vec::new();
+        for reason in Drop::ALL {
+            all.push((
+                format!("drop:{}", reason.name()),
+                self.drops(reason)?.packets,
+            ));
+        }
+        for kind in Forward::ALL {
+            all.push((
+                format!("forward:{}", kind.name()),
+                self.forwards(kind)?.packets,
+            ));
+        }
+        Ok(all)
+    }
+
+    fn counter(&mut self, map: &str, index: u32) -> Result<Counter> {
+        let array = PerCpuArray::<_, Counter>::try_from(self.map(map)?)?;
+        let values = array.get(&index, 0)?;
+        Ok(values.iter().fold(Counter::default(), |sum, c| Counter {
+            packets: sum.packets + c.packets,
+            bytes: sum.bytes + c.bytes,
+        }))
+    }
+
+    pub fn endpoint_stats(&mut self, ifindex: u32) -> Result<EndpointStats> {
+        let map = PerCpuHashMap::<_, u32, EndpointStats>::try_from(self.map(MAP_EP_STATS)?)?;
+        let values = map.get(&ifindex, 0)?;
+        Ok(values
+            .iter()
+            .fold(EndpointStats::default(), |sum, s| EndpointStats {
+                rx_packets: sum.rx_packets + s.rx_packets,
+                rx_bytes: sum.rx_bytes + s.rx_bytes,
+                tx_packets: sum.tx_packets + s.tx_packets,
+                tx_bytes: sum.tx_bytes + s.tx_bytes,
+            }))
+    }
+}
+
+fn per_cpu<T: aya::Pod + Copy>(value: T) -> Result<PerCpuValues<T>> {
+    let cpus = nr_cpus().map_err(|(_, e)| anyhow!("counting possible CPUs: {e}"))?;
+    Ok(PerCpuValues::try_from(vec![value; cpus])?)
+}
