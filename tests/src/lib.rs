@@ -4,7 +4,9 @@
 //! - [`fixture`]: the real datapath object loaded into the kernel, maps
 //!   filled per test, packets run through `BPF_PROG_TEST_RUN`.
 //! - [`frames`]: frames built independently of the datapath code.
+//! - [`topology`]: the networks and endpoints the tables and cost tool use.
 
 pub mod bpffs;
 pub mod fixture;
 pub mod frames;
+pub mod topology;

@@ -1,0 +1,146 @@
+//! Per-packet cost of each datapath path, measured by the kernel with
+//! BPF_PROG_TEST_RUN on the real JIT-compiled program.
+//!
+//! Paths that leave the frame as it was (bridging, drops, pass to stack)
+//! run with a large `repeat`, and the kernel reports the mean per run.
+//! Paths that rewrite the frame (routing, ARP reply) would see their own
+//! output on the next repeat, so they run once per call on a fresh frame and
+//! the median is reported; that figure includes the kernel's timer reads, so
+//! `bridge_single` is printed too as the same method's baseline.
+//!
+//! `prog_cost [--json] [--repeat N]`
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use anyhow::{Result, bail};
+use weft_tests::{
+    fixture::{Datapath, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
+    frames::{arp_request, udp},
+    topology::{A1, A2, B1, C1, NET_A, topology},
+};
+
+struct Path {
+    name: &'static str,
+    frame: Vec<u8>,
+    action: u32,
+    rewrites: bool,
+}
+
+struct Measured {
+    name: &'static str,
+    ns_per_packet: f64,
+    method: String,
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let json = args.iter().any(|a| a == "--json");
+    let repeat = match args.iter().position(|a| a == "--repeat") {
+        Some(i) => match args.get(i + 1).map(|v| v.parse::<u32>()) {
+            Some(Ok(n)) if n > 0 => n,
+            _ => bail!("--repeat needs a positive whole number"),
+        },
+        None => 1_000_000,
+    };
+    let single_runs = 20_001;
+
+    let to_gw = (NET_A.gateway_mac, A1.mac);
+    let payload = [0u8; 18];
+    let paths = [
+        Path {
+            name: "bridge",
+            frame: udp((A2.mac, A1.mac), A1.ip, A2.ip, 64, &payload),
+            action: TC_ACT_REDIRECT,
+            rewrites: false,
+        },
+        Path {
+            name: "route",
+            frame: udp(to_gw, A1.ip, B1.ip, 64, &payload),
+            action: TC_ACT_REDIRECT,
+            rewrites: true,
+        },
+        Path {
+            name: "arp_reply",
+            frame: arp_request(A1.mac, A1.ip, NET_A.gateway),
+            action: TC_ACT_REDIRECT,
+            rewrites: true,
+        },
+        Path {
+            name: "drop_isolated",
+            frame: udp(to_gw, A1.ip, C1.ip, 64, &payload),
+            action: TC_ACT_SHOT,
+            rewrites: false,
+        },
+        Path {
+            name: "pass_to_stack",
+            frame: udp(to_gw, A1.ip, Ipv4Addr::new(192, 0, 2, 1), 64, &payload),
+            action: TC_ACT_OK,
+            rewrites: false,
+        },
+    ];
+
+    let mut dp = topology()?;
+    let mut results = Vec::new();
+    for path in &paths {
+        let first = dp.run(&path.frame)?;
+        if first.action != path.action {
+            bail!(
+                "path {}: expected action {}, got {}",
+                path.name,
+                path.action,
+                first.action
+            );
+        }
+        if path.rewrites {
+            results.push(Measured {
+                name: path.name,
+                ns_per_packet: median_single(&mut dp, &path.frame, single_runs)?,
+                method: format!("median of {single_runs} single runs"),
+            });
+        } else {
+            let run = dp.run_repeat(&path.frame, repeat)?;
+            results.push(Measured {
+                name: path.name,
+                ns_per_packet: run.duration.as_nanos() as f64,
+                method: format!("mean of repeat={repeat}"),
+            });
+        }
+    }
+    results.push(Measured {
+        name: "bridge_single",
+        ns_per_packet: median_single(&mut dp, &paths[0].frame, single_runs)?,
+        method: format!("median of {single_runs} single runs (baseline for that method)"),
+    });
+    print(&results, json);
+    Ok(())
+}
+
+fn median_single(dp: &mut Datapath, frame: &[u8], runs: usize) -> Result<f64> {
+    let mut durations: Vec<Duration> = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        durations.push(dp.run(frame)?.duration);
+    }
+    durations.sort();
+    Ok(durations[runs / 2].as_nanos() as f64)
+}
+
+fn print(results: &[Measured], json: bool) {
+    if json {
+        let paths: Vec<serde_json::Value> = results
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "name": m.name,
+                    "ns_per_packet": m.ns_per_packet,
+                    "method": m.method,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "paths": paths }));
+    } else {
+        println!("{:<16} {:>12}  method", "path", "ns/packet");
+        for m in results {
+            println!("{:<16} {:>12.1}  {}", m.name, m.ns_per_packet, m.method);
+        }
+    }
+}
