@@ -5,8 +5,13 @@
 //!   filled per test, packets run through `BPF_PROG_TEST_RUN`.
 //! - [`frames`]: frames built independently of the datapath code.
 //! - [`topology`]: the networks and endpoints the tables and cost tool use.
+//! - [`netns`], [`node`], [`traffic`]: end-to-end tests in namespaces,
+//!   through the real `weft` binary, with real ICMP, TCP and UDP.
 
 pub mod bpffs;
 pub mod fixture;
 pub mod frames;
+pub mod netns;
+pub mod node;
 pub mod topology;
+pub mod traffic;

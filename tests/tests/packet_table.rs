@@ -6,13 +6,12 @@ use std::net::Ipv4Addr;
 use anyhow::Result;
 use weft_common::reason::{Drop, Forward};
 use weft_tests::{
-    fixture::{
-        Datapath, Ep, Net, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_STOLEN, TEST_RUN_IFINDEX,
-    },
+    fixture::{Datapath, Net, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_STOLEN},
     frames::{
         self, BROADCAST, ETH_HLEN, arp, arp_request, ipv4_checksum_valid, mac_str,
         refresh_ipv4_checksum, tcp_syn, udp, with_ipv4_options,
     },
+    topology::{A1, A2, B1, C1, NET_A, NET_B, topology},
 };
 
 enum Expect {

@@ -1,0 +1,136 @@
+//! A weft node for end-to-end tests: a namespace playing the host, driven
+//! through the real `weft` binary with pin and state paths unique to the
+//! run; `weft teardown` and the namespaces go away on drop.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::{
+    bpffs::{PinDir, unique_name},
+    netns::NetNs,
+};
+
+pub struct Node {
+    pub ns: NetNs,
+    pins: PinDir,
+    state_dir: PathBuf,
+}
+
+impl Node {
+    pub fn new() -> Result<Self> {
+        let ns = NetNs::new("wtnode")?;
+        let pins = PinDir::new()?;
+        let state_dir = std::env::temp_dir().join(unique_name("weft-state-"));
+        Ok(Self {
+            ns,
+            pins,
+            state_dir,
+        })
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir.join("state.json")
+    }
+
+    /// Runs `weft` against this node, whatever its exit status.
+    pub fn weft_unchecked(&self, args: &[&str]) -> Result<Output> {
+        Command::new(weft_binary()?)
+            .env("WEFT_NETNS", self.ns.name())
+            .env("WEFT_BPFFS", self.pins.path())
+            .env("WEFT_STATE_DIR", &self.state_dir)
+            .args(args)
+            .output()
+            .context("running weft")
+    }
+
+    /// Runs `weft` and fails with its stderr unless it succeeds.
+    pub fn weft(&self, args: &[&str]) -> Result<String> {
+        let out = self.weft_unchecked(args)?;
+        if !out.status.success() {
+            bail!(
+                "weft {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs `weft ARGS -o json` and parses the output.
+    pub fn weft_json(&self, args: &[&str]) -> Result<Value> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let text = self.weft(&all)?;
+        serde_json::from_str(&text).with_context(|| format!("weft {args:?} printed {text}"))
+    }
+
+    /// Packets counted for a drop reason (`weft stats -o json`).
+    pub fn drops(&self, reason: &str) -> Result<u64> {
+        self.stat("drops", reason)
+    }
+
+    /// Packets counted for a forwarding verdict.
+    pub fn forwards(&self, kind: &str) -> Result<u64> {
+        self.stat("forwards", kind)
+    }
+
+    fn stat(&self, section: &str, name: &str) -> Result<u64> {
+        let stats = self.weft_json(&["stats"])?;
+        stats[section][name]["packets"]
+            .as_u64()
+            .with_context(|| format!("stats has no {section}.{name}: {stats}"))
+    }
+
+    /// Adds an endpoint for a new container namespace; returns the
+    /// container and its IP.
+    pub fn container(&self, network: &str, name: &str) -> Result<(NetNs, String)> {
+        let ns = NetNs::new("wtc")?;
+        let ep = self.weft_json(&[
+            "endpoint",
+            "add",
+            "--network",
+            network,
+            "--netns",
+            ns.name(),
+            "--name",
+            name,
+        ])?;
+        let ip = ep["ip"]
+            .as_str()
+            .with_context(|| format!("endpoint add printed no ip: {ep}"))?
+            .to_owned();
+        Ok((ns, ip))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.weft_unchecked(&["teardown"]);
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+/// The `weft` binary next to the test executable (target/<profile>/weft),
+/// or `$WEFT_BIN`.
+pub fn weft_binary() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("WEFT_BIN") {
+        return Ok(bin.into());
+    }
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test executable has no target/<profile> parent")?;
+    let bin = profile_dir.join("weft");
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it first (cargo build -p weft) or set WEFT_BIN",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
