@@ -1,0 +1,757 @@
+//! `cargo xtask bench`: weft against the two datapaths it replaces or must
+//! approach, side by side in one run.
+//!
+//! Three topologies, each in fresh namespaces named after this run's pid:
+//! - `weft`: a node namespace and two containers on one weft network;
+//! - `veth`: two namespaces joined by one veth pair (the limit);
+//! - `bridge`: a node namespace with a Linux bridge and a veth to each of two
+//!   containers (what Docker does).
+//!
+//! All use MTU 1500 and IPv6 off. Repetitions are interleaved (rep 1: weft,
+//! veth, bridge; rep 2: ...) so drift in machine load hits all three alike;
+//! the report uses medians. Each rep runs an iperf3 TCP stream and a sockperf
+//! UDP ping-pong from container A to a server bound to container B's address.
+//! Then the per-packet cost of each eBPF program path comes from the
+//! `prog_cost` binary of `weft-tests`, when it exists. Ratios are checked
+//! against targets and reported HIT/MISS; a MISS never fails the run.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::{
+    build_ebpf, netns,
+    netns::Netns,
+    proc, setup,
+    traffic::{self, Latency, Stream},
+    weft::WeftNode,
+};
+
+const NS_PREFIX: &str = "wbench";
+const BPFFS_PREFIX: &str = "/sys/fs/bpf/weft-bench-";
+const STATE_PREFIX: &str = "/tmp/weft-bench-";
+const T: Duration = Duration::from_secs(30);
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Short run: 1 repetition of 2 s per measurement (unless --reps/--secs).
+    #[arg(long)]
+    quick: bool,
+    /// Interleaved repetitions per topology [default: 3, or 1 with --quick].
+    #[arg(long)]
+    reps: Option<u32>,
+    /// Seconds per iperf3 / sockperf measurement [default: 5, or 2 with --quick].
+    #[arg(long)]
+    secs: Option<u32>,
+    /// Directory for the JSON report [default: bench-results/ in the repo].
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// One topology under test. Fields drop in declaration order: weft's
+/// teardown first, while its namespaces still exist.
+struct Topology {
+    name: &'static str,
+    weft: Option<WeftNode>,
+    client: Netns,
+    server: Netns,
+    _node: Option<Netns>,
+    server_ip: &'static str,
+}
+
+/// Samples collected for one topology.
+#[derive(Default)]
+struct Samples {
+    streams: Vec<Stream>,
+    latencies: Vec<Latency>,
+    errors: Vec<String>,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    if !proc::is_root() {
+        bail!("the bench needs root (namespaces, BPF); run it as root");
+    }
+    let reps = args.reps.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
+    let secs = args.secs.unwrap_or(if args.quick { 2 } else { 5 }).max(1);
+    setup::run()?;
+    let weft_bin = build_ebpf::run()
+        .map(|b| b.weft)
+        .map_err(|e| format!("{e:#}"));
+    netns::reap_stale(NS_PREFIX, &[BPFFS_PREFIX, STATE_PREFIX]);
+
+    let pid = std::process::id();
+    let ns = |s: &str| format!("{NS_PREFIX}{pid}-{s}");
+    let mut topologies = Vec::new();
+    let mut unavailable = Vec::new();
+    match &weft_bin {
+        Ok(bin) => match weft_topology(bin, &ns("weft")) {
+            Ok(t) => topologies.push(t),
+            Err(err) => {
+                proc::check_interrupted()?;
+                eprintln!("xtask bench: weft topology unavailable: {err:#}");
+                unavailable.push(("weft", format!("{err:#}")));
+            }
+        },
+        Err(err) => {
+            eprintln!("xtask bench: weft could not be built: {err}");
+            unavailable.push(("weft", format!("build failed: {err}")));
+        }
+    }
+    topologies.push(veth_topology(&ns("veth"))?);
+    topologies.push(bridge_topology(&ns("bridge"))?);
+
+    let bridge_nf = proc::stdout(
+        &mut topologies
+            .last()
+            .and_then(|t| t._node.as_ref())
+            .expect("bridge topology has a node")
+            .exec(&["cat", "/proc/sys/net/bridge/bridge-nf-call-iptables"]),
+        T,
+    )
+    .map(|s| s.trim().to_owned())
+    .unwrap_or_else(|_| "n/a (br_netfilter not loaded)".into());
+
+    let mut samples: Vec<Samples> = topologies.iter().map(|_| Samples::default()).collect();
+    println!("\n== {reps} interleaved repetition(s), {secs} s per measurement");
+    for rep in 1..=reps {
+        for (t, s) in topologies.iter().zip(&mut samples) {
+            measure(t, s, rep, secs)?;
+        }
+    }
+    println!("\n== cleaning up namespaces");
+    drop(topologies);
+    let left: Vec<String> = netns::list()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{NS_PREFIX}{pid}-")))
+        .collect();
+    if !left.is_empty() {
+        eprintln!("xtask: warning: namespaces left behind: {}", left.join(" "));
+    }
+
+    println!("\n== per-packet cost of each program path (prog_cost)");
+    let prog_cost = prog_cost();
+    let names: Vec<&str> = ["weft", "veth", "bridge"]
+        .into_iter()
+        .filter(|n| !unavailable.iter().any(|(u, _)| u == n))
+        .collect();
+    let report = Report::new(&names, &samples, &unavailable, &prog_cost);
+    report.print();
+
+    let stamp = timestamp();
+    let doc = json!({
+        "timestamp": stamp,
+        "reps": reps,
+        "seconds_per_measurement": secs,
+        "mtu": 1500,
+        "machine": {
+            "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "commit": proc::stdout(&mut proc::cmd("git", &["rev-parse", "HEAD"]), T)
+                .map(|s| s.trim().to_owned()).unwrap_or_default(),
+            "bridge_nf_call_iptables_in_bridge_node": bridge_nf,
+        },
+        "method": {
+            "stream": "iperf3 TCP, 1 stream, client in container A, server bound to container B's IP (-J, receiver bits/s)",
+            "latency": "sockperf ping-pong UDP --full-rtt, round trip in microseconds",
+            "order": "repetitions interleaved across topologies; medians reported",
+        },
+        "topologies": report.topologies_json(),
+        "prog_cost": prog_cost.as_ref().map_or_else(|e| json!({"unavailable": e}), |v| v.clone()),
+        "targets": report.targets_json(),
+    });
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| repo_root().join("bench-results"));
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = dir.join(format!("{stamp}.json"));
+    fs::write(&file, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("writing {}", file.display()))?;
+    println!("\nreport written to {}", file.display());
+
+    let missing: Vec<String> = unavailable
+        .iter()
+        .map(|(n, _)| (*n).to_owned())
+        .chain(
+            names
+                .iter()
+                .zip(&samples)
+                .filter(|(_, s)| s.streams.is_empty() || s.latencies.is_empty())
+                .map(|(n, _)| (*n).to_owned()),
+        )
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "bench incomplete: no measurements for {} (see above)",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn measure(t: &Topology, s: &mut Samples, rep: u32, secs: u32) -> Result<()> {
+    let stream = traffic::iperf3(&t.server, &t.client, t.server_ip, secs, None);
+    let latency = traffic::sockperf(&t.server, &t.client, t.server_ip, secs);
+    proc::check_interrupted()?;
+    let mut line = format!("rep {rep} {:<7}", t.name);
+    match stream {
+        Ok(st) => {
+            line += &format!(
+                "  stream {:7.2} Gbit/s ({} retr)",
+                st.gbps,
+                st.retransmits.unwrap_or(0)
+            );
+            s.streams.push(st);
+        }
+        Err(e) => {
+            line += "  stream FAILED";
+            s.errors.push(format!("rep {rep} stream: {e:#}"));
+        }
+    }
+    match latency {
+        Ok(l) => {
+            line += &format!("  rtt p50 {:7.2} us  p99 {:7.2} us", l.p50_us, l.p99_us);
+            s.latencies.push(l);
+        }
+        Err(e) => {
+            line += "  latency FAILED";
+            s.errors.push(format!("rep {rep} latency: {e:#}"));
+        }
+    }
+    println!("{line}");
+    for e in s
+        .errors
+        .iter()
+        .filter(|e| e.starts_with(&format!("rep {rep} ")))
+    {
+        println!("    {e}");
+    }
+    Ok(())
+}
+
+/// Address a container end `eth0` and bring it up; default route via `gw`.
+fn container_addr(c: &Netns, cidr: &str, gw: Option<&str>) -> Result<()> {
+    proc::stdout(&mut c.ip(&["addr", "add", cidr, "dev", "eth0"]), T)?;
+    proc::stdout(&mut c.ip(&["link", "set", "eth0", "up"]), T)?;
+    if let Some(gw) = gw {
+        proc::stdout(&mut c.ip(&["route", "add", "default", "via", gw]), T)?;
+    }
+    Ok(())
+}
+
+/// Two namespaces joined by a single veth pair: the cheapest path there is.
+fn veth_topology(prefix: &str) -> Result<Topology> {
+    println!("== topology veth: {prefix}-a <-veth-> {prefix}-b (10.211.0.0/24)");
+    let client = Netns::create(&format!("{prefix}-a"))?;
+    let server = Netns::create(&format!("{prefix}-b"))?;
+    proc::stdout(
+        &mut client.ip(&[
+            "link",
+            "add",
+            "eth0",
+            "mtu",
+            "1500",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "mtu",
+            "1500",
+            "netns",
+            server.name(),
+        ]),
+        T,
+    )?;
+    container_addr(&client, "10.211.0.2/24", None)?;
+    container_addr(&server, "10.211.0.3/24", None)?;
+    Ok(Topology {
+        name: "veth",
+        weft: None,
+        client,
+        server,
+        _node: None,
+        server_ip: "10.211.0.3",
+    })
+}
+
+/// A node with a Linux bridge and one veth to each container (Docker's way).
+fn bridge_topology(prefix: &str) -> Result<Topology> {
+    println!("== topology bridge: {prefix}-node br0 + {prefix}-a, {prefix}-b (10.212.0.0/24)");
+    let node = Netns::create(&format!("{prefix}-node"))?;
+    let client = Netns::create(&format!("{prefix}-a"))?;
+    let server = Netns::create(&format!("{prefix}-b"))?;
+    proc::stdout(&mut node.ip(&["link", "add", "br0", "type", "bridge"]), T)?;
+    proc::stdout(
+        &mut node.ip(&["addr", "add", "10.212.0.1/24", "dev", "br0"]),
+        T,
+    )?;
+    proc::stdout(&mut node.ip(&["link", "set", "br0", "up"]), T)?;
+    for (i, (c, cidr)) in [(&client, "10.212.0.2/24"), (&server, "10.212.0.3/24")]
+        .into_iter()
+        .enumerate()
+    {
+        let host = format!("veth{i}");
+        proc::stdout(
+            &mut node.ip(&[
+                "link",
+                "add",
+                &host,
+                "mtu",
+                "1500",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "mtu",
+                "1500",
+                "netns",
+                c.name(),
+            ]),
+            T,
+        )?;
+        proc::stdout(
+            &mut node.ip(&["link", "set", &host, "master", "br0", "up"]),
+            T,
+        )?;
+        container_addr(c, cidr, Some("10.212.0.1"))?;
+    }
+    Ok(Topology {
+        name: "bridge",
+        weft: None,
+        client,
+        server,
+        _node: Some(node),
+        server_ip: "10.212.0.3",
+    })
+}
+
+/// A weft node with two containers on one network, built by the weft CLI.
+fn weft_topology(bin: &Path, prefix: &str) -> Result<Topology> {
+    println!("== topology weft: {prefix}-node + {prefix}-a, {prefix}-b (10.210.0.0/24)");
+    let pid = std::process::id();
+    let node = Netns::create(&format!("{prefix}-node"))?;
+    let client = Netns::create(&format!("{prefix}-a"))?;
+    let server = Netns::create(&format!("{prefix}-b"))?;
+    let weft = WeftNode::new(
+        bin,
+        node.name(),
+        PathBuf::from(format!("{BPFFS_PREFIX}{pid}")),
+        PathBuf::from(format!("{STATE_PREFIX}{pid}")),
+    );
+    let t = Topology {
+        name: "weft",
+        weft: Some(weft),
+        client,
+        server,
+        _node: Some(node),
+        server_ip: "10.210.0.3",
+    };
+    let weft = t.weft.as_ref().expect("just set");
+    weft.quiet(&["network", "create", "bench", "--subnet", "10.210.0.0/24"])?;
+    for (c, ip, name) in [
+        (&t.client, "10.210.0.2", "a"),
+        (&t.server, "10.210.0.3", "b"),
+    ] {
+        weft.quiet(&[
+            "endpoint",
+            "add",
+            "--network",
+            "bench",
+            "--netns",
+            c.name(),
+            "--ip",
+            ip,
+            "--name",
+            name,
+            "--mtu",
+            "1500",
+        ])?;
+        check_eth0(c, ip)?;
+    }
+    Ok(t)
+}
+
+/// Fail unless `weft endpoint add` left `eth0` with `ip` in container `c`.
+pub fn check_eth0(c: &Netns, ip: &str) -> Result<()> {
+    let addrs = proc::stdout(&mut c.ip(&["-br", "addr", "show", "dev", "eth0"]), T)
+        .with_context(|| format!("`weft endpoint add` left no eth0 in {}", c.name()))?;
+    if !addrs.contains(&format!("{ip}/")) {
+        bail!(
+            "`weft endpoint add` left eth0 in {} without {ip}: {}",
+            c.name(),
+            addrs.trim()
+        );
+    }
+    Ok(())
+}
+
+/// `prog_cost --json` from weft-tests, or why it couldn't be had.
+fn prog_cost() -> Result<Value, String> {
+    let meta = proc::stdout(
+        &mut proc::cmd(
+            "cargo",
+            &[
+                "metadata",
+                "--no-deps",
+                "--format-version",
+                "1",
+                "--offline",
+            ],
+        ),
+        T,
+    )
+    .map_err(|e| format!("cargo metadata: {e:#}"))?;
+    let meta: Value = serde_json::from_str(&meta).map_err(|e| format!("cargo metadata: {e}"))?;
+    let has_bin = meta["packages"].as_array().is_some_and(|ps| {
+        ps.iter().any(|p| {
+            p["name"] == "weft-tests"
+                && p["targets"]
+                    .as_array()
+                    .is_some_and(|ts| ts.iter().any(|t| t["name"] == "prog_cost"))
+        })
+    });
+    if !has_bin {
+        println!("prog_cost: unavailable (weft-tests has no prog_cost binary yet)");
+        return Err("weft-tests has no prog_cost binary".into());
+    }
+    let mut cmd = proc::cmd(
+        "cargo",
+        &[
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "weft-tests",
+            "--bin",
+            "prog_cost",
+            "--",
+            "--json",
+        ],
+    );
+    println!("$ {}", proc::show(&cmd));
+    let out = proc::output_stdout(&mut cmd, Duration::from_secs(30 * 60))
+        .map_err(|e| format!("{e:#}"))?;
+    if !out.status.success() {
+        return Err(format!("prog_cost failed ({})", out.status));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let parsed: Option<Value> = serde_json::from_str(text.trim()).ok().or_else(|| {
+        text.lines()
+            .filter(|l| l.trim_start().starts_with('{'))
+            .find_map(|l| serde_json::from_str(l).ok())
+    });
+    match parsed {
+        Some(v) if v["paths"].is_array() => Ok(v),
+        _ => Err(format!(
+            "prog_cost printed no {{\"paths\": [...]}} JSON: {text}"
+        )),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Medians per topology, the ratios and the targets they are held to.
+struct Report {
+    rows: Vec<Row>,
+    targets: Vec<Target>,
+    /// `prog_cost`'s `paths` (empty if it was unavailable).
+    paths: Vec<Value>,
+}
+
+struct Row {
+    name: String,
+    stream_gbps: Option<f64>,
+    p50_us: Option<f64>,
+    p99_us: Option<f64>,
+    samples: Value,
+    note: Option<String>,
+}
+
+struct Target {
+    what: String,
+    value: Option<f64>,
+    unit: &'static str,
+    /// `>=` or `<=` `goal`.
+    at_least: bool,
+    goal: f64,
+}
+
+impl Target {
+    fn verdict(&self) -> &'static str {
+        match self.value {
+            None => "n/a",
+            Some(v) if (self.at_least && v >= self.goal) || (!self.at_least && v <= self.goal) => {
+                "HIT"
+            }
+            Some(_) => "MISS",
+        }
+    }
+}
+
+impl Report {
+    fn new(
+        names: &[&str],
+        samples: &[Samples],
+        unavailable: &[(&str, String)],
+        prog_cost: &Result<Value, String>,
+    ) -> Self {
+        let mut rows: Vec<Row> = names
+            .iter()
+            .zip(samples)
+            .map(|(name, s)| Row {
+                name: (*name).to_owned(),
+                stream_gbps: median(s.streams.iter().map(|x| x.gbps).collect()),
+                p50_us: median(s.latencies.iter().map(|x| x.p50_us).collect()),
+                p99_us: median(s.latencies.iter().map(|x| x.p99_us).collect()),
+                samples: json!({
+                    "stream": s.streams,
+                    "latency": s.latencies,
+                    "errors": s.errors,
+                }),
+                note: None,
+            })
+            .collect();
+        for (name, why) in unavailable {
+            rows.insert(
+                0,
+                Row {
+                    name: (*name).to_owned(),
+                    stream_gbps: None,
+                    p50_us: None,
+                    p99_us: None,
+                    samples: json!({}),
+                    note: Some(why.clone()),
+                },
+            );
+        }
+        let get = |name: &str| rows.iter().find(|r| r.name == name);
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        let field = |name: &str, f: fn(&Row) -> Option<f64>| get(name).and_then(f);
+        let mut targets = vec![
+            Target {
+                what: "stream weft/veth".into(),
+                value: ratio(
+                    field("weft", |r| r.stream_gbps),
+                    field("veth", |r| r.stream_gbps),
+                ),
+                unit: "x",
+                at_least: true,
+                goal: 0.97,
+            },
+            Target {
+                what: "stream weft/bridge".into(),
+                value: ratio(
+                    field("weft", |r| r.stream_gbps),
+                    field("bridge", |r| r.stream_gbps),
+                ),
+                unit: "x",
+                at_least: true,
+                goal: 1.0,
+            },
+            Target {
+                what: "p50 latency weft/bridge".into(),
+                value: ratio(field("weft", |r| r.p50_us), field("bridge", |r| r.p50_us)),
+                unit: "x",
+                at_least: false,
+                goal: 0.85,
+            },
+        ];
+        let paths = prog_cost
+            .as_ref()
+            .ok()
+            .and_then(|v| v["paths"].as_array().cloned())
+            .unwrap_or_default();
+        let mut any_path = false;
+        for p in &paths {
+            let name = p["name"].as_str().unwrap_or("?");
+            // The forwarding paths only (not e.g. a method baseline such as
+            // `bridge_single`).
+            let lower = name.to_ascii_lowercase();
+            if matches!(
+                lower.as_str(),
+                "bridge" | "bridged" | "bridging" | "route" | "routed" | "routing"
+            ) {
+                any_path = true;
+                targets.push(Target {
+                    what: format!("prog path {name}"),
+                    value: p["ns_per_packet"].as_f64(),
+                    unit: "ns",
+                    at_least: false,
+                    goal: 50.0,
+                });
+            }
+        }
+        if !any_path {
+            targets.push(Target {
+                what: "prog paths bridging/routing".into(),
+                value: None,
+                unit: "ns",
+                at_least: false,
+                goal: 50.0,
+            });
+        }
+        Self {
+            rows,
+            targets,
+            paths,
+        }
+    }
+
+    fn print(&self) {
+        let fmt = |v: Option<f64>, prec: usize| {
+            v.map_or_else(|| "-".to_owned(), |v| format!("{v:.prec$}"))
+        };
+        println!(
+            "\n{:<8} {:>16} {:>14} {:>14}",
+            "topology", "stream Gbit/s", "rtt p50 us", "rtt p99 us"
+        );
+        for r in &self.rows {
+            print!(
+                "{:<8} {:>16} {:>14} {:>14}",
+                r.name,
+                fmt(r.stream_gbps, 2),
+                fmt(r.p50_us, 2),
+                fmt(r.p99_us, 2)
+            );
+            match &r.note {
+                Some(n) => println!("  (unavailable: {})", first_line(n)),
+                None => println!(),
+            }
+        }
+        if !self.paths.is_empty() {
+            println!("\n{:<20} {:>12}  method", "program path", "ns/packet");
+            for p in &self.paths {
+                println!(
+                    "{:<20} {:>12}  {}",
+                    p["name"].as_str().unwrap_or("?"),
+                    fmt(p["ns_per_packet"].as_f64(), 1),
+                    p["method"].as_str().unwrap_or("")
+                );
+            }
+        }
+        println!("\n{:<28} {:>10} {:>10}  result", "target", "value", "goal");
+        for t in &self.targets {
+            let value = t
+                .value
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}{}", t.unit));
+            let goal = format!(
+                "{}{}{}",
+                if t.at_least { ">=" } else { "<=" },
+                t.goal,
+                t.unit
+            );
+            println!("{:<28} {:>10} {:>10}  {}", t.what, value, goal, t.verdict());
+        }
+        println!("(targets are reported, never enforced: a MISS does not fail the bench)");
+    }
+
+    fn topologies_json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        for r in &self.rows {
+            m.insert(
+                r.name.clone(),
+                json!({
+                    "stream_gbps_median": r.stream_gbps,
+                    "rtt_p50_us_median": r.p50_us,
+                    "rtt_p99_us_median": r.p99_us,
+                    "samples": r.samples,
+                    "unavailable": r.note,
+                }),
+            );
+        }
+        Value::Object(m)
+    }
+
+    fn targets_json(&self) -> Value {
+        self.targets
+            .iter()
+            .map(|t| {
+                json!({
+                    "what": t.what,
+                    "value": t.value,
+                    "unit": t.unit,
+                    "goal": format!("{} {}", if t.at_least { ">=" } else { "<=" }, t.goal),
+                    "result": t.verdict(),
+                })
+            })
+            .collect()
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_owned()
+}
+
+/// UTC `YYYYMMDDTHHMMSSZ` (no date crate: days-to-civil from H. Hinnant).
+fn timestamp() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    utc(secs)
+}
+
+fn utc(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(0), "19700101T000000Z");
+        assert_eq!(utc(951_782_400), "20000229T000000Z");
+        assert_eq!(utc(1_767_225_599), "20251231T235959Z");
+    }
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(vec![]), None);
+    }
+}

@@ -1,0 +1,225 @@
+//! `cargo xtask demo`: weft moving real traffic, start to finish.
+//!
+//! A node namespace and four container namespaces, named after this run's
+//! pid; two weft networks, blue (10.1.0.0/24: c1, c2) and green
+//! (10.2.0.0/24: c3, c4). It shows bridging inside a network, isolation
+//! between networks (and the drop counter that proves it), routing once the
+//! networks are connected, and a TCP and a UDP transfer. Every expected
+//! outcome is checked; the run fails if one didn't happen. Everything is
+//! torn down on success, error and Ctrl-C alike (RAII guards; see `proc`).
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::{bench, build_ebpf, netns, netns::Netns, proc, setup, traffic, weft::WeftNode};
+
+const NS_PREFIX: &str = "wdemo";
+const BPFFS_PREFIX: &str = "/sys/fs/bpf/weft-demo-";
+const STATE_PREFIX: &str = "/tmp/weft-demo-";
+
+/// (name, network, ip) of each container.
+const CONTAINERS: [(&str, &str, &str); 4] = [
+    ("c1", "blue", "10.1.0.2"),
+    ("c2", "blue", "10.1.0.3"),
+    ("c3", "green", "10.2.0.2"),
+    ("c4", "green", "10.2.0.3"),
+];
+
+/// The demo's namespaces and node; fields drop in declaration order, so
+/// `weft teardown` runs while the namespaces it cleans up still exist.
+struct Demo {
+    weft: WeftNode,
+    containers: Vec<Netns>,
+    _node: Netns,
+}
+
+pub fn run() -> Result<()> {
+    if !proc::is_root() {
+        anyhow::bail!("the demo needs root (namespaces, BPF); run it as root");
+    }
+    setup::run()?;
+    let built = build_ebpf::run()?;
+    netns::reap_stale(NS_PREFIX, &[BPFFS_PREFIX, STATE_PREFIX]);
+
+    let pid = std::process::id();
+    let ns = |suffix: &str| format!("{NS_PREFIX}{pid}-{suffix}");
+    println!(
+        "\n== creating namespaces {} and {}..{}",
+        ns("node"),
+        ns("c1"),
+        ns("c4")
+    );
+    let node = Netns::create(&ns("node"))?;
+    let weft = WeftNode::new(
+        &built.weft,
+        node.name(),
+        PathBuf::from(format!("{BPFFS_PREFIX}{pid}")),
+        PathBuf::from(format!("{STATE_PREFIX}{pid}")),
+    );
+    let mut demo = Demo {
+        weft,
+        containers: Vec::new(),
+        _node: node,
+    };
+    for (name, _, _) in CONTAINERS {
+        demo.containers.push(Netns::create(&ns(name))?);
+    }
+
+    let result = play(&demo);
+    println!("\n== cleaning up (weft teardown, namespaces)");
+    drop(demo);
+    let left: Vec<String> = netns::list()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{NS_PREFIX}{pid}-")))
+        .collect();
+    if !left.is_empty() {
+        eprintln!("xtask: warning: namespaces left behind: {}", left.join(" "));
+    }
+    let checks = result?;
+    println!("\n== summary");
+    for (what, ok) in &checks {
+        println!("  [{}] {what}", if *ok { " OK " } else { "FAIL" });
+    }
+    let failed = checks.iter().filter(|(_, ok)| !ok).count();
+    if failed > 0 {
+        anyhow::bail!("demo: {failed} expected outcome(s) did not happen");
+    }
+    println!("demo: every expected outcome happened; everything was cleaned up");
+    Ok(())
+}
+
+/// A counter out of `weft stats -o json`: `section.key.packets`.
+fn counter(stats: &Value, section: &str, key: &str) -> u64 {
+    stats[section][key]["packets"].as_u64().unwrap_or(0)
+}
+
+fn ping(from: &Netns, to_ip: &str) -> Result<bool> {
+    let mut cmd = from.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "1", to_ip]);
+    println!("$ {}", proc::show(&cmd));
+    Ok(proc::status(&mut cmd, Duration::from_secs(15))?.success())
+}
+
+/// The scripted part; returns (expected outcome, happened?) pairs.
+fn play(demo: &Demo) -> Result<Vec<(String, bool)>> {
+    let weft = &demo.weft;
+    let c = |i: usize| &demo.containers[i];
+    let mut checks = Vec::new();
+
+    println!("\n== two networks, four containers");
+    weft.run(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
+    weft.run(&["network", "create", "green", "--subnet", "10.2.0.0/24"])?;
+    for ((name, net, ip), ns) in CONTAINERS.iter().zip(&demo.containers) {
+        weft.run(&[
+            "endpoint",
+            "add",
+            "--network",
+            net,
+            "--netns",
+            ns.name(),
+            "--ip",
+            ip,
+            "--name",
+            name,
+            "--mtu",
+            "1500",
+        ])?;
+        bench::check_eth0(ns, ip)?;
+    }
+    proc::run(
+        &mut c(0).ip(&["-br", "addr", "show", "dev", "eth0"]),
+        Duration::from_secs(10),
+    )?;
+    proc::run(&mut c(0).ip(&["route"]), Duration::from_secs(10))?;
+
+    println!("\n== c1 -> c2, same network (bridged in BPF)");
+    let before = weft.json(&["stats"])?;
+    let ok = ping(c(0), "10.1.0.3")?;
+    let after = weft.json(&["stats"])?;
+    let bridged = counter(&after, "forwards", "bridged")
+        .saturating_sub(counter(&before, "forwards", "bridged"));
+    checks.push(("ping c1 -> c2 (blue) answered".into(), ok));
+    checks.push((
+        format!("bridged counter rose (+{bridged} packets)"),
+        bridged > 0,
+    ));
+
+    println!("\n== c1 -> c3, other network: isolated, must be dropped");
+    let before = after;
+    let ok = ping(c(0), "10.2.0.2")?;
+    let after = weft.json(&["stats"])?;
+    let isolated = counter(&after, "drops", "network_isolated").saturating_sub(counter(
+        &before,
+        "drops",
+        "network_isolated",
+    ));
+    checks.push((
+        "ping c1 -> c3 blocked while blue and green are separate".into(),
+        !ok,
+    ));
+    checks.push((
+        format!("network_isolated drop counter rose (+{isolated} packets)"),
+        isolated > 0,
+    ));
+
+    println!("\n== connect blue and green, c1 -> c3 again (routed in BPF)");
+    weft.run(&["network", "connect", "blue", "green"])?;
+    let before = after;
+    let ok = ping(c(0), "10.2.0.2")?;
+    let after = weft.json(&["stats"])?;
+    let routed = counter(&after, "forwards", "routed")
+        .saturating_sub(counter(&before, "forwards", "routed"));
+    checks.push(("ping c1 -> c3 answered after `network connect`".into(), ok));
+    checks.push((
+        format!("routed counter rose (+{routed} packets)"),
+        routed > 0,
+    ));
+
+    println!("\n== TCP c1 -> c2 (iperf3, 2 s)");
+    match traffic::iperf3(c(1), c(0), "10.1.0.3", 2, None) {
+        Ok(s) => {
+            println!(
+                "TCP c1 -> c2: {:.2} Gbit/s, {} retransmits",
+                s.gbps,
+                s.retransmits.unwrap_or(0)
+            );
+            checks.push((
+                format!("TCP c1 -> c2 moved data ({:.2} Gbit/s)", s.gbps),
+                s.gbps > 0.0,
+            ));
+        }
+        Err(err) => {
+            proc::check_interrupted()?;
+            println!("TCP c1 -> c2 failed: {err:#}");
+            checks.push(("TCP c1 -> c2 moved data".into(), false));
+        }
+    }
+
+    println!("\n== UDP c1 -> c4 across networks (iperf3 -u, 100 Mbit/s, 2 s)");
+    match traffic::iperf3(c(3), c(0), "10.2.0.3", 2, Some("100M")) {
+        Ok(s) => {
+            let lost = s.udp_lost_percent.unwrap_or(100.0);
+            println!(
+                "UDP c1 -> c4: {:.3} Gbit/s, {} datagrams, {lost:.2}% lost",
+                s.gbps,
+                s.udp_packets.unwrap_or(0)
+            );
+            checks.push((
+                format!("UDP c1 -> c4 delivered ({lost:.2}% lost)"),
+                s.udp_packets.unwrap_or(0) > 0 && lost < 10.0,
+            ));
+        }
+        Err(err) => {
+            proc::check_interrupted()?;
+            println!("UDP c1 -> c4 failed: {err:#}");
+            checks.push(("UDP c1 -> c4 delivered".into(), false));
+        }
+    }
+
+    println!("\n== what weft counted");
+    weft.run(&["stats"])?;
+    println!();
+    weft.run(&["network", "ls"])?;
+    Ok(checks)
+}
