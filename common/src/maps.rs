@@ -39,6 +39,8 @@ pub const ALL_MAPS: [&str; 10] = [
 
 /// The TC program attached to the host side of every container veth.
 pub const PROG_FROM_CONTAINER: &str = "weft_from_container";
+/// A no-op program, never attached: measures BPF_PROG_TEST_RUN's overhead.
+pub const PROG_CALIBRATE: &str = "weft_calibrate";
 
 pub const MAX_NETWORKS: u32 = 1024;
 pub const MAX_ENDPOINTS: u32 = 65_536;

@@ -3,7 +3,8 @@
 //! One module per attach point (`from_container`), helpers by concern:
 //! `access` (the only bounds-checked packet and context accessors), `parse`
 //! (header offsets), `arp`, `forward` (bridging, routing, flooding), `csum`,
-//! `maps` and `verdict` (counters and drop accounting).
+//! `maps` and `verdict` (counters and drop accounting). `calibrate` is a
+//! no-op used only to measure test-run overhead.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -11,6 +12,8 @@
 mod access;
 #[cfg(target_arch = "bpf")]
 mod arp;
+#[cfg(target_arch = "bpf")]
+mod calibrate;
 #[cfg(target_arch = "bpf")]
 mod csum;
 #[cfg(target_arch = "bpf")]

@@ -14,7 +14,7 @@ use weft_common::{
     maps::{
         Counter, EndpointInfo, EndpointStats, FdbKey, FloodList, MAP_DROPS, MAP_EP_BY_IF,
         MAP_EP_BY_IP, MAP_EP_STATS, MAP_FDB, MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS,
-        MAP_SUBNETS, MAX_FLOOD, NetPairKey, NetworkInfo, PROG_FROM_CONTAINER,
+        MAP_SUBNETS, MAX_FLOOD, NetPairKey, NetworkInfo, PROG_CALIBRATE, PROG_FROM_CONTAINER,
     },
     reason::{Drop, Forward},
 };
@@ -187,6 +187,25 @@ impl Datapath {
             output: out,
             duration: result.duration,
         })
+    }
+
+    /// Mean ns per run of the no-op program over `repeat` runs of `frame`:
+    /// the harness's own overhead, to subtract from per-path figures.
+    pub fn calibration_ns(&mut self, frame: &[u8], repeat: u32) -> Result<f64> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(PROG_CALIBRATE)
+            .ok_or_else(|| anyhow!("program {PROG_CALIBRATE} missing from the object"))?
+            .try_into()?;
+        if prog.fd().is_err() {
+            prog.load()?;
+        }
+        let result = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        })?;
+        Ok(result.duration.as_nanos() as f64)
     }
 
     pub fn run(&mut self, frame: &[u8]) -> Result<RunOutcome> {

@@ -8,6 +8,10 @@
 //! the median is reported; that figure includes the kernel's timer reads, so
 //! `bridge_single` is printed too as the same method's baseline.
 //!
+//! Every figure includes the test-run loop's own per-run overhead; a no-op
+//! program (`weft_calibrate`) measures it, and `program_ns` is the figure
+//! with that overhead subtracted: the cost of weft's code itself.
+//!
 //! `prog_cost [--json] [--repeat N]`
 
 use std::{net::Ipv4Addr, time::Duration};
@@ -29,6 +33,8 @@ struct Path {
 struct Measured {
     name: &'static str,
     ns_per_packet: f64,
+    /// `ns_per_packet` less the no-op program's figure for the same method.
+    program_ns: f64,
     method: String,
 }
 
@@ -80,6 +86,14 @@ fn main() -> Result<()> {
     ];
 
     let mut dp = topology()?;
+    let noop_repeat = dp.calibration_ns(&paths[0].frame, repeat)?;
+    let noop_single = {
+        let mut runs: Vec<f64> = (0..single_runs)
+            .map(|_| dp.calibration_ns(&paths[0].frame, 1))
+            .collect::<Result<_>>()?;
+        runs.sort_by(f64::total_cmp);
+        runs[single_runs / 2]
+    };
     let mut results = Vec::new();
     for path in &paths {
         let first = dp.run(&path.frame)?;
@@ -92,24 +106,38 @@ fn main() -> Result<()> {
             );
         }
         if path.rewrites {
+            let ns = median_single(&mut dp, &path.frame, single_runs)?;
             results.push(Measured {
                 name: path.name,
-                ns_per_packet: median_single(&mut dp, &path.frame, single_runs)?,
+                ns_per_packet: ns,
+                program_ns: ns - noop_single,
                 method: format!("median of {single_runs} single runs"),
             });
         } else {
             let run = dp.run_repeat(&path.frame, repeat)?;
+            let ns = run.duration.as_nanos() as f64;
             results.push(Measured {
                 name: path.name,
-                ns_per_packet: run.duration.as_nanos() as f64,
+                ns_per_packet: ns,
+                program_ns: ns - noop_repeat,
                 method: format!("mean of repeat={repeat}"),
             });
         }
     }
+    let bridge_single = median_single(&mut dp, &paths[0].frame, single_runs)?;
     results.push(Measured {
         name: "bridge_single",
-        ns_per_packet: median_single(&mut dp, &paths[0].frame, single_runs)?,
-        method: format!("median of {single_runs} single runs (baseline for that method)"),
+        ns_per_packet: bridge_single,
+        program_ns: bridge_single - noop_single,
+        method: format!(
+            "median of {single_runs} single runs (the bridge path, by the other method)"
+        ),
+    });
+    results.push(Measured {
+        name: "noop",
+        ns_per_packet: noop_repeat,
+        program_ns: 0.0,
+        method: format!("no-op program, mean of repeat={repeat} (single runs: {noop_single} ns)"),
     });
     print(&results, json);
     Ok(())
@@ -132,15 +160,22 @@ fn print(results: &[Measured], json: bool) {
                 serde_json::json!({
                     "name": m.name,
                     "ns_per_packet": m.ns_per_packet,
+                    "program_ns": m.program_ns,
                     "method": m.method,
                 })
             })
             .collect();
         println!("{}", serde_json::json!({ "paths": paths }));
     } else {
-        println!("{:<16} {:>12}  method", "path", "ns/packet");
+        println!(
+            "{:<16} {:>10} {:>11}  method",
+            "path", "ns/packet", "program ns"
+        );
         for m in results {
-            println!("{:<16} {:>12.1}  {}", m.name, m.ns_per_packet, m.method);
+            println!(
+                "{:<16} {:>10.1} {:>11.1}  {}",
+                m.name, m.ns_per_packet, m.program_ns, m.method
+            );
         }
     }
 }
