@@ -69,7 +69,7 @@ impl Drop for Netns {
 
 /// Kill every process left in namespace `name`, then delete it.
 fn delete(name: &str) {
-    if let Ok(pids) = proc::stdout(&mut proc::cmd("ip", &["netns", "pids", name]), T) {
+    if let Ok(pids) = proc::cleanup(&mut proc::cmd("ip", &["netns", "pids", name]), T) {
         for pid in pids
             .split_whitespace()
             .filter_map(|p| p.parse::<i32>().ok())
@@ -79,14 +79,14 @@ fn delete(name: &str) {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
-    if let Err(err) = proc::stdout(&mut proc::cmd("ip", &["netns", "del", name]), T) {
+    if let Err(err) = proc::cleanup(&mut proc::cmd("ip", &["netns", "del", name]), T) {
         eprintln!("xtask: warning: could not delete namespace {name}: {err:#}");
     }
 }
 
 /// Names of existing namespaces (`ip netns list`), without the `(id: N)`.
 pub fn list() -> Vec<String> {
-    proc::stdout(&mut proc::cmd("ip", &["netns", "list"]), T)
+    proc::cleanup(&mut proc::cmd("ip", &["netns", "list"]), T)
         .map(|s| {
             s.lines()
                 .filter_map(|l| l.split_whitespace().next().map(str::to_owned))

@@ -68,15 +68,28 @@ pub fn show(cmd: &Command) -> String {
 
 /// Wait for `child` at most `timeout`; kill it on timeout or Ctrl-C.
 pub fn wait_timeout(child: &mut Child, what: &str, timeout: Duration) -> Result<ExitStatus> {
+    wait_inner(child, what, timeout, Mode::Normal)
+}
+
+/// Whether a Ctrl-C aborts the command (normal work) or not (cleanup, which
+/// must still run after the user pressed Ctrl-C).
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Normal,
+    Cleanup,
+}
+
+fn wait_inner(child: &mut Child, what: &str, timeout: Duration, mode: Mode) -> Result<ExitStatus> {
     let end = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().context("waiting for a child")? {
             return Ok(status);
         }
-        if interrupted() || Instant::now() >= end {
+        let stop = mode == Mode::Normal && interrupted();
+        if stop || Instant::now() >= end {
             let _ = child.kill();
             let _ = child.wait();
-            if interrupted() {
+            if stop {
                 bail!("interrupted while running `{what}`");
             }
             bail!(
@@ -112,18 +125,34 @@ pub fn status(cmd: &mut Command, timeout: Duration) -> Result<ExitStatus> {
 
 /// Run capturing stdout and stderr; the status is returned, not checked.
 pub fn output(cmd: &mut Command, timeout: Duration) -> Result<Output> {
-    capture(cmd, timeout, true)
+    capture(cmd, timeout, true, Mode::Normal)
+}
+
+/// Like [`stdout`], but also runs after Ctrl-C: for cleanup in `Drop`.
+pub fn cleanup(cmd: &mut Command, timeout: Duration) -> Result<String> {
+    let what = show(cmd);
+    let out = capture(cmd, timeout, true, Mode::Cleanup)?;
+    if !out.status.success() {
+        bail!(
+            "`{what}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Run capturing stdout, stderr going to ours (progress of long builds stays
 /// visible); the status is returned, not checked.
 pub fn output_stdout(cmd: &mut Command, timeout: Duration) -> Result<Output> {
-    capture(cmd, timeout, false)
+    capture(cmd, timeout, false, Mode::Normal)
 }
 
-fn capture(cmd: &mut Command, timeout: Duration, with_stderr: bool) -> Result<Output> {
+fn capture(cmd: &mut Command, timeout: Duration, with_stderr: bool, mode: Mode) -> Result<Output> {
     let what = show(cmd);
-    check_interrupted()?;
+    if mode == Mode::Normal {
+        check_interrupted()?;
+    }
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -156,7 +185,7 @@ fn capture(cmd: &mut Command, timeout: Duration, with_stderr: bool) -> Result<Ou
             .take()
             .map(|r| Box::new(r) as Box<dyn Read + Send>),
     );
-    let status = wait_timeout(&mut child, &what, timeout)?;
+    let status = wait_inner(&mut child, &what, timeout, mode)?;
     Ok(Output {
         status,
         stdout: out.join().unwrap_or_default(),

@@ -79,7 +79,7 @@ impl WeftNode {
 
 impl Drop for WeftNode {
     fn drop(&mut self) {
-        if let Err(err) = proc::stdout(&mut self.cmd(&["teardown"]), T) {
+        if let Err(err) = proc::cleanup(&mut self.cmd(&["teardown"]), T) {
             eprintln!("xtask: warning: weft teardown: {err:#}");
         }
         for dir in [&self.bpffs, &self.state_dir] {
