@@ -23,6 +23,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
     about = "weft's build, test, demo and bench tasks"
 )]
 struct Cli {
