@@ -41,7 +41,18 @@ pub fn iperf3(
     )?;
     server.wait_listening(false, IPERF_PORT, READY)?;
     let secs_s = secs.to_string();
-    let mut args = vec!["iperf3", "-c", server_ip, "-p", &port, "-t", &secs_s, "-J"];
+    let mut args = vec![
+        "iperf3",
+        "-c",
+        server_ip,
+        "-p",
+        &port,
+        "-t",
+        &secs_s,
+        "-J",
+        "--connect-timeout",
+        "3000",
+    ];
     if let Some(rate) = udp_rate {
         args.extend(["-u", "-b", rate]);
     }
