@@ -1,4 +1,22 @@
 //! weft's userspace library: loading and pinning the datapath, typed map
 //! access, netlink, saved state, and one module per CLI command family.
+//!
+//! The `weft` binary only parses arguments and calls into [`cmd`].
 
+pub mod cmd;
+pub mod datapath;
+pub mod error;
+pub mod ipam;
+pub mod logging;
+pub mod mac;
+pub mod naming;
+pub mod netlink;
+pub mod netns;
 pub mod object;
+pub mod output;
+pub mod paths;
+pub mod rollback;
+pub mod state;
+
+pub use error::{Error, Result};
+pub use paths::Paths;

@@ -1,0 +1,371 @@
+//! `weft endpoint ...`: plug a container's network namespace into a weft
+//! network (veth pair, addresses, routes, maps, TCX link) and unplug it.
+
+use std::{fs::File, net::Ipv4Addr, os::fd::AsRawFd, path::Path};
+
+use weft_common::maps::{EndpointInfo, FloodList, MAX_FLOOD};
+
+use crate::{
+    datapath::{self, Datapath, ip_be},
+    error::{Error, Result, chain},
+    ipam,
+    mac::Mac,
+    naming::{host_ifname, temp_peer_ifname, validate_ifname, validate_name},
+    netlink::{LinkSettings, Netlink},
+    netns,
+    paths::Paths,
+    rollback::MapUndo,
+    state::{self, Endpoint, Locked, Network, State},
+};
+
+/// Default MTU of both veth ends.
+pub const DEFAULT_MTU: u32 = 1500;
+/// Default interface name inside the container.
+pub const DEFAULT_IFNAME: &str = "eth0";
+
+/// What `endpoint add` asks for.
+#[derive(Clone, Debug)]
+pub struct AddArgs {
+    pub network: String,
+    pub netns: String,
+    pub ip: Option<String>,
+    pub name: Option<String>,
+    pub ifname: Option<String>,
+    pub mtu: Option<u32>,
+}
+
+/// Everything decided before the first kernel change.
+struct Plan {
+    ep: Endpoint,
+    net: Network,
+    temp_peer: String,
+    ns: File,
+}
+
+fn plan(st: &State, args: &AddArgs) -> Result<Plan> {
+    let net = st.require_network(&args.network)?.clone();
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => Path::new(&args.netns)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(&args.netns)
+            .to_string(),
+    };
+    validate_name("endpoint", &name).map_err(|e| match args.name {
+        None => Error::Invalid(format!("{e} (it defaults to the netns name; pass --name)")),
+        Some(_) => e,
+    })?;
+    if st.endpoint(&name).is_some() {
+        return Err(Error::Conflict(format!(
+            "endpoint '{name}' already exists; pass another --name or remove it first"
+        )));
+    }
+    let ifname = args.ifname.clone().unwrap_or_else(|| DEFAULT_IFNAME.into());
+    validate_ifname(&ifname)?;
+    let mtu = args.mtu.unwrap_or(DEFAULT_MTU);
+    if !(68..=65535).contains(&mtu) {
+        return Err(Error::Invalid(format!(
+            "invalid MTU {mtu}: use a value from 68 to 65535"
+        )));
+    }
+    let ip = match &args.ip {
+        Some(s) => {
+            let ip: Ipv4Addr = s.parse().map_err(|_| {
+                Error::Invalid(format!("invalid address '{s}': expected an IPv4 address"))
+            })?;
+            ipam::check_requested(&net.subnet, net.gateway, ip, |ip| {
+                st.endpoints
+                    .iter()
+                    .find(|e| e.ip == ip)
+                    .map(|e| e.name.clone())
+            })?;
+            ip
+        }
+        None => ipam::allocate(&net.subnet, net.gateway, |ip| {
+            st.endpoints.iter().any(|e| e.ip == ip)
+        })?,
+    };
+    let host = host_ifname(&name);
+    if let Some(other) = st.endpoints.iter().find(|e| e.host_ifname == host) {
+        return Err(Error::Conflict(format!(
+            "endpoint name '{name}' hashes to the same host interface {host} as endpoint '{}'; \
+             pass another --name",
+            other.name
+        )));
+    }
+    let ns = netns::open(&args.netns)?;
+    Ok(Plan {
+        ep: Endpoint {
+            name: name.clone(),
+            network: net.name.clone(),
+            netns: args.netns.clone(),
+            ip,
+            mac: Mac::container(ip),
+            ifname,
+            host_ifname: host,
+            host_ifindex: 0,
+            mtu,
+        },
+        net,
+        temp_peer: temp_peer_ifname(&name),
+        ns,
+    })
+}
+
+/// Kernel objects created so far, for rollback.
+#[derive(Default)]
+struct Made {
+    veth: Option<String>,
+    lo_addr: Option<Ipv4Addr>,
+    link_pinned: Option<String>,
+}
+
+/// Plugs a container netns into a network. On any failure everything done so
+/// far is undone and the original error returned.
+pub async fn add(paths: &Paths, args: &AddArgs) -> Result<Endpoint> {
+    let mut locked = Locked::acquire(paths)?;
+    let Plan {
+        mut ep,
+        net,
+        temp_peer,
+        ns,
+    } = plan(&locked.state, args)?;
+
+    let nl = Netlink::connect()?;
+    for name in [&ep.host_ifname, &temp_peer] {
+        if nl.link_index(name).await?.is_some() {
+            return Err(Error::Conflict(format!(
+                "interface {name} already exists in the node namespace (left over from \
+                 endpoint '{}'?); delete it or run `weft teardown`",
+                ep.name
+            )));
+        }
+    }
+    let (ifname, netns_spec) = (ep.ifname.clone(), ep.netns.clone());
+    let taken = netns::run_in(&ns, || async move {
+        let nl = Netlink::connect()?;
+        nl.link_index(&ifname).await.map(|i| i.is_some())
+    })?;
+    if taken {
+        return Err(Error::Conflict(format!(
+            "interface {} already exists in network namespace '{netns_spec}'; pass another --ifname",
+            ep.ifname
+        )));
+    }
+
+    let mut dp = Datapath::open(paths)?;
+    let mut made = Made::default();
+    let mut undo = MapUndo::default();
+    let result = plug(
+        &nl,
+        &mut dp,
+        &mut locked,
+        &mut ep,
+        &net,
+        &temp_peer,
+        &ns,
+        &mut made,
+        &mut undo,
+    )
+    .await;
+    match result {
+        Ok(()) => {
+            undo.commit();
+            Ok(ep)
+        }
+        Err(e) => {
+            unplug_partial(paths, &nl, &mut dp, made, undo).await;
+            Err(e)
+        }
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct would only rename them"
+)]
+async fn plug(
+    nl: &Netlink,
+    dp: &mut Datapath,
+    locked: &mut Locked,
+    ep: &mut Endpoint,
+    net: &Network,
+    temp_peer: &str,
+    ns: &File,
+    made: &mut Made,
+    undo: &mut MapUndo,
+) -> Result<()> {
+    let host = ep.host_ifname.clone();
+    nl.add_veth(&host, temp_peer).await?;
+    made.veth = Some(host.clone());
+    let host_index = nl.require_link(&host).await?;
+    let peer_index = nl.require_link(temp_peer).await?;
+    ep.host_ifindex = host_index;
+    nl.move_to_netns(peer_index, ns.as_raw_fd()).await?;
+
+    // Inside the container: name, MAC, MTU, address, routes.
+    let (peer, inner) = (temp_peer.to_string(), ep.clone());
+    let (gateway, prefix) = (net.gateway, net.subnet.prefix_len());
+    netns::run_in(ns, || async move {
+        let nl = Netlink::connect()?;
+        let index = nl.require_link(&peer).await?;
+        nl.configure_link(
+            index,
+            &LinkSettings {
+                name: Some(&inner.ifname),
+                mac: Some(inner.mac),
+                mtu: Some(inner.mtu),
+            },
+        )
+        .await?;
+        if let Err(e) = netns::disable_ipv6(&inner.ifname) {
+            log::info!(
+                "cannot disable IPv6 on {} in the container: {e}",
+                inner.ifname
+            );
+        }
+        nl.add_address(index, inner.ip, prefix).await?;
+        let lo = nl.require_link("lo").await?;
+        nl.set_up(lo).await?;
+        nl.set_up(index).await?;
+        nl.add_default_route(gateway, index).await
+    })?;
+
+    // Node side: the host veth answers as the gateway.
+    if let Err(e) = netns::disable_ipv6(&host) {
+        log::info!("cannot disable IPv6 on {host}: {e}");
+    }
+    nl.configure_link(
+        host_index,
+        &LinkSettings {
+            name: None,
+            mac: Some(net.gateway_mac()),
+            mtu: Some(ep.mtu),
+        },
+    )
+    .await?;
+
+    // Maps, then the program: the program must find the endpoint.
+    let info = EndpointInfo {
+        ifindex: host_index,
+        network_id: net.id,
+        ip_be: ip_be(ep.ip),
+        mac: ep.mac.octets(),
+        _pad: [0; 2],
+    };
+    let ip = ep.ip;
+    dp.zero_endpoint_stats(host_index)?;
+    undo.push("remove endpoint counters", move |dp| {
+        dp.del_endpoint_stats(host_index)
+    });
+    dp.put_endpoint(&info)?;
+    undo.push("remove endpoint entries", move |dp| {
+        dp.del_endpoint(host_index, ip)
+    });
+    let (net_id, mac) = (net.id, ep.mac);
+    dp.put_fdb(net_id, mac, host_index)?;
+    undo.push("remove the forwarding entry", move |dp| {
+        dp.del_fdb(net_id, mac)
+    });
+    let old: FloodList = dp.flood_list(net_id)?;
+    let mut list = old;
+    if (list.count as usize) < MAX_FLOOD {
+        list.ifindex[list.count as usize] = host_index;
+        list.count += 1;
+        dp.put_flood_list(net_id, &list)?;
+        undo.push("restore the flood list", move |dp| {
+            dp.put_flood_list(net_id, &old)
+        });
+    } else if net.flood {
+        log::warn!(
+            "network '{}' already floods to {MAX_FLOOD} endpoints; endpoint '{}' will not \
+             receive flooded broadcast/multicast",
+            net.name,
+            ep.name
+        );
+    }
+    dp.attach(&host)?;
+    made.link_pinned = Some(host.clone());
+
+    nl.set_up(host_index).await?;
+    let lo = nl.require_link("lo").await?;
+    nl.set_up(lo).await?;
+    if !nl.has_address(lo, net.gateway).await? {
+        nl.add_address(lo, net.gateway, 32).await?;
+        made.lo_addr = Some(net.gateway);
+    }
+    nl.add_host_route(ep.ip, host_index, net.gateway).await?;
+
+    let mut new = locked.state.clone();
+    new.endpoints.push(ep.clone());
+    locked.commit(new)?;
+    Ok(())
+}
+
+/// Undoes a failed `add`, newest step first; failures are logged.
+async fn unplug_partial(paths: &Paths, nl: &Netlink, dp: &mut Datapath, made: Made, undo: MapUndo) {
+    if let Some(gw) = made.lo_addr
+        && let Ok(lo) = nl.require_link("lo").await
+        && let Err(e) = nl.del_address(lo, gw, 32).await
+    {
+        log::warn!("rollback: {}", chain(&e));
+    }
+    if let Some(host) = made.link_pinned
+        && let Err(e) = datapath::detach(paths, &host)
+    {
+        log::warn!("rollback: {}", chain(&e));
+    }
+    undo.run(dp);
+    if let Some(host) = made.veth
+        && let Err(e) = nl.delete_link_by_name(&host).await
+    {
+        log::warn!("rollback: {}", chain(&e));
+    }
+}
+
+/// Unplugs endpoint `name`. Each step tolerates its object being gone
+/// already, so a failed `rm` can simply be run again.
+pub async fn remove(paths: &Paths, name: &str) -> Result<()> {
+    let mut locked = Locked::acquire(paths)?;
+    let ep = locked.state.endpoint(name).cloned().ok_or_else(|| {
+        Error::NotFound(format!(
+            "endpoint '{name}' does not exist (see `weft endpoint ls`)"
+        ))
+    })?;
+    let net = locked.state.require_network(&ep.network)?.clone();
+    let mut new = locked.state.clone();
+    new.endpoints.retain(|e| e.name != name);
+
+    let mut dp = Datapath::open(paths)?;
+    dp.del_endpoint(ep.host_ifindex, ep.ip)?;
+    dp.del_fdb(net.id, ep.mac)?;
+    dp.put_flood_list(net.id, &flood_list(&new, &net.name))?;
+    datapath::detach(paths, &ep.host_ifname)?;
+    dp.del_endpoint_stats(ep.host_ifindex)?;
+
+    let nl = Netlink::connect()?;
+    // Deleting the host end deletes the container end (and the /32 route).
+    nl.delete_link_by_name(&ep.host_ifname).await?;
+    if new.endpoints_of(&net.name).next().is_none() {
+        let lo = nl.require_link("lo").await?;
+        nl.del_address(lo, net.gateway, 32).await?;
+    }
+    locked.commit(new)
+}
+
+/// The flood list of network `network` rebuilt from `st`: its first
+/// [`MAX_FLOOD`] endpoints.
+fn flood_list(st: &State, network: &str) -> FloodList {
+    let mut list = FloodList::default();
+    for ep in st.endpoints_of(network).take(MAX_FLOOD) {
+        list.ifindex[list.count as usize] = ep.host_ifindex;
+        list.count += 1;
+    }
+    list
+}
+
+/// Every endpoint, from saved state.
+pub fn list(paths: &Paths) -> Result<Vec<Endpoint>> {
+    Ok(state::read(paths)?.endpoints)
+}

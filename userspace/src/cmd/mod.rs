@@ -1,0 +1,8 @@
+//! One module per CLI command family. Each command validates everything
+//! before touching the kernel, and rolls back on failure, so a failed command
+//! leaves kernel state, maps and `state.json` as they were.
+
+pub mod endpoint;
+pub mod network;
+pub mod stats;
+pub mod teardown;

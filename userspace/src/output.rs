@@ -1,0 +1,305 @@
+//! How command results are shown: aligned tables for people, JSON (keys are
+//! a contract other tools rely on) for programs.
+
+use std::{collections::BTreeSet, fmt::Write as _, net::Ipv4Addr};
+
+use serde::{Serialize, Serializer, ser::SerializeMap};
+use weft_common::maps::{Counter, EndpointStats};
+
+use crate::{
+    mac::Mac,
+    state::{Endpoint, Network, State},
+};
+
+/// `-o table|json`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+/// A command result that can be printed both ways.
+pub trait Render: Serialize {
+    /// The human-readable form, ending in a newline.
+    fn table(&self) -> String;
+}
+
+/// `value` in `format`, ending in a newline.
+pub fn render<T: Render>(format: Format, value: &T) -> String {
+    match format {
+        Format::Table => value.table(),
+        Format::Json => {
+            let mut s = serde_json::to_string_pretty(value)
+                .unwrap_or_else(|e| format!("{{\"error\":\"cannot serialize output: {e}\"}}"));
+            s.push('\n');
+            s
+        }
+    }
+}
+
+/// Left-aligned columns separated by two spaces.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i > 0 {
+                l.push_str("  ");
+            }
+            let _ = write!(l, "{cell:<w$}");
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut headers.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// A network as `network ls` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct NetworkView {
+    pub name: String,
+    pub id: u32,
+    pub subnet: String,
+    pub gateway: Ipv4Addr,
+    pub gateway_mac: Mac,
+    pub flood: bool,
+    pub connected: Vec<String>,
+    pub endpoints: usize,
+}
+
+impl NetworkView {
+    pub fn new(net: &Network, state: &State) -> Self {
+        let connected: BTreeSet<String> = net.connected.iter().cloned().collect();
+        Self {
+            name: net.name.clone(),
+            id: net.id,
+            subnet: net.subnet.to_string(),
+            gateway: net.gateway,
+            gateway_mac: net.gateway_mac(),
+            flood: net.flood,
+            connected: connected.into_iter().collect(),
+            endpoints: state.endpoints_of(&net.name).count(),
+        }
+    }
+
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            self.id.to_string(),
+            self.subnet.clone(),
+            self.gateway.to_string(),
+            self.gateway_mac.to_string(),
+            if self.flood { "yes" } else { "no" }.into(),
+            if self.connected.is_empty() {
+                "-".into()
+            } else {
+                self.connected.join(",")
+            },
+            self.endpoints.to_string(),
+        ]
+    }
+}
+
+const NETWORK_HEADERS: [&str; 8] = [
+    "NAME",
+    "ID",
+    "SUBNET",
+    "GATEWAY",
+    "GATEWAY MAC",
+    "FLOOD",
+    "CONNECTED",
+    "ENDPOINTS",
+];
+
+impl Render for Vec<NetworkView> {
+    fn table(&self) -> String {
+        let rows: Vec<_> = self.iter().map(NetworkView::row).collect();
+        table(&NETWORK_HEADERS, &rows)
+    }
+}
+
+/// `network inspect`: the network and its endpoints.
+#[derive(Clone, Debug, Serialize)]
+pub struct NetworkDetail {
+    #[serde(flatten)]
+    pub network: NetworkView,
+    pub containers: Vec<Endpoint>,
+}
+
+impl Render for NetworkDetail {
+    fn table(&self) -> String {
+        let mut out = table(&NETWORK_HEADERS, &[self.network.row()]);
+        out.push('\n');
+        if self.containers.is_empty() {
+            out.push_str("no endpoints\n");
+        } else {
+            out.push_str(&self.containers.table());
+        }
+        out
+    }
+}
+
+/// `endpoint add`: one line saying what was made.
+impl Render for Endpoint {
+    fn table(&self) -> String {
+        format!(
+            "endpoint {}: {} on {}, mac {}, host veth {}\n",
+            self.name, self.ip, self.network, self.mac, self.host_ifname
+        )
+    }
+}
+
+impl Render for Vec<Endpoint> {
+    fn table(&self) -> String {
+        let rows: Vec<_> = self
+            .iter()
+            .map(|e| {
+                vec![
+                    e.name.clone(),
+                    e.network.clone(),
+                    e.netns.clone(),
+                    e.ip.to_string(),
+                    e.mac.to_string(),
+                    e.ifname.clone(),
+                    e.host_ifname.clone(),
+                    e.host_ifindex.to_string(),
+                    e.mtu.to_string(),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "NAME",
+                "NETWORK",
+                "NETNS",
+                "IP",
+                "MAC",
+                "IFNAME",
+                "HOST IFNAME",
+                "HOST IFINDEX",
+                "MTU",
+            ],
+            &rows,
+        )
+    }
+}
+
+/// Entries serialized as a JSON object in their given order.
+#[derive(Clone, Debug, Default)]
+pub struct Ordered<T>(pub Vec<(String, T)>);
+
+impl<T: Serialize> Serialize for Ordered<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct CounterView {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl From<Counter> for CounterView {
+    fn from(c: Counter) -> Self {
+        Self {
+            packets: c.packets,
+            bytes: c.bytes,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct EndpointStatsView {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+impl From<EndpointStats> for EndpointStatsView {
+    fn from(s: EndpointStats) -> Self {
+        Self {
+            rx_packets: s.rx_packets,
+            rx_bytes: s.rx_bytes,
+            tx_packets: s.tx_packets,
+            tx_bytes: s.tx_bytes,
+        }
+    }
+}
+
+/// `weft stats`: counters summed over CPUs.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatsView {
+    pub drops: Ordered<CounterView>,
+    pub forwards: Ordered<CounterView>,
+    pub endpoints: Ordered<EndpointStatsView>,
+}
+
+impl Render for StatsView {
+    fn table(&self) -> String {
+        let counters = |title: &str, entries: &Ordered<CounterView>| {
+            let rows: Vec<_> = entries
+                .0
+                .iter()
+                .map(|(k, c)| vec![k.clone(), c.packets.to_string(), c.bytes.to_string()])
+                .collect();
+            table(&[title, "PACKETS", "BYTES"], &rows)
+        };
+        let mut out = counters("DROPPED", &self.drops);
+        out.push('\n');
+        out.push_str(&counters("FORWARDED", &self.forwards));
+        out.push('\n');
+        let rows: Vec<_> = self
+            .endpoints
+            .0
+            .iter()
+            .map(|(k, s)| {
+                vec![
+                    k.clone(),
+                    s.tx_packets.to_string(),
+                    s.tx_bytes.to_string(),
+                    s.rx_packets.to_string(),
+                    s.rx_bytes.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "ENDPOINT",
+                "TX PACKETS",
+                "TX BYTES",
+                "RX PACKETS",
+                "RX BYTES",
+            ],
+            &rows,
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns() {
+        let t = table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]);
+        assert_eq!(t, "A    BB\nxyz  1\n");
+    }
+}

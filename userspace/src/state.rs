@@ -1,0 +1,225 @@
+//! weft's saved state: what networks and endpoints exist on this node.
+//!
+//! The kernel holds the datapath; `state.json` holds the names and choices
+//! that cannot be read back from it (network names, which netns an endpoint
+//! lives in, ...). It is replaced atomically (temp file, fsync, rename, fsync
+//! of the directory) so a crash leaves the old or the new file, never half of
+//! one, and every mutating command holds an exclusive `flock` on `lock` for
+//! its whole run so concurrent `weft` invocations serialize.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{ErrorKind, Write},
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use ipnet::Ipv4Net;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    error::{Error, Result},
+    mac::Mac,
+    paths::Paths,
+};
+
+/// Version of the state file layout.
+pub const STATE_VERSION: u32 = 1;
+
+/// Everything weft remembers about this node.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct State {
+    pub version: u32,
+    /// Next network id to hand out; ids are never reused within one file so
+    /// stale kernel state can never be mistaken for a new network.
+    pub next_network_id: u32,
+    pub networks: Vec<Network>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            version: STATE_VERSION,
+            next_network_id: 1,
+            networks: Vec::new(),
+            endpoints: Vec::new(),
+        }
+    }
+}
+
+/// A weft network.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Network {
+    pub name: String,
+    pub id: u32,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub flood: bool,
+    /// Names of the networks this one routes to (always symmetric).
+    pub connected: Vec<String>,
+}
+
+impl Network {
+    pub fn gateway_mac(&self) -> Mac {
+        Mac::gateway(self.id)
+    }
+}
+
+/// A container endpoint; also its JSON form in command output.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Endpoint {
+    pub name: String,
+    pub network: String,
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+    pub ifname: String,
+    pub host_ifname: String,
+    pub host_ifindex: u32,
+    pub mtu: u32,
+}
+
+impl State {
+    pub fn network(&self, name: &str) -> Option<&Network> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+
+    pub fn network_mut(&mut self, name: &str) -> Option<&mut Network> {
+        self.networks.iter_mut().find(|n| n.name == name)
+    }
+
+    /// The network `name`, or an error saying how to list the existing ones.
+    pub fn require_network(&self, name: &str) -> Result<&Network> {
+        self.network(name).ok_or_else(|| {
+            Error::NotFound(format!(
+                "network '{name}' does not exist (see `weft network ls`)"
+            ))
+        })
+    }
+
+    pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.name == name)
+    }
+
+    /// The endpoints attached to network `name`, in creation order.
+    pub fn endpoints_of<'a>(&'a self, network: &'a str) -> impl Iterator<Item = &'a Endpoint> {
+        self.endpoints.iter().filter(move |e| e.network == network)
+    }
+}
+
+/// Reads the state without locking (read-only commands); a missing file is
+/// an empty state.
+pub fn read(paths: &Paths) -> Result<State> {
+    read_file(&paths.state_file())
+}
+
+fn read_file(path: &Path) -> Result<State> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| Error::CorruptState {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(Error::io(format!("cannot read {}", path.display()), e)),
+    }
+}
+
+/// The state, read under the exclusive lock, which is held until drop.
+pub struct Locked {
+    _lock: Flock<File>,
+    path: PathBuf,
+    pub state: State,
+}
+
+impl Locked {
+    /// Takes the lock (waiting for other weft commands) and reads the state.
+    pub fn acquire(paths: &Paths) -> Result<Self> {
+        paths.prepare_state_dir()?;
+        let lock_path = paths.lock_file();
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(format!("cannot open lock file {}", lock_path.display()), e))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| {
+            Error::sys(format!("cannot lock {}", lock_path.display()), errno)
+        })?;
+        let path = paths.state_file();
+        let state = read_file(&path)?;
+        Ok(Self {
+            _lock: lock,
+            path,
+            state,
+        })
+    }
+
+    /// Atomically replaces the saved state with `new`.
+    pub fn commit(&mut self, new: State) -> Result<()> {
+        write_atomic(&self.path, &new)?;
+        self.state = new;
+        Ok(())
+    }
+
+    /// Removes the state file (teardown); absent is fine.
+    pub fn remove(&mut self) -> Result<()> {
+        match fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!("cannot remove {}", self.path.display()),
+                    e,
+                ));
+            }
+        }
+        self.state = State::default();
+        Ok(())
+    }
+}
+
+fn write_atomic(path: &Path, state: &State) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".state.json.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+        json.push(b'\n');
+        let mut file = File::create(&tmp)?;
+        file.write_all(&json)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(format!("cannot write {}", path.display()), e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_lock() {
+        let dir = std::env::temp_dir().join(format!("weft-state-test-{}", std::process::id()));
+        let paths = Paths::new("/nonexistent", &dir);
+        let mut locked = Locked::acquire(&paths).unwrap();
+        assert_eq!(locked.state, State::default());
+        let mut s = State::default();
+        s.networks.push(Network {
+            name: "a".into(),
+            id: 1,
+            subnet: "10.1.0.0/24".parse().unwrap(),
+            gateway: Ipv4Addr::new(10, 1, 0, 1),
+            flood: false,
+            connected: vec![],
+        });
+        locked.commit(s.clone()).unwrap();
+        drop(locked);
+        assert_eq!(read(&paths).unwrap(), s);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
