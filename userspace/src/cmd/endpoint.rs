@@ -226,10 +226,22 @@ async fn plug(
             );
         }
         nl.add_address(index, inner.ip, prefix).await?;
-        let lo = nl.require_link("lo").await?;
-        nl.set_up(lo).await?;
         nl.set_up(index).await?;
-        nl.add_default_route(gateway, index).await
+        nl.add_default_route(gateway, index)
+            .await
+            .map_err(|e| match e {
+                Error::Netlink { source, .. } if source.raw_os_error() == Some(libc::EEXIST) => {
+                    Error::Conflict(format!(
+                        "network namespace '{}' already has a default route; weft needs its \
+                         endpoints to route via the gateway {gateway}, so remove that route first",
+                        inner.netns
+                    ))
+                }
+                other => other,
+            })?;
+        // Last, as it is the one change the veth's deletion would not undo.
+        let lo = nl.require_link("lo").await?;
+        nl.set_up(lo).await
     })?;
 
     // Node side: the host veth answers as the gateway.
