@@ -37,6 +37,9 @@ use crate::{
 pub struct Datapath {
     ebpf: Ebpf,
     paths: Paths,
+    /// Whether this instance loaded and pinned the program (first attach on
+    /// this node), so a rollback can remove the pin again.
+    pinned_program: bool,
 }
 
 /// Network-order `u32` of an address, as the maps store it.
@@ -102,6 +105,7 @@ impl Datapath {
         Ok(Self {
             ebpf,
             paths: paths.clone(),
+            pinned_program: false,
         })
     }
 
@@ -302,6 +306,7 @@ impl Datapath {
                     e,
                 )
             })?;
+            self.pinned_program = true;
         }
         let mut prog = SchedClassifier::from_pin(&prog_pin).map_err(|e| {
             Error::program(
@@ -338,6 +343,18 @@ impl Datapath {
                 e,
             )
         })?;
+        Ok(())
+    }
+}
+
+impl Datapath {
+    /// Removes the program pin if this instance created it (rollback of the
+    /// first `attach` on a node). Links already pinned keep the program alive.
+    pub fn unpin_new_program(&mut self) -> Result<()> {
+        if self.pinned_program {
+            remove_pin(&self.paths.prog_pin(PROG_FROM_CONTAINER))?;
+            self.pinned_program = false;
+        }
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use std::{
 };
 
 use futures::TryStreamExt;
-use netlink_packet_route::{address::AddressAttribute, route::RouteScope};
+use netlink_packet_route::{address::AddressAttribute, link::LinkFlags, route::RouteScope};
 use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::{
@@ -128,6 +128,26 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| Error::netlink(format!("cannot bring link #{index} up"), e))
+    }
+
+    /// Sets link `index` administratively down (rollback of [`Self::set_up`]).
+    pub async fn set_down(&self, index: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).down().build())
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("cannot set link #{index} down"), e))
+    }
+
+    /// Whether link `index` is administratively up.
+    pub async fn is_up(&self, index: u32) -> Result<bool> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(Some(msg)) => Ok(msg.header.flags.contains(LinkFlags::Up)),
+            Ok(None) => Ok(false),
+            Err(e) => Err(Error::netlink(format!("cannot look up link #{index}"), e)),
+        }
     }
 
     /// Whether link `index` carries `ip` (any prefix length).

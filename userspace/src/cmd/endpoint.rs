@@ -118,6 +118,9 @@ fn plan(st: &State, args: &AddArgs) -> Result<Plan> {
 struct Made {
     veth: Option<String>,
     lo_addr: Option<Ipv4Addr>,
+    /// The node's `lo` ifindex if this command brought it up, and whether
+    /// it had 127.0.0.1 before (the kernel adds it on up, not removes it on down).
+    lo_raised: Option<(u32, bool)>,
     link_pinned: Option<String>,
 }
 
@@ -301,8 +304,15 @@ async fn plug(
     made.link_pinned = Some(host.clone());
 
     nl.set_up(host_index).await?;
+    // The node answers for the gateway address, so `lo` must be up (fresh
+    // namespaces have it down) and carry it before the route can use it as
+    // its source.
     let lo = nl.require_link("lo").await?;
-    nl.set_up(lo).await?;
+    if !nl.is_up(lo).await? {
+        let had_loopback = nl.has_address(lo, Ipv4Addr::LOCALHOST).await?;
+        nl.set_up(lo).await?;
+        made.lo_raised = Some((lo, had_loopback));
+    }
     if !nl.has_address(lo, net.gateway).await? {
         nl.add_address(lo, net.gateway, 32).await?;
         made.lo_addr = Some(net.gateway);
@@ -323,9 +333,20 @@ async fn unplug_partial(paths: &Paths, nl: &Netlink, dp: &mut Datapath, made: Ma
     {
         log::warn!("rollback: {}", chain(&e));
     }
+    if let Some((lo, had_loopback)) = made.lo_raised {
+        if let Err(e) = nl.set_down(lo).await {
+            log::warn!("rollback: {}", chain(&e));
+        }
+        if !had_loopback && let Err(e) = nl.del_address(lo, Ipv4Addr::LOCALHOST, 8).await {
+            log::warn!("rollback: {}", chain(&e));
+        }
+    }
     if let Some(host) = made.link_pinned
         && let Err(e) = datapath::detach(paths, &host)
     {
+        log::warn!("rollback: {}", chain(&e));
+    }
+    if let Err(e) = dp.unpin_new_program() {
         log::warn!("rollback: {}", chain(&e));
     }
     undo.run(dp);
