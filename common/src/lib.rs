@@ -10,4 +10,4 @@ pub mod maps;
 pub mod reason;
 
 /// Bumped whenever a map's key or value layout changes.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;

@@ -10,7 +10,7 @@ pub const MAP_SUBNETS: &str = "WEFT_SUBNETS";
 pub const MAP_EP_BY_IP: &str = "WEFT_EP_BY_IP";
 /// Endpoints by the ifindex of their host-side veth.
 pub const MAP_EP_BY_IF: &str = "WEFT_EP_BY_IF";
-/// Forwarding table: [`FdbKey`] to the host-side ifindex of the endpoint.
+/// Forwarding table: [`FdbKey`] to [`FdbEntry`].
 pub const MAP_FDB: &str = "WEFT_FDB";
 /// Which networks may route to which: [`NetPairKey`] to `1`.
 pub const MAP_NET_LINKS: &str = "WEFT_NET_LINKS";
@@ -20,7 +20,7 @@ pub const MAP_FLOOD: &str = "WEFT_FLOOD";
 pub const MAP_DROPS: &str = "WEFT_DROPS";
 /// Per-CPU [`Counter`] per forwarding verdict, indexed by [`crate::reason::Forward`] code.
 pub const MAP_FORWARDS: &str = "WEFT_FORWARDS";
-/// Per-CPU [`EndpointStats`] by host-side ifindex.
+/// Per-CPU [`EndpointStats`] indexed by `EndpointInfo::stats_slot`.
 pub const MAP_EP_STATS: &str = "WEFT_EP_STATS";
 
 /// Every map weft pins, in a stable order (for dumps and cleanup).
@@ -43,7 +43,8 @@ pub const PROG_FROM_CONTAINER: &str = "weft_from_container";
 pub const PROG_CALIBRATE: &str = "weft_calibrate";
 
 pub const MAX_NETWORKS: u32 = 1024;
-pub const MAX_ENDPOINTS: u32 = 65_536;
+/// Endpoints per node; also the number of per-endpoint counter slots.
+pub const MAX_ENDPOINTS: u32 = 16_384;
 pub const MAX_NET_LINKS: u32 = 4096;
 /// How many endpoints one network floods broadcast to; the loop must be bounded.
 pub const MAX_FLOOD: usize = 32;
@@ -66,6 +67,9 @@ pub struct NetworkInfo {
 }
 
 /// A container endpoint as the datapath sees it.
+///
+/// Carries copies of what forwarding needs on every packet (the network's
+/// gateway MAC, the counter slot) so the fast path does no further lookups.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct EndpointInfo {
@@ -73,8 +77,20 @@ pub struct EndpointInfo {
     pub ifindex: u32,
     pub network_id: u32,
     pub ip_be: u32,
+    /// Index of this endpoint's counters in `WEFT_EP_STATS`.
+    pub stats_slot: u32,
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// The gateway MAC of the endpoint's network.
+    pub gateway_mac: [u8; 6],
+}
+
+/// Where a forwarding-table hit delivers: the host-side veth and the
+/// destination's counter slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FdbEntry {
+    pub ifindex: u32,
+    pub stats_slot: u32,
 }
 
 /// Key of the forwarding table: a MAC within one network.
@@ -94,12 +110,12 @@ pub struct NetPairKey {
     pub to_network: u32,
 }
 
-/// The host-side ifindexes of a network's endpoints, for flooding.
+/// A network's endpoints that receive flooded broadcast and multicast.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct FloodList {
     pub count: u32,
-    pub ifindex: [u32; MAX_FLOOD],
+    pub members: [FdbEntry; MAX_FLOOD],
 }
 
 impl Default for FloodList {
@@ -129,10 +145,11 @@ pub struct EndpointStats {
 
 const _: () = {
     assert!(size_of::<NetworkInfo>() == 16);
-    assert!(size_of::<EndpointInfo>() == 20);
+    assert!(size_of::<EndpointInfo>() == 28);
+    assert!(size_of::<FdbEntry>() == 8);
     assert!(size_of::<FdbKey>() == 12);
     assert!(size_of::<NetPairKey>() == 8);
-    assert!(size_of::<FloodList>() == 4 + 4 * MAX_FLOOD);
+    assert!(size_of::<FloodList>() == 4 + 8 * MAX_FLOOD);
     assert!(size_of::<Counter>() == 16);
     assert!(size_of::<EndpointStats>() == 32);
 };
@@ -146,6 +163,7 @@ mod user {
     unsafe impl aya::Pod for NetworkInfo {}
     unsafe impl aya::Pod for EndpointInfo {}
     unsafe impl aya::Pod for FdbKey {}
+    unsafe impl aya::Pod for FdbEntry {}
     unsafe impl aya::Pod for NetPairKey {}
     unsafe impl aya::Pod for FloodList {}
     unsafe impl aya::Pod for Counter {}

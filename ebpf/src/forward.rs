@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use network_types::ip::Ipv4Hdr;
 use weft_common::{
-    maps::{EndpointInfo, MAX_FLOOD, NET_FLAG_FLOOD},
+    maps::{EndpointInfo, FdbEntry, MAX_FLOOD, NET_FLAG_FLOOD},
     reason::{Drop, Forward},
 };
 
@@ -46,8 +46,7 @@ pub fn ipv4(ctx: &TcContext, src: &EndpointInfo, dst_mac: [u8; 6]) -> Verdict {
     if is_group_mac(&dst_mac) {
         return flood(ctx, src);
     }
-    let net = network(src.network_id).ok_or(Drop::UnknownEndpoint)?;
-    if dst_mac == net.gateway_mac {
+    if dst_mac == src.gateway_mac {
         route(ctx, src, &ip)
     } else {
         bridge(ctx, src, dst_mac)
@@ -57,8 +56,8 @@ pub fn ipv4(ctx: &TcContext, src: &EndpointInfo, dst_mac: [u8; 6]) -> Verdict {
 /// Same network: deliver the unchanged frame to the endpoint owning `dst_mac`.
 #[inline(always)]
 fn bridge(ctx: &TcContext, src: &EndpointInfo, dst_mac: [u8; 6]) -> Verdict {
-    let ifindex = fdb_lookup(src.network_id, dst_mac).ok_or(Drop::UnknownDestinationMac)?;
-    deliver(ctx, ifindex, Forward::Bridged)
+    let dst = fdb_lookup(src.network_id, dst_mac).ok_or(Drop::UnknownDestinationMac)?;
+    deliver(ctx, dst, Forward::Bridged)
 }
 
 /// Addressed to the gateway: the node itself, another endpoint (routed), or
@@ -75,13 +74,16 @@ fn route(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
     if ip.ttl <= 1 {
         return Err(Drop::TtlExceeded);
     }
-    let dst_net = network(dst.network_id).ok_or(Drop::NoSuchEndpoint)?;
 
     store(ctx, ETH_DST_OFF, dst.mac).ok_or(Drop::TruncatedIpv4)?;
-    store(ctx, ETH_SRC_OFF, dst_net.gateway_mac).ok_or(Drop::TruncatedIpv4)?;
+    store(ctx, ETH_SRC_OFF, dst.gateway_mac).ok_or(Drop::TruncatedIpv4)?;
     store(ctx, IP_TTL_OFF, ip.ttl - 1).ok_or(Drop::TruncatedIpv4)?;
     store(ctx, IP_CSUM_OFF, csum::after_ttl_decrement(ip.check)).ok_or(Drop::TruncatedIpv4)?;
-    deliver(ctx, dst.ifindex, Forward::Routed)
+    let target = FdbEntry {
+        ifindex: dst.ifindex,
+        stats_slot: dst.stats_slot,
+    };
+    deliver(ctx, target, Forward::Routed)
 }
 
 /// A routed destination with no endpoint: a gateway (the node), an unused
@@ -108,12 +110,12 @@ fn pass_to_stack(ctx: &TcContext) -> Verdict {
 }
 
 #[inline(always)]
-fn deliver(ctx: &TcContext, ifindex: u32, kind: Forward) -> Verdict {
-    let action = redirect_peer(ifindex);
+fn deliver(ctx: &TcContext, dst: FdbEntry, kind: Forward) -> Verdict {
+    let action = redirect_peer(dst.ifindex);
     if action != i64::from(TC_ACT_REDIRECT) {
         return Err(Drop::RedirectFailed);
     }
-    count_endpoint_rx(ifindex, ctx.len());
+    count_endpoint_rx(dst.stats_slot, ctx.len());
     count_forward(ctx, kind);
     Ok(TC_ACT_REDIRECT as i32)
 }
@@ -134,11 +136,11 @@ fn flood(ctx: &TcContext, src: &EndpointInfo) -> Verdict {
         if i as u32 >= list.count {
             break;
         }
-        let Some(&ifindex) = list.ifindex.get(i) else {
+        let Some(member) = list.members.get(i) else {
             break;
         };
-        if ifindex != src.ifindex && ctx.clone_redirect(ifindex, 0).is_ok() {
-            count_endpoint_rx(ifindex, len);
+        if member.ifindex != src.ifindex && ctx.clone_redirect(member.ifindex, 0).is_ok() {
+            count_endpoint_rx(member.stats_slot, len);
         }
     }
     count_forward(ctx, Forward::Flooded);

@@ -6,8 +6,7 @@ use weft_common::reason::Drop;
 
 use crate::{
     access::{ifindex, load},
-    arp,
-    forward,
+    arp, forward,
     maps::endpoint_by_ifindex,
     parse::{ETH_DST_OFF, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ETH_PROTO_OFF, ETH_SRC_OFF},
     verdict::{Verdict, count_endpoint_tx, drop_packet},
@@ -28,7 +27,7 @@ pub fn weft_from_container(ctx: TcContext) -> i32 {
 fn try_from_container(ctx: &TcContext) -> Verdict {
     make_headers_linear(ctx);
     let src = endpoint_by_ifindex(ifindex(ctx)).ok_or(Drop::UnknownEndpoint)?;
-    count_endpoint_tx(src.ifindex, ctx.len());
+    count_endpoint_tx(src.stats_slot, ctx.len());
 
     let dst_mac: [u8; 6] = load(ctx, ETH_DST_OFF).ok_or(Drop::TruncatedEthernet)?;
     let src_mac: [u8; 6] = load(ctx, ETH_SRC_OFF).ok_or(Drop::TruncatedEthernet)?;
@@ -48,7 +47,11 @@ fn try_from_container(ctx: &TcContext) -> Verdict {
 /// the linear area so direct packet access can see it.
 #[inline(always)]
 fn make_headers_linear(ctx: &TcContext) {
-    let want = if ctx.len() < PULL_LEN { ctx.len() } else { PULL_LEN };
+    let want = if ctx.len() < PULL_LEN {
+        ctx.len()
+    } else {
+        PULL_LEN
+    };
     if ctx.data_end() - ctx.data() < want as usize {
         // A failed pull leaves the packet as it was; the parsers then see it
         // as truncated and drop it with a reason.

@@ -3,13 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, LpmTrie, PerCpuArray},
 };
 use weft_common::maps::{
-    Counter, EndpointInfo, EndpointStats, FdbKey, FloodList, MAX_ENDPOINTS, MAX_NET_LINKS,
-    MAX_NETWORKS, MAX_REASONS, NetPairKey, NetworkInfo,
+    Counter, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList, MAX_ENDPOINTS,
+    MAX_NET_LINKS, MAX_NETWORKS, MAX_REASONS, NetPairKey, NetworkInfo,
 };
-
 
 #[map(name = "WEFT_NETWORKS")]
 pub static NETWORKS: HashMap<u32, NetworkInfo> = HashMap::pinned(MAX_NETWORKS, 0);
@@ -24,7 +23,7 @@ pub static EP_BY_IP: HashMap<u32, EndpointInfo> = HashMap::pinned(MAX_ENDPOINTS,
 pub static EP_BY_IF: HashMap<u32, EndpointInfo> = HashMap::pinned(MAX_ENDPOINTS, 0);
 
 #[map(name = "WEFT_FDB")]
-pub static FDB: HashMap<FdbKey, u32> = HashMap::pinned(MAX_ENDPOINTS, 0);
+pub static FDB: HashMap<FdbKey, FdbEntry> = HashMap::pinned(MAX_ENDPOINTS, 0);
 
 #[map(name = "WEFT_NET_LINKS")]
 pub static NET_LINKS: HashMap<NetPairKey, u32> = HashMap::pinned(MAX_NET_LINKS, 0);
@@ -38,8 +37,9 @@ pub static DROPS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_REASONS, 0);
 #[map(name = "WEFT_FORWARDS")]
 pub static FORWARDS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_REASONS, 0);
 
+/// An array, not a hash: counting on the fast path is an inlined index.
 #[map(name = "WEFT_EP_STATS")]
-pub static EP_STATS: PerCpuHashMap<u32, EndpointStats> = PerCpuHashMap::pinned(MAX_ENDPOINTS, 0);
+pub static EP_STATS: PerCpuArray<EndpointStats> = PerCpuArray::pinned(MAX_ENDPOINTS, 0);
 
 /// A copy of the network with id `id`.
 #[inline(always)]
@@ -63,9 +63,9 @@ pub fn endpoint_by_ip(ip_be: u32) -> Option<EndpointInfo> {
     EP_BY_IP.get_ptr(ip_be).map(|p| unsafe { *p })
 }
 
-/// The host-side ifindex of the endpoint with `mac` in network `network_id`.
+/// Where to deliver a frame for `mac` in network `network_id`.
 #[inline(always)]
-pub fn fdb_lookup(network_id: u32, mac: [u8; 6]) -> Option<u32> {
+pub fn fdb_lookup(network_id: u32, mac: [u8; 6]) -> Option<FdbEntry> {
     let key = FdbKey {
         network_id,
         mac,
@@ -93,9 +93,11 @@ pub fn network_of_address(ip_be: u32) -> Option<u32> {
         .copied()
 }
 
-/// A copy of the flood list of network `id`.
+/// The flood list of network `id`, read in place (it is too big to copy to
+/// the 512-byte BPF stack comfortably).
 #[inline(always)]
-pub fn flood_list(id: u32) -> Option<FloodList> {
-    // SAFETY: as in `network`.
-    FLOOD.get_ptr(id).map(|p| unsafe { *p })
+pub fn flood_list(id: u32) -> Option<&'static FloodList> {
+    // SAFETY: a successful lookup returns a pointer to the map value that
+    // stays valid for this program run; it is only read.
+    FLOOD.get_ptr(id).map(|p| unsafe { &*p })
 }

@@ -34,11 +34,11 @@ fn bump(map: &aya_ebpf::maps::PerCpuArray<weft_common::maps::Counter>, index: u3
     }
 }
 
-/// Counts a packet the endpoint behind `ifindex` sent.
+/// Counts a packet the endpoint with counter slot `slot` sent.
 #[inline(always)]
-pub fn count_endpoint_tx(ifindex: u32, len: u32) {
-    if let Some(stats) = EP_STATS.get_ptr_mut(ifindex) {
-        // SAFETY: as in `bump`: this CPU's copy of a per-CPU hash value.
+pub fn count_endpoint_tx(slot: u32, len: u32) {
+    if let Some(stats) = EP_STATS.get_ptr_mut(slot) {
+        // SAFETY: as in `bump`: this CPU's slot of a per-CPU array.
         unsafe {
             (*stats).tx_packets += 1;
             (*stats).tx_bytes += u64::from(len);
@@ -46,10 +46,10 @@ pub fn count_endpoint_tx(ifindex: u32, len: u32) {
     }
 }
 
-/// Counts a packet weft delivered into the endpoint behind `ifindex`.
+/// Counts a packet weft delivered into the endpoint with counter slot `slot`.
 #[inline(always)]
-pub fn count_endpoint_rx(ifindex: u32, len: u32) {
-    if let Some(stats) = EP_STATS.get_ptr_mut(ifindex) {
+pub fn count_endpoint_rx(slot: u32, len: u32) {
+    if let Some(stats) = EP_STATS.get_ptr_mut(slot) {
         // SAFETY: as in `bump`.
         unsafe {
             (*stats).rx_packets += 1;

@@ -1,18 +1,18 @@
 //! The real datapath object, loaded with its own pinned maps, filled per
 //! test, and driven through `BPF_PROG_TEST_RUN`.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{collections::HashMap as StdHashMap, net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, PerCpuValues, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, PerCpuArray, PerCpuValues, lpm_trie::Key},
     programs::{SchedClassifier, TestRun, TestRunOptions},
     util::nr_cpus,
 };
 use weft_common::{
     maps::{
-        Counter, EndpointInfo, EndpointStats, FdbKey, FloodList, MAP_DROPS, MAP_EP_BY_IF,
+        Counter, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList, MAP_DROPS, MAP_EP_BY_IF,
         MAP_EP_BY_IP, MAP_EP_STATS, MAP_FDB, MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS,
         MAP_SUBNETS, MAX_FLOOD, NetPairKey, NetworkInfo, PROG_CALIBRATE, PROG_FROM_CONTAINER,
     },
@@ -49,6 +49,7 @@ pub struct Ep {
     pub network_id: u32,
     pub ip: Ipv4Addr,
     pub mac: [u8; 6],
+    pub stats_slot: u32,
 }
 
 /// What one run of the program did.
@@ -62,6 +63,10 @@ pub struct RunOutcome {
 /// The datapath loaded for one test, with maps pinned in a private dir.
 pub struct Datapath {
     ebpf: Ebpf,
+    /// Gateway MAC per network id, copied into endpoints as userspace does.
+    gateway_macs: StdHashMap<u32, [u8; 6]>,
+    /// Counter slot per endpoint ifindex, so tests can ask by ifindex.
+    slots: StdHashMap<u32, u32>,
     // Dropped after `ebpf`, so the pins go once nothing else uses the maps.
     _pins: PinDir,
 }
@@ -80,7 +85,12 @@ impl Datapath {
             .try_into()?;
         prog.load()
             .context("the verifier rejected weft_from_container")?;
-        Ok(Self { ebpf, _pins: pins })
+        Ok(Self {
+            ebpf,
+            gateway_macs: StdHashMap::new(),
+            slots: StdHashMap::new(),
+            _pins: pins,
+        })
     }
 
     fn map(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
@@ -90,6 +100,7 @@ impl Datapath {
     }
 
     pub fn add_network(&mut self, net: Net) -> Result<()> {
+        self.gateway_macs.insert(net.id, net.gateway_mac);
         let info = NetworkInfo {
             gateway_ip_be: u32::from_ne_bytes(net.gateway.octets()),
             subnet_be: u32::from_ne_bytes(net.subnet.octets()),
@@ -112,13 +123,19 @@ impl Datapath {
     }
 
     pub fn add_endpoint(&mut self, ep: Ep) -> Result<()> {
+        let gateway_mac = *self
+            .gateway_macs
+            .get(&ep.network_id)
+            .ok_or_else(|| anyhow!("add network {} before its endpoints", ep.network_id))?;
         let info = EndpointInfo {
             ifindex: ep.ifindex,
             network_id: ep.network_id,
             ip_be: u32::from_ne_bytes(ep.ip.octets()),
+            stats_slot: ep.stats_slot,
             mac: ep.mac,
-            _pad: [0; 2],
+            gateway_mac,
         };
+        self.slots.insert(ep.ifindex, ep.stats_slot);
         HashMap::<_, u32, EndpointInfo>::try_from(self.map(MAP_EP_BY_IP)?)?
             .insert(info.ip_be, info, 0)?;
         HashMap::<_, u32, EndpointInfo>::try_from(self.map(MAP_EP_BY_IF)?)?
@@ -128,10 +145,17 @@ impl Datapath {
             mac: ep.mac,
             _pad: [0; 2],
         };
-        HashMap::<_, FdbKey, u32>::try_from(self.map(MAP_FDB)?)?.insert(fdb_key, ep.ifindex, 0)?;
+        let entry = FdbEntry {
+            ifindex: ep.ifindex,
+            stats_slot: ep.stats_slot,
+        };
+        HashMap::<_, FdbKey, FdbEntry>::try_from(self.map(MAP_FDB)?)?.insert(fdb_key, entry, 0)?;
         let zeros = per_cpu(EndpointStats::default())?;
-        PerCpuHashMap::<_, u32, EndpointStats>::try_from(self.map(MAP_EP_STATS)?)?
-            .insert(ep.ifindex, zeros, 0)?;
+        PerCpuArray::<_, EndpointStats>::try_from(self.map(MAP_EP_STATS)?)?.set(
+            ep.stats_slot,
+            zeros,
+            0,
+        )?;
         Ok(())
     }
 
@@ -151,16 +175,15 @@ impl Datapath {
         Ok(())
     }
 
-    pub fn set_flood_list(&mut self, network_id: u32, ifindexes: &[u32]) -> Result<()> {
+    pub fn set_flood_list(&mut self, network_id: u32, members: &[Ep]) -> Result<()> {
         let mut list = FloodList::default();
-        for (slot, ifindex) in list
-            .ifindex
-            .iter_mut()
-            .zip(ifindexes.iter().take(MAX_FLOOD))
-        {
-            *slot = *ifindex;
+        for (entry, ep) in list.members.iter_mut().zip(members.iter().take(MAX_FLOOD)) {
+            *entry = FdbEntry {
+                ifindex: ep.ifindex,
+                stats_slot: ep.stats_slot,
+            };
         }
-        list.count = ifindexes.len().min(MAX_FLOOD) as u32;
+        list.count = members.len().min(MAX_FLOOD) as u32;
         HashMap::<_, u32, FloodList>::try_from(self.map(MAP_FLOOD)?)?
             .insert(network_id, list, 0)?;
         Ok(())
@@ -247,9 +270,14 @@ impl Datapath {
         }))
     }
 
+    /// The counters of the endpoint added with `ifindex`.
     pub fn endpoint_stats(&mut self, ifindex: u32) -> Result<EndpointStats> {
-        let map = PerCpuHashMap::<_, u32, EndpointStats>::try_from(self.map(MAP_EP_STATS)?)?;
-        let values = map.get(&ifindex, 0)?;
+        let slot = *self
+            .slots
+            .get(&ifindex)
+            .ok_or_else(|| anyhow!("no endpoint with ifindex {ifindex} was added"))?;
+        let map = PerCpuArray::<_, EndpointStats>::try_from(self.map(MAP_EP_STATS)?)?;
+        let values = map.get(&slot, 0)?;
         Ok(values
             .iter()
             .fold(EndpointStats::default(), |sum, s| EndpointStats {

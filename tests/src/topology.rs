@@ -39,24 +39,28 @@ pub const A1: Ep = Ep {
     network_id: 1,
     ip: Ipv4Addr::new(10, 1, 0, 2),
     mac: [0x02, 0x57, 10, 1, 0, 2],
+    stats_slot: 0,
 };
 pub const A2: Ep = Ep {
     ifindex: 101,
     network_id: 1,
     ip: Ipv4Addr::new(10, 1, 0, 3),
     mac: [0x02, 0x57, 10, 1, 0, 3],
+    stats_slot: 1,
 };
 pub const B1: Ep = Ep {
     ifindex: 201,
     network_id: 2,
     ip: Ipv4Addr::new(10, 2, 0, 2),
     mac: [0x02, 0x57, 10, 2, 0, 2],
+    stats_slot: 2,
 };
 pub const C1: Ep = Ep {
     ifindex: 301,
     network_id: 3,
     ip: Ipv4Addr::new(10, 3, 0, 2),
     mac: [0x02, 0x57, 10, 3, 0, 2],
+    stats_slot: 3,
 };
 
 /// Networks A and B connected, C isolated; A1 sends.

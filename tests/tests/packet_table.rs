@@ -522,7 +522,7 @@ fn flooding_network_consumes_broadcast() -> Result<()> {
         ..NET_A
     })?;
     dp.add_endpoint(A1)?;
-    dp.set_flood_list(NET_A.id, &[A1.ifindex])?;
+    dp.set_flood_list(NET_A.id, &[A1])?;
     let frame = udp(
         (BROADCAST, A1.mac),
         A1.ip,

@@ -10,14 +10,14 @@ use std::{fs, io::ErrorKind, net::Ipv4Addr, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues},
     programs::{SchedClassifier, TcAttachType, links::FdLink},
     util::nr_cpus,
 };
 use ipnet::Ipv4Net;
 use weft_common::{
     maps::{
-        Counter, EndpointInfo, EndpointStats, FdbKey, FloodList, MAP_DROPS, MAP_EP_BY_IF,
+        Counter, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList, MAP_DROPS, MAP_EP_BY_IF,
         MAP_EP_BY_IP, MAP_EP_STATS, MAP_FDB, MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS,
         MAP_SUBNETS, NetPairKey, NetworkInfo, PROG_FROM_CONTAINER,
     },
@@ -246,39 +246,34 @@ impl Datapath {
         .map_err(|e| Error::map(format!("cannot remove #{ifindex} from {MAP_EP_BY_IF}"), e))
     }
 
-    pub fn put_fdb(&mut self, network_id: u32, mac: Mac, ifindex: u32) -> Result<()> {
-        self.hash::<FdbKey, u32>(MAP_FDB)?
-            .insert(fdb_key(network_id, mac), ifindex, 0)
+    pub fn put_fdb(&mut self, network_id: u32, mac: Mac, target: FdbEntry) -> Result<()> {
+        self.hash::<FdbKey, FdbEntry>(MAP_FDB)?
+            .insert(fdb_key(network_id, mac), target, 0)
             .map_err(|e| Error::map(format!("cannot write {MAP_FDB}"), e))
     }
 
     pub fn del_fdb(&mut self, network_id: u32, mac: Mac) -> Result<()> {
         absent_ok(
-            self.hash::<FdbKey, u32>(MAP_FDB)?
+            self.hash::<FdbKey, FdbEntry>(MAP_FDB)?
                 .remove(&fdb_key(network_id, mac)),
         )
         .map_err(|e| Error::map(format!("cannot remove {mac} from {MAP_FDB}"), e))
     }
 
-    fn ep_stats(&mut self) -> Result<PerCpuHashMap<&mut MapData, u32, EndpointStats>> {
-        PerCpuHashMap::try_from(self.map_mut(MAP_EP_STATS)?)
+    fn ep_stats(&mut self) -> Result<PerCpuArray<&mut MapData, EndpointStats>> {
+        PerCpuArray::try_from(self.map_mut(MAP_EP_STATS)?)
             .map_err(|e| Error::map(format!("map {MAP_EP_STATS} has an unexpected type"), e))
     }
 
-    /// Inserts zeroed counters for `ifindex`: the program only increments
-    /// entries that exist.
-    pub fn zero_endpoint_stats(&mut self, ifindex: u32) -> Result<()> {
+    /// Zeroes counter slot `slot`, for an endpoint that takes it or leaves it
+    /// (array slots cannot be deleted, only reset).
+    pub fn zero_endpoint_stats(&mut self, slot: u32) -> Result<()> {
         let cpus = nr_cpus().map_err(|(what, e)| Error::io(format!("cannot read {what}"), e))?;
         let zeros = PerCpuValues::try_from(vec![EndpointStats::default(); cpus])
             .map_err(|e| Error::io("cannot size per-CPU endpoint counters", e))?;
         self.ep_stats()?
-            .insert(ifindex, zeros, 0)
-            .map_err(|e| Error::map(format!("cannot write {MAP_EP_STATS}"), e))
-    }
-
-    pub fn del_endpoint_stats(&mut self, ifindex: u32) -> Result<()> {
-        absent_ok(self.ep_stats()?.remove(&ifindex))
-            .map_err(|e| Error::map(format!("cannot remove #{ifindex} from {MAP_EP_STATS}"), e))
+            .set(slot, zeros, 0)
+            .map_err(|e| Error::map(format!("cannot write slot {slot} of {MAP_EP_STATS}"), e))
     }
 
     /// Attaches the program to TC ingress of `host_ifname` (a TCX link) and
@@ -381,7 +376,7 @@ fn remove_pin(path: &Path) -> Result<()> {
 pub struct Counters {
     pub drops: Vec<(Drop, Counter)>,
     pub forwards: Vec<(Forward, Counter)>,
-    /// Per host ifindex, for the ifindexes asked for.
+    /// Per counter slot, for the slots asked for.
     pub endpoints: Vec<(u32, EndpointStats)>,
 }
 
@@ -404,10 +399,10 @@ fn sum_counters(values: &PerCpuValues<Counter>) -> Counter {
     })
 }
 
-/// Reads every drop and forward counter and the counters of `ifindexes`
+/// Reads every drop and forward counter and the counters of `slots`
 /// from the pinned maps, without loading anything. Absent maps read as zero
 /// (nothing was ever set up).
-pub fn read_counters(paths: &Paths, ifindexes: &[u32]) -> Result<Counters> {
+pub fn read_counters(paths: &Paths, slots: &[u32]) -> Result<Counters> {
     let array = |name: &'static str| -> Result<Option<PerCpuArray<MapData, Counter>>> {
         open_pinned(paths, name)?
             .map(|m| {
@@ -434,17 +429,15 @@ pub fn read_counters(paths: &Paths, ifindexes: &[u32]) -> Result<Counters> {
     for r in Forward::ALL {
         out.forwards.push((r, read(&forwards_map, r.code())?));
     }
-    let ep_map: Option<PerCpuHashMap<MapData, u32, EndpointStats>> =
-        open_pinned(paths, MAP_EP_STATS)?
-            .map(|m| {
-                PerCpuHashMap::try_from(m).map_err(|e| {
-                    Error::map(format!("map {MAP_EP_STATS} has an unexpected type"), e)
-                })
-            })
-            .transpose()?;
-    for &ifindex in ifindexes {
+    let ep_map: Option<PerCpuArray<MapData, EndpointStats>> = open_pinned(paths, MAP_EP_STATS)?
+        .map(|m| {
+            PerCpuArray::try_from(m)
+                .map_err(|e| Error::map(format!("map {MAP_EP_STATS} has an unexpected type"), e))
+        })
+        .transpose()?;
+    for &slot in slots {
         let stats = match &ep_map {
-            Some(m) => match m.get(&ifindex, 0) {
+            Some(m) => match m.get(&slot, 0) {
                 Ok(v) => v
                     .iter()
                     .fold(EndpointStats::default(), |a, s| EndpointStats {
@@ -458,7 +451,7 @@ pub fn read_counters(paths: &Paths, ifindexes: &[u32]) -> Result<Counters> {
             },
             None => EndpointStats::default(),
         };
-        out.endpoints.push((ifindex, stats));
+        out.endpoints.push((slot, stats));
     }
     Ok(out)
 }

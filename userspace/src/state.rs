@@ -79,6 +79,8 @@ pub struct Endpoint {
     pub host_ifname: String,
     pub host_ifindex: u32,
     pub mtu: u32,
+    /// Index of the endpoint's counters in the per-CPU stats array.
+    pub stats_slot: u32,
 }
 
 impl State {

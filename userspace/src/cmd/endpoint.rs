@@ -3,7 +3,7 @@
 
 use std::{fs::File, net::Ipv4Addr, os::fd::AsRawFd, path::Path};
 
-use weft_common::maps::{EndpointInfo, FloodList, MAX_FLOOD};
+use weft_common::maps::{EndpointInfo, FdbEntry, FloodList, MAX_ENDPOINTS, MAX_FLOOD};
 
 use crate::{
     datapath::{self, Datapath, ip_be},
@@ -94,6 +94,7 @@ fn plan(st: &State, args: &AddArgs) -> Result<Plan> {
             other.name
         )));
     }
+    let stats_slot = free_stats_slot(&st)?;
     let ns = netns::open(&args.netns)?;
     Ok(Plan {
         ep: Endpoint {
@@ -106,6 +107,7 @@ fn plan(st: &State, args: &AddArgs) -> Result<Plan> {
             host_ifname: host,
             host_ifindex: 0,
             mtu,
+            stats_slot,
         },
         net,
         temp_peer: temp_peer_ifname(&name),
@@ -262,31 +264,37 @@ async fn plug(
     .await?;
 
     // Maps, then the program: the program must find the endpoint.
+    let slot = ep.stats_slot;
     let info = EndpointInfo {
         ifindex: host_index,
         network_id: net.id,
         ip_be: ip_be(ep.ip),
+        stats_slot: slot,
         mac: ep.mac.octets(),
-        _pad: [0; 2],
+        gateway_mac: net.gateway_mac().octets(),
+    };
+    let target = FdbEntry {
+        ifindex: host_index,
+        stats_slot: slot,
     };
     let ip = ep.ip;
-    dp.zero_endpoint_stats(host_index)?;
-    undo.push("remove endpoint counters", move |dp| {
-        dp.del_endpoint_stats(host_index)
+    dp.zero_endpoint_stats(slot)?;
+    undo.push("clear endpoint counters", move |dp| {
+        dp.zero_endpoint_stats(slot)
     });
     dp.put_endpoint(&info)?;
     undo.push("remove endpoint entries", move |dp| {
         dp.del_endpoint(host_index, ip)
     });
     let (net_id, mac) = (net.id, ep.mac);
-    dp.put_fdb(net_id, mac, host_index)?;
+    dp.put_fdb(net_id, mac, target)?;
     undo.push("remove the forwarding entry", move |dp| {
         dp.del_fdb(net_id, mac)
     });
     let old: FloodList = dp.flood_list(net_id)?;
     let mut list = old;
     if (list.count as usize) < MAX_FLOOD {
-        list.ifindex[list.count as usize] = host_index;
+        list.members[list.count as usize] = target;
         list.count += 1;
         dp.put_flood_list(net_id, &list)?;
         undo.push("restore the flood list", move |dp| {
@@ -375,7 +383,7 @@ pub async fn remove(paths: &Paths, name: &str) -> Result<()> {
     dp.del_fdb(net.id, ep.mac)?;
     dp.put_flood_list(net.id, &flood_list(&new, &net.name))?;
     datapath::detach(paths, &ep.host_ifname)?;
-    dp.del_endpoint_stats(ep.host_ifindex)?;
+    dp.zero_endpoint_stats(ep.stats_slot)?;
 
     let nl = Netlink::connect()?;
     // Deleting the host end deletes the container end (and the /32 route).
@@ -392,7 +400,10 @@ pub async fn remove(paths: &Paths, name: &str) -> Result<()> {
 fn flood_list(st: &State, network: &str) -> FloodList {
     let mut list = FloodList::default();
     for ep in st.endpoints_of(network).take(MAX_FLOOD) {
-        list.ifindex[list.count as usize] = ep.host_ifindex;
+        list.members[list.count as usize] = FdbEntry {
+            ifindex: ep.host_ifindex,
+            stats_slot: ep.stats_slot,
+        };
         list.count += 1;
     }
     list
@@ -401,4 +412,17 @@ fn flood_list(st: &State, network: &str) -> FloodList {
 /// Every endpoint, from saved state.
 pub fn list(paths: &Paths) -> Result<Vec<Endpoint>> {
     Ok(state::read(paths)?.endpoints)
+}
+
+/// The lowest counter slot no endpoint of this node uses.
+fn free_stats_slot(st: &State) -> Result<u32> {
+    let used: std::collections::HashSet<u32> = st.endpoints.iter().map(|e| e.stats_slot).collect();
+    (0..MAX_ENDPOINTS)
+        .find(|slot| !used.contains(slot))
+        .ok_or_else(|| {
+            Error::Conflict(format!(
+                "this node already has {MAX_ENDPOINTS} endpoints, the most weft supports; \
+                 remove one first"
+            ))
+        })
 }

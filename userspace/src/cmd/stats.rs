@@ -12,8 +12,8 @@ use crate::{
 /// pinned maps only; with nothing set up yet every counter is zero.
 pub fn stats(paths: &Paths) -> Result<StatsView> {
     let st = state::read(paths)?;
-    let ifindexes: Vec<u32> = st.endpoints.iter().map(|e| e.host_ifindex).collect();
-    let counters = read_counters(paths, &ifindexes)?;
+    let slots: Vec<u32> = st.endpoints.iter().map(|e| e.stats_slot).collect();
+    let counters = read_counters(paths, &slots)?;
     Ok(StatsView {
         drops: Ordered(
             counters
