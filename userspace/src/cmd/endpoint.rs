@@ -94,7 +94,7 @@ fn plan(st: &State, args: &AddArgs) -> Result<Plan> {
             other.name
         )));
     }
-    let stats_slot = free_stats_slot(&st)?;
+    let stats_slot = free_stats_slot(st)?;
     let ns = netns::open(&args.netns)?;
     Ok(Plan {
         ep: Endpoint {
