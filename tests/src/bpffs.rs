@@ -7,7 +7,7 @@ use std::{
 };
 
 const BPFFS_ROOT: &str = "/sys/fs/bpf";
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -75,5 +75,6 @@ fn is_bpffs(path: &Path) -> io::Result<bool> {
     }
     // SAFETY: statfs returned 0, so it filled the buffer.
     let stat = unsafe { stat.assume_init() };
-    Ok(stat.f_type as i64 == BPF_FS_MAGIC)
+    // f_type is a signed word whose width varies by architecture.
+    Ok(stat.f_type as u64 == BPF_FS_MAGIC)
 }

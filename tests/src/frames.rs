@@ -74,7 +74,7 @@ pub fn tcp_syn(eth: ([u8; 6], [u8; 6]), src: Ipv4Addr, dst: Ipv4Addr, ttl: u8) -
 /// Inserts IPv4 options (whole 32-bit words) after the fixed header,
 /// fixing IHL, total length and the header checksum.
 pub fn with_ipv4_options(frame: &[u8], options: &[u8]) -> Vec<u8> {
-    assert!(options.len() % 4 == 0 && options.len() <= 40);
+    assert!(options.len().is_multiple_of(4) && options.len() <= 40);
     let mut f = frame[..ETH_HLEN + 20].to_vec();
     f.extend_from_slice(options);
     f.extend_from_slice(&frame[ETH_HLEN + 20..]);
