@@ -157,9 +157,9 @@ fn malformed_frames_from_a_container_are_dropped_by_reason() -> Result<()> {
             .split(':')
             .map(|b| u8::from_str_radix(b, 16))
             .collect::<Result<_, _>>()?;
-        Ok(bytes
+        bytes
             .try_into()
-            .map_err(|_| anyhow::anyhow!("bad mac {text}"))?)
+            .map_err(|_| anyhow::anyhow!("bad mac {text}"))
     };
     let (mac1, mac2) = (mac("c1")?, mac("c2")?);
     let good = udp(
