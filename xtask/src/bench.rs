@@ -28,7 +28,7 @@ use crate::{
     build_ebpf, netns,
     netns::Netns,
     proc, setup,
-    traffic::{self, Latency, Stream},
+    traffic::{self, Latency, Pin, Stream},
     weft::WeftNode,
 };
 
@@ -150,14 +150,14 @@ pub fn run(args: &Args) -> Result<()> {
         "mtu": 1500,
         "machine": {
             "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
-            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "cpus": cpus(),
             "commit": proc::stdout(&mut proc::cmd("git", &["rev-parse", "HEAD"]), T)
                 .map(|s| s.trim().to_owned()).unwrap_or_default(),
             "bridge_nf_call_iptables_in_bridge_node": bridge_nf,
         },
         "method": {
-            "stream": "iperf3 TCP, 1 stream, client in container A, server bound to container B's IP (-J, receiver bits/s)",
-            "latency": "sockperf ping-pong UDP --full-rtt, round trip in microseconds",
+            "stream": "iperf3 TCP, 1 stream, client in container A, server bound to container B's IP (-J, receiver bits/s); server pinned to CPU 0, client to the last CPU",
+            "latency": "sockperf ping-pong UDP --full-rtt, round trip in microseconds; client and server pinned to the same (last) CPU",
             "order": "repetitions interleaved across topologies; medians reported",
         },
         "topologies": report.topologies_json(),
@@ -195,8 +195,27 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 fn measure(t: &Topology, s: &mut Samples, rep: u32, secs: u32) -> Result<()> {
-    let stream = traffic::iperf3(&t.server, &t.client, t.server_ip, secs, None);
-    let latency = traffic::sockperf(&t.server, &t.client, t.server_ip, secs);
+    let last_cpu = cpus().saturating_sub(1);
+    // Stream: sender and receiver on different CPUs, as they would be on a
+    // busy node. Ping-pong: both on one CPU; a cross-CPU wakeup costs tens of
+    // microseconds on this kind of VM and would drown the datapath's share.
+    let stream_pin = Pin {
+        server_cpu: 0,
+        client_cpu: last_cpu,
+    };
+    let latency_pin = Pin {
+        server_cpu: last_cpu,
+        client_cpu: last_cpu,
+    };
+    let stream = traffic::iperf3(
+        &t.server,
+        &t.client,
+        t.server_ip,
+        secs,
+        None,
+        Some(stream_pin),
+    );
+    let latency = traffic::sockperf(&t.server, &t.client, t.server_ip, secs, Some(latency_pin));
     proc::check_interrupted()?;
     let mut line = format!("rep {rep} {:<7}", t.name);
     match stream {
@@ -658,9 +677,13 @@ impl Report {
         }
         println!("\n{:<28} {:>10} {:>10}  result", "target", "value", "goal");
         for t in &self.targets {
-            let value = t
-                .value
-                .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}{}", t.unit));
+            let value = t.value.map_or_else(
+                || "-".to_owned(),
+                |v| match t.unit {
+                    "x" => format!("{v:.3}x"),
+                    unit => format!("{v:.1}{unit}"),
+                },
+            );
             let goal = format!(
                 "{}{}{}",
                 if t.at_least { ">=" } else { "<=" },
@@ -703,6 +726,10 @@ impl Report {
             })
             .collect()
     }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn first_line(s: &str) -> &str {

@@ -177,7 +177,7 @@ fn play(demo: &Demo) -> Result<Vec<(String, bool)>> {
     ));
 
     println!("\n== TCP c1 -> c2 (iperf3, 2 s)");
-    match traffic::iperf3(c(1), c(0), "10.1.0.3", 2, None) {
+    match traffic::iperf3(c(1), c(0), "10.1.0.3", 2, None, None) {
         Ok(s) => {
             println!(
                 "TCP c1 -> c2: {:.2} Gbit/s, {} retransmits",
@@ -197,7 +197,7 @@ fn play(demo: &Demo) -> Result<Vec<(String, bool)>> {
     }
 
     println!("\n== UDP c1 -> c4 across networks (iperf3 -u, 100 Mbit/s, 2 s)");
-    match traffic::iperf3(c(3), c(0), "10.2.0.3", 2, Some("100M")) {
+    match traffic::iperf3(c(3), c(0), "10.2.0.3", 2, Some("100M"), None) {
         Ok(s) => {
             let lost = s.udp_lost_percent.unwrap_or(100.0);
             println!(

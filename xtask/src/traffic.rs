@@ -2,7 +2,7 @@
 //! ping-pong, each server bound to the receiver's address inside its own
 //! namespace, every process bounded in time and killed if it lingers.
 
-use std::time::Duration;
+use std::{process::Command, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -13,6 +13,28 @@ use crate::{netns::Netns, proc};
 const IPERF_PORT: u16 = 5201;
 const SOCKPERF_PORT: u16 = 11111;
 const READY: Duration = Duration::from_secs(5);
+
+/// CPUs to pin the server and the client to (`taskset -c`), or `None` to
+/// leave placement to the scheduler.
+#[derive(Clone, Copy)]
+pub struct Pin {
+    pub server_cpu: usize,
+    pub client_cpu: usize,
+}
+
+/// `ip netns exec NS [taskset -c CPU] ARGS...` (taskset execs the program,
+/// so the child's pid is still the program's own).
+fn exec_on(ns: &Netns, cpu: Option<usize>, args: &[&str]) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let cpu = cpu.to_string();
+            let mut all = vec!["taskset", "-c", &cpu];
+            all.extend(args);
+            ns.exec(&all)
+        }
+        None => ns.exec(args),
+    }
+}
 
 /// One iperf3 run, as the receiver saw it.
 #[derive(Clone, Copy, Serialize)]
@@ -33,12 +55,15 @@ pub fn iperf3(
     server_ip: &str,
     secs: u32,
     udp_rate: Option<&str>,
+    pin: Option<Pin>,
 ) -> Result<Stream> {
     let port = IPERF_PORT.to_string();
     // `-1`: serve one test and exit; the guard kills it if it doesn't.
-    let srv = proc::Background::spawn(
-        &mut server.exec(&["iperf3", "-s", "-1", "-B", server_ip, "-p", &port]),
-    )?;
+    let srv = proc::Background::spawn(&mut exec_on(
+        server,
+        pin.map(|p| p.server_cpu),
+        &["iperf3", "-s", "-1", "-B", server_ip, "-p", &port],
+    ))?;
     server.wait_listening(false, IPERF_PORT, READY)?;
     let secs_s = secs.to_string();
     let mut args = vec![
@@ -57,7 +82,7 @@ pub fn iperf3(
         args.extend(["-u", "-b", rate]);
     }
     let out = proc::output(
-        &mut client.exec(&args),
+        &mut exec_on(client, pin.map(|p| p.client_cpu), &args),
         Duration::from_secs(u64::from(secs) + 20),
     )?;
     let json: Value = serde_json::from_slice(&out.stdout).with_context(|| {
@@ -105,25 +130,37 @@ pub struct Latency {
 
 /// UDP request/response between `client` and a sockperf server on
 /// `server_ip` for `secs` seconds (full round trip, microseconds).
-pub fn sockperf(server: &Netns, client: &Netns, server_ip: &str, secs: u32) -> Result<Latency> {
+pub fn sockperf(
+    server: &Netns,
+    client: &Netns,
+    server_ip: &str,
+    secs: u32,
+    pin: Option<Pin>,
+) -> Result<Latency> {
     let port = SOCKPERF_PORT.to_string();
-    let _srv = proc::Background::spawn(
-        &mut server.exec(&["sockperf", "server", "-i", server_ip, "-p", &port]),
-    )?;
+    let _srv = proc::Background::spawn(&mut exec_on(
+        server,
+        pin.map(|p| p.server_cpu),
+        &["sockperf", "server", "-i", server_ip, "-p", &port],
+    ))?;
     server.wait_listening(true, SOCKPERF_PORT, READY)?;
     let secs_s = secs.to_string();
     let out = proc::stdout(
-        &mut client.exec(&[
-            "sockperf",
-            "ping-pong",
-            "-i",
-            server_ip,
-            "-p",
-            &port,
-            "-t",
-            &secs_s,
-            "--full-rtt",
-        ]),
+        &mut exec_on(
+            client,
+            pin.map(|p| p.client_cpu),
+            &[
+                "sockperf",
+                "ping-pong",
+                "-i",
+                server_ip,
+                "-p",
+                &port,
+                "-t",
+                &secs_s,
+                "--full-rtt",
+            ],
+        ),
         Duration::from_secs(u64::from(secs) + 20),
     )?;
     parse_sockperf(&out).with_context(|| format!("unexpected sockperf output:\n{out}"))
