@@ -65,7 +65,7 @@ pub fn build() -> Result<Built> {
                     .is_some_and(|k| k.iter().any(|k| k == "bin"))
         })
         .context("cargo reported no `weft` binary")?;
-    let weft = weft_artifact["executable"]
+    let weft: String = weft_artifact["executable"]
         .as_str()
         .context("the `weft` artifact has no executable path")?
         .into();
@@ -76,6 +76,16 @@ pub fn build() -> Result<Built> {
         })
         .and_then(|m| m["out_dir"].as_str())
         .context("cargo reported no build-script run for `weft`")?;
+    // `weft-ebpf`'s bin target is also called `weft` (its object must be
+    // named so), and a workspace build uplifts its host stub to the same
+    // path: make sure what sits there now is the CLI.
+    let help = proc::output(&mut proc::cmd(&weft, &["--help"]), Duration::from_secs(30))?;
+    if !String::from_utf8_lossy(&help.stdout).contains("Usage: weft") {
+        bail!(
+            "{weft} is not the weft CLI (cargo's output filename collision between the \
+             `weft` bins of weft-ebpf and userspace); run `cargo build -p weft` and retry"
+        );
+    }
     let ebpf_object = PathBuf::from(out_dir).join("weft");
     if !ebpf_object.exists() {
         bail!(
@@ -83,5 +93,8 @@ pub fn build() -> Result<Built> {
             ebpf_object.display()
         );
     }
-    Ok(Built { weft, ebpf_object })
+    Ok(Built {
+        weft: weft.into(),
+        ebpf_object,
+    })
 }
