@@ -76,17 +76,14 @@ pub fn build() -> Result<Built> {
         })
         .and_then(|m| m["out_dir"].as_str())
         .context("cargo reported no build-script run for `weft`")?;
-    // `weft-ebpf`'s bin target is also called `weft` (its object must be
-    // named so), and a workspace build uplifts its host stub to the same
-    // path: make sure what sits there now is the CLI.
+    // Guard against a stale or foreign binary at the CLI's path.
     let help = proc::output(&mut proc::cmd(&weft, &["--help"]), Duration::from_secs(30))?;
     if !String::from_utf8_lossy(&help.stdout).contains("Usage: weft") {
         bail!(
-            "{weft} is not the weft CLI (cargo's output filename collision between the \
-             `weft` bins of weft-ebpf and userspace); run `cargo build -p weft` and retry"
+            "{weft} is not the weft CLI; run `cargo build -p weft` and retry"
         );
     }
-    let ebpf_object = PathBuf::from(out_dir).join("weft");
+    let ebpf_object = PathBuf::from(out_dir).join("weft-ebpf");
     if !ebpf_object.exists() {
         bail!(
             "the eBPF object is missing at {} (was AYA_BUILD_SKIP set?)",
