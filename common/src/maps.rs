@@ -8,8 +8,15 @@ pub const MAP_NETWORKS: &str = "WEFT_NETWORKS";
 pub const MAP_SUBNETS: &str = "WEFT_SUBNETS";
 /// Endpoints by IPv4 address (`u32` holding the network-order octets).
 pub const MAP_EP_BY_IP: &str = "WEFT_EP_BY_IP";
+/// Direct-mapped array in front of [`MAP_EP_BY_IP`], slot [`ipcache_slot`].
+pub const MAP_EP_IP_CACHE: &str = "WEFT_EP_IPCACHE";
 /// Endpoints by the ifindex of their host-side veth.
 pub const MAP_EP_BY_IF: &str = "WEFT_EP_BY_IF";
+/// Direct-mapped array in front of [`MAP_EP_BY_IF`]: slot
+/// [`ifcache_slot`]`(ifindex)` holds that endpoint if no other took the slot
+/// first. An array lookup is inlined by the verifier; a hash lookup is a call
+/// that costs ~25 ns, on every packet.
+pub const MAP_EP_IF_CACHE: &str = "WEFT_EP_IFCACHE";
 /// Forwarding table: [`FdbKey`] to [`FdbEntry`].
 pub const MAP_FDB: &str = "WEFT_FDB";
 /// Which networks may route to which: [`NetPairKey`] to `1`.
@@ -24,11 +31,13 @@ pub const MAP_FORWARDS: &str = "WEFT_FORWARDS";
 pub const MAP_EP_STATS: &str = "WEFT_EP_STATS";
 
 /// Every map weft pins, in a stable order (for dumps and cleanup).
-pub const ALL_MAPS: [&str; 10] = [
+pub const ALL_MAPS: [&str; 12] = [
     MAP_NETWORKS,
     MAP_SUBNETS,
     MAP_EP_BY_IP,
+    MAP_EP_IP_CACHE,
     MAP_EP_BY_IF,
+    MAP_EP_IF_CACHE,
     MAP_FDB,
     MAP_NET_LINKS,
     MAP_FLOOD,
@@ -46,6 +55,23 @@ pub const MAX_NETWORKS: u32 = 1024;
 /// Endpoints per node; also the number of per-endpoint counter slots.
 pub const MAX_ENDPOINTS: u32 = 16_384;
 pub const MAX_NET_LINKS: u32 = 4096;
+/// Slots of each direct-mapped endpoint cache; a power of two.
+pub const EP_CACHE_SLOTS: u32 = 16_384;
+
+/// The [`MAP_EP_IF_CACHE`] slot for `ifindex`. An empty slot has ifindex 0,
+/// which no interface has, so it never matches.
+pub const fn ifcache_slot(ifindex: u32) -> u32 {
+    ifindex & (EP_CACHE_SLOTS - 1)
+}
+
+/// The [`MAP_EP_IP_CACHE`] slot for a network-order address. Folding the
+/// high half into the low one keeps `10.1.0.2` and `10.2.0.2` apart. An
+/// empty slot holds ifindex 0 and is never a match.
+pub const fn ipcache_slot(ip_be: u32) -> u32 {
+    let ip = u32::from_be(ip_be);
+    (ip ^ (ip >> 16) ^ (ip >> 8)) & (EP_CACHE_SLOTS - 1)
+}
+
 /// How many endpoints one network floods broadcast to; the loop must be bounded.
 pub const MAX_FLOOD: usize = 32;
 /// Size of the drop and forward counter arrays.
@@ -144,6 +170,7 @@ pub struct EndpointStats {
 }
 
 const _: () = {
+    assert!(EP_CACHE_SLOTS.is_power_of_two());
     assert!(size_of::<NetworkInfo>() == 16);
     assert!(size_of::<EndpointInfo>() == 28);
     assert!(size_of::<FdbEntry>() == 8);

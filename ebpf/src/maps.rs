@@ -3,11 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray},
 };
 use weft_common::maps::{
-    Counter, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList, MAX_ENDPOINTS,
-    MAX_NET_LINKS, MAX_NETWORKS, MAX_REASONS, NetPairKey, NetworkInfo,
+    Counter, EP_CACHE_SLOTS, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList,
+    MAX_ENDPOINTS, MAX_NET_LINKS, MAX_NETWORKS, MAX_REASONS, NetPairKey, NetworkInfo, ifcache_slot,
+    ipcache_slot,
 };
 
 #[map(name = "WEFT_NETWORKS")]
@@ -21,6 +22,12 @@ pub static EP_BY_IP: HashMap<u32, EndpointInfo> = HashMap::pinned(MAX_ENDPOINTS,
 
 #[map(name = "WEFT_EP_BY_IF")]
 pub static EP_BY_IF: HashMap<u32, EndpointInfo> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+#[map(name = "WEFT_EP_IPCACHE")]
+pub static EP_IP_CACHE: Array<EndpointInfo> = Array::pinned(EP_CACHE_SLOTS, 0);
+
+#[map(name = "WEFT_EP_IFCACHE")]
+pub static EP_IF_CACHE: Array<EndpointInfo> = Array::pinned(EP_CACHE_SLOTS, 0);
 
 #[map(name = "WEFT_FDB")]
 pub static FDB: HashMap<FdbKey, FdbEntry> = HashMap::pinned(MAX_ENDPOINTS, 0);
@@ -49,16 +56,29 @@ pub fn network(id: u32) -> Option<NetworkInfo> {
     NETWORKS.get_ptr(id).map(|p| unsafe { *p })
 }
 
-/// A copy of the endpoint whose host-side veth is `ifindex`.
+/// A copy of the endpoint whose host-side veth is `ifindex`: from the
+/// direct-mapped cache when it holds it, else from the hash.
 #[inline(always)]
 pub fn endpoint_by_ifindex(ifindex: u32) -> Option<EndpointInfo> {
+    if let Some(cached) = EP_IF_CACHE.get(ifcache_slot(ifindex))
+        && cached.ifindex == ifindex
+    {
+        return Some(*cached);
+    }
     // SAFETY: as in `network`.
     EP_BY_IF.get_ptr(ifindex).map(|p| unsafe { *p })
 }
 
-/// A copy of the endpoint owning IPv4 address `ip_be`.
+/// A copy of the endpoint owning IPv4 address `ip_be`: from the
+/// direct-mapped cache when it holds it, else from the hash.
 #[inline(always)]
 pub fn endpoint_by_ip(ip_be: u32) -> Option<EndpointInfo> {
+    if let Some(cached) = EP_IP_CACHE.get(ipcache_slot(ip_be))
+        && cached.ifindex != 0
+        && cached.ip_be == ip_be
+    {
+        return Some(*cached);
+    }
     // SAFETY: as in `network`.
     EP_BY_IP.get_ptr(ip_be).map(|p| unsafe { *p })
 }

@@ -6,15 +6,16 @@ use std::{collections::HashMap as StdHashMap, net::Ipv4Addr, time::Duration};
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, PerCpuArray, PerCpuValues, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuValues, lpm_trie::Key},
     programs::{SchedClassifier, TestRun, TestRunOptions},
     util::nr_cpus,
 };
 use weft_common::{
     maps::{
         Counter, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList, MAP_DROPS, MAP_EP_BY_IF,
-        MAP_EP_BY_IP, MAP_EP_STATS, MAP_FDB, MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS,
-        MAP_SUBNETS, MAX_FLOOD, NetPairKey, NetworkInfo, PROG_CALIBRATE, PROG_FROM_CONTAINER,
+        MAP_EP_BY_IP, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE, MAP_EP_STATS, MAP_FDB, MAP_FLOOD,
+        MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS, MAP_SUBNETS, MAX_FLOOD, NetPairKey, NetworkInfo,
+        PROG_CALIBRATE, PROG_FROM_CONTAINER, ifcache_slot, ipcache_slot,
     },
     reason::{Drop, Forward},
 };
@@ -140,6 +141,8 @@ impl Datapath {
             .insert(info.ip_be, info, 0)?;
         HashMap::<_, u32, EndpointInfo>::try_from(self.map(MAP_EP_BY_IF)?)?
             .insert(ep.ifindex, info, 0)?;
+        self.put_ifcache(ifcache_slot(ep.ifindex), info)?;
+        self.put_ipcache(ipcache_slot(info.ip_be), info)?;
         let fdb_key = FdbKey {
             network_id: ep.network_id,
             mac: ep.mac,
@@ -156,6 +159,19 @@ impl Datapath {
             zeros,
             0,
         )?;
+        Ok(())
+    }
+
+    /// Writes `info` into cache slot `slot` of the by-ifindex cache, e.g. to
+    /// make another endpoint own a sender's slot (a collision).
+    pub fn put_ifcache(&mut self, slot: u32, info: EndpointInfo) -> Result<()> {
+        Array::<_, EndpointInfo>::try_from(self.map(MAP_EP_IF_CACHE)?)?.set(slot, info, 0)?;
+        Ok(())
+    }
+
+    /// Writes `info` into slot `slot` of the by-IP cache.
+    pub fn put_ipcache(&mut self, slot: u32, info: EndpointInfo) -> Result<()> {
+        Array::<_, EndpointInfo>::try_from(self.map(MAP_EP_IP_CACHE)?)?.set(slot, info, 0)?;
         Ok(())
     }
 

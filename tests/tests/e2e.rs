@@ -104,6 +104,18 @@ fn same_node_bridging_routing_isolation_and_removal() -> Result<()> {
         "c2's eth0 must be gone"
     );
     assert_eq!(c1.ping(&ip1, 1)?, 1, "c1 still reaches itself");
+
+    // Removing a routed destination stops routed traffic to it too (its
+    // entries, cached ones included, are gone).
+    node.weft(&["network", "connect", "blue", "green"])?;
+    assert_eq!(c1.ping(&ip3, 1)?, 1, "c1 -> c3 routed again");
+    let missing_before = node.drops("no_such_endpoint")?;
+    node.weft(&["endpoint", "rm", "c3"])?;
+    assert_eq!(c1.ping(&ip3, 2)?, 0, "c1 -> removed c3 must fail");
+    assert!(
+        node.drops("no_such_endpoint")? >= missing_before + 2,
+        "pings to a removed endpoint are counted as no_such_endpoint"
+    );
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use weft_tests::{
         self, BROADCAST, ETH_HLEN, arp, arp_request, ipv4_checksum_valid, mac_str,
         refresh_ipv4_checksum, tcp_syn, udp, with_ipv4_options,
     },
-    topology::{A1, A2, B1, C1, NET_A, NET_B, topology},
+    topology::{A1, A2, B1, C1, NET_A, NET_B, NET_C, topology},
 };
 
 enum Expect {
@@ -590,4 +590,81 @@ fn endpoint_tx_counts_everything_sent() -> Result<()> {
         mac_str(&A1.mac)
     );
     Ok(())
+}
+
+/// When another endpoint owns the sender's slot in the direct-mapped
+/// by-ifindex cache, the sender is still found (through the hash) and its
+/// packets are forwarded, not mistaken for the slot's owner.
+#[test]
+fn ifindex_cache_collision_falls_back_to_the_hash() -> Result<()> {
+    let mut dp = topology()?;
+    let colliding_ifindex = A1.ifindex + weft_common::maps::EP_CACHE_SLOTS;
+    dp.put_ifcache(
+        weft_common::maps::ifcache_slot(A1.ifindex),
+        weft_common::maps::EndpointInfo {
+            ifindex: colliding_ifindex,
+            network_id: NET_C.id,
+            ip_be: u32::from_ne_bytes(C1.ip.octets()),
+            stats_slot: C1.stats_slot,
+            mac: C1.mac,
+            gateway_mac: NET_C.gateway_mac,
+        },
+    )?;
+    let frame = udp((A2.mac, A1.mac), A1.ip, A2.ip, 64, b"collide");
+    check(
+        &mut dp,
+        &Row {
+            what: "sender whose cache slot belongs to another ifindex",
+            frame: frame.clone(),
+            expect: Expect::Forward {
+                action: TC_ACT_REDIRECT,
+                kind: Forward::Bridged,
+                output: frame,
+                delivered_to: Some(A2.ifindex),
+            },
+        },
+    )
+}
+
+/// When another endpoint owns the destination's slot in the by-IP cache,
+/// routing still finds the destination through the hash.
+#[test]
+fn ip_cache_collision_falls_back_to_the_hash() -> Result<()> {
+    let mut dp = topology()?;
+    let b1_ip_be = u32::from_ne_bytes(B1.ip.octets());
+    dp.put_ipcache(
+        weft_common::maps::ipcache_slot(b1_ip_be),
+        weft_common::maps::EndpointInfo {
+            ifindex: 999,
+            network_id: NET_C.id,
+            ip_be: u32::from_ne_bytes(C1.ip.octets()),
+            stats_slot: C1.stats_slot,
+            mac: C1.mac,
+            gateway_mac: NET_C.gateway_mac,
+        },
+    )?;
+    let frame = udp((NET_A.gateway_mac, A1.mac), A1.ip, B1.ip, 64, b"collide");
+    check(
+        &mut dp,
+        &Row {
+            what: "destination whose cache slot belongs to another address",
+            frame: frame.clone(),
+            expect: Expect::Forward {
+                action: TC_ACT_REDIRECT,
+                kind: Forward::Routed,
+                output: routed(&frame, B1.mac, NET_B.gateway_mac),
+                delivered_to: Some(B1.ifindex),
+            },
+        },
+    )
+}
+
+/// The by-IP cache's fold keeps the same host address of different
+/// networks apart.
+#[test]
+fn ip_cache_slots_differ_across_networks() {
+    use weft_common::maps::ipcache_slot;
+    let slot = |ip: std::net::Ipv4Addr| ipcache_slot(u32::from_ne_bytes(ip.octets()));
+    assert_ne!(slot(A1.ip), slot(B1.ip));
+    assert_ne!(slot(A2.ip), slot(A1.ip));
 }

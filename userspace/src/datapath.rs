@@ -10,7 +10,7 @@ use std::{fs, io::ErrorKind, net::Ipv4Addr, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues},
     programs::{SchedClassifier, TcAttachType, links::FdLink},
     util::nr_cpus,
 };
@@ -18,8 +18,9 @@ use ipnet::Ipv4Net;
 use weft_common::{
     maps::{
         Counter, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList, MAP_DROPS, MAP_EP_BY_IF,
-        MAP_EP_BY_IP, MAP_EP_STATS, MAP_FDB, MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS,
-        MAP_SUBNETS, NetPairKey, NetworkInfo, PROG_FROM_CONTAINER,
+        MAP_EP_BY_IP, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE, MAP_EP_STATS, MAP_FDB, MAP_FLOOD,
+        MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS, MAP_SUBNETS, NetPairKey, NetworkInfo,
+        PROG_FROM_CONTAINER, ifcache_slot, ipcache_slot,
     },
     reason::{Drop, Forward},
 };
@@ -223,17 +224,25 @@ impl Datapath {
         Ok(())
     }
 
-    /// Publishes endpoint `ep` in the by-ip and by-ifindex tables.
+    /// Publishes endpoint `ep` in the by-ip and by-ifindex tables, and in
+    /// their direct-mapped caches where its slot is free.
     pub fn put_endpoint(&mut self, ep: &EndpointInfo) -> Result<()> {
         self.hash::<u32, EndpointInfo>(MAP_EP_BY_IP)?
             .insert(ep.ip_be, *ep, 0)
             .map_err(|e| Error::map(format!("cannot write {MAP_EP_BY_IP}"), e))?;
         self.hash::<u32, EndpointInfo>(MAP_EP_BY_IF)?
             .insert(ep.ifindex, *ep, 0)
-            .map_err(|e| Error::map(format!("cannot write {MAP_EP_BY_IF}"), e))
+            .map_err(|e| Error::map(format!("cannot write {MAP_EP_BY_IF}"), e))?;
+        self.cache_endpoint(MAP_EP_IF_CACHE, ifcache_slot(ep.ifindex), ep)?;
+        self.cache_endpoint(MAP_EP_IP_CACHE, ipcache_slot(ep.ip_be), ep)
     }
 
+    /// Removes endpoint `ifindex`/`ip` from the tables and its caches.
     pub fn del_endpoint(&mut self, ifindex: u32, ip: Ipv4Addr) -> Result<()> {
+        // Caches first: the program must never find an entry the hash no
+        // longer backs.
+        self.uncache_endpoint(MAP_EP_IF_CACHE, ifcache_slot(ifindex), ifindex)?;
+        self.uncache_endpoint(MAP_EP_IP_CACHE, ipcache_slot(ip_be(ip)), ifindex)?;
         absent_ok(
             self.hash::<u32, EndpointInfo>(MAP_EP_BY_IP)?
                 .remove(&ip_be(ip)),
@@ -244,6 +253,46 @@ impl Datapath {
                 .remove(&ifindex),
         )
         .map_err(|e| Error::map(format!("cannot remove #{ifindex} from {MAP_EP_BY_IF}"), e))
+    }
+
+    fn cache(&mut self, name: &'static str) -> Result<Array<&mut MapData, EndpointInfo>> {
+        Array::try_from(self.map_mut(name)?)
+            .map_err(|e| Error::map(format!("map {name} has an unexpected type"), e))
+    }
+
+    /// Puts `ep` in cache slot `slot` unless a live endpoint already holds
+    /// it; the loser of a collision is found through the hash instead.
+    fn cache_endpoint(&mut self, name: &'static str, slot: u32, ep: &EndpointInfo) -> Result<()> {
+        let current = self
+            .cache(name)?
+            .get(&slot, 0)
+            .map_err(|e| Error::map(format!("cannot read {name}"), e))?;
+        let holder_alive = current.ifindex != 0
+            && current.ifindex != ep.ifindex
+            && self
+                .hash::<u32, EndpointInfo>(MAP_EP_BY_IF)?
+                .get(&current.ifindex, 0)
+                .is_ok();
+        if holder_alive {
+            return Ok(());
+        }
+        self.cache(name)?
+            .set(slot, *ep, 0)
+            .map_err(|e| Error::map(format!("cannot write {name}"), e))
+    }
+
+    /// Empties cache slot `slot` if endpoint `ifindex` holds it.
+    fn uncache_endpoint(&mut self, name: &'static str, slot: u32, ifindex: u32) -> Result<()> {
+        let mut cache = self.cache(name)?;
+        let current = cache
+            .get(&slot, 0)
+            .map_err(|e| Error::map(format!("cannot read {name}"), e))?;
+        if current.ifindex != ifindex {
+            return Ok(());
+        }
+        cache
+            .set(slot, EndpointInfo::default(), 0)
+            .map_err(|e| Error::map(format!("cannot clear slot {slot} of {name}"), e))
     }
 
     pub fn put_fdb(&mut self, network_id: u32, mac: Mac, target: FdbEntry) -> Result<()> {

@@ -79,9 +79,7 @@ pub fn build() -> Result<Built> {
     // Guard against a stale or foreign binary at the CLI's path.
     let help = proc::output(&mut proc::cmd(&weft, &["--help"]), Duration::from_secs(30))?;
     if !String::from_utf8_lossy(&help.stdout).contains("Usage: weft") {
-        bail!(
-            "{weft} is not the weft CLI; run `cargo build -p weft` and retry"
-        );
+        bail!("{weft} is not the weft CLI; run `cargo build -p weft` and retry");
     }
     let ebpf_object = PathBuf::from(out_dir).join("weft-ebpf");
     if !ebpf_object.exists() {
