@@ -35,7 +35,7 @@ pub fn handle(ctx: &TcContext, src: &EndpointInfo) -> Verdict {
         ARP_OP_REQUEST => {}
         ARP_OP_REPLY => {
             count_forward(ctx, Forward::PassedToStack);
-            return Ok(TC_ACT_OK as i32);
+            return Ok(TC_ACT_OK);
         }
         _ => return Err(Drop::UnsupportedArp),
     }

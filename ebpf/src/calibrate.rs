@@ -6,5 +6,5 @@ use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 
 #[classifier]
 pub fn weft_calibrate(_ctx: TcContext) -> i32 {
-    TC_ACT_OK as i32
+    TC_ACT_OK
 }

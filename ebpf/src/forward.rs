@@ -106,7 +106,7 @@ fn not_an_endpoint(ctx: &TcContext, src: &EndpointInfo, dst_ip: u32) -> Verdict 
 #[inline(always)]
 fn pass_to_stack(ctx: &TcContext) -> Verdict {
     count_forward(ctx, Forward::PassedToStack);
-    Ok(TC_ACT_OK as i32)
+    Ok(TC_ACT_OK)
 }
 
 #[inline(always)]
@@ -117,7 +117,7 @@ fn deliver(ctx: &TcContext, dst: FdbEntry, kind: Forward) -> Verdict {
     }
     count_endpoint_rx(dst.stats_slot, ctx.len());
     count_forward(ctx, kind);
-    Ok(TC_ACT_REDIRECT as i32)
+    Ok(TC_ACT_REDIRECT)
 }
 
 /// Broadcast or multicast: copies to the network's other endpoints if the
@@ -144,5 +144,5 @@ fn flood(ctx: &TcContext, src: &EndpointInfo) -> Verdict {
         }
     }
     count_forward(ctx, Forward::Flooded);
-    Ok(TC_ACT_STOLEN as i32)
+    Ok(TC_ACT_STOLEN)
 }

@@ -13,7 +13,7 @@ pub type Verdict = Result<i32, Drop>;
 #[inline(always)]
 pub fn drop_packet(ctx: &TcContext, reason: Drop) -> i32 {
     bump(&DROPS, reason.code(), ctx.len());
-    TC_ACT_SHOT as i32
+    TC_ACT_SHOT
 }
 
 /// Counts a forwarding verdict of `kind`.

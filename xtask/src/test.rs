@@ -3,7 +3,8 @@
 //! setup, `cargo build --workspace --all-targets`, `cargo test --workspace`
 //! (root: the tests load BPF programs and build namespaces), then
 //! `cargo +nightly fmt --all -- --check` (rustfmt.toml uses unstable
-//! options) and `cargo clippy --workspace --all-targets -- -D warnings`.
+//! options), `cargo clippy --workspace --all-targets -- -D warnings`, and
+//! clippy of the eBPF crate for `bpfel-unknown-none`.
 //! A failing test run doesn't hide fmt/clippy results: every check after the
 //! build runs, and the command fails if any did.
 
@@ -57,6 +58,31 @@ pub fn run(args: &Args) -> Result<()> {
                     "clippy",
                     "--workspace",
                     "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            ),
+            LINT,
+        ),
+        (
+            // The workspace pass only sees the eBPF crate's host stub; lint
+            // the datapath for the target it really builds for.
+            "clippy (eBPF target)",
+            proc::cmd(
+                "cargo",
+                &[
+                    "+nightly",
+                    "clippy",
+                    "--manifest-path",
+                    "ebpf/Cargo.toml",
+                    "--release",
+                    "--target",
+                    "bpfel-unknown-none",
+                    "-Z",
+                    "build-std=core",
+                    "--bin",
+                    "weft-ebpf",
                     "--",
                     "-D",
                     "warnings",
