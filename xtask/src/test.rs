@@ -43,7 +43,7 @@ pub fn run(args: &Args) -> Result<()> {
 
     let mut test = proc::cmd("cargo", &["test", "--workspace"]);
     test.args(&args.cargo_test_args);
-    let steps: [(&str, std::process::Command, Duration); 3] = [
+    let steps: [(&str, std::process::Command, Duration); 4] = [
         ("cargo test", test, TESTS),
         (
             "rustfmt",
