@@ -9,5 +9,6 @@
 pub mod maps;
 pub mod reason;
 
-/// Bumped whenever a map's key or value layout changes.
-pub const ABI_VERSION: u32 = 2;
+/// Bumped whenever a map's key or value layout changes, or maps are added.
+/// v3: `WEFT_NODE`, `WEFT_CT`, `NET_FLAG_MASQUERADE`.
+pub const ABI_VERSION: u32 = 3;

@@ -30,8 +30,14 @@ pub const MAP_FORWARDS: &str = "WEFT_FORWARDS";
 /// Per-CPU [`EndpointStats`] indexed by `EndpointInfo::stats_slot`.
 pub const MAP_EP_STATS: &str = "WEFT_EP_STATS";
 
+/// The node's masquerade settings: a one-entry array of [`NodeConfig`].
+pub const MAP_NODE: &str = "WEFT_NODE";
+/// Connection tracking for masquerade: LRU hash of [`CtKey`] to [`CtEntry`],
+/// two entries per connection (see [`CtEntry`]).
+pub const MAP_CT: &str = "WEFT_CT";
+
 /// Every map weft pins, in a stable order (for dumps and cleanup).
-pub const ALL_MAPS: [&str; 12] = [
+pub const ALL_MAPS: [&str; 14] = [
     MAP_NETWORKS,
     MAP_SUBNETS,
     MAP_EP_BY_IP,
@@ -44,10 +50,14 @@ pub const ALL_MAPS: [&str; 12] = [
     MAP_DROPS,
     MAP_FORWARDS,
     MAP_EP_STATS,
+    MAP_NODE,
+    MAP_CT,
 ];
 
 /// The TC program attached to the host side of every container veth.
 pub const PROG_FROM_CONTAINER: &str = "weft_from_container";
+/// The TC ingress program on the node's uplink NIC: reverse masquerade.
+pub const PROG_FROM_UPLINK: &str = "weft_from_uplink";
 /// A no-op program, never attached: measures BPF_PROG_TEST_RUN's overhead.
 pub const PROG_CALIBRATE: &str = "weft_calibrate";
 
@@ -55,6 +65,8 @@ pub const MAX_NETWORKS: u32 = 1024;
 /// Endpoints per node; also the number of per-endpoint counter slots.
 pub const MAX_ENDPOINTS: u32 = 16_384;
 pub const MAX_NET_LINKS: u32 = 4096;
+/// Entries of [`MAP_CT`]: two per connection.
+pub const CT_MAX_ENTRIES: u32 = 65_536;
 /// Slots of each direct-mapped endpoint cache; a power of two.
 pub const EP_CACHE_SLOTS: u32 = 16_384;
 
@@ -80,6 +92,134 @@ pub const MAX_REASONS: u32 = 64;
 /// `NetworkInfo::flags`: flood broadcast/multicast to the network's endpoints
 /// instead of dropping it.
 pub const NET_FLAG_FLOOD: u8 = 1;
+/// `NetworkInfo::flags`: traffic from this network to addresses outside
+/// every weft network leaves through the uplink with the node's address
+/// (SNAT/masquerade), when the node is configured ([`NodeConfig`]).
+pub const NET_FLAG_MASQUERADE: u8 = 2;
+
+/// `NodeConfig::flags`: userspace has filled the entry; until then nothing
+/// is masqueraded.
+pub const NODE_FLAG_CONFIGURED: u32 = 1;
+
+/// The node's uplink and masquerade port range: entry 0 of [`MAP_NODE`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct NodeConfig {
+    /// ifindex of the uplink NIC in the node namespace.
+    pub uplink_ifindex: u32,
+    /// The address masqueraded traffic leaves with.
+    pub node_ip_be: u32,
+    /// NAT ports (and ICMP echo identifiers), host order, inclusive. Pick a
+    /// range disjoint from the node's `ip_local_port_range`: the datapath
+    /// cannot see the node's own sockets.
+    pub port_min: u16,
+    pub port_max: u16,
+    /// [`NODE_FLAG_CONFIGURED`].
+    pub flags: u32,
+}
+
+/// How many ports of the range one new connection tries before it is
+/// dropped as `nat_ports_exhausted` (the verifier needs a bound).
+pub const NAT_PORT_PROBES: u32 = 32;
+
+/// IP protocol numbers the conntrack handles.
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// A connection tuple as a packet carries it. ICMP echo: the identifier in
+/// `src_port_be`, zeros in `dst_port_be`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct CtKey {
+    pub src_ip_be: u32,
+    pub dst_ip_be: u32,
+    pub src_port_be: [u8; 2],
+    pub dst_port_be: [u8; 2],
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// `CtEntry::direction`: keyed by the container's own tuple (egress).
+pub const CT_DIR_ORIGINAL: u8 = 0;
+/// `CtEntry::direction`: keyed by the tuple replies carry on the uplink
+/// (outside -> node ip : NAT port).
+pub const CT_DIR_REPLY: u8 = 1;
+
+/// `CtEntry::tcp_state`: not TCP.
+pub const CT_TCP_NONE: u8 = 0;
+/// First packet was a SYN; no reply yet.
+pub const CT_TCP_SYN_SENT: u8 = 1;
+/// A reply was seen (or the flow was picked up mid-stream).
+pub const CT_TCP_ESTABLISHED: u8 = 2;
+/// One side sent FIN.
+pub const CT_TCP_FIN_WAIT: u8 = 3;
+/// RST, or FIN from both sides: closing, short timeout.
+pub const CT_TCP_CLOSED: u8 = 4;
+
+/// `CtEntry::fin_seen` bits.
+pub const CT_FIN_ORIGINAL: u8 = 1;
+pub const CT_FIN_REPLY: u8 = 2;
+
+/// Timeouts after `last_seen_ns`; an older entry is treated as absent.
+pub const CT_TIMEOUT_TCP_ESTABLISHED_S: u64 = 7200;
+pub const CT_TIMEOUT_TCP_TRANSITORY_S: u64 = 120;
+pub const CT_TIMEOUT_TCP_CLOSED_S: u64 = 10;
+pub const CT_TIMEOUT_UDP_S: u64 = 60;
+pub const CT_TIMEOUT_ICMP_S: u64 = 30;
+
+/// The timeout of an entry of protocol `proto` in TCP state `tcp_state`, in
+/// nanoseconds (the unit of `bpf_ktime_get_ns`).
+pub const fn ct_timeout_ns(proto: u8, tcp_state: u8) -> u64 {
+    let secs = match proto {
+        IPPROTO_TCP => match tcp_state {
+            CT_TCP_ESTABLISHED => CT_TIMEOUT_TCP_ESTABLISHED_S,
+            CT_TCP_CLOSED => CT_TIMEOUT_TCP_CLOSED_S,
+            _ => CT_TIMEOUT_TCP_TRANSITORY_S,
+        },
+        IPPROTO_UDP => CT_TIMEOUT_UDP_S,
+        _ => CT_TIMEOUT_ICMP_S,
+    };
+    secs * 1_000_000_000
+}
+
+/// One direction of a masqueraded connection.
+///
+/// Each connection has two entries: the original one (key: the container's
+/// tuple; translation: node ip + NAT port) and the reply one (key: outside
+/// -> node ip : NAT port; translation: container ip + original port). Each
+/// entry can name its partner from its key and translation. A packet
+/// touches only the entry it hits: the original entry moves `*_orig`, the
+/// reply entry `*_reply`, so a connection's totals are the sum of both.
+/// `tcp_state` and `fin_seen` are written to both on a change.
+/// `last_seen_ns` is refreshed on the entry hit; an entry counts as expired
+/// only when it and its partner are both older than their timeout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct CtEntry {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the last packet.
+    pub last_seen_ns: u64,
+    pub packets_orig: u64,
+    pub bytes_orig: u64,
+    pub packets_reply: u64,
+    pub bytes_reply: u64,
+    /// The address this direction is rewritten to: the node's (original
+    /// entry, source) or the container's (reply entry, destination).
+    pub xlate_ip_be: u32,
+    /// The container's host-side veth.
+    pub ifindex: u32,
+    /// The container's counter slot in `WEFT_EP_STATS`.
+    pub stats_slot: u32,
+    /// The port (ICMP: echo identifier) this direction is rewritten to.
+    pub xlate_port_be: [u8; 2],
+    /// `CT_TCP_*`.
+    pub tcp_state: u8,
+    /// `CT_DIR_*`.
+    pub direction: u8,
+    /// `CT_FIN_*` bits.
+    pub fin_seen: u8,
+    pub _pad: [u8; 7],
+}
 
 /// A network as the datapath sees it.
 #[repr(C)]
@@ -179,6 +319,9 @@ const _: () = {
     assert!(size_of::<FloodList>() == 4 + 8 * MAX_FLOOD);
     assert!(size_of::<Counter>() == 16);
     assert!(size_of::<EndpointStats>() == 32);
+    assert!(size_of::<NodeConfig>() == 16);
+    assert!(size_of::<CtKey>() == 16);
+    assert!(size_of::<CtEntry>() == 64);
 };
 
 #[cfg(feature = "user")]
@@ -195,4 +338,7 @@ mod user {
     unsafe impl aya::Pod for FloodList {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for EndpointStats {}
+    unsafe impl aya::Pod for NodeConfig {}
+    unsafe impl aya::Pod for CtKey {}
+    unsafe impl aya::Pod for CtEntry {}
 }

@@ -43,10 +43,20 @@ pub enum Drop {
     UnsupportedEthertype = 17,
     /// A redirect or clone helper failed.
     RedirectFailed = 18,
+    /// Masquerade: no NAT port of the node's range is free for this
+    /// destination (after `NAT_PORT_PROBES` tries).
+    NatPortsExhausted = 19,
+    /// Masquerade: the connection-tracking map refused a new entry.
+    ConntrackFull = 20,
+    /// TCP, UDP or ICMP header cut short behind a valid IPv4 header, on a
+    /// path that needs the ports.
+    TruncatedL4 = 21,
+    /// Masquerade: a non-first IPv4 fragment carries no ports to translate.
+    Ipv4Fragment = 22,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 18] = [
+    pub const ALL: [Drop; 22] = [
         Drop::TruncatedEthernet,
         Drop::TruncatedArp,
         Drop::UnsupportedArp,
@@ -65,6 +75,10 @@ impl Drop {
         Drop::Ipv6Unsupported,
         Drop::UnsupportedEthertype,
         Drop::RedirectFailed,
+        Drop::NatPortsExhausted,
+        Drop::ConntrackFull,
+        Drop::TruncatedL4,
+        Drop::Ipv4Fragment,
     ];
 
     pub const fn code(self) -> u32 {
@@ -97,6 +111,10 @@ impl Drop {
             Drop::Ipv6Unsupported => "ipv6_unsupported",
             Drop::UnsupportedEthertype => "unsupported_ethertype",
             Drop::RedirectFailed => "redirect_failed",
+            Drop::NatPortsExhausted => "nat_ports_exhausted",
+            Drop::ConntrackFull => "conntrack_full",
+            Drop::TruncatedL4 => "truncated_l4",
+            Drop::Ipv4Fragment => "ipv4_fragment",
         }
     }
 }
@@ -115,15 +133,23 @@ pub enum Forward {
     PassedToStack = 4,
     /// Broadcast/multicast cloned to the network's other endpoints.
     Flooded = 5,
+    /// Masqueraded: source rewritten to the node's address, sent out of the
+    /// uplink.
+    Snat = 6,
+    /// A reply to a masqueraded connection, arriving on the uplink:
+    /// destination rewritten to the container's, delivered into it.
+    ReverseSnat = 7,
 }
 
 impl Forward {
-    pub const ALL: [Forward; 5] = [
+    pub const ALL: [Forward; 7] = [
         Forward::Bridged,
         Forward::Routed,
         Forward::ArpReplied,
         Forward::PassedToStack,
         Forward::Flooded,
+        Forward::Snat,
+        Forward::ReverseSnat,
     ];
 
     pub const fn code(self) -> u32 {
@@ -141,11 +167,13 @@ impl Forward {
             Forward::ArpReplied => "arp_replied",
             Forward::PassedToStack => "passed_to_stack",
             Forward::Flooded => "flooded",
+            Forward::Snat => "snat",
+            Forward::ReverseSnat => "reverse_snat",
         }
     }
 }
 
 const _: () = {
-    assert!((Drop::RedirectFailed as u32) < crate::maps::MAX_REASONS);
-    assert!((Forward::Flooded as u32) < crate::maps::MAX_REASONS);
+    assert!((Drop::Ipv4Fragment as u32) < crate::maps::MAX_REASONS);
+    assert!((Forward::ReverseSnat as u32) < crate::maps::MAX_REASONS);
 };

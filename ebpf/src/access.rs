@@ -4,7 +4,11 @@
 //! datapath is safe code working with `Option`s.
 
 use aya_ebpf::{
-    helpers::{bpf_redirect, bpf_redirect_peer},
+    bindings::{bpf_fib_lookup, bpf_redir_neigh},
+    helpers::{
+        bpf_fib_lookup as fib_lookup_helper, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh,
+        bpf_redirect_peer,
+    },
     programs::TcContext,
 };
 
@@ -56,4 +60,71 @@ pub fn redirect_peer(ifindex: u32) -> i64 {
 pub fn redirect_egress(ifindex: u32) -> i64 {
     // SAFETY: a helper call with plain integer arguments.
     unsafe { bpf_redirect(ifindex, 0) }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds.
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    // SAFETY: a helper call without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+const AF_INET: u8 = 2;
+
+/// Where the node's FIB sends an IPv4 packet: egress ifindex and next hop.
+pub struct FibHop {
+    pub ifindex: u32,
+    pub next_hop_be: u32,
+}
+
+/// Looks up `src_be -> dst_be` in the FIB of the skb's network namespace as
+/// a packet forwarded from `in_ifindex` (so forwarding must be enabled on
+/// it). A hop is returned for a route the kernel would forward on, also
+/// when the next hop's neighbour entry is not resolved yet
+/// (`bpf_redirect_neigh` resolves it); local, unreachable, blackhole and
+/// prohibit routes give `None`.
+#[inline(always)]
+pub fn fib_lookup(ctx: &TcContext, in_ifindex: u32, src_be: u32, dst_be: u32) -> Option<FibHop> {
+    // SAFETY: `bpf_fib_lookup` is plain data (integers and unions of
+    // integers), for which all-zero bytes are a valid value.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    params.ifindex = in_ifindex;
+    params.__bindgen_anon_3.ipv4_src = src_be;
+    params.__bindgen_anon_4.ipv4_dst = dst_be;
+    // SAFETY: `skb` is the context pointer; `params` is a valid, writable
+    // struct of the size passed.
+    let rc = unsafe {
+        fib_lookup_helper(
+            ctx.skb.skb.cast(),
+            &mut params,
+            size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    const SUCCESS: i64 = aya_ebpf::bindings::BPF_FIB_LKUP_RET_SUCCESS as i64;
+    const NO_NEIGH: i64 = aya_ebpf::bindings::BPF_FIB_LKUP_RET_NO_NEIGH as i64;
+    if rc != SUCCESS && rc != NO_NEIGH {
+        return None;
+    }
+    Some(FibHop {
+        ifindex: params.ifindex,
+        // SAFETY: the kernel wrote the IPv4 next hop into this union member
+        // (the family is AF_INET).
+        next_hop_be: unsafe { params.__bindgen_anon_4.ipv4_dst },
+    })
+}
+
+/// Transmits the packet out of `hop.ifindex` to `hop.next_hop_be`; the
+/// kernel resolves the neighbour and writes the Ethernet header.
+#[inline(always)]
+pub fn redirect_neigh(hop: &FibHop) -> i64 {
+    let mut nh = bpf_redir_neigh {
+        nh_family: u32::from(AF_INET),
+        __bindgen_anon_1: aya_ebpf::bindings::bpf_redir_neigh__bindgen_ty_1 {
+            ipv4_nh: hop.next_hop_be,
+        },
+    };
+    // SAFETY: `nh` is a valid struct of the size passed.
+    unsafe { bpf_redirect_neigh(hop.ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0) }
 }

@@ -19,6 +19,7 @@ use crate::{
     access::{load, redirect_peer, store},
     csum,
     maps::{endpoint_by_ip, fdb_lookup, flood_list, network, network_of_address, networks_linked},
+    nat,
     parse::{ETH_DST_OFF, ETH_SRC_OFF, IP_CSUM_OFF, IP_MIN_LEN, IP_OFF, IP_TTL_OFF, is_group_mac},
     verdict::{Verdict, count_endpoint_rx, count_forward},
 };
@@ -66,7 +67,7 @@ fn bridge(ctx: &TcContext, src: &EndpointInfo, dst_mac: [u8; 6]) -> Verdict {
 fn route(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
     let dst_ip = u32::from_ne_bytes(ip.dst_addr);
     let Some(dst) = endpoint_by_ip(dst_ip) else {
-        return not_an_endpoint(ctx, src, dst_ip);
+        return not_an_endpoint(ctx, src, ip);
     };
     if dst.network_id != src.network_id && !networks_linked(src.network_id, dst.network_id) {
         return Err(Drop::NetworkIsolated);
@@ -87,11 +88,13 @@ fn route(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
 }
 
 /// A routed destination with no endpoint: a gateway (the node), an unused
-/// address of some weft network, or not weft's at all.
+/// address of some weft network, or not weft's at all (masqueraded out of
+/// the uplink or handed to the stack, see `nat::egress`).
 #[inline(always)]
-fn not_an_endpoint(ctx: &TcContext, src: &EndpointInfo, dst_ip: u32) -> Verdict {
+fn not_an_endpoint(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
+    let dst_ip = u32::from_ne_bytes(ip.dst_addr);
     let Some(dst_net_id) = network_of_address(dst_ip) else {
-        return pass_to_stack(ctx);
+        return nat::egress(ctx, src, ip);
     };
     let dst_net = network(dst_net_id).ok_or(Drop::NoSuchEndpoint)?;
     if dst_ip == dst_net.gateway_ip_be {

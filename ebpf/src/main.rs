@@ -1,9 +1,10 @@
 //! weft's eBPF datapath.
 //!
-//! One module per attach point (`from_container`), helpers by concern:
-//! `access` (the only bounds-checked packet and context accessors), `parse`
-//! (header offsets), `arp`, `forward` (bridging, routing, flooding), `csum`,
-//! `maps` and `verdict` (counters and drop accounting). `calibrate` is a
+//! One module per attach point (`from_container`, `from_uplink`), helpers
+//! by concern: `access` (the only bounds-checked packet and context
+//! accessors and raw helper calls), `parse` (header offsets), `arp`,
+//! `forward` (bridging, routing, flooding), `nat` (masquerade),
+//! `conntrack`, `csum`, `maps` and `verdict` (counters and drop accounting). `calibrate` is a
 //! no-op used only to measure test-run overhead.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
@@ -15,13 +16,19 @@ mod arp;
 #[cfg(target_arch = "bpf")]
 mod calibrate;
 #[cfg(target_arch = "bpf")]
+mod conntrack;
+#[cfg(target_arch = "bpf")]
 mod csum;
 #[cfg(target_arch = "bpf")]
 mod forward;
 #[cfg(target_arch = "bpf")]
 mod from_container;
 #[cfg(target_arch = "bpf")]
+mod from_uplink;
+#[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod nat;
 #[cfg(target_arch = "bpf")]
 mod parse;
 #[cfg(target_arch = "bpf")]

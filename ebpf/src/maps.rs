@@ -3,12 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use weft_common::maps::{
-    Counter, EP_CACHE_SLOTS, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList,
-    MAX_ENDPOINTS, MAX_NET_LINKS, MAX_NETWORKS, MAX_REASONS, NetPairKey, NetworkInfo, ifcache_slot,
-    ipcache_slot,
+    CT_MAX_ENTRIES, Counter, CtEntry, CtKey, EP_CACHE_SLOTS, EndpointInfo, EndpointStats, FdbEntry,
+    FdbKey, FloodList, MAX_ENDPOINTS, MAX_NET_LINKS, MAX_NETWORKS, MAX_REASONS,
+    NODE_FLAG_CONFIGURED, NetPairKey, NetworkInfo, NodeConfig, ifcache_slot, ipcache_slot,
 };
 
 #[map(name = "WEFT_NETWORKS")]
@@ -47,6 +47,23 @@ pub static FORWARDS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_REASONS, 0);
 /// An array, not a hash: counting on the fast path is an inlined index.
 #[map(name = "WEFT_EP_STATS")]
 pub static EP_STATS: PerCpuArray<EndpointStats> = PerCpuArray::pinned(MAX_ENDPOINTS, 0);
+
+/// Entry 0: the node's uplink and masquerade settings.
+#[map(name = "WEFT_NODE")]
+pub static NODE: Array<NodeConfig> = Array::pinned(1, 0);
+
+/// Masquerade connection tracking; LRU so a full table evicts the least
+/// recently used connection instead of refusing new ones.
+#[map(name = "WEFT_CT")]
+pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(CT_MAX_ENTRIES, 0);
+
+/// The node's masquerade settings, once userspace has configured them.
+#[inline(always)]
+pub fn node_config() -> Option<NodeConfig> {
+    NODE.get(0)
+        .copied()
+        .filter(|n| n.flags & NODE_FLAG_CONFIGURED != 0)
+}
 
 /// A copy of the network with id `id`.
 #[inline(always)]

@@ -5,7 +5,9 @@
 
 use core::mem::offset_of;
 
-use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv4Hdr};
+use network_types::{
+    arp::ArpHdr, eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr,
+};
 
 pub const ETH_LEN: usize = EthHdr::LEN;
 pub const ETH_DST_OFF: usize = offset_of!(EthHdr, dst_addr);
@@ -30,6 +32,35 @@ pub const IP_OFF: usize = ETH_LEN;
 pub const IP_MIN_LEN: usize = Ipv4Hdr::LEN;
 pub const IP_TTL_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, ttl);
 pub const IP_CSUM_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, check);
+pub const IP_SRC_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, src_addr);
+pub const IP_DST_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, dst_addr);
+/// `frags` (flags and fragment offset): the fragment offset's 13 bits.
+pub const IP_FRAG_OFFSET_MASK: u16 = 0x1fff;
+
+/// L4 field offsets, relative to the start of the L4 header.
+pub const TCP_SPORT_OFF: usize = offset_of!(TcpHdr, source);
+pub const TCP_DPORT_OFF: usize = offset_of!(TcpHdr, dest);
+pub const TCP_CSUM_OFF: usize = offset_of!(TcpHdr, check);
+/// The 16-bit word of data offset and flags (CWR..FIN in its second byte);
+/// network-types keeps it as one bitfield, so this one is spelled out.
+pub const TCP_OFF_FLAGS_OFF: usize = offset_of!(TcpHdr, ack_seq) + 4;
+pub const TCP_LEN: usize = TcpHdr::LEN;
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+pub const UDP_SPORT_OFF: usize = offset_of!(UdpHdr, src);
+pub const UDP_DPORT_OFF: usize = offset_of!(UdpHdr, dst);
+pub const UDP_CSUM_OFF: usize = offset_of!(UdpHdr, check);
+pub const UDP_LEN: usize = UdpHdr::LEN;
+/// The 16-bit word of type and code.
+pub const ICMP_TYPE_CODE_OFF: usize = offset_of!(Icmpv4Hdr, type_);
+pub const ICMP_CSUM_OFF: usize = offset_of!(Icmpv4Hdr, check);
+/// Echo request/reply: the identifier is the first half of `data`.
+pub const ICMP_ECHO_ID_OFF: usize = offset_of!(Icmpv4Hdr, data);
+pub const ICMP_LEN: usize = Icmpv4Hdr::LEN;
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
 
 /// Reads a big-endian `u16` from two header bytes.
 #[inline(always)]

@@ -12,10 +12,11 @@ use aya::{
 };
 use weft_common::{
     maps::{
-        Counter, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList, MAP_DROPS, MAP_EP_BY_IF,
-        MAP_EP_BY_IP, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE, MAP_EP_STATS, MAP_FDB, MAP_FLOOD,
-        MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS, MAP_SUBNETS, MAX_FLOOD, NetPairKey, NetworkInfo,
-        PROG_CALIBRATE, PROG_FROM_CONTAINER, ifcache_slot, ipcache_slot,
+        Counter, CtEntry, CtKey, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList, MAP_CT,
+        MAP_DROPS, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE, MAP_EP_STATS,
+        MAP_FDB, MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS, MAP_NODE, MAP_SUBNETS,
+        MAX_FLOOD, NET_FLAG_FLOOD, NET_FLAG_MASQUERADE, NetPairKey, NetworkInfo, NodeConfig,
+        PROG_CALIBRATE, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, ifcache_slot, ipcache_slot,
     },
     reason::{Drop, Forward},
 };
@@ -41,6 +42,8 @@ pub struct Net {
     pub gateway: Ipv4Addr,
     pub gateway_mac: [u8; 6],
     pub flood: bool,
+    /// SNAT traffic to outside weft through the node's uplink.
+    pub masquerade: bool,
 }
 
 /// An endpoint as a test declares it.
@@ -73,19 +76,22 @@ pub struct Datapath {
 }
 
 impl Datapath {
-    /// Loads the object `weft` embeds and its `weft_from_container` program.
+    /// Loads the object `weft` embeds and its `weft_from_container` and
+    /// `weft_from_uplink` programs.
     pub fn load() -> Result<Self> {
         let pins = PinDir::new().context("creating a bpffs pin directory")?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pins.path())
             .load(weft::object::ebpf_object())
             .context("loading the weft eBPF object")?;
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(PROG_FROM_CONTAINER)
-            .ok_or_else(|| anyhow!("program {PROG_FROM_CONTAINER} missing from the object"))?
-            .try_into()?;
-        prog.load()
-            .context("the verifier rejected weft_from_container")?;
+        for name in [PROG_FROM_CONTAINER, PROG_FROM_UPLINK] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("the verifier rejected {name}"))?;
+        }
         Ok(Self {
             ebpf,
             gateway_macs: StdHashMap::new(),
@@ -106,11 +112,12 @@ impl Datapath {
             gateway_ip_be: u32::from_ne_bytes(net.gateway.octets()),
             subnet_be: u32::from_ne_bytes(net.subnet.octets()),
             prefix_len: net.prefix_len,
-            flags: if net.flood {
-                weft_common::maps::NET_FLAG_FLOOD
-            } else {
-                0
-            },
+            flags: if net.flood { NET_FLAG_FLOOD } else { 0 }
+                | if net.masquerade {
+                    NET_FLAG_MASQUERADE
+                } else {
+                    0
+                },
             gateway_mac: net.gateway_mac,
         };
         HashMap::<_, u32, NetworkInfo>::try_from(self.map(MAP_NETWORKS)?)?
@@ -205,13 +212,56 @@ impl Datapath {
         Ok(())
     }
 
+    /// Writes the node's masquerade settings (`WEFT_NODE` entry 0).
+    pub fn set_node(&mut self, node: NodeConfig) -> Result<()> {
+        Array::<_, NodeConfig>::try_from(self.map(MAP_NODE)?)?.set(0, node, 0)?;
+        Ok(())
+    }
+
+    /// The conntrack entry at `key`, if there is one.
+    pub fn ct_get(&mut self, key: &CtKey) -> Result<Option<CtEntry>> {
+        let map = HashMap::<_, CtKey, CtEntry>::try_from(self.map(MAP_CT)?)?;
+        match map.get(key, 0) {
+            Ok(entry) => Ok(Some(entry)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every conntrack entry.
+    pub fn ct_entries(&mut self) -> Result<Vec<(CtKey, CtEntry)>> {
+        let map = HashMap::<_, CtKey, CtEntry>::try_from(self.map(MAP_CT)?)?;
+        Ok(map.iter().collect::<Result<_, _>>()?)
+    }
+
+    /// Writes a conntrack entry, e.g. to age one.
+    pub fn ct_put(&mut self, key: CtKey, entry: CtEntry) -> Result<()> {
+        HashMap::<_, CtKey, CtEntry>::try_from(self.map(MAP_CT)?)?.insert(key, entry, 0)?;
+        Ok(())
+    }
+
+    /// Runs `frame` through `weft_from_uplink` once, as arriving on the
+    /// uplink.
+    pub fn run_uplink(&mut self, frame: &[u8]) -> Result<RunOutcome> {
+        self.run_prog(PROG_FROM_UPLINK, frame, 1)
+    }
+
+    /// Runs `frame` through `weft_from_uplink` `repeat` times.
+    pub fn run_uplink_repeat(&mut self, frame: &[u8], repeat: u32) -> Result<RunOutcome> {
+        self.run_prog(PROG_FROM_UPLINK, frame, repeat)
+    }
+
     /// Runs `frame` through the program `repeat` times, as sent by the
     /// endpoint at [`TEST_RUN_IFINDEX`].
     pub fn run_repeat(&mut self, frame: &[u8], repeat: u32) -> Result<RunOutcome> {
+        self.run_prog(PROG_FROM_CONTAINER, frame, repeat)
+    }
+
+    fn run_prog(&mut self, name: &str, frame: &[u8], repeat: u32) -> Result<RunOutcome> {
         let prog: &SchedClassifier = self
             .ebpf
-            .program(PROG_FROM_CONTAINER)
-            .ok_or_else(|| anyhow!("program missing"))?
+            .program(name)
+            .ok_or_else(|| anyhow!("program {name} missing"))?
             .try_into()?;
         let mut out = vec![0u8; frame.len() + 256];
         let result = prog.test_run(TestRunOptions {

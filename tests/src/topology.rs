@@ -14,6 +14,7 @@ pub const NET_A: Net = Net {
     gateway: Ipv4Addr::new(10, 1, 0, 1),
     gateway_mac: [0x0a, 0x57, 0x46, 0, 0, 1],
     flood: false,
+    masquerade: false,
 };
 pub const NET_B: Net = Net {
     id: 2,
@@ -22,6 +23,7 @@ pub const NET_B: Net = Net {
     gateway: Ipv4Addr::new(10, 2, 0, 1),
     gateway_mac: [0x0a, 0x57, 0x46, 0, 0, 2],
     flood: false,
+    masquerade: false,
 };
 /// Never connected to anything.
 pub const NET_C: Net = Net {
@@ -31,6 +33,7 @@ pub const NET_C: Net = Net {
     gateway: Ipv4Addr::new(10, 3, 0, 1),
     gateway_mac: [0x0a, 0x57, 0x46, 0, 0, 3],
     flood: false,
+    masquerade: false,
 };
 
 /// The sender of every row (the skb's device in a test run).

@@ -1,0 +1,295 @@
+//! Connection tracking for masquerade: two `WEFT_CT` entries per connection
+//! (see `weft_common::maps::CtEntry`), NAT port allocation, TCP state and
+//! timeouts. Expired entries are treated as absent here; removing them is
+//! userspace's garbage collection (until then an expired reply entry keeps
+//! its NAT port taken, which is what makes a port claim race-free).
+
+use aya_ebpf::bindings::BPF_NOEXIST;
+use weft_common::{
+    maps::{
+        CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FIN_ORIGINAL, CT_FIN_REPLY, CT_TCP_CLOSED,
+        CT_TCP_ESTABLISHED, CT_TCP_FIN_WAIT, CT_TCP_NONE, CT_TCP_SYN_SENT, CtEntry, CtKey,
+        EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, NAT_PORT_PROBES, NodeConfig, ct_timeout_ns,
+    },
+    reason::Drop,
+};
+
+use crate::{
+    maps::CT,
+    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+};
+
+const EEXIST: i32 = -17;
+
+/// A tuple as a packet carries it (ICMP: identifier in `src_port`, 0 after).
+#[inline(always)]
+pub fn key(proto: u8, src_ip_be: u32, dst_ip_be: u32, sport: [u8; 2], dport: [u8; 2]) -> CtKey {
+    CtKey {
+        src_ip_be,
+        dst_ip_be,
+        src_port_be: sport,
+        dst_port_be: if proto == IPPROTO_ICMP { [0; 2] } else { dport },
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+/// The key replies carry on the uplink for a connection to `outside` that
+/// left as `node_ip:nat_port` (ICMP: echo replies carry the identifier).
+#[inline(always)]
+fn reply_key(orig: &CtKey, node_ip_be: u32, nat_port: [u8; 2]) -> CtKey {
+    if orig.proto == IPPROTO_ICMP {
+        key(IPPROTO_ICMP, orig.dst_ip_be, node_ip_be, nat_port, [0; 2])
+    } else {
+        key(
+            orig.proto,
+            orig.dst_ip_be,
+            node_ip_be,
+            orig.dst_port_be,
+            nat_port,
+        )
+    }
+}
+
+/// The other entry of the connection `entry` (found at `k`) belongs to.
+#[inline(always)]
+fn partner_key(k: &CtKey, entry: &CtEntry) -> CtKey {
+    if entry.direction == CT_DIR_ORIGINAL {
+        reply_key(k, entry.xlate_ip_be, entry.xlate_port_be)
+    } else {
+        key(
+            k.proto,
+            entry.xlate_ip_be,
+            k.src_ip_be,
+            entry.xlate_port_be,
+            k.src_port_be,
+        )
+    }
+}
+
+#[inline(always)]
+fn fresh(entry: &CtEntry, proto: u8, now: u64) -> bool {
+    now.saturating_sub(entry.last_seen_ns) <= ct_timeout_ns(proto, entry.tcp_state)
+}
+
+/// Whether the connection is alive: this entry or its partner was seen
+/// within its timeout (a one-way flow refreshes only one of them).
+#[inline(always)]
+fn alive(k: &CtKey, entry: &CtEntry, now: u64) -> bool {
+    if fresh(entry, k.proto, now) {
+        return true;
+    }
+    // SAFETY: a successful lookup returns a pointer valid for this program
+    // run; the value is copied out at once.
+    match CT.get_ptr(partner_key(k, entry)).map(|p| unsafe { *p }) {
+        Some(partner) => fresh(&partner, k.proto, now),
+        None => false,
+    }
+}
+
+/// The TCP state after a packet with `flags` in `direction`.
+#[inline(always)]
+fn tcp_next(state: u8, fin_seen: u8, flags: u8, direction: u8) -> (u8, u8) {
+    if flags & TCP_RST != 0 {
+        return (CT_TCP_CLOSED, fin_seen);
+    }
+    if state == CT_TCP_CLOSED {
+        // A new SYN on a closing tuple starts a new connection.
+        if direction == CT_DIR_ORIGINAL && flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            return (CT_TCP_SYN_SENT, 0);
+        }
+        return (state, fin_seen);
+    }
+    if flags & TCP_FIN != 0 {
+        let bit = if direction == CT_DIR_ORIGINAL {
+            CT_FIN_ORIGINAL
+        } else {
+            CT_FIN_REPLY
+        };
+        let fins = fin_seen | bit;
+        let next = if fins == CT_FIN_ORIGINAL | CT_FIN_REPLY {
+            CT_TCP_CLOSED
+        } else {
+            CT_TCP_FIN_WAIT
+        };
+        return (next, fins);
+    }
+    if state == CT_TCP_SYN_SENT && direction == CT_DIR_REPLY {
+        return (CT_TCP_ESTABLISHED, fin_seen);
+    }
+    (state, fin_seen)
+}
+
+/// Refreshes the entry at `k` for a packet of `len` bytes, tracks TCP
+/// state (written to both entries when it changes) and returns a copy.
+#[inline(always)]
+fn touch(k: &CtKey, p: *mut CtEntry, tcp_flags: u8, now: u64, len: u32) -> CtEntry {
+    // SAFETY: `p` is a map value pointer from a lookup in this program run.
+    // Concurrent CPUs may race on the counters (plain adds, as per-CPU
+    // counters cannot be used in a hash value); a lost increment is benign.
+    let entry = unsafe { &mut *p };
+    entry.last_seen_ns = now;
+    if entry.direction == CT_DIR_ORIGINAL {
+        entry.packets_orig += 1;
+        entry.bytes_orig += u64::from(len);
+    } else {
+        entry.packets_reply += 1;
+        entry.bytes_reply += u64::from(len);
+    }
+    if k.proto == IPPROTO_TCP {
+        let (state, fins) = tcp_next(entry.tcp_state, entry.fin_seen, tcp_flags, entry.direction);
+        if state != entry.tcp_state || fins != entry.fin_seen {
+            entry.tcp_state = state;
+            entry.fin_seen = fins;
+            if let Some(partner) = CT.get_ptr_mut(partner_key(k, entry)) {
+                // SAFETY: as above, a value pointer from this run's lookup.
+                unsafe {
+                    (*partner).tcp_state = state;
+                    (*partner).fin_seen = fins;
+                }
+            }
+        }
+    }
+    *entry
+}
+
+/// The live entry at `k`, refreshed for this packet.
+#[inline(always)]
+pub fn hit(k: &CtKey, tcp_flags: u8, now: u64, len: u32) -> Option<CtEntry> {
+    let p = CT.get_ptr_mut(k)?;
+    // SAFETY: as in `alive`.
+    let entry = unsafe { *p };
+    if !alive(k, &entry, now) {
+        return None;
+    }
+    Some(touch(k, p, tcp_flags, now, len))
+}
+
+/// The NAT port (network order) of the connection `orig` from endpoint
+/// `src`: the live one, or a new one with both entries created.
+#[inline(always)]
+pub fn egress(
+    orig: &CtKey,
+    src: &EndpointInfo,
+    node: &NodeConfig,
+    tcp_flags: u8,
+    now: u64,
+    len: u32,
+) -> Result<[u8; 2], Drop> {
+    if let Some(entry) = hit(orig, tcp_flags, now, len)
+        // The same container and node address as when it was created; else
+        // the tuple is being reused by a new endpoint or node address.
+        && entry.ifindex == src.ifindex
+        && entry.xlate_ip_be == node.node_ip_be
+    {
+        return Ok(entry.xlate_port_be);
+    }
+    create(orig, src, node, tcp_flags, now, len)
+}
+
+#[inline(always)]
+fn create(
+    orig: &CtKey,
+    src: &EndpointInfo,
+    node: &NodeConfig,
+    tcp_flags: u8,
+    now: u64,
+    len: u32,
+) -> Result<[u8; 2], Drop> {
+    let (tcp_state, fin_seen) = if orig.proto == IPPROTO_TCP {
+        let start = if tcp_flags & TCP_SYN != 0 {
+            CT_TCP_SYN_SENT
+        } else {
+            // Picked up mid-stream (e.g. after an LRU eviction).
+            CT_TCP_ESTABLISHED
+        };
+        tcp_next(start, 0, tcp_flags & (TCP_RST | TCP_FIN), CT_DIR_ORIGINAL)
+    } else {
+        (CT_TCP_NONE, 0)
+    };
+    let reply = CtEntry {
+        last_seen_ns: now,
+        xlate_ip_be: orig.src_ip_be,
+        xlate_port_be: orig.src_port_be,
+        ifindex: src.ifindex,
+        stats_slot: src.stats_slot,
+        tcp_state,
+        fin_seen,
+        direction: CT_DIR_REPLY,
+        ..CtEntry::default()
+    };
+    let nat_port = claim_port(orig, node, &reply)?;
+    let original = CtEntry {
+        last_seen_ns: now,
+        packets_orig: 1,
+        bytes_orig: u64::from(len),
+        xlate_ip_be: node.node_ip_be,
+        xlate_port_be: nat_port,
+        ifindex: src.ifindex,
+        stats_slot: src.stats_slot,
+        tcp_state,
+        fin_seen,
+        direction: CT_DIR_ORIGINAL,
+        ..CtEntry::default()
+    };
+    if CT.insert(orig, original, 0).is_err() {
+        let _ = CT.remove(reply_key(orig, node.node_ip_be, nat_port));
+        return Err(Drop::ConntrackFull);
+    }
+    Ok(nat_port)
+}
+
+/// Claims a NAT port for `orig` by inserting its reply entry with
+/// `BPF_NOEXIST`: the insert is atomic, so two CPUs never get the same
+/// port for the same destination. The original port is kept when it is in
+/// the range and free; otherwise up to `NAT_PORT_PROBES` ports of the
+/// range are tried from an offset given by the flow's hash.
+#[inline(always)]
+fn claim_port(orig: &CtKey, node: &NodeConfig, reply: &CtEntry) -> Result<[u8; 2], Drop> {
+    if node.port_max < node.port_min {
+        return Err(Drop::NatPortsExhausted);
+    }
+    let size = u32::from(node.port_max - node.port_min) + 1;
+    let own = u16::from_be_bytes(orig.src_port_be);
+    if (node.port_min..=node.port_max).contains(&own) && try_claim(orig, node, reply, own)? {
+        return Ok(own.to_be_bytes());
+    }
+    let start = flow_hash(orig).checked_rem(size).unwrap_or(0);
+    // The verifier needs a constant trip count: a fixed number of probes,
+    // fewer when the range is smaller.
+    for i in 0..NAT_PORT_PROBES {
+        if i >= size {
+            break;
+        }
+        let offset = start.wrapping_add(i).checked_rem(size).unwrap_or(0);
+        let port = node.port_min.wrapping_add(offset as u16);
+        if try_claim(orig, node, reply, port)? {
+            return Ok(port.to_be_bytes());
+        }
+    }
+    Err(Drop::NatPortsExhausted)
+}
+
+/// Whether the reply entry for `port` was inserted (`false`: taken).
+#[inline(always)]
+fn try_claim(orig: &CtKey, node: &NodeConfig, reply: &CtEntry, port: u16) -> Result<bool, Drop> {
+    let k = reply_key(orig, node.node_ip_be, port.to_be_bytes());
+    match CT.insert(k, reply, u64::from(BPF_NOEXIST)) {
+        Ok(()) => Ok(true),
+        Err(EEXIST) => Ok(false),
+        Err(_) => Err(Drop::ConntrackFull),
+    }
+}
+
+/// A well-mixed 32-bit hash of the tuple (murmur3's finaliser).
+#[inline(always)]
+fn flow_hash(k: &CtKey) -> u32 {
+    let ports = u32::from(u16::from_ne_bytes(k.src_port_be))
+        | (u32::from(u16::from_ne_bytes(k.dst_port_be)) << 16);
+    let mut h = k.src_ip_be ^ k.dst_ip_be.rotate_left(16) ^ ports ^ u32::from(k.proto);
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}

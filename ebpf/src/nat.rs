@@ -1,0 +1,307 @@
+//! Masquerade (SNAT) of container traffic leaving weft through the node's
+//! uplink, and the reverse translation of its replies.
+//!
+//! Only TCP, UDP and ICMP echo are translated; other traffic keeps going to
+//! the node's stack untranslated, as before masquerade existed. Checksums
+//! are updated with `bpf_l3_csum_replace`/`bpf_l4_csum_replace`, which also
+//! handle `CHECKSUM_PARTIAL` (offloaded) and `CHECKSUM_COMPLETE` skbs; a UDP
+//! checksum of 0 ("none") stays 0 (`BPF_F_MARK_MANGLED_0`).
+//!
+//! IPv4 fragments: a first fragment carries the ports and is translated; a
+//! later fragment carries none, so it cannot be matched to a connection and
+//! is dropped (`ipv4_fragment`) on the way out. On the uplink it is left to
+//! the stack, since it may be the node's own traffic.
+
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_REDIRECT},
+    programs::TcContext,
+};
+use network_types::ip::Ipv4Hdr;
+use weft_common::{
+    maps::{EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NET_FLAG_MASQUERADE},
+    reason::{Drop, Forward},
+};
+
+use crate::{
+    access::{FibHop, fib_lookup, ifindex, load, now_ns, redirect_neigh, redirect_peer, store},
+    conntrack, csum,
+    maps::{endpoint_by_ip, network, node_config},
+    parse::{
+        ETH_DST_OFF, ETH_SRC_OFF, ICMP_CSUM_OFF, ICMP_ECHO_ID_OFF, ICMP_ECHO_REPLY,
+        ICMP_ECHO_REQUEST, ICMP_LEN, ICMP_TYPE_CODE_OFF, IP_CSUM_OFF, IP_DST_OFF,
+        IP_FRAG_OFFSET_MASK, IP_OFF, IP_SRC_OFF, IP_TTL_OFF, TCP_CSUM_OFF, TCP_DPORT_OFF, TCP_LEN,
+        TCP_OFF_FLAGS_OFF, TCP_SPORT_OFF, UDP_CSUM_OFF, UDP_DPORT_OFF, UDP_LEN, UDP_SPORT_OFF,
+    },
+    verdict::{Verdict, count_endpoint_rx, count_forward},
+};
+
+/// The longest L4 header part NAT reads or writes (TCP's fixed header).
+const L4_MAX: usize = TCP_LEN;
+
+/// Which way a packet crosses the NAT.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// Container to outside: the source is translated.
+    Out,
+    /// Outside to container (a reply on the uplink): the destination is.
+    In,
+}
+
+/// The translatable part of an L4 header.
+struct L4 {
+    sport: [u8; 2],
+    dport: [u8; 2],
+    /// Absolute offset of the port (ICMP: identifier) this way rewrites.
+    port_off: usize,
+    /// Absolute offset of the checksum.
+    csum_off: usize,
+    /// Flags for `bpf_l4_csum_replace` besides the field size.
+    csum_flags: u64,
+    tcp_flags: u8,
+}
+
+/// The ports of a TCP, UDP or ICMP echo packet whose L4 header starts at
+/// `l4_off`; `None` for anything else; a cut-short header is a drop.
+#[inline(always)]
+fn parse_l4(ctx: &TcContext, ip: &Ipv4Hdr, l4_off: usize, way: Way) -> Result<Option<L4>, Drop> {
+    let ip_end = IP_OFF + usize::from(u16::from_be_bytes(ip.tot_len));
+    let (need, sport_off, dport_off, csum_off, csum_flags) = match ip.proto {
+        IPPROTO_TCP => (
+            TCP_LEN,
+            TCP_SPORT_OFF,
+            TCP_DPORT_OFF,
+            TCP_CSUM_OFF,
+            u64::from(BPF_F_PSEUDO_HDR),
+        ),
+        IPPROTO_UDP => (
+            UDP_LEN,
+            UDP_SPORT_OFF,
+            UDP_DPORT_OFF,
+            UDP_CSUM_OFF,
+            u64::from(BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0),
+        ),
+        IPPROTO_ICMP => (
+            ICMP_LEN,
+            ICMP_ECHO_ID_OFF,
+            ICMP_ECHO_ID_OFF,
+            ICMP_CSUM_OFF,
+            0,
+        ),
+        _ => return Ok(None),
+    };
+    if l4_off + need > ip_end {
+        return Err(Drop::TruncatedL4);
+    }
+    // Two-byte loads only: at a variable offset LLVM turns a one-byte bound
+    // check into `ptr >= end`, which the verifier does not read as a range.
+    let mut tcp_flags = 0;
+    if ip.proto == IPPROTO_ICMP {
+        let [ty, _code]: [u8; 2] =
+            load(ctx, l4_off + ICMP_TYPE_CODE_OFF).ok_or(Drop::TruncatedL4)?;
+        let want = if way == Way::Out {
+            ICMP_ECHO_REQUEST
+        } else {
+            ICMP_ECHO_REPLY
+        };
+        if ty != want {
+            return Ok(None);
+        }
+    } else if ip.proto == IPPROTO_TCP {
+        let [_data_off, flags]: [u8; 2] =
+            load(ctx, l4_off + TCP_OFF_FLAGS_OFF).ok_or(Drop::TruncatedL4)?;
+        tcp_flags = flags;
+    }
+    let sport: [u8; 2] = load(ctx, l4_off + sport_off).ok_or(Drop::TruncatedL4)?;
+    let dport: [u8; 2] = load(ctx, l4_off + dport_off).ok_or(Drop::TruncatedL4)?;
+    // Checked so the rewrite below cannot fail half-way.
+    load::<[u8; 2]>(ctx, l4_off + csum_off).ok_or(Drop::TruncatedL4)?;
+    let port_off = if way == Way::Out {
+        sport_off
+    } else {
+        dport_off
+    };
+    Ok(Some(L4 {
+        sport,
+        dport,
+        port_off: l4_off + port_off,
+        csum_off: l4_off + csum_off,
+        csum_flags,
+        tcp_flags,
+    }))
+}
+
+/// Whether `ip` is a fragment other than the first (no L4 header).
+#[inline(always)]
+fn is_later_fragment(ip: &Ipv4Hdr) -> bool {
+    u16::from_be_bytes(ip.frags) & IP_FRAG_OFFSET_MASK != 0
+}
+
+/// Offset of the L4 header behind an already validated IPv4 header.
+#[inline(always)]
+fn l4_offset(ip: &Ipv4Hdr) -> usize {
+    IP_OFF + usize::from(ip.vihl & 0x0f) * 4
+}
+
+/// Headers may sit in paged data; pull up to the L4 part NAT needs.
+#[inline(always)]
+fn pull_l4(ctx: &TcContext, l4_off: usize) {
+    let want = (l4_off + L4_MAX) as u32;
+    let want = if ctx.len() < want { ctx.len() } else { want };
+    if ctx.data_end() - ctx.data() < want as usize {
+        // A failed pull leaves the packet as it was; the parser then sees
+        // it as truncated.
+        let _ = ctx.pull_data(want);
+    }
+}
+
+#[inline(always)]
+fn pass_to_stack(ctx: &TcContext) -> Verdict {
+    count_forward(ctx, Forward::PassedToStack);
+    Ok(TC_ACT_OK)
+}
+
+/// Container traffic to an address outside every weft network: masquerade
+/// it out of the uplink when `src`'s network asks for it and the node is
+/// configured and routes it there; otherwise hand it to the stack as is.
+#[inline(always)]
+pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
+    let Some(node) = node_config() else {
+        return pass_to_stack(ctx);
+    };
+    match network(src.network_id) {
+        Some(net) if net.flags & NET_FLAG_MASQUERADE != 0 => {}
+        _ => return pass_to_stack(ctx),
+    }
+    if is_later_fragment(ip) {
+        return Err(Drop::Ipv4Fragment);
+    }
+    let l4_off = l4_offset(ip);
+    pull_l4(ctx, l4_off);
+    let Some(l4) = parse_l4(ctx, ip, l4_off, Way::Out)? else {
+        return pass_to_stack(ctx);
+    };
+    let dst_ip = u32::from_ne_bytes(ip.dst_addr);
+    // Local, unreachable or another interface's destinations are the
+    // stack's business: it delivers, answers or routes them untranslated.
+    let Some(hop) = fib_lookup(ctx, ifindex(ctx), node.node_ip_be, dst_ip)
+        .filter(|hop| hop.ifindex == node.uplink_ifindex)
+    else {
+        return pass_to_stack(ctx);
+    };
+    if ip.ttl <= 1 {
+        return Err(Drop::TtlExceeded);
+    }
+    let orig = conntrack::key(ip.proto, src.ip_be, dst_ip, l4.sport, l4.dport);
+    let nat_port = conntrack::egress(&orig, src, &node, l4.tcp_flags, now_ns(), ctx.len())?;
+
+    decrement_ttl(ctx, ip)?;
+    rewrite(ctx, &l4, ip.proto, IP_SRC_OFF, src.ip_be, node.node_ip_be)?;
+    rewrite_port(ctx, &l4, l4.sport, nat_port)?;
+    send_out(ctx, &hop)
+}
+
+#[inline(always)]
+fn send_out(ctx: &TcContext, hop: &FibHop) -> Verdict {
+    if redirect_neigh(hop) != i64::from(TC_ACT_REDIRECT) {
+        return Err(Drop::RedirectFailed);
+    }
+    count_forward(ctx, Forward::Snat);
+    Ok(TC_ACT_REDIRECT)
+}
+
+/// An IPv4 packet on the uplink addressed to the node (header validated):
+/// a reply to a masqueraded connection is translated back and delivered
+/// into its container; anything else is the node's own.
+#[inline(always)]
+pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
+    if is_later_fragment(ip) {
+        return pass_to_stack(ctx);
+    }
+    let l4_off = l4_offset(ip);
+    pull_l4(ctx, l4_off);
+    let Some(l4) = parse_l4(ctx, ip, l4_off, Way::In)? else {
+        return pass_to_stack(ctx);
+    };
+    let dst_ip = u32::from_ne_bytes(ip.dst_addr);
+    let k = conntrack::key(
+        ip.proto,
+        u32::from_ne_bytes(ip.src_addr),
+        dst_ip,
+        l4.sport,
+        l4.dport,
+    );
+    let Some(entry) = conntrack::hit(&k, l4.tcp_flags, now_ns(), ctx.len()) else {
+        return pass_to_stack(ctx);
+    };
+    // The endpoint must still be the one the connection was made from.
+    let Some(dst) = endpoint_by_ip(entry.xlate_ip_be).filter(|ep| ep.ifindex == entry.ifindex)
+    else {
+        return pass_to_stack(ctx);
+    };
+    if ip.ttl <= 1 {
+        return Err(Drop::TtlExceeded);
+    }
+    decrement_ttl(ctx, ip)?;
+    rewrite(ctx, &l4, ip.proto, IP_DST_OFF, dst_ip, entry.xlate_ip_be)?;
+    rewrite_port(ctx, &l4, l4.dport, entry.xlate_port_be)?;
+    store(ctx, ETH_DST_OFF, dst.mac).ok_or(Drop::TruncatedIpv4)?;
+    store(ctx, ETH_SRC_OFF, dst.gateway_mac).ok_or(Drop::TruncatedIpv4)?;
+    if redirect_peer(entry.ifindex) != i64::from(TC_ACT_REDIRECT) {
+        return Err(Drop::RedirectFailed);
+    }
+    count_endpoint_rx(entry.stats_slot, ctx.len());
+    count_forward(ctx, Forward::ReverseSnat);
+    Ok(TC_ACT_REDIRECT)
+}
+
+/// TTL - 1 with the header checksum updated (the NAT forwards, like a
+/// router). The caller has checked TTL > 1.
+#[inline(always)]
+fn decrement_ttl(ctx: &TcContext, ip: &Ipv4Hdr) -> Result<(), Drop> {
+    store(ctx, IP_TTL_OFF, ip.ttl - 1).ok_or(Drop::TruncatedIpv4)?;
+    store(ctx, IP_CSUM_OFF, csum::after_ttl_decrement(ip.check)).ok_or(Drop::TruncatedIpv4)
+}
+
+/// Replaces the IPv4 address at `addr_off` (`from` -> `to`) and updates the
+/// IPv4 checksum and, for TCP/UDP, the L4 checksum's pseudo-header part.
+#[inline(always)]
+fn rewrite(
+    ctx: &TcContext,
+    l4: &L4,
+    proto: u8,
+    addr_off: usize,
+    from: u32,
+    to: u32,
+) -> Result<(), Drop> {
+    store(ctx, addr_off, to).ok_or(Drop::TruncatedIpv4)?;
+    ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(from), u64::from(to), 4)
+        .map_err(|_| Drop::TruncatedIpv4)?;
+    if proto != IPPROTO_ICMP {
+        // ICMP's checksum covers only ICMP: no pseudo-header.
+        ctx.l4_csum_replace(
+            l4.csum_off,
+            u64::from(from),
+            u64::from(to),
+            l4.csum_flags | 4,
+        )
+        .map_err(|_| Drop::TruncatedL4)?;
+    }
+    Ok(())
+}
+
+/// Replaces the port (ICMP: echo identifier) and updates the L4 checksum.
+#[inline(always)]
+fn rewrite_port(ctx: &TcContext, l4: &L4, from: [u8; 2], to: [u8; 2]) -> Result<(), Drop> {
+    if from == to {
+        return Ok(());
+    }
+    store(ctx, l4.port_off, to).ok_or(Drop::TruncatedL4)?;
+    let flags = (l4.csum_flags & !u64::from(BPF_F_PSEUDO_HDR)) | 2;
+    ctx.l4_csum_replace(
+        l4.csum_off,
+        u64::from(u16::from_ne_bytes(from)),
+        u64::from(u16::from_ne_bytes(to)),
+        flags,
+    )
+    .map_err(|_| Drop::TruncatedL4)
+}
