@@ -37,6 +37,43 @@ impl Node {
         self.state_dir.join("state.json")
     }
 
+    pub fn pin_dir(&self) -> &std::path::Path {
+        self.pins.path()
+    }
+
+    /// Starts `weft agent` for this node and waits until its API answers.
+    pub fn start_agent(&self) -> Result<Agent> {
+        let child = Command::new(weft_binary()?)
+            .env("WEFT_NETNS", self.ns.name())
+            .env("WEFT_BPFFS", self.pins.path())
+            .env("WEFT_STATE_DIR", &self.state_dir)
+            .arg("agent")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("starting weft agent")?;
+        let mut agent = Agent { child };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Ok(status) = self.weft_json(&["status"])
+                && status["agent"] == "running"
+            {
+                return Ok(agent);
+            }
+            if let Some(exit) = agent.child.try_wait()? {
+                let mut err = String::new();
+                if let Some(mut e) = agent.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                bail!("weft agent exited ({exit}) before serving: {err}");
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("weft agent did not answer within 10 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Runs `weft` against this node, whatever its exit status.
     pub fn weft_unchecked(&self, args: &[&str]) -> Result<Output> {
         Command::new(weft_binary()?)
@@ -104,6 +141,31 @@ impl Node {
             .with_context(|| format!("endpoint add printed no ip: {ep}"))?
             .to_owned();
         Ok((ns, ip))
+    }
+}
+
+/// A running `weft agent`, killed on drop.
+pub struct Agent {
+    child: std::process::Child,
+}
+
+impl Agent {
+    /// SIGKILL: no cleanup at all, as in a crash.
+    pub fn kill(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! The `weft` binary only parses arguments and calls into [`cmd`].
 
+pub mod agent;
 pub mod cmd;
 pub mod datapath;
 pub mod error;

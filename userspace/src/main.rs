@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use weft::{
-    Paths,
+    Paths, agent,
     cmd::{endpoint, network, stats, teardown},
     output::{Format, render},
     paths::{DEFAULT_BPFFS, DEFAULT_STATE_DIR},
@@ -47,6 +47,28 @@ enum Command {
     /// Remove everything weft made on this node (links, veths, gateway
     /// addresses, pinned maps and program, state). Safe to repeat.
     Teardown,
+    /// Run the node agent: adopt the pinned datapath, repair drift, serve
+    /// the API and metrics. The datapath keeps forwarding without it.
+    Agent {
+        /// TOML config file (keys: socket, metrics_addr); flags override it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The API's unix socket. Default: <state dir>/agent.sock.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Where to serve Prometheus metrics (/metrics). Default: 127.0.0.1:9965.
+        #[arg(long, value_name = "IP:PORT")]
+        metrics_addr: Option<String>,
+    },
+    /// Whether an agent runs, what it manages, and whether the kernel
+    /// matches the saved state.
+    Status {
+        /// The agent's socket. Default: <state dir>/agent.sock.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        #[command(flatten)]
+        output: OutputArg,
+    },
 }
 
 #[derive(Args)]
@@ -221,6 +243,23 @@ async fn dispatch(paths: &Paths, command: Command) -> anyhow::Result<()> {
             EndpointCmd::Ls(o) => print!("{}", render(o.output, &endpoint::list(paths)?)),
         },
         Command::Stats(o) => print!("{}", render(o.output, &stats::stats(paths)?)),
+        Command::Agent {
+            config,
+            socket,
+            metrics_addr,
+        } => {
+            let config = agent::AgentConfig::load(config.as_deref(), socket, metrics_addr)?;
+            agent::run(paths, &config).await?;
+        }
+        Command::Status { socket, output } => {
+            let socket = socket.unwrap_or_else(|| agent::config::default_socket(paths));
+            let view = match agent::client::get(&socket, "/v1/status").await? {
+                Some(body) => serde_json::from_str(&body)
+                    .context("the agent's /v1/status answer is not a status")?,
+                None => agent::api::local_status(paths, "not running").await?,
+            };
+            print!("{}", render(output.output, &view));
+        }
         Command::Teardown => {
             let removed = teardown::teardown(paths).await?;
             println!(

@@ -1,0 +1,143 @@
+//! The node agent end to end: it adopts what is pinned, the datapath keeps
+//! forwarding while it is killed, it repairs drift, serves metrics that move
+//! with real traffic, and refuses to run twice or with a bad config.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+};
+
+use anyhow::{Context, Result, bail};
+use weft_tests::node::Node;
+
+/// Scrapes the agent's /metrics from inside the node namespace (the agent
+/// listens on the node's loopback, never the machine's).
+fn scrape(node: &Node) -> Result<String> {
+    node.ns
+        .run_in(|| {
+            let mut s = TcpStream::connect("127.0.0.1:9965")?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: weft\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text)
+        })?
+        .join()
+        .map_err(|_| anyhow::anyhow!("scrape thread panicked"))?
+}
+
+/// The value of the sample `name{labels}` in OpenMetrics text.
+fn sample(text: &str, series: &str) -> Result<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .with_context(|| format!("no sample {series} in:\n{text}"))
+}
+
+fn program_id(node: &Node) -> Result<u64> {
+    node.weft_json(&["status"])?["program_id"]
+        .as_u64()
+        .context("status has no program_id")
+}
+
+#[test]
+fn agent_adopts_pins_survives_sigkill_and_repairs_drift() -> Result<()> {
+    let node = Node::new()?;
+    node.weft(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
+    let (a, _) = node.container("blue", "a")?;
+    let (_b, ip_b) = node.container("blue", "b")?;
+    let program = program_id(&node)?;
+
+    let agent = node.start_agent()?;
+    let status = node.weft_json(&["status"])?;
+    assert_eq!(status["pid"].as_u64(), Some(u64::from(agent.pid())));
+    assert_eq!(status["kernel_matches_state"], true, "{status}");
+    assert_eq!(
+        program_id(&node)?,
+        program,
+        "the agent must adopt, not reload"
+    );
+
+    // A second agent for the same node refuses to start.
+    let second = node.weft_unchecked(&["agent"])?;
+    assert!(!second.status.success(), "a second agent must refuse");
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another weft agent"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+
+    // Metrics move with real traffic.
+    let bridged = r#"weft_forward_packets_total{kind="bridged"}"#;
+    let before = sample(&scrape(&node)?, bridged)?;
+    assert_eq!(a.ping(&ip_b, 3)?, 3);
+    let after = sample(&scrape(&node)?, bridged)?;
+    assert!(after >= before + 6.0, "bridged {before} -> {after}");
+    let metrics = scrape(&node)?;
+    assert!(
+        sample(
+            &metrics,
+            r#"weft_program_runs_total{program="weft_from_container"}"#
+        )? > 0.0
+    );
+    assert!(
+        sample(
+            &metrics,
+            r#"weft_endpoint_packets_total{endpoint="a",network="blue",direction="tx"}"#
+        )? > 0.0
+    );
+
+    // SIGKILL: the datapath keeps forwarding with no agent at all.
+    agent.kill()?;
+    assert_eq!(node.weft_json(&["status"])?["agent"], "not running");
+    assert_eq!(a.ping(&ip_b, 3)?, 3, "forwarding while the agent is dead");
+
+    // Restart: same program, nothing recreated.
+    let agent = node.start_agent()?;
+    assert_eq!(
+        program_id(&node)?,
+        program,
+        "restart must adopt the pinned program"
+    );
+    assert_eq!(a.ping(&ip_b, 2)?, 2);
+    agent.kill()?;
+
+    // Drift: a link pin removed behind weft's back detaches the program; the
+    // status says so, and the next agent re-attaches it.
+    let eps = node.weft_json(&["endpoint", "ls"])?;
+    let host_if = eps[0]["host_ifname"].as_str().context("host_ifname")?;
+    let name = eps[0]["name"].as_str().context("name")?;
+    std::fs::remove_file(node.pin_dir().join("links").join(host_if))?;
+    let status = node.weft_json(&["status"])?;
+    assert_eq!(status["kernel_matches_state"], false, "{status}");
+    assert_eq!(status["drift"]["missing_links"][0], name, "{status}");
+    let _agent = node.start_agent()?;
+    let status = node.weft_json(&["status"])?;
+    assert_eq!(status["kernel_matches_state"], true, "{status}");
+    assert_eq!(
+        status["repaired_at_start"]["reattached"][0], name,
+        "{status}"
+    );
+    assert_eq!(program_id(&node)?, program);
+    assert_eq!(a.ping(&ip_b, 2)?, 2, "forwarding after the repair");
+    Ok(())
+}
+
+#[test]
+fn agent_refuses_a_bad_config_with_a_clear_error() -> Result<()> {
+    let node = Node::new()?;
+    let config = std::env::temp_dir().join(format!("weft-bad-{}.toml", std::process::id()));
+    std::fs::write(&config, "metrics_adr = \"127.0.0.1:1\"\n")?;
+    let out = node.weft_unchecked(&["agent", "--config", config.to_str().context("path")?])?;
+    let _ = std::fs::remove_file(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        bail!("an agent with an unknown config key must not start");
+    }
+    assert!(
+        stderr.contains("metrics_adr"),
+        "the error must name the key: {stderr}"
+    );
+    let out = node.weft_unchecked(&["agent", "--metrics-addr", "nowhere"])?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere"));
+    Ok(())
+}

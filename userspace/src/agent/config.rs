@@ -1,0 +1,135 @@
+//! The agent's settings: a TOML file, every key also a flag (flags win).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+use crate::{
+    error::{Error, Result},
+    paths::Paths,
+};
+
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9965";
+
+/// Settings as read from a config file; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The API's unix socket. Default: `<state dir>/agent.sock`.
+    pub socket: Option<PathBuf>,
+    /// Where `/metrics` is served. Default: 127.0.0.1:9965.
+    pub metrics_addr: Option<String>,
+}
+
+/// Settings in force.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub socket: Option<PathBuf>,
+    pub metrics_addr: SocketAddr,
+}
+
+impl AgentConfig {
+    /// Merges a config file (if any) under command-line flags.
+    pub fn load(
+        file: Option<&Path>,
+        socket: Option<PathBuf>,
+        metrics_addr: Option<String>,
+    ) -> Result<Self> {
+        let from_file = match file {
+            Some(path) => parse_file(path)?,
+            None => FileConfig::default(),
+        };
+        let addr_text = metrics_addr
+            .or(from_file.metrics_addr)
+            .unwrap_or_else(|| DEFAULT_METRICS_ADDR.into());
+        let metrics_addr = addr_text.parse().map_err(|_| {
+            Error::Invalid(format!(
+                "invalid metrics address '{addr_text}': expected IP:PORT, e.g. {DEFAULT_METRICS_ADDR}"
+            ))
+        })?;
+        Ok(Self {
+            socket: socket.or(from_file.socket),
+            metrics_addr,
+        })
+    }
+
+    /// The API socket: configured, or `<state dir>/agent.sock`.
+    pub fn socket_path(&self, paths: &Paths) -> PathBuf {
+        self.socket.clone().unwrap_or_else(|| default_socket(paths))
+    }
+}
+
+/// Where the CLI looks for the agent when no socket is configured.
+pub fn default_socket(paths: &Paths) -> PathBuf {
+    paths.state_dir.join("agent.sock")
+}
+
+fn parse_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("cannot read config file {}", path.display()), e))?;
+    toml::from_str(&text).map_err(|e| {
+        Error::Invalid(format!(
+            "config file {} is not valid: {}",
+            path.display(),
+            e.to_string().trim()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile_path::TempPath {
+        tempfile_path::TempPath::with(text)
+    }
+
+    /// A file removed on drop, without pulling in a temp-file crate.
+    mod tempfile_path {
+        pub struct TempPath(pub std::path::PathBuf);
+        impl TempPath {
+            pub fn with(text: &str) -> Self {
+                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let p = std::env::temp_dir()
+                    .join(format!("weft-agent-config-{}-{n}.toml", std::process::id()));
+                std::fs::write(&p, text).expect("temp dir is writable");
+                Self(p)
+            }
+        }
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let f = write("metrics_addr = \"127.0.0.1:1000\"\nsocket = \"/tmp/a.sock\"\n");
+        let c = AgentConfig::load(Some(&f.0), None, Some("127.0.0.1:2000".into())).unwrap();
+        assert_eq!(c.metrics_addr.port(), 2000);
+        assert_eq!(c.socket.as_deref(), Some(Path::new("/tmp/a.sock")));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let f = write("metricz_addr = \"x\"\n");
+        let err = AgentConfig::load(Some(&f.0), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metricz_addr"), "{err}");
+        let f = write("metrics_addr = \"not an address\"\n");
+        let err = AgentConfig::load(Some(&f.0), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not an address"), "{err}");
+        let err = AgentConfig::load(Some(Path::new("/nonexistent/weft.toml")), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/weft.toml"), "{err}");
+    }
+}

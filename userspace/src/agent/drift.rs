@@ -1,0 +1,105 @@
+//! Drift between the saved state and the kernel: what is missing or stale,
+//! and the repair the agent makes when it starts.
+
+use aya::programs::ProgramInfo;
+use weft_common::maps::PROG_FROM_CONTAINER;
+
+use crate::{
+    datapath::{self, Datapath},
+    error::Result,
+    netlink::Netlink,
+    paths::Paths,
+    state::{self, State},
+};
+
+/// What does not match the saved state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Drift {
+    /// Endpoints whose host veth is gone (their container went away).
+    pub missing_veths: Vec<String>,
+    /// Endpoints whose veth exists but whose pinned TCX link is gone.
+    pub missing_links: Vec<String>,
+    /// Pinned links for interfaces no endpoint owns.
+    pub stale_links: Vec<String>,
+}
+
+impl Drift {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// What the agent changed to make the kernel match the state.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Repair {
+    pub found: Drift,
+    /// Endpoints whose program link was attached again.
+    pub reattached: Vec<String>,
+    /// Stale link pins removed.
+    pub unpinned: Vec<String>,
+}
+
+/// Compares the saved state with the kernel, changing nothing.
+pub async fn check(paths: &Paths) -> Result<Drift> {
+    let st = state::read(paths)?;
+    let nl = Netlink::connect()?;
+    let mut drift = Drift::default();
+    for ep in &st.endpoints {
+        if nl.link_index(&ep.host_ifname).await?.is_none() {
+            drift.missing_veths.push(ep.name.clone());
+        } else if !paths.link_pin(&ep.host_ifname).exists() {
+            drift.missing_links.push(ep.name.clone());
+        }
+    }
+    drift.stale_links = stale_link_pins(paths, &st);
+    Ok(drift)
+}
+
+/// Re-attaches the program where a link pin is missing and unpins links
+/// nobody owns. Veths that are gone are reported, not recreated: their
+/// container namespace went away, which only `endpoint rm` should settle.
+pub async fn repair(paths: &Paths) -> Result<Repair> {
+    let found = check(paths).await?;
+    let mut done = Repair {
+        found: found.clone(),
+        ..Repair::default()
+    };
+    if found.missing_links.is_empty() && found.stale_links.is_empty() {
+        return Ok(done);
+    }
+    let st = state::read(paths)?;
+    let mut dp = Datapath::open(paths)?;
+    for name in &found.missing_links {
+        if let Some(ep) = st.endpoint(name) {
+            dp.attach(&ep.host_ifname)?;
+            done.reattached.push(name.clone());
+        }
+    }
+    for ifname in &found.stale_links {
+        datapath::detach(paths, ifname)?;
+        done.unpinned.push(ifname.clone());
+    }
+    Ok(done)
+}
+
+/// The kernel id of the pinned program, if it is pinned.
+pub fn program_id(paths: &Paths) -> Option<u32> {
+    ProgramInfo::from_pin(paths.prog_pin(PROG_FROM_CONTAINER))
+        .ok()
+        .map(|info| info.id())
+}
+
+fn stale_link_pins(paths: &Paths, st: &State) -> Vec<String> {
+    let dir = paths.links_dir();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut stale: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| !st.endpoints.iter().any(|ep| &ep.host_ifname == name))
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    stale.sort();
+    stale
+}

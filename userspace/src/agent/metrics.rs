@@ -1,0 +1,148 @@
+//! Prometheus metrics on `GET /metrics`, read from the pinned maps at each
+//! scrape: the kernel's counters are the source of truth, so an agent
+//! restart never resets them.
+
+use std::{net::SocketAddr, os::fd::OwnedFd};
+
+use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use weft_common::maps::PROG_FROM_CONTAINER;
+
+use crate::{
+    datapath::read_counters,
+    error::{Error, Result},
+    paths::Paths,
+    state,
+};
+
+type Labels = Vec<(String, String)>;
+
+/// Turns on the kernel's per-program run time/count accounting while the
+/// returned fd is open (BPF_ENABLE_STATS); `None` if the kernel refuses.
+pub fn enable_kernel_stats() -> Option<OwnedFd> {
+    match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            log::warn!("kernel BPF run-time stats unavailable: {e}");
+            None
+        }
+    }
+}
+
+/// Serves `/metrics` on `addr` until the returned future is dropped.
+pub async fn serve(
+    paths: Paths,
+    addr: SocketAddr,
+) -> Result<impl std::future::Future<Output = std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen for metrics on {addr}"), e))?;
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(paths);
+    Ok(async move { axum::serve(listener, app).await })
+}
+
+async fn scrape(State(paths): State<Paths>) -> impl IntoResponse {
+    match render(&paths) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read the datapath's counters: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// The OpenMetrics text of every weft metric, from the pinned maps now.
+pub fn render(paths: &Paths) -> Result<String> {
+    let st = state::read(paths)?;
+    let slots: Vec<u32> = st.endpoints.iter().map(|e| e.stats_slot).collect();
+    let counters = read_counters(paths, &slots)?;
+    let mut registry = Registry::with_prefix("weft");
+
+    let drop_packets = Family::<Labels, Counter>::default();
+    let drop_bytes = Family::<Labels, Counter>::default();
+    for (reason, c) in &counters.drops {
+        let l = vec![("reason".to_owned(), reason.name().to_owned())];
+        drop_packets.get_or_create(&l).inc_by(c.packets);
+        drop_bytes.get_or_create(&l).inc_by(c.bytes);
+    }
+    registry.register("drop_packets", "Packets dropped, by reason", drop_packets);
+    registry.register("drop_bytes", "Bytes dropped, by reason", drop_bytes);
+
+    let fwd_packets = Family::<Labels, Counter>::default();
+    let fwd_bytes = Family::<Labels, Counter>::default();
+    for (kind, c) in &counters.forwards {
+        let l = vec![("kind".to_owned(), kind.name().to_owned())];
+        fwd_packets.get_or_create(&l).inc_by(c.packets);
+        fwd_bytes.get_or_create(&l).inc_by(c.bytes);
+    }
+    registry.register("forward_packets", "Packets forwarded, by kind", fwd_packets);
+    registry.register("forward_bytes", "Bytes forwarded, by kind", fwd_bytes);
+
+    let ep_packets = Family::<Labels, Counter>::default();
+    let ep_bytes = Family::<Labels, Counter>::default();
+    for (ep, (_, s)) in st.endpoints.iter().zip(&counters.endpoints) {
+        for (direction, packets, bytes) in [
+            ("rx", s.rx_packets, s.rx_bytes),
+            ("tx", s.tx_packets, s.tx_bytes),
+        ] {
+            let l = vec![
+                ("endpoint".to_owned(), ep.name.clone()),
+                ("network".to_owned(), ep.network.clone()),
+                ("direction".to_owned(), direction.to_owned()),
+            ];
+            ep_packets.get_or_create(&l).inc_by(packets);
+            ep_bytes.get_or_create(&l).inc_by(bytes);
+        }
+    }
+    registry.register(
+        "endpoint_packets",
+        "Packets per endpoint; rx = delivered into it, tx = sent by it",
+        ep_packets,
+    );
+    registry.register("endpoint_bytes", "Bytes per endpoint", ep_bytes);
+
+    let endpoints = Gauge::<i64>::default();
+    endpoints.set(st.endpoints.len() as i64);
+    registry.register("endpoints", "Endpoints on this node", endpoints);
+    let networks = Gauge::<i64>::default();
+    networks.set(st.networks.len() as i64);
+    registry.register("networks", "Networks on this node", networks);
+
+    if let Ok(info) = aya::programs::ProgramInfo::from_pin(paths.prog_pin(PROG_FROM_CONTAINER)) {
+        let l = vec![("program".to_owned(), PROG_FROM_CONTAINER.to_owned())];
+        let runs = Family::<Labels, Counter>::default();
+        runs.get_or_create(&l).inc_by(info.run_count());
+        registry.register(
+            "program_runs",
+            "Runs of each eBPF program (kernel BPF stats; counted while an agent runs)",
+            runs,
+        );
+        let run_time = Family::<Labels, Counter<f64>>::default();
+        run_time
+            .get_or_create(&l)
+            .inc_by(info.run_time().as_secs_f64());
+        registry.register(
+            "program_run_time_seconds",
+            "Time spent in each eBPF program (kernel BPF stats)",
+            run_time,
+        );
+    }
+
+    let mut text = String::new();
+    encode(&mut text, &registry).map_err(|_| Error::Invalid("cannot encode metrics".into()))?;
+    Ok(text)
+}

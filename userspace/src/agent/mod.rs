@@ -1,0 +1,110 @@
+//! `weft agent`: the daemon that owns one node's datapath.
+//!
+//! It holds a single-instance lock, adopts what is pinned (maps, program,
+//! TCX links: nothing is reloaded or recreated), repairs drift between the
+//! kernel and the saved state, then serves an HTTP+JSON API on a unix socket
+//! and Prometheus metrics on TCP. The datapath never depends on the agent
+//! being up: programs stay attached through pinned links, so stopping,
+//! killing or restarting the agent drops no traffic.
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod drift;
+pub mod metrics;
+
+use std::{
+    fs::{File, OpenOptions},
+    io::Write,
+    os::fd::AsFd,
+    time::SystemTime,
+};
+
+use nix::fcntl::{Flock, FlockArg};
+
+pub use self::config::AgentConfig;
+use crate::{
+    error::{Error, Result},
+    paths::Paths,
+};
+
+/// What the agent found and did when it started.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Startup {
+    pub pid: u32,
+    /// Seconds since the Unix epoch.
+    pub started_at: u64,
+    /// The pinned program's kernel id when the agent adopted it.
+    pub program_id: Option<u32>,
+    pub repaired: drift::Repair,
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
+    paths.prepare_state_dir()?;
+    let _lock = single_instance(paths)?;
+    let _stats = metrics::enable_kernel_stats();
+
+    let repaired = drift::repair(paths).await?;
+    let startup = Startup {
+        pid: std::process::id(),
+        started_at: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        program_id: drift::program_id(paths),
+        repaired,
+    };
+    log::info!(
+        "agent up (pid {}): adopted program {:?}; repaired {:?}",
+        startup.pid,
+        startup.program_id,
+        startup.repaired
+    );
+
+    let socket = config.socket_path(paths);
+    let api = api::serve(paths.clone(), startup, &socket)?;
+    let metrics = metrics::serve(paths.clone(), config.metrics_addr).await?;
+    println!(
+        "weft agent: api on {}, metrics on http://{}/metrics",
+        socket.display(),
+        config.metrics_addr
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::io("cannot watch SIGTERM", e))?;
+    tokio::select! {
+        r = api => log::warn!("api server stopped: {r:?}"),
+        r = metrics => log::warn!("metrics server stopped: {r:?}"),
+        _ = tokio::signal::ctrl_c() => log::info!("SIGINT: stopping; the datapath keeps running"),
+        _ = term.recv() => log::info!("SIGTERM: stopping; the datapath keeps running"),
+    }
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// Takes the node's agent lock, or explains which agent holds it.
+fn single_instance(paths: &Paths) -> Result<Flock<File>> {
+    let path = paths.state_dir.join("agent.lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        Error::Conflict(format!(
+            "another weft agent already runs for this node (pid {}, lock {}: {errno}); \
+             stop it first",
+            holder.trim(),
+            path.display()
+        ))
+    })?;
+    lock.set_len(0)
+        .and_then(|()| write!(lock, "{}", std::process::id()))
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    let _ = lock.as_fd();
+    Ok(lock)
+}
