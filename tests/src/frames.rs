@@ -123,3 +123,151 @@ pub fn mac_str(mac: &[u8]) -> String {
         .collect::<Vec<_>>()
         .join(":")
 }
+
+/// TCP flags for [`tcp`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpFlags {
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+}
+
+/// Ethernet + IPv4 + TCP with the given ports and flags, no payload.
+pub fn tcp(
+    eth: ([u8; 6], [u8; 6]),
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    flags: TcpFlags,
+    ttl: u8,
+) -> Vec<u8> {
+    let mut builder = PacketBuilder::ethernet2(eth.1, eth.0)
+        .ipv4(src.0.octets(), dst.0.octets(), ttl)
+        .tcp(src.1, dst.1, 1000, 64240);
+    if flags.syn {
+        builder = builder.syn();
+    }
+    if flags.ack {
+        builder = builder.ack(2000);
+    }
+    if flags.fin {
+        builder = builder.fin();
+    }
+    if flags.rst {
+        builder = builder.rst();
+    }
+    let mut f = Vec::with_capacity(builder.size(0));
+    builder
+        .write(&mut f, &[])
+        .expect("writing to a Vec cannot fail");
+    f
+}
+
+/// Ethernet + IPv4 + UDP with the given ports.
+pub fn udp_ports(
+    eth: ([u8; 6], [u8; 6]),
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    ttl: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(eth.1, eth.0)
+        .ipv4(src.0.octets(), dst.0.octets(), ttl)
+        .udp(src.1, dst.1);
+    let mut f = Vec::with_capacity(builder.size(payload.len()));
+    builder
+        .write(&mut f, payload)
+        .expect("writing to a Vec cannot fail");
+    f
+}
+
+/// Ethernet + IPv4 + ICMP echo request (`request`) or reply.
+pub fn icmp_echo(
+    eth: ([u8; 6], [u8; 6]),
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    request: bool,
+    id: u16,
+    ttl: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let ip = PacketBuilder::ethernet2(eth.1, eth.0).ipv4(src.octets(), dst.octets(), ttl);
+    let builder = if request {
+        ip.icmpv4_echo_request(id, 7)
+    } else {
+        ip.icmpv4_echo_reply(id, 7)
+    };
+    let mut f = Vec::with_capacity(builder.size(payload.len()));
+    builder
+        .write(&mut f, payload)
+        .expect("writing to a Vec cannot fail");
+    f
+}
+
+/// Where the L4 header of an Ethernet/IPv4 `frame` starts, and where the
+/// IPv4 payload ends.
+fn l4_bounds(frame: &[u8]) -> (usize, usize) {
+    let start = ETH_HLEN + ipv4_header_len(frame);
+    let total = usize::from(u16::from_be_bytes([
+        frame[ETH_HLEN + 2],
+        frame[ETH_HLEN + 3],
+    ]));
+    (start, ETH_HLEN + total)
+}
+
+/// Offset of the L4 checksum within the L4 header (TCP 16, UDP 6, ICMP 2).
+fn l4_checksum_offset(proto: u8) -> usize {
+    match proto {
+        6 => 16,
+        17 => 6,
+        1 => 2,
+        other => panic!("no L4 checksum for protocol {other}"),
+    }
+}
+
+/// The L4 checksum of `frame` computed from scratch (RFC 793/768 with the
+/// IPv4 pseudo-header for TCP and UDP; ICMP over ICMP only), over the
+/// packet with its checksum field taken as zero.
+pub fn l4_checksum(frame: &[u8]) -> u16 {
+    let proto = frame[ETH_HLEN + 9];
+    let (start, end) = l4_bounds(frame);
+    let mut bytes = Vec::new();
+    if proto != 1 {
+        bytes.extend_from_slice(&frame[ETH_HLEN + 12..ETH_HLEN + 20]);
+        bytes.extend_from_slice(&[0, proto]);
+        bytes.extend_from_slice(&((end - start) as u16).to_be_bytes());
+    }
+    let mut l4 = frame[start..end].to_vec();
+    let off = l4_checksum_offset(proto);
+    l4[off..off + 2].fill(0);
+    bytes.extend_from_slice(&l4);
+    let sum = internet_checksum(&bytes);
+    // UDP sends a computed 0 as 0xffff; 0 means "no checksum".
+    if proto == 17 && sum == 0 { 0xffff } else { sum }
+}
+
+/// The L4 checksum field of `frame`.
+pub fn l4_checksum_field(frame: &[u8]) -> u16 {
+    let (start, _) = l4_bounds(frame);
+    let off = start + l4_checksum_offset(frame[ETH_HLEN + 9]);
+    u16::from_be_bytes([frame[off], frame[off + 1]])
+}
+
+/// Whether the L4 checksum of `frame` is right (a UDP checksum of 0, "none",
+/// counts as right).
+pub fn l4_checksum_valid(frame: &[u8]) -> bool {
+    let field = l4_checksum_field(frame);
+    (frame[ETH_HLEN + 9] == 17 && field == 0) || field == l4_checksum(frame)
+}
+
+/// Rewrites the L4 checksum of `frame` from scratch; a UDP checksum of 0
+/// stays 0.
+pub fn refresh_l4_checksum(frame: &mut [u8]) {
+    if frame[ETH_HLEN + 9] == 17 && l4_checksum_field(frame) == 0 {
+        return;
+    }
+    let sum = l4_checksum(frame);
+    let (start, _) = l4_bounds(frame);
+    let off = start + l4_checksum_offset(frame[ETH_HLEN + 9]);
+    frame[off..off + 2].copy_from_slice(&sum.to_be_bytes());
+}

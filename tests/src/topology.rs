@@ -78,3 +78,82 @@ pub fn topology() -> Result<Datapath> {
     dp.connect(NET_A.id, NET_B.id)?;
     Ok(dp)
 }
+
+/// The node's uplink address in the NAT namespace (see [`NatNode`]).
+pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+/// The uplink's next hop: the default route of the NAT namespace.
+pub const UPLINK_GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+/// A host outside every weft network, reached through the uplink.
+pub const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+/// MACs of the uplink frames in the tables (the uplink NIC and its peer).
+pub const UPLINK_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 2];
+pub const ROUTER_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 1];
+
+/// A namespace standing in for the node in masquerade tables:
+/// `BPF_PROG_TEST_RUN` does `bpf_fib_lookup` in the calling thread's
+/// namespace, so the tables run on a thread inside this one. It has an
+/// uplink veth with [`NODE_IP`]/24, a default route via [`UPLINK_GATEWAY`]
+/// (no neighbour entry: the lookup returns the hop unresolved, which
+/// `bpf_redirect_neigh` resolves) and forwarding on.
+pub struct NatNode {
+    pub ns: crate::netns::NetNs,
+    pub uplink_ifindex: u32,
+}
+
+impl NatNode {
+    pub fn new() -> Result<Self> {
+        let ns = crate::netns::NetNs::new("wtnat")?;
+        ns.exec(&[
+            "ip", "link", "add", "wup0", "type", "veth", "peer", "name", "wup1",
+        ])?;
+        ns.exec(&["ip", "link", "set", "wup0", "up"])?;
+        ns.exec(&["ip", "link", "set", "wup1", "up"])?;
+        ns.exec(&["ip", "addr", "add", "192.168.77.2/24", "dev", "wup0"])?;
+        ns.exec(&["ip", "route", "add", "default", "via", "192.168.77.1"])?;
+        ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        let out = ns.exec(&["cat", "/sys/class/net/wup0/ifindex"])?;
+        let uplink_ifindex = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+        Ok(Self { ns, uplink_ifindex })
+    }
+
+    /// The node settings the tables use: ports `port_min..=port_max`.
+    pub fn config(&self, port_min: u16, port_max: u16) -> weft_common::maps::NodeConfig {
+        weft_common::maps::NodeConfig {
+            uplink_ifindex: self.uplink_ifindex,
+            node_ip_be: u32::from_ne_bytes(NODE_IP.octets()),
+            port_min,
+            port_max,
+            flags: weft_common::maps::NODE_FLAG_CONFIGURED,
+        }
+    }
+
+    /// Runs `f` on a thread inside the namespace and returns its result;
+    /// a panic (a failed assertion) is passed on as it was.
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        match self.ns.run_in(f)?.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+/// [`topology`] with masquerade on network A and the node configured with
+/// `node` (network C stays without masquerade).
+pub fn nat_topology(node: weft_common::maps::NodeConfig) -> Result<Datapath> {
+    let mut dp = Datapath::load()?;
+    dp.add_network(Net {
+        masquerade: true,
+        ..NET_A
+    })?;
+    dp.add_network(NET_B)?;
+    dp.add_network(NET_C)?;
+    for ep in [A1, A2, B1, C1] {
+        dp.add_endpoint(ep)?;
+    }
+    dp.connect(NET_A.id, NET_B.id)?;
+    dp.set_node(node)?;
+    Ok(dp)
+}
