@@ -11,6 +11,12 @@
 //! frame (median reported); that method includes the kernel's timer reads,
 //! so `bridge_single` is printed as its baseline.
 //!
+//! Masquerade (`snat` out of `weft_from_container`, `reverse_snat` into
+//! `weft_from_uplink`) rewrites the frame too and keeps state: both are
+//! measured on an established connection (its conntrack entries created by
+//! a first run), as the median of single runs of a fresh frame, on a thread
+//! inside a namespace with an uplink so `bpf_fib_lookup` finds a route.
+//!
 //! Every figure includes the test-run loop's own per-run overhead; a no-op
 //! program (`weft_calibrate`) measures it, and `program_ns` is the figure
 //! with that overhead subtracted: the cost of weft's code itself.
@@ -22,8 +28,11 @@ use std::{net::Ipv4Addr, time::Duration};
 use anyhow::{Result, bail};
 use weft_tests::{
     fixture::{Datapath, Ep, Net, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TEST_RUN_IFINDEX},
-    frames::{arp_request, udp},
-    topology::{A1, A2, B1, C1, NET_A, NET_B, topology},
+    frames::{arp_request, udp, udp_ports},
+    topology::{
+        A1, A2, B1, C1, NET_A, NET_B, NODE_IP, NatNode, OUTSIDE, ROUTER_MAC, UPLINK_MAC,
+        nat_topology, topology,
+    },
 };
 
 /// Repeats per call for the mirrored route: the frame starts at TTL 255
@@ -140,6 +149,22 @@ fn main() -> Result<()> {
             });
         }
     }
+    let (snat, reverse_snat, nat_noop) = nat_ns(single_runs)?;
+    let nat_method = format!(
+        "established connection, median of {single_runs} single runs, in a namespace with an uplink"
+    );
+    results.push(Measured {
+        name: "snat",
+        ns_per_packet: snat,
+        program_ns: snat - nat_noop,
+        method: nat_method.clone(),
+    });
+    results.push(Measured {
+        name: "reverse_snat",
+        ns_per_packet: reverse_snat,
+        program_ns: reverse_snat - nat_noop,
+        method: nat_method,
+    });
     let bridge_single = median_single(&mut dp, &paths[0].frame, single_runs)?;
     results.push(Measured {
         name: "bridge_single",
@@ -203,6 +228,64 @@ fn mirrored_route_ns() -> Result<f64> {
     }
     means.sort_by(f64::total_cmp);
     Ok(means[ROUTE_CALLS / 2])
+}
+
+/// Masquerade out and back on an established UDP connection: medians of
+/// single runs of SNAT, of the reverse translation and of the no-op
+/// program, all on a thread inside a [`NatNode`] namespace.
+fn nat_ns(runs: usize) -> Result<(f64, f64, f64)> {
+    let node = NatNode::new()?;
+    let config = node.config(40_000, 40_999);
+    node.run(move || {
+        let mut dp = nat_topology(config)?;
+        let out = udp_ports(
+            (NET_A.gateway_mac, A1.mac),
+            (A1.ip, 40_001),
+            (OUTSIDE, 53),
+            64,
+            &[0u8; 18],
+        );
+        let back = udp_ports(
+            (UPLINK_MAC, ROUTER_MAC),
+            (OUTSIDE, 53),
+            (NODE_IP, 40_001),
+            64,
+            &[0u8; 18],
+        );
+        let first = dp.run(&out)?;
+        if first.action != TC_ACT_REDIRECT {
+            bail!("snat: expected a redirect, got action {}", first.action);
+        }
+        let reply = dp.run_uplink(&back)?;
+        if reply.action != TC_ACT_REDIRECT {
+            bail!(
+                "reverse_snat: expected a redirect, got action {}",
+                reply.action
+            );
+        }
+        let snat = median_single(&mut dp, &out, runs)?;
+        let mut durations = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            durations.push(dp.run_uplink(&back)?.duration);
+        }
+        durations.sort();
+        let reverse = durations[runs / 2].as_nanos() as f64;
+        let translated = dp.forwards(weft_common::reason::Forward::Snat)?.packets;
+        let reversed = dp
+            .forwards(weft_common::reason::Forward::ReverseSnat)?
+            .packets;
+        if translated != runs as u64 + 1 || reversed != runs as u64 + 1 {
+            bail!(
+                "nat: {translated} and {reversed} of {} runs were translated",
+                runs + 1
+            );
+        }
+        let mut noop: Vec<f64> = (0..runs)
+            .map(|_| dp.calibration_ns(&out, 1))
+            .collect::<Result<_>>()?;
+        noop.sort_by(f64::total_cmp);
+        Ok((snat, reverse, noop[runs / 2]))
+    })
 }
 
 fn median_single(dp: &mut Datapath, frame: &[u8], runs: usize) -> Result<f64> {
