@@ -74,12 +74,24 @@ impl Node {
         }
     }
 
+    /// The agent's API socket (the default, `<state dir>/agent.sock`).
+    pub fn agent_socket(&self) -> PathBuf {
+        self.state_dir.join("agent.sock")
+    }
+
     /// Runs `weft` against this node, whatever its exit status.
     pub fn weft_unchecked(&self, args: &[&str]) -> Result<Output> {
+        self.weft_env(&[], args)
+    }
+
+    /// Runs `weft` with extra environment variables, whatever its exit
+    /// status.
+    pub fn weft_env(&self, env: &[(&str, &str)], args: &[&str]) -> Result<Output> {
         Command::new(weft_binary()?)
             .env("WEFT_NETNS", self.ns.name())
             .env("WEFT_BPFFS", self.pins.path())
             .env("WEFT_STATE_DIR", &self.state_dir)
+            .envs(env.iter().copied())
             .args(args)
             .output()
             .context("running weft")

@@ -4,8 +4,14 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use serde::{Serialize, de::DeserializeOwned};
 use weft::{
-    Paths, agent,
+    Paths,
+    agent::{
+        self,
+        api::{AddEndpoint, CreateNetwork},
+        client::{self, segment},
+    },
     cmd::{endpoint, network, stats, teardown},
     output::{Format, render},
     paths::{DEFAULT_BPFFS, DEFAULT_STATE_DIR},
@@ -30,6 +36,13 @@ struct Cli {
     #[arg(long, global = true, env = "WEFT_STATE_DIR", value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
 
+    /// Work directly on the kernel and state even when an agent answers on
+    /// <state dir>/agent.sock (for debugging; without an agent every
+    /// command works directly anyway).
+    #[arg(long, global = true, env = "WEFT_DIRECT", hide = true,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    direct: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -45,7 +58,8 @@ enum Command {
     /// Show the datapath's drop, forward and per-endpoint counters.
     Stats(OutputArg),
     /// Remove everything weft made on this node (links, veths, gateway
-    /// addresses, pinned maps and program, state). Safe to repeat.
+    /// addresses, pinned maps and program, state). Safe to repeat. Always
+    /// runs directly, never through the agent: stop the agent first.
     Teardown,
     /// Run the node agent: adopt the pinned datapath, repair drift, serve
     /// the API and metrics. The datapath keeps forwarding without it.
@@ -161,14 +175,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         weft::netns::enter(ns)?;
     }
     let paths = Paths::new(cli.bpffs, cli.state_dir);
+    let agent = (!cli.direct).then(|| agent::config::default_socket(&paths));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(dispatch(&paths, cli.command))
+    rt.block_on(dispatch(&Ctx { paths, agent }, cli.command))
 }
 
-async fn dispatch(paths: &Paths, command: Command) -> anyhow::Result<()> {
+/// Where a command runs: through the agent when one answers on `agent`,
+/// else directly on `paths`.
+struct Ctx {
+    paths: Paths,
+    /// The agent's socket; `None` with `--direct`.
+    agent: Option<PathBuf>,
+}
+
+const NO_BODY: Option<&()> = None;
+
+impl Ctx {
+    /// The agent's answer to `method path`, or `None` when no agent answers
+    /// (or `--direct`): then the caller does the work itself.
+    async fn agent<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<Option<T>> {
+        let Some(socket) = &self.agent else {
+            return Ok(None);
+        };
+        Ok(client::call(socket, method, path, body).await?)
+    }
+}
+
+/// A netns path made absolute for the agent, whose working directory is
+/// not ours; names (no `/`) stay names.
+fn absolute_netns(spec: String) -> anyhow::Result<String> {
+    if !spec.contains('/') || spec.starts_with('/') {
+        return Ok(spec);
+    }
+    let cwd = std::env::current_dir().context("cannot resolve a relative netns path")?;
+    Ok(cwd.join(&spec).to_string_lossy().into_owned())
+}
+
+async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
+    let paths = &ctx.paths;
     match command {
         Command::Network(cmd) => match cmd {
             NetworkCmd::Create {
@@ -177,15 +229,24 @@ async fn dispatch(paths: &Paths, command: Command) -> anyhow::Result<()> {
                 gateway,
                 flood,
             } => {
-                let net = network::create(
-                    paths,
-                    &network::CreateArgs {
-                        name,
-                        subnet,
-                        gateway,
-                        flood,
-                    },
-                )?;
+                let req = CreateNetwork {
+                    name,
+                    subnet,
+                    gateway,
+                    flood,
+                };
+                let net = match ctx.agent("POST", "/v1/networks", Some(&req)).await? {
+                    Some(net) => net,
+                    None => network::create(
+                        paths,
+                        &network::CreateArgs {
+                            name: req.name,
+                            subnet: req.subnet,
+                            gateway: req.gateway,
+                            flood: req.flood,
+                        },
+                    )?,
+                };
                 println!(
                     "network {}: {} gateway {} (id {}, flood {})",
                     net.name,
@@ -196,22 +257,51 @@ async fn dispatch(paths: &Paths, command: Command) -> anyhow::Result<()> {
                 );
             }
             NetworkCmd::Rm { name } => {
-                network::remove(paths, &name)?;
+                let path = format!("/v1/networks/{}", segment(&name));
+                if ctx
+                    .agent::<agent::api::Removed>("DELETE", &path, NO_BODY)
+                    .await?
+                    .is_none()
+                {
+                    network::remove(paths, &name)?;
+                }
                 println!("network {name} removed");
             }
-            NetworkCmd::Ls(o) => print!("{}", render(o.output, &network::list(paths)?)),
+            NetworkCmd::Ls(o) => {
+                let list = match ctx.agent("GET", "/v1/networks", NO_BODY).await? {
+                    Some(list) => list,
+                    None => network::list(paths)?,
+                };
+                print!("{}", render(o.output, &list));
+            }
             NetworkCmd::Inspect { name, output } => {
-                print!(
-                    "{}",
-                    render(output.output, &network::inspect(paths, &name)?)
-                );
+                let path = format!("/v1/networks/{}", segment(&name));
+                let detail = match ctx.agent("GET", &path, NO_BODY).await? {
+                    Some(detail) => detail,
+                    None => network::inspect(paths, &name)?,
+                };
+                print!("{}", render(output.output, &detail));
             }
             NetworkCmd::Connect { a, b } => {
-                network::connect(paths, &a, &b)?;
+                let path = format!("/v1/networks/{}/connect/{}", segment(&a), segment(&b));
+                if ctx
+                    .agent::<agent::api::Connection>("POST", &path, NO_BODY)
+                    .await?
+                    .is_none()
+                {
+                    network::connect(paths, &a, &b)?;
+                }
                 println!("networks {a} and {b} connected");
             }
             NetworkCmd::Disconnect { a, b } => {
-                network::disconnect(paths, &a, &b)?;
+                let path = format!("/v1/networks/{}/disconnect/{}", segment(&a), segment(&b));
+                if ctx
+                    .agent::<agent::api::Connection>("POST", &path, NO_BODY)
+                    .await?
+                    .is_none()
+                {
+                    network::disconnect(paths, &a, &b)?;
+                }
                 println!("networks {a} and {b} disconnected");
             }
         },
@@ -225,24 +315,56 @@ async fn dispatch(paths: &Paths, command: Command) -> anyhow::Result<()> {
                 mtu,
                 output,
             } => {
-                let args = endpoint::AddArgs {
+                let req = AddEndpoint {
                     network,
-                    netns,
+                    netns: absolute_netns(netns.clone())?,
                     ip,
                     name,
                     ifname: Some(ifname),
                     mtu: Some(mtu),
                 };
-                let ep = endpoint::add(paths, &args).await?;
+                let ep = match ctx.agent("POST", "/v1/endpoints", Some(&req)).await? {
+                    Some(ep) => ep,
+                    None => {
+                        let args = endpoint::AddArgs {
+                            network: req.network,
+                            netns,
+                            ip: req.ip,
+                            name: req.name,
+                            ifname: req.ifname,
+                            mtu: req.mtu,
+                        };
+                        endpoint::add(paths, &args).await?
+                    }
+                };
                 print!("{}", render(output.output, &ep));
             }
             EndpointCmd::Rm { name } => {
-                endpoint::remove(paths, &name).await?;
+                let path = format!("/v1/endpoints/{}", segment(&name));
+                if ctx
+                    .agent::<agent::api::Removed>("DELETE", &path, NO_BODY)
+                    .await?
+                    .is_none()
+                {
+                    endpoint::remove(paths, &name).await?;
+                }
                 println!("endpoint {name} removed");
             }
-            EndpointCmd::Ls(o) => print!("{}", render(o.output, &endpoint::list(paths)?)),
+            EndpointCmd::Ls(o) => {
+                let list = match ctx.agent("GET", "/v1/endpoints", NO_BODY).await? {
+                    Some(list) => list,
+                    None => endpoint::list(paths)?,
+                };
+                print!("{}", render(o.output, &list));
+            }
         },
-        Command::Stats(o) => print!("{}", render(o.output, &stats::stats(paths)?)),
+        Command::Stats(o) => {
+            let view = match ctx.agent("GET", "/v1/stats", NO_BODY).await? {
+                Some(view) => view,
+                None => stats::stats(paths)?,
+            };
+            print!("{}", render(o.output, &view));
+        }
         Command::Agent {
             config,
             socket,
@@ -261,6 +383,7 @@ async fn dispatch(paths: &Paths, command: Command) -> anyhow::Result<()> {
             print!("{}", render(output.output, &view));
         }
         Command::Teardown => {
+            // Never through the agent: it removes the state the agent serves.
             let removed = teardown::teardown(paths).await?;
             println!(
                 "teardown: removed {} endpoint(s) and {} network(s)",

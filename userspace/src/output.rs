@@ -3,7 +3,11 @@
 
 use std::{collections::BTreeSet, fmt::Write as _, net::Ipv4Addr};
 
-use serde::{Serialize, Serializer, ser::SerializeMap};
+use serde::{
+    Deserialize, Deserializer, Serialize, Serializer,
+    de::{MapAccess, Visitor},
+    ser::SerializeMap,
+};
 use weft_common::maps::{Counter, EndpointStats};
 
 use crate::{
@@ -66,7 +70,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// A network as `network ls` shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NetworkView {
     pub name: String,
     pub id: u32,
@@ -130,7 +134,7 @@ impl Render for Vec<NetworkView> {
 }
 
 /// `network inspect`: the network and its endpoints.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NetworkDetail {
     #[serde(flatten)]
     pub network: NetworkView,
@@ -209,7 +213,29 @@ impl<T: Serialize> Serialize for Ordered<T> {
     }
 }
 
-#[derive(Clone, Copy, Debug, Serialize)]
+/// Reads a JSON object back keeping its order (the CLI renders what the
+/// agent sent exactly as it would have rendered it itself).
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ordered<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Entries<T> {
+            type Value = Ordered<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Ordered(entries))
+            }
+        }
+        d.deserialize_map(Entries(std::marker::PhantomData))
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct CounterView {
     pub packets: u64,
     pub bytes: u64,
@@ -224,7 +250,7 @@ impl From<Counter> for CounterView {
     }
 }
 
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct EndpointStatsView {
     pub rx_packets: u64,
     pub rx_bytes: u64,
@@ -244,7 +270,7 @@ impl From<EndpointStats> for EndpointStatsView {
 }
 
 /// `weft stats`: counters summed over CPUs.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StatsView {
     pub drops: Ordered<CounterView>,
     pub forwards: Ordered<CounterView>,

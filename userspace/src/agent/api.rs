@@ -1,21 +1,50 @@
-//! The agent's HTTP+JSON API on a unix socket (read side for now: status,
-//! networks, endpoints, stats). Only the socket's owner (root) can connect.
+//! The agent's HTTP+JSON API on a unix socket: everything the CLI does
+//! except `teardown`, which removes the very state and pins the agent
+//! serves and so stays CLI-only (run directly, best with the agent
+//! stopped). Only the socket's owner (root) can connect.
+//!
+//! | route | body / answer |
+//! |---|---|
+//! | `GET /v1/status` | [`StatusView`] |
+//! | `GET /v1/networks`, `POST /v1/networks` | list; `{"name","subnet","gateway"?,"flood"?}` -> 201 network |
+//! | `GET`, `DELETE /v1/networks/{name}` | `network inspect`; `{"removed": name}` |
+//! | `POST /v1/networks/{a}/connect/{b}`, `.../disconnect/{b}` | `{"networks": [a, b], "connected": bool}` |
+//! | `GET /v1/endpoints`, `POST /v1/endpoints` | list; `{"network","netns","ip"?,"name"?,"ifname"?,"mtu"?}` -> 201 endpoint |
+//! | `DELETE /v1/endpoints/{name}` | `{"removed": name}` |
+//! | `GET /v1/stats` | counters |
+//!
+//! Reads and `endpoint add` answer the JSON the CLI prints with `-o json`;
+//! `network create` answers the network as `network ls -o json` shows it;
+//! errors are
+//! `{"error": "..."}` with 400 (invalid input; 422 for a well-formed body of
+//! the wrong shape), 404 (not found), 409 (conflict) or 500. Every answer
+//! carries `x-weft-agent: <pid>`.
+//!
+//! Mutations run one at a time (all of them, not just those on one object),
+//! in arrival order, each on a blocking thread
+//! with its own runtime: the library takes the state's `flock`, which blocks
+//! the calling thread (a weft command run directly may hold it) and is held
+//! across netlink awaits, so it must never run on the agent's single
+//! runtime thread. A mutation that fails rolls back in the library, as it
+//! does from the CLI.
 
-use std::{path::Path, sync::Arc};
+use std::{future::Future, path::Path, sync::Arc};
 
 use axum::{
     Json, Router,
-    extract::State,
-    http::StatusCode,
+    extract::{FromRequest, Path as UrlPath, Request, State},
+    http::{HeaderValue, StatusCode},
+    middleware,
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tokio::sync::Mutex;
 
-use super::{Startup, drift};
+use super::{Startup, client::AGENT_HEADER, drift};
 use crate::{
     cmd::{endpoint, network, stats},
-    error::{Error, Result},
+    error::{Error, Result, chain},
     output::Render,
     paths::Paths,
     state,
@@ -24,6 +53,53 @@ use crate::{
 struct Shared {
     paths: Paths,
     startup: Startup,
+    /// Queues mutations; the state lock alone would also serialize them,
+    /// but by parking one blocking thread per waiting request.
+    mutating: Arc<Mutex<()>>,
+}
+
+/// `POST /v1/networks`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNetwork {
+    pub name: String,
+    pub subnet: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub flood: bool,
+}
+
+/// `POST /v1/endpoints`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddEndpoint {
+    pub network: String,
+    /// A name in /run/netns or an absolute path (relative paths resolve
+    /// against the agent's working directory, so the CLI sends absolute
+    /// ones).
+    pub netns: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+/// The answer to a removal.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Removed {
+    pub removed: String,
+}
+
+/// The answer to connect and disconnect.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Connection {
+    pub networks: [String; 2],
+    pub connected: bool,
 }
 
 /// Binds the socket (replacing a stale one: the caller holds the agent
@@ -40,14 +116,36 @@ pub fn serve(
     let _ = std::fs::remove_file(socket);
     let listener = tokio::net::UnixListener::bind(socket)
         .map_err(|e| Error::io(format!("cannot listen on {}", socket.display()), e))?;
-    let shared = Arc::new(Shared { paths, startup });
+    let pid = HeaderValue::from(startup.pid);
+    let shared = Arc::new(Shared {
+        paths,
+        startup,
+        mutating: Arc::default(),
+    });
     let app = Router::new()
         .route("/v1/status", get(status))
-        .route("/v1/networks", get(networks))
-        .route("/v1/endpoints", get(endpoints))
+        .route("/v1/networks", get(networks).post(create_network))
+        .route(
+            "/v1/networks/{name}",
+            get(inspect_network).delete(remove_network),
+        )
+        .route("/v1/networks/{a}/connect/{b}", post(connect))
+        .route("/v1/networks/{a}/disconnect/{b}", post(disconnect))
+        .route("/v1/endpoints", get(endpoints).post(add_endpoint))
+        .route(
+            "/v1/endpoints/{name}",
+            axum::routing::delete(remove_endpoint),
+        )
         .route("/v1/stats", get(stats_handler))
         .fallback(not_found)
-        .with_state(shared);
+        .with_state(shared)
+        .layer(middleware::map_response(move |mut r: Response| {
+            let pid = pid.clone();
+            async move {
+                r.headers_mut().insert(AGENT_HEADER, pid);
+                r
+            }
+        }));
     Ok(async move { axum::serve(listener, app).await })
 }
 
@@ -129,18 +227,169 @@ async fn stats_handler(State(s): State<Arc<Shared>>) -> Response {
     respond(stats::stats(&s.paths))
 }
 
+async fn inspect_network(State(s): State<Arc<Shared>>, UrlPath(name): UrlPath<String>) -> Response {
+    respond(network::inspect(&s.paths, &name))
+}
+
+async fn create_network(State(s): State<Arc<Shared>>, Body(req): Body<CreateNetwork>) -> Response {
+    let args = network::CreateArgs {
+        name: req.name,
+        subnet: req.subnet,
+        gateway: req.gateway,
+        flood: req.flood,
+    };
+    created(
+        mutate(
+            &s,
+            move |paths| async move { network::create(&paths, &args) },
+        )
+        .await,
+    )
+}
+
+async fn remove_network(State(s): State<Arc<Shared>>, UrlPath(name): UrlPath<String>) -> Response {
+    respond(
+        mutate(&s, move |paths| async move {
+            network::remove(&paths, &name).map(|()| Removed { removed: name })
+        })
+        .await,
+    )
+}
+
+async fn connect(
+    State(s): State<Arc<Shared>>,
+    UrlPath((a, b)): UrlPath<(String, String)>,
+) -> Response {
+    respond(
+        mutate(&s, move |paths| async move {
+            network::connect(&paths, &a, &b).map(|()| Connection {
+                networks: [a, b],
+                connected: true,
+            })
+        })
+        .await,
+    )
+}
+
+async fn disconnect(
+    State(s): State<Arc<Shared>>,
+    UrlPath((a, b)): UrlPath<(String, String)>,
+) -> Response {
+    respond(
+        mutate(&s, move |paths| async move {
+            network::disconnect(&paths, &a, &b).map(|()| Connection {
+                networks: [a, b],
+                connected: false,
+            })
+        })
+        .await,
+    )
+}
+
+async fn add_endpoint(State(s): State<Arc<Shared>>, Body(req): Body<AddEndpoint>) -> Response {
+    let args = endpoint::AddArgs {
+        network: req.network,
+        netns: req.netns,
+        ip: req.ip,
+        name: req.name,
+        ifname: req.ifname,
+        mtu: req.mtu,
+    };
+    created(
+        mutate(&s, move |paths| async move {
+            endpoint::add(&paths, &args).await
+        })
+        .await,
+    )
+}
+
+async fn remove_endpoint(State(s): State<Arc<Shared>>, UrlPath(name): UrlPath<String>) -> Response {
+    respond(
+        mutate(&s, move |paths| async move {
+            endpoint::remove(&paths, &name)
+                .await
+                .map(|()| Removed { removed: name })
+        })
+        .await,
+    )
+}
+
+/// Runs one mutation after those before it, on a blocking thread with its
+/// own runtime (see the module docs). The queue slot travels with the work,
+/// so a client that hangs up does not let the next mutation start early:
+/// the work runs to its end (or its rollback) regardless.
+async fn mutate<T, F, Fut>(s: &Shared, work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Paths) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T>>,
+{
+    let turn = Arc::clone(&s.mutating).lock_owned().await;
+    let paths = s.paths.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("cannot start a runtime for the request", e))?
+            .block_on(work(paths))
+    });
+    task.await.unwrap_or_else(|e| {
+        Err(Error::io(
+            "the request's worker thread failed",
+            std::io::Error::other(e.to_string()),
+        ))
+    })
+}
+
+/// A JSON request body whose rejections (malformed JSON, wrong types,
+/// unknown or missing fields, wrong content type) are `{"error": ...}`
+/// answers naming what was wrong, with axum's status (400, 415 or 422).
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> std::result::Result<Self, Response> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(error_response(
+                rejection.status(),
+                &format!("bad request body: {}", rejection.body_text()),
+            )),
+        }
+    }
+}
+
 async fn not_found() -> Response {
     error_response(
         StatusCode::NOT_FOUND,
-        "no such endpoint; try /v1/status, /v1/networks, /v1/endpoints or /v1/stats",
+        "no such route; the API serves /v1/status, /v1/networks[/{name}[/connect|disconnect/{other}]], \
+         /v1/endpoints[/{name}] and /v1/stats",
     )
+}
+
+fn created<T: Serialize>(result: Result<T>) -> Response {
+    match result {
+        Ok(value) => (StatusCode::CREATED, Json(value)).into_response(),
+        Err(e) => error(&e),
+    }
 }
 
 fn respond<T: Serialize>(result: Result<T>) -> Response {
     match result {
         Ok(value) => Json(value).into_response(),
-        Err(e) => error_response(status_of(&e), &e.to_string()),
+        Err(e) => error(&e),
     }
+}
+
+/// The whole cause chain, so the CLI prints through the agent what it
+/// prints without one.
+fn error(e: &Error) -> Response {
+    if status_of(e) == StatusCode::INTERNAL_SERVER_ERROR {
+        log::warn!("api: {}", chain(e));
+    }
+    error_response(status_of(e), &chain(e))
 }
 
 fn status_of(e: &Error) -> StatusCode {
