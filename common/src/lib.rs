@@ -6,6 +6,7 @@
 //! compile time: a layout change must be a deliberate ABI change.
 #![no_std]
 
+pub mod events;
 pub mod maps;
 pub mod reason;
 

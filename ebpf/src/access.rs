@@ -128,3 +128,26 @@ pub fn redirect_neigh(hop: &FibHop) -> i64 {
     // SAFETY: `nh` is a valid struct of the size passed.
     unsafe { bpf_redirect_neigh(hop.ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0) }
 }
+
+/// Copies the packet's first bytes (up to `dst.len()`, 128) into `dst`,
+/// from linear or paged data; returns how many were copied.
+#[inline(always)]
+pub fn copy_head(ctx: &TcContext, dst: &mut [u8; 128]) -> u32 {
+    let len = ctx.len();
+    // The helper takes a size in 1..=128: the verifier must see both bounds.
+    let want = if len > 128 { 128 } else { len };
+    if want == 0 {
+        return 0;
+    }
+    // SAFETY: `dst` is a writable 128-byte buffer and `want` is in 1..=128;
+    // the helper copies at most `want` bytes from the skb.
+    let rc = unsafe {
+        aya_ebpf::helpers::bpf_skb_load_bytes(
+            ctx.skb.skb.cast(),
+            0,
+            dst.as_mut_ptr().cast(),
+            want & 0xff,
+        )
+    };
+    if rc == 0 { want } else { 0 }
+}

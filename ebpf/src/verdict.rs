@@ -4,15 +4,28 @@
 use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
 use weft_common::reason::{Drop, Forward};
 
-use crate::maps::{DROPS, EP_STATS, FORWARDS};
+use crate::{
+    events::{Site, emit_drop},
+    maps::{DROPS, EP_STATS, FORWARDS},
+};
 
 /// A TC action code (`TC_ACT_*`), or the reason the packet must be dropped.
 pub type Verdict = Result<i32, Drop>;
 
-/// Counts the drop and returns the action that drops the packet.
+/// Counts the drop, emits its event and returns the action that drops the
+/// packet.
 #[inline(always)]
 pub fn drop_packet(ctx: &TcContext, reason: Drop) -> i32 {
     bump(&DROPS, reason.code(), ctx.len());
+    emit_drop(
+        ctx,
+        reason.code(),
+        Site {
+            file: 0,
+            line: 0,
+            program: 0,
+        },
+    );
     TC_ACT_SHOT
 }
 

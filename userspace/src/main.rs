@@ -74,6 +74,24 @@ enum Command {
         #[arg(long, value_name = "IP:PORT")]
         metrics_addr: Option<String>,
     },
+    /// Print the datapath's drop events live: time, program, endpoint,
+    /// 5-tuple, named reason and the eBPF source location that dropped it.
+    Monitor {
+        /// Which events: `drop` (the only kind emitted so far).
+        #[arg(long = "type", value_name = "TYPE", default_value = "drop")]
+        kind: String,
+        /// Only events of this endpoint.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Also write each dropped packet's first 128 bytes to this pcap file.
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        #[command(flatten)]
+        output: OutputArg,
+    },
     /// Whether an agent runs, what it manages, and whether the kernel
     /// matches the saved state.
     Status {
@@ -372,6 +390,23 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         } => {
             let config = agent::AgentConfig::load(config.as_deref(), socket, metrics_addr)?;
             agent::run(paths, &config).await?;
+        }
+        Command::Monitor {
+            kind,
+            endpoint,
+            pcap,
+            count,
+            output,
+        } => {
+            if kind != "drop" {
+                anyhow::bail!(
+                    "unknown event type '{kind}': weft emits `drop` events (trace events are not \
+                     implemented yet)"
+                );
+            }
+            let filter = weft::monitor::Filter { endpoint };
+            let json = output.output == weft::output::Format::Json;
+            weft::monitor::run(paths, &filter, json, count, pcap.as_deref()).await?;
         }
         Command::Status { socket, output } => {
             let socket = socket.unwrap_or_else(|| agent::config::default_socket(paths));

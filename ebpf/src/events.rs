@@ -1,0 +1,47 @@
+//! Drop events for `weft monitor`, through a ring buffer. Emitted only on
+//! the drop path, so forwarding never pays for them; when nobody reads the
+//! ring and it is full, events are lost (counters still count every drop).
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::RingBuf, programs::TcContext};
+use weft_common::events::{EVENT_DROP, EVENT_SNAP_LEN, EVENTS_RING_BYTES, PacketEvent};
+
+use crate::access;
+
+#[map(name = "WEFT_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_RING_BYTES, 0);
+
+/// Where in this crate a drop was decided.
+#[derive(Clone, Copy)]
+pub struct Site {
+    pub file: u8,
+    pub line: u16,
+    pub program: u8,
+}
+
+/// Emits a drop event for the packet in `ctx`.
+#[inline(always)]
+pub fn emit_drop(ctx: &TcContext, code: u32, site: Site) {
+    let Some(mut entry) = EVENTS.reserve::<PacketEvent>(0) else {
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    let len = ctx.len();
+    // SAFETY: `event` points to a reserved ring-buffer slot of exactly
+    // `size_of::<PacketEvent>()` bytes that only this program writes until
+    // `submit`; every field is written before submission.
+    unsafe {
+        core::ptr::write_bytes(event, 0, 1);
+        (*event).ktime_ns = bpf_ktime_get_ns();
+        (*event).code = code;
+        (*event).ifindex = access::ifindex(ctx);
+        (*event).len = len;
+        (*event).kind = EVENT_DROP;
+        (*event).file = site.file;
+        (*event).line = site.line;
+        (*event).program = site.program;
+        (*event).captured = access::copy_head(ctx, &mut (*event).data) as u16;
+    }
+    entry.submit(0);
+}
+
+const _: () = assert!(EVENT_SNAP_LEN == 128);
