@@ -15,6 +15,7 @@ pub const EVENT_DROP: u8 = 1;
 /// `PacketEvent::program` values.
 pub const PROGRAM_FROM_CONTAINER: u8 = 1;
 pub const PROGRAM_FROM_UPLINK: u8 = 2;
+pub const PROGRAM_NAT_EGRESS: u8 = 3;
 
 /// One event. `#[repr(C)]`, explicit padding, read byte for byte by
 /// userspace.
@@ -45,7 +46,7 @@ const _: () = assert!(size_of::<PacketEvent>() == 32 + EVENT_SNAP_LEN);
 
 /// The eBPF source files a drop can come from; an event stores the index.
 /// Index 0 means unknown.
-pub const SOURCE_FILES: [&str; 10] = [
+pub const SOURCE_FILES: [&str; 11] = [
     "?",
     "ebpf/src/from_container.rs",
     "ebpf/src/arp.rs",
@@ -56,6 +57,7 @@ pub const SOURCE_FILES: [&str; 10] = [
     "ebpf/src/verdict.rs",
     "ebpf/src/access.rs",
     "ebpf/src/parse.rs",
+    "ebpf/src/nat_egress.rs",
 ];
 
 /// The [`SOURCE_FILES`] index of `path` (as `file!()` spells it), at

@@ -37,7 +37,8 @@ pub const MAP_NODE: &str = "WEFT_NODE";
 pub const MAP_CT: &str = "WEFT_CT";
 
 /// Every map weft pins, in a stable order (for dumps and cleanup).
-pub const ALL_MAPS: [&str; 14] = [
+pub const ALL_MAPS: [&str; 15] = [
+    MAP_TAILS,
     MAP_NETWORKS,
     MAP_SUBNETS,
     MAP_EP_BY_IP,
@@ -58,6 +59,15 @@ pub const ALL_MAPS: [&str; 14] = [
 pub const PROG_FROM_CONTAINER: &str = "weft_from_container";
 /// The TC ingress program on the node's uplink NIC: reverse masquerade.
 pub const PROG_FROM_UPLINK: &str = "weft_from_uplink";
+/// Masquerade egress, reached from `weft_from_container` by tail call so
+/// NAT's stack and registers never weigh on the bridging/routing fast path.
+pub const PROG_NAT_EGRESS: &str = "weft_nat_egress";
+
+/// Tail-call table: index to program (see the `TAIL_*` indexes).
+pub const MAP_TAILS: &str = "WEFT_TAILS";
+/// `WEFT_TAILS` slot of [`PROG_NAT_EGRESS`].
+pub const TAIL_NAT_EGRESS: u32 = 0;
+pub const MAX_TAILS: u32 = 4;
 /// A no-op program, never attached: measures BPF_PROG_TEST_RUN's overhead.
 pub const PROG_CALIBRATE: &str = "weft_calibrate";
 

@@ -4,10 +4,7 @@
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use network_types::arp::ArpHdr;
-use weft_common::{
-    maps::EndpointInfo,
-    reason::{Drop, Forward},
-};
+use weft_common::{maps::EndpointInfo, reason::Forward};
 
 use crate::{
     access::{load, redirect_egress, store},
@@ -16,20 +13,20 @@ use crate::{
         ARP_HTYPE_ETHERNET, ARP_OFF, ARP_OP_REPLY, ARP_OP_REQUEST, ARP_OPER_OFF, ARP_SHA_OFF,
         ARP_SPA_OFF, ARP_THA_OFF, ARP_TPA_OFF, ETH_DST_OFF, ETH_P_IP, ETH_SRC_OFF, be16,
     },
-    verdict::{Verdict, count_forward},
+    verdict::{Dropped, Verdict, count_forward},
 };
 
 /// Answers an ARP request from endpoint `src` in place and sends the reply
 /// back to it; ARP replies (to the node's own requests) go to the stack.
 #[inline(always)]
 pub fn handle(ctx: &TcContext, src: &EndpointInfo) -> Verdict {
-    let arp: ArpHdr = load(ctx, ARP_OFF).ok_or(Drop::TruncatedArp)?;
+    let arp: ArpHdr = load(ctx, ARP_OFF).ok_or(drop_here!(TruncatedArp))?;
     if be16(arp.htype) != ARP_HTYPE_ETHERNET
         || be16(arp.ptype) != ETH_P_IP
         || arp.hlen != 6
         || arp.plen != 4
     {
-        return Err(Drop::UnsupportedArp);
+        return Err(drop_here!(UnsupportedArp));
     }
     match be16(arp.oper) {
         ARP_OP_REQUEST => {}
@@ -37,20 +34,20 @@ pub fn handle(ctx: &TcContext, src: &EndpointInfo) -> Verdict {
             count_forward(ctx, Forward::PassedToStack);
             return Ok(TC_ACT_OK);
         }
-        _ => return Err(Drop::UnsupportedArp),
+        _ => return Err(drop_here!(UnsupportedArp)),
     }
     if arp.tpa == arp.spa {
-        return Err(Drop::ArpAnnouncement);
+        return Err(drop_here!(ArpAnnouncement));
     }
     let answer = owner_mac(src, u32::from_ne_bytes(arp.tpa))?;
 
-    store(ctx, ETH_DST_OFF, src.mac).ok_or(Drop::TruncatedArp)?;
-    store(ctx, ETH_SRC_OFF, answer).ok_or(Drop::TruncatedArp)?;
-    store(ctx, ARP_OPER_OFF, ARP_OP_REPLY.to_be_bytes()).ok_or(Drop::TruncatedArp)?;
-    store(ctx, ARP_SHA_OFF, answer).ok_or(Drop::TruncatedArp)?;
-    store(ctx, ARP_SPA_OFF, arp.tpa).ok_or(Drop::TruncatedArp)?;
-    store(ctx, ARP_THA_OFF, arp.sha).ok_or(Drop::TruncatedArp)?;
-    store(ctx, ARP_TPA_OFF, arp.spa).ok_or(Drop::TruncatedArp)?;
+    store(ctx, ETH_DST_OFF, src.mac).ok_or(drop_here!(TruncatedArp))?;
+    store(ctx, ETH_SRC_OFF, answer).ok_or(drop_here!(TruncatedArp))?;
+    store(ctx, ARP_OPER_OFF, ARP_OP_REPLY.to_be_bytes()).ok_or(drop_here!(TruncatedArp))?;
+    store(ctx, ARP_SHA_OFF, answer).ok_or(drop_here!(TruncatedArp))?;
+    store(ctx, ARP_SPA_OFF, arp.tpa).ok_or(drop_here!(TruncatedArp))?;
+    store(ctx, ARP_THA_OFF, arp.sha).ok_or(drop_here!(TruncatedArp))?;
+    store(ctx, ARP_TPA_OFF, arp.spa).ok_or(drop_here!(TruncatedArp))?;
 
     count_forward(ctx, Forward::ArpReplied);
     Ok(redirect_egress(src.ifindex) as i32)
@@ -58,13 +55,13 @@ pub fn handle(ctx: &TcContext, src: &EndpointInfo) -> Verdict {
 
 /// The MAC that owns `target` in `src`'s network: the gateway or a peer.
 #[inline(always)]
-fn owner_mac(src: &EndpointInfo, target: u32) -> Result<[u8; 6], Drop> {
-    let net = network(src.network_id).ok_or(Drop::UnknownEndpoint)?;
+fn owner_mac(src: &EndpointInfo, target: u32) -> Result<[u8; 6], Dropped> {
+    let net = network(src.network_id).ok_or(drop_here!(UnknownEndpoint))?;
     if target == net.gateway_ip_be {
         return Ok(net.gateway_mac);
     }
     match endpoint_by_ip(target) {
         Some(peer) if peer.network_id == src.network_id => Ok(peer.mac),
-        _ => Err(Drop::ArpUnknownTarget),
+        _ => Err(drop_here!(ArpUnknownTarget)),
     }
 }

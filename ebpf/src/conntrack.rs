@@ -5,18 +5,16 @@
 //! its NAT port taken, which is what makes a port claim race-free).
 
 use aya_ebpf::bindings::BPF_NOEXIST;
-use weft_common::{
-    maps::{
-        CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FIN_ORIGINAL, CT_FIN_REPLY, CT_TCP_CLOSED,
-        CT_TCP_ESTABLISHED, CT_TCP_FIN_WAIT, CT_TCP_NONE, CT_TCP_SYN_SENT, CtEntry, CtKey,
-        EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, NAT_PORT_PROBES, NodeConfig, ct_timeout_ns,
-    },
-    reason::Drop,
+use weft_common::maps::{
+    CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FIN_ORIGINAL, CT_FIN_REPLY, CT_TCP_CLOSED,
+    CT_TCP_ESTABLISHED, CT_TCP_FIN_WAIT, CT_TCP_NONE, CT_TCP_SYN_SENT, CtEntry, CtKey,
+    EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, NAT_PORT_PROBES, NodeConfig, ct_timeout_ns,
 };
 
 use crate::{
     maps::CT,
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    verdict::Dropped,
 };
 
 const EEXIST: i32 = -17;
@@ -175,7 +173,7 @@ pub fn egress(
     tcp_flags: u8,
     now: u64,
     len: u32,
-) -> Result<[u8; 2], Drop> {
+) -> Result<[u8; 2], Dropped> {
     if let Some(entry) = hit(orig, tcp_flags, now, len)
         // The same container and node address as when it was created; else
         // the tuple is being reused by a new endpoint or node address.
@@ -195,7 +193,7 @@ fn create(
     tcp_flags: u8,
     now: u64,
     len: u32,
-) -> Result<[u8; 2], Drop> {
+) -> Result<[u8; 2], Dropped> {
     let (tcp_state, fin_seen) = if orig.proto == IPPROTO_TCP {
         let start = if tcp_flags & TCP_SYN != 0 {
             CT_TCP_SYN_SENT
@@ -234,7 +232,7 @@ fn create(
     };
     if CT.insert(orig, original, 0).is_err() {
         let _ = CT.remove(reply_key(orig, node.node_ip_be, nat_port));
-        return Err(Drop::ConntrackFull);
+        return Err(drop_here!(ConntrackFull));
     }
     Ok(nat_port)
 }
@@ -245,9 +243,9 @@ fn create(
 /// the range and free; otherwise up to `NAT_PORT_PROBES` ports of the
 /// range are tried from an offset given by the flow's hash.
 #[inline(always)]
-fn claim_port(orig: &CtKey, node: &NodeConfig, reply: &CtEntry) -> Result<[u8; 2], Drop> {
+fn claim_port(orig: &CtKey, node: &NodeConfig, reply: &CtEntry) -> Result<[u8; 2], Dropped> {
     if node.port_max < node.port_min {
-        return Err(Drop::NatPortsExhausted);
+        return Err(drop_here!(NatPortsExhausted));
     }
     let size = u32::from(node.port_max - node.port_min) + 1;
     let own = u16::from_be_bytes(orig.src_port_be);
@@ -267,17 +265,17 @@ fn claim_port(orig: &CtKey, node: &NodeConfig, reply: &CtEntry) -> Result<[u8; 2
             return Ok(port.to_be_bytes());
         }
     }
-    Err(Drop::NatPortsExhausted)
+    Err(drop_here!(NatPortsExhausted))
 }
 
 /// Whether the reply entry for `port` was inserted (`false`: taken).
 #[inline(always)]
-fn try_claim(orig: &CtKey, node: &NodeConfig, reply: &CtEntry, port: u16) -> Result<bool, Drop> {
+fn try_claim(orig: &CtKey, node: &NodeConfig, reply: &CtEntry, port: u16) -> Result<bool, Dropped> {
     let k = reply_key(orig, node.node_ip_be, port.to_be_bytes());
     match CT.insert(k, reply, u64::from(BPF_NOEXIST)) {
         Ok(()) => Ok(true),
         Err(EEXIST) => Ok(false),
-        Err(_) => Err(Drop::ConntrackFull),
+        Err(_) => Err(drop_here!(ConntrackFull)),
     }
 }
 

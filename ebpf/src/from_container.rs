@@ -2,7 +2,6 @@
 //! sends starts here.
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
-use weft_common::reason::Drop;
 
 use crate::{
     access::{ifindex, load},
@@ -19,27 +18,27 @@ const PULL_LEN: u32 = (ETH_LEN + 60) as u32;
 pub fn weft_from_container(ctx: TcContext) -> i32 {
     match try_from_container(&ctx) {
         Ok(action) => action,
-        Err(reason) => drop_packet(&ctx, reason),
+        Err(dropped) => drop_packet(&ctx, dropped, weft_common::events::PROGRAM_FROM_CONTAINER),
     }
 }
 
 #[inline(always)]
 fn try_from_container(ctx: &TcContext) -> Verdict {
     make_headers_linear(ctx);
-    let src = endpoint_by_ifindex(ifindex(ctx)).ok_or(Drop::UnknownEndpoint)?;
+    let src = endpoint_by_ifindex(ifindex(ctx)).ok_or(drop_here!(UnknownEndpoint))?;
     count_endpoint_tx(src.stats_slot, ctx.len());
 
-    let dst_mac: [u8; 6] = load(ctx, ETH_DST_OFF).ok_or(Drop::TruncatedEthernet)?;
-    let src_mac: [u8; 6] = load(ctx, ETH_SRC_OFF).ok_or(Drop::TruncatedEthernet)?;
-    let proto: [u8; 2] = load(ctx, ETH_PROTO_OFF).ok_or(Drop::TruncatedEthernet)?;
+    let dst_mac: [u8; 6] = load(ctx, ETH_DST_OFF).ok_or(drop_here!(TruncatedEthernet))?;
+    let src_mac: [u8; 6] = load(ctx, ETH_SRC_OFF).ok_or(drop_here!(TruncatedEthernet))?;
+    let proto: [u8; 2] = load(ctx, ETH_PROTO_OFF).ok_or(drop_here!(TruncatedEthernet))?;
     if src_mac != src.mac {
-        return Err(Drop::SpoofedSource);
+        return Err(drop_here!(SpoofedSource));
     }
     match u16::from_be_bytes(proto) {
         ETH_P_ARP => arp::handle(ctx, &src),
         ETH_P_IP => forward::ipv4(ctx, &src, dst_mac),
-        ETH_P_IPV6 => Err(Drop::Ipv6Unsupported),
-        _ => Err(Drop::UnsupportedEthertype),
+        ETH_P_IPV6 => Err(drop_here!(Ipv6Unsupported)),
+        _ => Err(drop_here!(UnsupportedEthertype)),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::{
 pub fn weft_from_uplink(ctx: TcContext) -> i32 {
     match try_from_uplink(&ctx) {
         Ok(action) => action,
-        Err(reason) => drop_packet(&ctx, reason),
+        Err(dropped) => drop_packet(&ctx, dropped, weft_common::events::PROGRAM_FROM_UPLINK),
     }
 }
 

@@ -9,6 +9,19 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+/// A drop decided here: the reason plus this source file and line, which
+/// `weft monitor` shows. The file id is computed at compile time.
+#[cfg(target_arch = "bpf")]
+macro_rules! drop_here {
+    ($reason:ident) => {
+        $crate::verdict::Dropped::new(
+            weft_common::reason::Drop::$reason,
+            const { weft_common::events::source_file_id(file!()) },
+            line!() as u16,
+        )
+    };
+}
+
 #[cfg(target_arch = "bpf")]
 mod access;
 #[cfg(target_arch = "bpf")]
@@ -31,6 +44,8 @@ mod from_uplink;
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod nat;
+#[cfg(target_arch = "bpf")]
+mod nat_egress;
 #[cfg(target_arch = "bpf")]
 mod parse;
 #[cfg(target_arch = "bpf")]

@@ -3,13 +3,17 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use weft_common::maps::{
     CT_MAX_ENTRIES, Counter, CtEntry, CtKey, EP_CACHE_SLOTS, EndpointInfo, EndpointStats, FdbEntry,
     FdbKey, FloodList, MAX_ENDPOINTS, MAX_NET_LINKS, MAX_NETWORKS, MAX_REASONS,
     NODE_FLAG_CONFIGURED, NetPairKey, NetworkInfo, NodeConfig, ifcache_slot, ipcache_slot,
 };
+
+/// Tail-call targets (`weft_common::maps::TAIL_*`), filled by userspace.
+#[map(name = "WEFT_TAILS")]
+pub static TAILS: ProgramArray = ProgramArray::pinned(weft_common::maps::MAX_TAILS, 0);
 
 #[map(name = "WEFT_NETWORKS")]
 pub static NETWORKS: HashMap<u32, NetworkInfo> = HashMap::pinned(MAX_NETWORKS, 0);
@@ -137,4 +141,13 @@ pub fn flood_list(id: u32) -> Option<&'static FloodList> {
     // SAFETY: a successful lookup returns a pointer to the map value that
     // stays valid for this program run; it is only read.
     FLOOD.get_ptr(id).map(|p| unsafe { &*p })
+}
+
+/// Jumps to tail-call program `index`; returns only if the slot is empty
+/// (the program was not installed), and then the caller carries on.
+#[inline(always)]
+pub fn tail_call(ctx: &aya_ebpf::programs::TcContext, index: u32) {
+    // SAFETY: `ctx` is this program's context and TAILS a program array;
+    // on success control never comes back, on failure nothing changed.
+    unsafe { TAILS.tail_call(ctx, index) };
 }

@@ -19,7 +19,7 @@ use aya_ebpf::{
 use network_types::ip::Ipv4Hdr;
 use weft_common::{
     maps::{EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NET_FLAG_MASQUERADE},
-    reason::{Drop, Forward},
+    reason::Forward,
 };
 
 use crate::{
@@ -32,7 +32,7 @@ use crate::{
         IP_FRAG_OFFSET_MASK, IP_OFF, IP_SRC_OFF, IP_TTL_OFF, TCP_CSUM_OFF, TCP_DPORT_OFF, TCP_LEN,
         TCP_OFF_FLAGS_OFF, TCP_SPORT_OFF, UDP_CSUM_OFF, UDP_DPORT_OFF, UDP_LEN, UDP_SPORT_OFF,
     },
-    verdict::{Verdict, count_endpoint_rx, count_forward},
+    verdict::{Dropped, Verdict, count_endpoint_rx, count_forward},
 };
 
 /// The longest L4 header part NAT reads or writes (TCP's fixed header).
@@ -63,7 +63,7 @@ struct L4 {
 /// The ports of a TCP, UDP or ICMP echo packet whose L4 header starts at
 /// `l4_off`; `None` for anything else; a cut-short header is a drop.
 #[inline(always)]
-fn parse_l4(ctx: &TcContext, ip: &Ipv4Hdr, l4_off: usize, way: Way) -> Result<Option<L4>, Drop> {
+fn parse_l4(ctx: &TcContext, ip: &Ipv4Hdr, l4_off: usize, way: Way) -> Result<Option<L4>, Dropped> {
     let ip_end = IP_OFF + usize::from(u16::from_be_bytes(ip.tot_len));
     let (need, sport_off, dport_off, csum_off, csum_flags) = match ip.proto {
         IPPROTO_TCP => (
@@ -90,14 +90,14 @@ fn parse_l4(ctx: &TcContext, ip: &Ipv4Hdr, l4_off: usize, way: Way) -> Result<Op
         _ => return Ok(None),
     };
     if l4_off + need > ip_end {
-        return Err(Drop::TruncatedL4);
+        return Err(drop_here!(TruncatedL4));
     }
     // Two-byte loads only: at a variable offset LLVM turns a one-byte bound
     // check into `ptr >= end`, which the verifier does not read as a range.
     let mut tcp_flags = 0;
     if ip.proto == IPPROTO_ICMP {
         let [ty, _code]: [u8; 2] =
-            load(ctx, l4_off + ICMP_TYPE_CODE_OFF).ok_or(Drop::TruncatedL4)?;
+            load(ctx, l4_off + ICMP_TYPE_CODE_OFF).ok_or(drop_here!(TruncatedL4))?;
         let want = if way == Way::Out {
             ICMP_ECHO_REQUEST
         } else {
@@ -108,13 +108,13 @@ fn parse_l4(ctx: &TcContext, ip: &Ipv4Hdr, l4_off: usize, way: Way) -> Result<Op
         }
     } else if ip.proto == IPPROTO_TCP {
         let [_data_off, flags]: [u8; 2] =
-            load(ctx, l4_off + TCP_OFF_FLAGS_OFF).ok_or(Drop::TruncatedL4)?;
+            load(ctx, l4_off + TCP_OFF_FLAGS_OFF).ok_or(drop_here!(TruncatedL4))?;
         tcp_flags = flags;
     }
-    let sport: [u8; 2] = load(ctx, l4_off + sport_off).ok_or(Drop::TruncatedL4)?;
-    let dport: [u8; 2] = load(ctx, l4_off + dport_off).ok_or(Drop::TruncatedL4)?;
+    let sport: [u8; 2] = load(ctx, l4_off + sport_off).ok_or(drop_here!(TruncatedL4))?;
+    let dport: [u8; 2] = load(ctx, l4_off + dport_off).ok_or(drop_here!(TruncatedL4))?;
     // Checked so the rewrite below cannot fail half-way.
-    load::<[u8; 2]>(ctx, l4_off + csum_off).ok_or(Drop::TruncatedL4)?;
+    load::<[u8; 2]>(ctx, l4_off + csum_off).ok_or(drop_here!(TruncatedL4))?;
     let port_off = if way == Way::Out {
         sport_off
     } else {
@@ -173,7 +173,7 @@ pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
         _ => return pass_to_stack(ctx),
     }
     if is_later_fragment(ip) {
-        return Err(Drop::Ipv4Fragment);
+        return Err(drop_here!(Ipv4Fragment));
     }
     let l4_off = l4_offset(ip);
     pull_l4(ctx, l4_off);
@@ -189,7 +189,7 @@ pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
         return pass_to_stack(ctx);
     };
     if ip.ttl <= 1 {
-        return Err(Drop::TtlExceeded);
+        return Err(drop_here!(TtlExceeded));
     }
     let orig = conntrack::key(ip.proto, src.ip_be, dst_ip, l4.sport, l4.dport);
     let nat_port = conntrack::egress(&orig, src, &node, l4.tcp_flags, now_ns(), ctx.len())?;
@@ -203,7 +203,7 @@ pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
 #[inline(always)]
 fn send_out(ctx: &TcContext, hop: &FibHop) -> Verdict {
     if redirect_neigh(hop) != i64::from(TC_ACT_REDIRECT) {
-        return Err(Drop::RedirectFailed);
+        return Err(drop_here!(RedirectFailed));
     }
     count_forward(ctx, Forward::Snat);
     Ok(TC_ACT_REDIRECT)
@@ -239,15 +239,15 @@ pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
         return pass_to_stack(ctx);
     };
     if ip.ttl <= 1 {
-        return Err(Drop::TtlExceeded);
+        return Err(drop_here!(TtlExceeded));
     }
     decrement_ttl(ctx, ip)?;
     rewrite(ctx, &l4, ip.proto, IP_DST_OFF, dst_ip, entry.xlate_ip_be)?;
     rewrite_port(ctx, &l4, l4.dport, entry.xlate_port_be)?;
-    store(ctx, ETH_DST_OFF, dst.mac).ok_or(Drop::TruncatedIpv4)?;
-    store(ctx, ETH_SRC_OFF, dst.gateway_mac).ok_or(Drop::TruncatedIpv4)?;
+    store(ctx, ETH_DST_OFF, dst.mac).ok_or(drop_here!(TruncatedIpv4))?;
+    store(ctx, ETH_SRC_OFF, dst.gateway_mac).ok_or(drop_here!(TruncatedIpv4))?;
     if redirect_peer(entry.ifindex) != i64::from(TC_ACT_REDIRECT) {
-        return Err(Drop::RedirectFailed);
+        return Err(drop_here!(RedirectFailed));
     }
     count_endpoint_rx(entry.stats_slot, ctx.len());
     count_forward(ctx, Forward::ReverseSnat);
@@ -257,9 +257,9 @@ pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
 /// TTL - 1 with the header checksum updated (the NAT forwards, like a
 /// router). The caller has checked TTL > 1.
 #[inline(always)]
-fn decrement_ttl(ctx: &TcContext, ip: &Ipv4Hdr) -> Result<(), Drop> {
-    store(ctx, IP_TTL_OFF, ip.ttl - 1).ok_or(Drop::TruncatedIpv4)?;
-    store(ctx, IP_CSUM_OFF, csum::after_ttl_decrement(ip.check)).ok_or(Drop::TruncatedIpv4)
+fn decrement_ttl(ctx: &TcContext, ip: &Ipv4Hdr) -> Result<(), Dropped> {
+    store(ctx, IP_TTL_OFF, ip.ttl - 1).ok_or(drop_here!(TruncatedIpv4))?;
+    store(ctx, IP_CSUM_OFF, csum::after_ttl_decrement(ip.check)).ok_or(drop_here!(TruncatedIpv4))
 }
 
 /// Replaces the IPv4 address at `addr_off` (`from` -> `to`) and updates the
@@ -272,10 +272,10 @@ fn rewrite(
     addr_off: usize,
     from: u32,
     to: u32,
-) -> Result<(), Drop> {
-    store(ctx, addr_off, to).ok_or(Drop::TruncatedIpv4)?;
+) -> Result<(), Dropped> {
+    store(ctx, addr_off, to).ok_or(drop_here!(TruncatedIpv4))?;
     ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(from), u64::from(to), 4)
-        .map_err(|_| Drop::TruncatedIpv4)?;
+        .map_err(|_| drop_here!(TruncatedIpv4))?;
     if proto != IPPROTO_ICMP {
         // ICMP's checksum covers only ICMP: no pseudo-header.
         ctx.l4_csum_replace(
@@ -284,18 +284,18 @@ fn rewrite(
             u64::from(to),
             l4.csum_flags | 4,
         )
-        .map_err(|_| Drop::TruncatedL4)?;
+        .map_err(|_| drop_here!(TruncatedL4))?;
     }
     Ok(())
 }
 
 /// Replaces the port (ICMP: echo identifier) and updates the L4 checksum.
 #[inline(always)]
-fn rewrite_port(ctx: &TcContext, l4: &L4, from: [u8; 2], to: [u8; 2]) -> Result<(), Drop> {
+fn rewrite_port(ctx: &TcContext, l4: &L4, from: [u8; 2], to: [u8; 2]) -> Result<(), Dropped> {
     if from == to {
         return Ok(());
     }
-    store(ctx, l4.port_off, to).ok_or(Drop::TruncatedL4)?;
+    store(ctx, l4.port_off, to).ok_or(drop_here!(TruncatedL4))?;
     let flags = (l4.csum_flags & !u64::from(BPF_F_PSEUDO_HDR)) | 2;
     ctx.l4_csum_replace(
         l4.csum_off,
@@ -303,5 +303,5 @@ fn rewrite_port(ctx: &TcContext, l4: &L4, from: [u8; 2], to: [u8; 2]) -> Result<
         u64::from(u16::from_ne_bytes(to)),
         flags,
     )
-    .map_err(|_| Drop::TruncatedL4)
+    .map_err(|_| drop_here!(TruncatedL4))
 }

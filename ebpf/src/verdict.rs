@@ -9,21 +9,53 @@ use crate::{
     maps::{DROPS, EP_STATS, FORWARDS},
 };
 
-/// A TC action code (`TC_ACT_*`), or the reason the packet must be dropped.
-pub type Verdict = Result<i32, Drop>;
+/// Why a packet must be dropped and where that was decided (build one with
+/// `drop_here!`), packed in one `u32` (reason | file << 8 | line << 16) so
+/// a `Verdict` stays 8 bytes and returns in a register, not through the
+/// stack, on every packet.
+#[derive(Clone, Copy)]
+pub struct Dropped(u32);
+
+impl Dropped {
+    #[inline(always)]
+    pub const fn new(reason: Drop, file: u8, line: u16) -> Self {
+        Self((reason as u32 & 0xff) | (file as u32) << 8 | (line as u32) << 16)
+    }
+
+    #[inline(always)]
+    fn code(self) -> u32 {
+        self.0 & 0xff
+    }
+
+    #[inline(always)]
+    fn file(self) -> u8 {
+        (self.0 >> 8) as u8
+    }
+
+    #[inline(always)]
+    fn line(self) -> u16 {
+        (self.0 >> 16) as u16
+    }
+}
+
+const _: () = assert!((weft_common::maps::MAX_REASONS as usize) <= 256);
+
+/// A TC action code (`TC_ACT_*`), or the drop decision.
+pub type Verdict = Result<i32, Dropped>;
 
 /// Counts the drop, emits its event and returns the action that drops the
 /// packet.
 #[inline(always)]
-pub fn drop_packet(ctx: &TcContext, reason: Drop) -> i32 {
-    bump(&DROPS, reason.code(), ctx.len());
+pub fn drop_packet(ctx: &TcContext, dropped: Dropped, program: u8) -> i32 {
+    let code = dropped.code();
+    bump(&DROPS, code, ctx.len());
     emit_drop(
         ctx,
-        reason.code(),
+        code,
         Site {
-            file: 0,
-            line: 0,
-            program: 0,
+            file: dropped.file(),
+            line: dropped.line(),
+            program,
         },
     );
     TC_ACT_SHOT

@@ -15,8 +15,9 @@ use weft_common::{
         Counter, CtEntry, CtKey, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList, MAP_CT,
         MAP_DROPS, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE, MAP_EP_STATS,
         MAP_FDB, MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS, MAP_NODE, MAP_SUBNETS,
-        MAX_FLOOD, NET_FLAG_FLOOD, NET_FLAG_MASQUERADE, NetPairKey, NetworkInfo, NodeConfig,
-        PROG_CALIBRATE, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, ifcache_slot, ipcache_slot,
+        MAP_TAILS, MAX_FLOOD, NET_FLAG_FLOOD, NET_FLAG_MASQUERADE, NetPairKey, NetworkInfo,
+        NodeConfig, PROG_CALIBRATE, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_NAT_EGRESS,
+        TAIL_NAT_EGRESS, ifcache_slot, ipcache_slot,
     },
     reason::{Drop, Forward},
 };
@@ -84,7 +85,7 @@ impl Datapath {
             .default_map_pin_directory(pins.path())
             .load(weft::object::ebpf_object())
             .context("loading the weft eBPF object")?;
-        for name in [PROG_FROM_CONTAINER, PROG_FROM_UPLINK] {
+        for name in [PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_NAT_EGRESS] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the object"))?
@@ -92,6 +93,17 @@ impl Datapath {
             prog.load()
                 .with_context(|| format!("the verifier rejected {name}"))?;
         }
+        // Install the tail-call targets, as userspace does on a node.
+        let nat_egress: &SchedClassifier = ebpf
+            .program(PROG_NAT_EGRESS)
+            .ok_or_else(|| anyhow!("program {PROG_NAT_EGRESS} missing"))?
+            .try_into()?;
+        let nat_fd = nat_egress.fd()?.try_clone()?;
+        let mut tails = aya::maps::ProgramArray::try_from(
+            ebpf.map_mut(MAP_TAILS)
+                .ok_or_else(|| anyhow!("map {MAP_TAILS} missing"))?,
+        )?;
+        tails.set(TAIL_NAT_EGRESS, &nat_fd, 0)?;
         Ok(Self {
             ebpf,
             gateway_macs: StdHashMap::new(),

@@ -79,6 +79,19 @@ impl Node {
         self.state_dir.join("agent.sock")
     }
 
+    /// Starts `weft ARGS` in the background (e.g. `monitor`), output piped.
+    pub fn weft_spawn(&self, args: &[&str]) -> Result<std::process::Child> {
+        Command::new(weft_binary()?)
+            .env("WEFT_NETNS", self.ns.name())
+            .env("WEFT_BPFFS", self.pins.path())
+            .env("WEFT_STATE_DIR", &self.state_dir)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("starting weft")
+    }
+
     /// Runs `weft` against this node, whatever its exit status.
     pub fn weft_unchecked(&self, args: &[&str]) -> Result<Output> {
         self.weft_env(&[], args)

@@ -19,8 +19,8 @@ use weft_common::{
     maps::{
         Counter, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList, MAP_DROPS, MAP_EP_BY_IF,
         MAP_EP_BY_IP, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE, MAP_EP_STATS, MAP_FDB, MAP_FLOOD,
-        MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS, MAP_SUBNETS, NetPairKey, NetworkInfo,
-        PROG_FROM_CONTAINER, ifcache_slot, ipcache_slot,
+        MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS, MAP_SUBNETS, MAP_TAILS, NetPairKey, NetworkInfo,
+        PROG_FROM_CONTAINER, PROG_NAT_EGRESS, TAIL_NAT_EGRESS, ifcache_slot, ipcache_slot,
     },
     reason::{Drop, Forward},
 };
@@ -328,6 +328,47 @@ impl Datapath {
     /// Attaches the program to TC ingress of `host_ifname` (a TCX link) and
     /// pins the link so it outlives this process. Loads and pins the program
     /// on first use.
+    /// Loads, pins and installs the tail-call programs (masquerade egress)
+    /// unless they are pinned already; the pinned table keeps its entries
+    /// after this process exits.
+    fn install_tails(&mut self) -> Result<()> {
+        let pin = self.paths.prog_pin(PROG_NAT_EGRESS);
+        if pin.exists() {
+            return Ok(());
+        }
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(PROG_NAT_EGRESS)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "the embedded eBPF object has no program {PROG_NAT_EGRESS}; rebuild weft"
+                ))
+            })?
+            .try_into()
+            .map_err(|e| Error::program(format!("{PROG_NAT_EGRESS} is not a TC program"), e))?;
+        prog.load()
+            .map_err(|e| Error::program(format!("the kernel rejected {PROG_NAT_EGRESS}"), e))?;
+        let fd = prog
+            .fd()
+            .and_then(|fd| fd.try_clone().map_err(Into::into))
+            .map_err(|e| Error::program(format!("cannot use {PROG_NAT_EGRESS}'s fd"), e))?;
+        prog.pin(&pin).map_err(|e| {
+            Error::pin(
+                format!("cannot pin {PROG_NAT_EGRESS} at {}", pin.display()),
+                e,
+            )
+        })?;
+        let map = self.map_mut(MAP_TAILS)?;
+        let mut tails = aya::maps::ProgramArray::try_from(map)
+            .map_err(|e| Error::map(format!("map {MAP_TAILS} has an unexpected type"), e))?;
+        tails.set(TAIL_NAT_EGRESS, &fd, 0).map_err(|e| {
+            Error::map(
+                format!("cannot install {PROG_NAT_EGRESS} in {MAP_TAILS}"),
+                e,
+            )
+        })
+    }
+
     pub fn attach(&mut self, host_ifname: &str) -> Result<()> {
         let prog_pin = self.paths.prog_pin(PROG_FROM_CONTAINER);
         if !prog_pin.exists() {
@@ -352,6 +393,7 @@ impl Datapath {
             })?;
             self.pinned_program = true;
         }
+        self.install_tails()?;
         let mut prog = SchedClassifier::from_pin(&prog_pin).map_err(|e| {
             Error::program(
                 format!("cannot open the pinned program {}", prog_pin.display()),

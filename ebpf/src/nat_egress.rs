@@ -1,0 +1,34 @@
+//! Masquerade egress as its own program, entered by tail call from
+//! `weft_from_container` for packets to addresses outside every weft
+//! network. A separate program keeps NAT's larger stack and register needs
+//! off the bridging/routing fast path (a BPF-to-BPF call would share the
+//! 512-byte stack: 264 + 344 bytes did not fit).
+
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use network_types::ip::Ipv4Hdr;
+use weft_common::events::PROGRAM_NAT_EGRESS;
+
+use crate::{
+    access::{ifindex, load},
+    maps::endpoint_by_ifindex,
+    nat,
+    parse::IP_OFF,
+    verdict::{Verdict, drop_packet},
+};
+
+#[classifier]
+pub fn weft_nat_egress(ctx: TcContext) -> i32 {
+    match try_nat_egress(&ctx) {
+        Ok(action) => action,
+        Err(dropped) => drop_packet(&ctx, dropped, PROGRAM_NAT_EGRESS),
+    }
+}
+
+/// `weft_from_container` already validated the frame and counted it; this
+/// re-reads what it knew (the sender, the IPv4 header) from the packet.
+#[inline(always)]
+fn try_nat_egress(ctx: &TcContext) -> Verdict {
+    let src = endpoint_by_ifindex(ifindex(ctx)).ok_or(drop_here!(UnknownEndpoint))?;
+    let ip: Ipv4Hdr = load(ctx, IP_OFF).ok_or(drop_here!(TruncatedIpv4))?;
+    nat::egress(ctx, &src, &ip)
+}

@@ -1,0 +1,142 @@
+//! `weft monitor` catches the drops a test causes, with the right reason,
+//! endpoint, 5-tuple and eBPF source location, and its pcap opens in
+//! tcpdump showing those packets.
+
+use std::{
+    io::Read,
+    process::Child,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use weft_tests::node::Node;
+
+/// Waits up to `limit` for `child` to exit; kills it if it does not.
+fn wait_or_kill(mut child: Child, limit: Duration) -> Result<(bool, String, String)> {
+    let deadline = Instant::now() + limit;
+    let exited = loop {
+        if child.try_wait()?.is_some() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            child.kill()?;
+            child.wait()?;
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    if let Some(mut o) = child.stdout.take() {
+        o.read_to_string(&mut out)?;
+    }
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_string(&mut err)?;
+    }
+    Ok((exited, out, err))
+}
+
+#[test]
+fn monitor_shows_drops_with_reason_location_and_pcap() -> Result<()> {
+    let node = Node::new()?;
+    node.weft(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
+    node.weft(&["network", "create", "green", "--subnet", "10.2.0.0/24"])?;
+    let (c1, ip1) = node.container("blue", "c1")?;
+    let (_c3, ip3) = node.container("green", "c3")?;
+    let pcap = std::env::temp_dir().join(format!("weft-monitor-{}.pcap", std::process::id()));
+    let pcap_arg = pcap.to_str().context("temp path")?.to_owned();
+
+    let monitor =
+        node.weft_spawn(&["monitor", "-o", "json", "--count", "3", "--pcap", &pcap_arg])?;
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(c1.ping(&ip3, 3)?, 0, "the networks are isolated");
+    let (exited, out, err) = wait_or_kill(monitor, Duration::from_secs(10))?;
+    assert!(
+        exited,
+        "monitor should stop after 3 events; it printed:\n{out}\n{err}"
+    );
+
+    let events: Vec<Value> = out
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("monitor printed non-JSON: {out}"))?;
+    assert_eq!(events.len(), 3, "{out}");
+    for e in &events {
+        assert_eq!(e["type"], "drop", "{e}");
+        assert_eq!(e["reason"], "network_isolated", "{e}");
+        assert_eq!(e["endpoint"], "c1", "{e}");
+        assert_eq!(e["program"], "weft_from_container", "{e}");
+        assert_eq!(e["src"], ip1.as_str(), "{e}");
+        assert_eq!(e["dst"], ip3.as_str(), "{e}");
+        assert_eq!(e["proto"], "icmp", "{e}");
+        let location = e["location"].as_str().unwrap_or("");
+        let line: u32 = location
+            .strip_prefix("ebpf/src/forward.rs:")
+            .and_then(|l| l.parse().ok())
+            .with_context(|| format!("location should be forward.rs:<line>, got {location}"))?;
+        let source = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ebpf/src/forward.rs"),
+        )?;
+        let text = source.lines().nth(line as usize - 1).unwrap_or("");
+        assert!(
+            text.contains("NetworkIsolated"),
+            "forward.rs:{line} should be the drop site, it is: {text}"
+        );
+    }
+
+    let dump = std::process::Command::new("tcpdump")
+        .args(["-n", "-r", &pcap_arg])
+        .output()
+        .context("running tcpdump (cargo xtask setup installs it)")?;
+    let _ = std::fs::remove_file(&pcap);
+    let text = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.status.success(),
+        "tcpdump could not read the pcap: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let echoes = text
+        .lines()
+        .filter(|l| l.contains(&format!("{ip1} > {ip3}: ICMP echo request")))
+        .count();
+    assert_eq!(
+        echoes, 3,
+        "tcpdump should show the 3 dropped pings:\n{text}"
+    );
+    Ok(())
+}
+
+#[test]
+fn monitor_filters_by_endpoint_and_refuses_bad_input() -> Result<()> {
+    let node = Node::new()?;
+    node.weft(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
+    node.weft(&["network", "create", "green", "--subnet", "10.2.0.0/24"])?;
+    let (c1, _) = node.container("blue", "c1")?;
+    let (c3, _) = node.container("green", "c3")?;
+    let (_c2, ip2) = node.container("blue", "c2")?;
+
+    // Only c3's drops: c1's must not show.
+    let monitor =
+        node.weft_spawn(&["monitor", "--endpoint", "c3", "-o", "json", "--count", "1"])?;
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(c1.ping("10.2.0.99", 1)?, 0);
+    assert_eq!(c3.ping(&ip2, 1)?, 0);
+    let (exited, out, _) = wait_or_kill(monitor, Duration::from_secs(10))?;
+    assert!(exited, "monitor should stop after c3's event");
+    let event: Value = serde_json::from_str(out.trim())?;
+    assert_eq!(event["endpoint"], "c3", "{event}");
+
+    for (args, mention) in [
+        (vec!["monitor", "--endpoint", "nosuch"], "nosuch"),
+        (vec!["monitor", "--type", "trace"], "trace"),
+    ] {
+        let out = node.weft_unchecked(&args)?;
+        if out.status.success() {
+            bail!("weft {args:?} must fail");
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(mention), "weft {args:?}: {err}");
+    }
+    Ok(())
+}
