@@ -28,6 +28,7 @@ use weft_common::{
 use crate::{
     error::{Error, Result},
     mac::Mac,
+    migrate,
     object::ebpf_object,
     paths::Paths,
     state::Network,
@@ -92,8 +93,20 @@ impl Datapath {
     /// Loads the embedded object, reusing pinned maps or creating and
     /// pinning them. Mounts bpffs first if needed.
     pub fn open(paths: &Paths) -> Result<Self> {
+        Self::open_migrating(paths).map(|(dp, _)| dp)
+    }
+
+    /// [`Self::open`], saying what it migrated: pinned maps whose layout
+    /// changed are migrated first (or refused, changing nothing), and
+    /// programs still on replaced maps are reloaded (see [`migrate`]).
+    pub fn open_migrating(paths: &Paths) -> Result<(Self, migrate::Report)> {
         paths.prepare_bpffs()?;
-        let ebpf = EbpfLoader::new()
+        let plan = migrate::plan(paths)?;
+        let mut report = migrate::Report {
+            migrated: migrate::migrate_maps(paths, &plan)?,
+            ..Default::default()
+        };
+        let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(paths.maps_dir())
             .load(ebpf_object())
             .map_err(|e| Error::Ebpf {
@@ -103,11 +116,19 @@ impl Datapath {
                 ),
                 source: Box::new(e),
             })?;
-        Ok(Self {
-            ebpf,
-            paths: paths.clone(),
-            pinned_program: false,
-        })
+        if let Some(why) = migrate::stale_programs(paths)? {
+            log::warn!("reloading the pinned programs: {why}");
+            migrate::refresh_programs(&mut ebpf, paths, &mut report)?;
+        }
+        migrate::record(paths)?;
+        Ok((
+            Self {
+                ebpf,
+                paths: paths.clone(),
+                pinned_program: false,
+            },
+            report,
+        ))
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut Map> {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod ipam;
 pub mod logging;
 pub mod mac;
+pub mod migrate;
 pub mod monitor;
 pub mod naming;
 pub mod netlink;

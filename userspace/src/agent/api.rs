@@ -164,6 +164,9 @@ pub struct StatusView {
     pub drift: serde_json::Value,
     /// What the agent repaired when it started.
     pub repaired_at_start: Option<serde_json::Value>,
+    /// What the agent migrated when it started (map layouts, programs).
+    #[serde(default)]
+    pub migrated_at_start: Option<serde_json::Value>,
 }
 
 impl Render for StatusView {
@@ -203,6 +206,7 @@ pub async fn local_status(paths: &Paths, agent: &str) -> Result<StatusView> {
         kernel_matches_state: found.is_empty(),
         drift: serde_json::to_value(&found).unwrap_or_default(),
         repaired_at_start: None,
+        migrated_at_start: None,
     })
 }
 
@@ -211,6 +215,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
         v.pid = Some(s.startup.pid);
         v.started_at = Some(s.startup.started_at);
         v.repaired_at_start = serde_json::to_value(&s.startup.repaired).ok();
+        v.migrated_at_start = serde_json::to_value(&s.startup.migrated).ok();
         v
     }))
 }

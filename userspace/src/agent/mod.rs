@@ -37,6 +37,9 @@ pub struct Startup {
     /// The pinned program's kernel id when the agent adopted it.
     pub program_id: Option<u32>,
     pub repaired: drift::Repair,
+    /// Maps migrated and programs reloaded because the pinned layout was
+    /// an older one.
+    pub migrated: crate::migrate::Report,
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -45,6 +48,7 @@ pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
     let _lock = single_instance(paths)?;
     let _stats = metrics::enable_kernel_stats();
 
+    let migrated = crate::migrate::at_agent_start(paths)?;
     let repaired = drift::repair(paths).await?;
     let startup = Startup {
         pid: std::process::id(),
@@ -54,6 +58,7 @@ pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
             .unwrap_or(0),
         program_id: drift::program_id(paths),
         repaired,
+        migrated,
     };
     log::info!(
         "agent up (pid {}): adopted program {:?}; repaired {:?}",

@@ -1,0 +1,311 @@
+//! Map layout versioning end to end: a node whose pinned maps have an older
+//! layout is migrated with every entry intact and keeps forwarding (by the
+//! agent and by the CLI), and a layout weft has no migration for is refused
+//! with a clear message, every pinned map left exactly as it was.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use aya::{
+    maps::{HashMap, IterableMap, MapData, MapInfo},
+    programs::{
+        ProgramInfo,
+        links::{FdLink, PinnedLink},
+    },
+};
+use weft::migrate::{
+    self, BPF_MAP_TYPE_HASH, FLOOD_16_LAYOUT, FLOOD_16_MEMBERS, FLOOD_LAYOUT, FloodList16, Layout,
+};
+use weft_common::maps::{
+    FloodList, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_FDB, MAP_FLOOD, MAP_NET_LINKS, MAP_NETWORKS,
+    MAX_NETWORKS, PROG_FROM_CONTAINER,
+};
+use weft_tests::node::Node;
+
+fn map_pin(node: &Node, name: &str) -> PathBuf {
+    node.pin_dir().join("maps").join(name)
+}
+
+/// Every entry of the hash map pinned at `pin`, as raw bytes, sorted.
+fn dump<const K: usize, const V: usize>(pin: &Path) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let data = MapData::from_pin(pin).with_context(|| format!("opening {}", pin.display()))?;
+    let map: HashMap<MapData, [u8; K], [u8; V]> =
+        HashMap::try_from(aya::maps::Map::from_map_data(data)?)
+            .with_context(|| format!("{} is not a {K}/{V} hash", pin.display()))?;
+    map.iter()
+        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into))
+        .collect()
+}
+
+fn flood_lists(node: &Node) -> Result<BTreeMap<u32, FloodList>> {
+    let data = MapData::from_pin(map_pin(node, MAP_FLOOD))?;
+    let map: HashMap<MapData, u32, FloodList> =
+        HashMap::try_from(aya::maps::Map::from_map_data(data)?)?;
+    map.iter().map(|r| r.map_err(Into::into)).collect()
+}
+
+/// Replaces the pinned flood lists with a map of the older 16-member
+/// layout holding the same lists (as an older weft would have pinned it).
+fn pin_16_member_flood_lists(node: &Node, lists: &BTreeMap<u32, FloodList>) -> Result<()> {
+    let data = migrate::create_map(MAP_FLOOD, FLOOD_16_LAYOUT, 0)?;
+    let mut old: HashMap<MapData, u32, FloodList16> =
+        HashMap::try_from(aya::maps::Map::from_map_data(data)?)?;
+    for (id, list) in lists {
+        assert!(list.count as usize <= FLOOD_16_MEMBERS, "{list:?}");
+        let mut members = [Default::default(); FLOOD_16_MEMBERS];
+        members.copy_from_slice(&list.members[..FLOOD_16_MEMBERS]);
+        old.insert(
+            id,
+            FloodList16 {
+                count: list.count,
+                members,
+            },
+            0,
+        )?;
+    }
+    migrate::replace_pin(old.map(), &map_pin(node, MAP_FLOOD))?;
+    assert_eq!(pinned(node, MAP_FLOOD)?, FLOOD_16_LAYOUT);
+    Ok(())
+}
+
+fn pinned(node: &Node, name: &str) -> Result<Layout> {
+    Ok(migrate::pinned_layout(&map_pin(node, name))?
+        .with_context(|| format!("{name} is not pinned"))?
+        .0)
+}
+
+fn program_id(node: &Node) -> Result<u32> {
+    Ok(ProgramInfo::from_pin(node.pin_dir().join("progs").join(PROG_FROM_CONTAINER))?.id())
+}
+
+/// The program each pinned link runs, by interface.
+fn link_programs(node: &Node) -> Result<BTreeMap<String, u32>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(node.pin_dir().join("links"))? {
+        let entry = entry?;
+        let link = FdLink::from(PinnedLink::from_pin(entry.path())?);
+        out.insert(
+            entry.file_name().to_string_lossy().into_owned(),
+            link.info()?.program_id(),
+        );
+    }
+    Ok(out)
+}
+
+/// Checks the node after a migration of the flood lists: the same lists,
+/// the new layout, a new program on every link that uses the new map, and
+/// traffic between the containers.
+fn check_migrated(
+    node: &Node,
+    lists: &BTreeMap<u32, FloodList>,
+    old_program: u32,
+    ping: impl Fn() -> Result<u32>,
+) -> Result<u32> {
+    assert_eq!(pinned(node, MAP_FLOOD)?, FLOOD_LAYOUT, "WEFT_FLOOD layout");
+    let now = flood_lists(node)?;
+    for (id, list) in lists {
+        assert!(
+            now.get(id) == Some(list),
+            "flood list of network #{id} must survive the migration unchanged: \
+             {list:?} became {:?}",
+            now.get(id)
+        );
+    }
+    let program = program_id(node)?;
+    assert_ne!(program, old_program, "the program must be reloaded");
+    let links = link_programs(node)?;
+    assert!(
+        !links.is_empty() && links.values().all(|&p| p == program),
+        "every link must run the reloaded program #{program}: {links:?}"
+    );
+    let flood_id = MapInfo::from_pin(map_pin(node, MAP_FLOOD))?.id();
+    let maps = ProgramInfo::from_pin(node.pin_dir().join("progs").join(PROG_FROM_CONTAINER))?
+        .map_ids()?
+        .context("kernel gives no map ids")?;
+    assert!(
+        maps.contains(&flood_id),
+        "the reloaded program must use the migrated WEFT_FLOOD #{flood_id}: {maps:?}"
+    );
+    let meta = migrate::read_meta(&weft::Paths::new(node.pin_dir(), "/nonexistent"))?;
+    let rec = meta
+        .iter()
+        .find(|r| r.name() == MAP_FLOOD)
+        .context("WEFT_META has no WEFT_FLOOD record")?;
+    assert_eq!(rec.layout(), FLOOD_LAYOUT);
+    assert_eq!(rec.abi_version, weft_common::ABI_VERSION);
+    assert_eq!(ping()?, 3, "traffic after the migration");
+    Ok(program)
+}
+
+#[test]
+fn older_flood_list_layout_is_migrated_with_entries_intact() -> Result<()> {
+    let node = Node::new()?;
+    node.weft(&[
+        "network",
+        "create",
+        "blue",
+        "--subnet",
+        "10.1.0.0/24",
+        "--flood",
+    ])?;
+    node.weft(&["network", "create", "red", "--subnet", "10.2.0.0/24"])?;
+    let (a, _) = node.container("blue", "a")?;
+    let (_b, ip_b) = node.container("blue", "b")?;
+    let (_c, _) = node.container("red", "c")?;
+    let lists = flood_lists(&node)?;
+    assert_eq!(lists.len(), 2, "one flood list per network: {lists:?}");
+    assert!(lists.values().any(|l| l.count == 2));
+    let ping = || a.ping(&ip_b, 3);
+    assert_eq!(ping()?, 3);
+
+    // The agent migrates at start.
+    let program = program_id(&node)?;
+    pin_16_member_flood_lists(&node, &lists)?;
+    let agent = node.start_agent()?;
+    let status = node.weft_json(&["status"])?;
+    let migrated = &status["migrated_at_start"]["migrated"];
+    assert_eq!(migrated[0]["map"], MAP_FLOOD, "{status}");
+    assert_eq!(migrated[0]["entries"], 2, "{status}");
+    assert_eq!(migrated.as_array().map(Vec::len), Some(1), "{status}");
+    let program = check_migrated(&node, &lists, program, ping)?;
+    agent.kill()?;
+
+    // Nothing left to do: the next agent adopts without reloading.
+    let agent = node.start_agent()?;
+    let status = node.weft_json(&["status"])?;
+    assert_eq!(
+        status["migrated_at_start"]["migrated"],
+        serde_json::json!([]),
+        "{status}"
+    );
+    assert_eq!(program_id(&node)?, program, "a second start must adopt");
+    agent.kill()?;
+
+    // The CLI migrates too, on its first command that opens the datapath.
+    pin_16_member_flood_lists(&node, &lists)?;
+    node.weft(&["network", "create", "green", "--subnet", "10.3.0.0/24"])?;
+    check_migrated(&node, &lists, program, ping)?;
+    Ok(())
+}
+
+/// Map ids, every pin's name, and every entry of the hash maps weft fills,
+/// byte for byte.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    pins: BTreeMap<String, u32>,
+    entries: BTreeMap<&'static str, BTreeMap<Vec<u8>, Vec<u8>>>,
+    links: BTreeMap<String, u32>,
+    program: u32,
+}
+
+fn snapshot(node: &Node) -> Result<Snapshot> {
+    let mut pins = BTreeMap::new();
+    for entry in std::fs::read_dir(node.pin_dir().join("maps"))? {
+        let entry = entry?;
+        pins.insert(
+            entry.file_name().to_string_lossy().into_owned(),
+            MapInfo::from_pin(entry.path())?.id(),
+        );
+    }
+    let m = |name| map_pin(node, name);
+    let mut entries = BTreeMap::new();
+    entries.insert(MAP_NETWORKS, dump::<4, 12>(&m(MAP_NETWORKS))?);
+    entries.insert(MAP_FLOOD, dump::<4, 260>(&m(MAP_FLOOD))?);
+    entries.insert(MAP_EP_BY_IP, dump::<4, 28>(&m(MAP_EP_BY_IP))?);
+    entries.insert(MAP_EP_BY_IF, dump::<4, 28>(&m(MAP_EP_BY_IF))?);
+    entries.insert(MAP_FDB, dump::<12, 8>(&m(MAP_FDB))?);
+    entries.insert(MAP_NET_LINKS, dump::<8, 4>(&m(MAP_NET_LINKS))?);
+    Ok(Snapshot {
+        pins,
+        entries,
+        links: link_programs(node)?,
+        program: program_id(node)?,
+    })
+}
+
+/// `weft agent` for `node`, which must exit (refuse) within 10 s.
+fn agent_refusal(node: &Node) -> Result<String> {
+    let mut child = node.weft_spawn(&["agent"])?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the agent started on a layout it cannot migrate");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output()?;
+    assert!(!out.status.success(), "the agent must refuse");
+    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn assert_clear_refusal(stderr: &str) {
+    for needle in [
+        "WEFT_NETWORKS",
+        "pinned hash, key 4 B, value 12 B, 1024 entries",
+        "needs hash, key 4 B, value 16 B, 1024 entries",
+        "Nothing was changed",
+        "weft teardown",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "the refusal must say {needle:?}; it said: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn unknown_layout_change_is_refused_and_changes_nothing() -> Result<()> {
+    let node = Node::new()?;
+    node.weft(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
+    let (a, _) = node.container("blue", "a")?;
+    let (_b, ip_b) = node.container("blue", "b")?;
+
+    // A networks map with a 12-byte value (no `flags`, no full MAC): a
+    // layout weft has no migration for. It holds the networks' first 12
+    // bytes, so there are entries to lose.
+    let current = dump::<4, 16>(&map_pin(&node, MAP_NETWORKS))?;
+    assert_eq!(current.len(), 1);
+    let layout = Layout {
+        map_type: BPF_MAP_TYPE_HASH,
+        key_size: 4,
+        value_size: 12,
+        max_entries: MAX_NETWORKS,
+    };
+    let data = migrate::create_map(MAP_NETWORKS, layout, 0)?;
+    let mut old: HashMap<MapData, [u8; 4], [u8; 12]> =
+        HashMap::try_from(aya::maps::Map::from_map_data(data)?)?;
+    for (k, v) in &current {
+        let key: [u8; 4] = k.as_slice().try_into()?;
+        let value: [u8; 12] = v[..12].try_into()?;
+        old.insert(key, value, 0)?;
+    }
+    migrate::replace_pin(old.map(), &map_pin(&node, MAP_NETWORKS))?;
+    let before = snapshot(&node)?;
+    assert_eq!(before.entries[MAP_NETWORKS].len(), 1);
+
+    assert_clear_refusal(&agent_refusal(&node)?);
+    assert_eq!(
+        snapshot(&node)?,
+        before,
+        "a refused agent must change nothing"
+    );
+
+    let out = node.weft_unchecked(&["network", "create", "red", "--subnet", "10.2.0.0/24"])?;
+    assert!(!out.status.success(), "the CLI must refuse too");
+    assert_clear_refusal(&String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        snapshot(&node)?,
+        before,
+        "a refused CLI must change nothing"
+    );
+
+    // The running programs still hold the original map: traffic is untouched.
+    assert_eq!(a.ping(&ip_b, 3)?, 3);
+    Ok(())
+}

@@ -1,0 +1,773 @@
+//! Map layout versioning and migration: what a new weft does with maps an
+//! older (or newer) weft pinned.
+//!
+//! `EbpfLoader` reuses a pinned map by name without looking at it, so a
+//! weft whose map layout changed would read and write a map of another
+//! shape. Before the loader runs, [`plan`] compares every pinned map's
+//! kernel layout (type, key size, value size, max entries, from
+//! `BPF_OBJ_GET_INFO_BY_FD` on the pin) with the embedded object's
+//! definition of it:
+//!
+//! - identical: reused as before;
+//! - different, and [`MIGRATIONS`] knows that (map, from, to) change: a new
+//!   map is created from the object's definition, every entry is copied
+//!   through the migration's conversion, the new map is pinned under a
+//!   temporary name and renamed over the old pin (bpffs supports rename, so
+//!   the pin never goes missing);
+//! - different otherwise (including any change of a per-CPU counter map:
+//!   counters are not migrated): refused with [`Error::Conflict`] naming
+//!   each map, both layouts and what to do, before anything is changed.
+//!
+//! Programs keep the maps they were loaded with, so after a migration (or
+//! whenever a pinned program or attached link refers to maps or programs
+//! that are no longer the pinned ones) [`refresh_programs`] loads the
+//! programs again against the pinned maps, puts the tail-call targets in
+//! `WEFT_TAILS`, atomically swaps each pinned TCX link onto the new program
+//! (`BPF_LINK_UPDATE`, kernel >= 6.6: traffic keeps flowing, no detach) and
+//! renames the new program pins over the old ones.
+//!
+//! What was pinned is recorded in `WEFT_META`, an array map pinned next to
+//! the maps (bpffs holds only BPF objects, and a record there lives and dies
+//! with the pins it describes: `weft teardown` or a reboot removes both,
+//! where a file in the state directory would outlive them). Each slot is a
+//! [`MetaRecord`]: map name, the map ABI version that pinned it, and its
+//! layout. The kernel's view of each pin is what [`plan`] compares (it is
+//! the truth); the record adds which ABI version pinned a map, so a newer
+//! weft's layout is never "migrated" by an older one, and errors can say
+//! which version to run. `bpftool map dump pinned <bpffs>/maps/WEFT_META`
+//! shows it.
+
+use std::{
+    collections::{BTreeMap, HashMap as StdHashMap},
+    fmt, fs,
+    io::ErrorKind,
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, Map, MapData, MapError, MapInfo, ProgramArray},
+    programs::{
+        ProgramInfo, SchedClassifier,
+        links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
+    },
+};
+use aya_obj::maps::PinningType;
+use bytemuck::{Pod, Zeroable};
+use weft_common::{
+    ABI_VERSION,
+    maps::{
+        FdbEntry, FloodList, MAP_FLOOD, MAP_TAILS, MAX_NETWORKS, PROG_NAT_EGRESS, TAIL_NAT_EGRESS,
+    },
+};
+
+use crate::{
+    error::{Error, Result},
+    object::ebpf_object,
+    paths::Paths,
+};
+
+/// The layout record pinned next to the maps (not part of the eBPF object:
+/// userspace creates it).
+pub const MAP_META: &str = "WEFT_META";
+/// Slots of [`MAP_META`]: one per pinned map, with room to grow.
+pub const META_SLOTS: u32 = 64;
+
+/// Kernel map types weft uses (`enum bpf_map_type`).
+pub const BPF_MAP_TYPE_HASH: u32 = 1;
+pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+
+/// Suffix of a pin being prepared, renamed over its final name when
+/// complete. bpffs refuses names containing `.` (reserved by the kernel).
+pub const TEMP_SUFFIX: &str = "-new";
+
+/// Tail-call targets: program name and its `WEFT_TAILS` slot.
+const TAILS: [(&str, u32); 1] = [(PROG_NAT_EGRESS, TAIL_NAT_EGRESS)];
+
+/// What the kernel knows of a map's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Layout {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.map_type {
+            1 => "hash".to_owned(),
+            2 => "array".to_owned(),
+            3 => "prog_array".to_owned(),
+            6 => "percpu_array".to_owned(),
+            9 => "lru_hash".to_owned(),
+            11 => "lpm_trie".to_owned(),
+            27 => "ringbuf".to_owned(),
+            n => format!("map type {n}"),
+        };
+        write!(
+            f,
+            "{kind}, key {} B, value {} B, {} entries",
+            self.key_size, self.value_size, self.max_entries
+        )
+    }
+}
+
+impl Layout {
+    fn of(info: &MapInfo) -> Result<Self> {
+        let map_type = info
+            .map_type()
+            .map_err(|e| Error::map("the kernel reports an unknown map type", e))?;
+        Ok(Self {
+            map_type: map_type as u32,
+            key_size: info.key_size(),
+            value_size: info.value_size(),
+            max_entries: info.max_entries(),
+        })
+    }
+}
+
+/// One slot of [`MAP_META`]; an all-zero slot is unused.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct MetaRecord {
+    /// The map's name, NUL-padded.
+    pub name: [u8; 16],
+    /// `weft_common::ABI_VERSION` of the weft that pinned (or migrated) it.
+    pub abi_version: u32,
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub _pad: u32,
+}
+
+// SAFETY: `#[repr(C)]`, no padding (asserted below), every field an integer.
+unsafe impl aya::Pod for MetaRecord {}
+
+const _: () = assert!(size_of::<MetaRecord>() == 40);
+
+impl MetaRecord {
+    pub fn name(&self) -> String {
+        let end = self.name.iter().position(|&b| b == 0).unwrap_or(16);
+        String::from_utf8_lossy(&self.name[..end]).into_owned()
+    }
+
+    pub fn layout(&self) -> Layout {
+        Layout {
+            map_type: self.map_type,
+            key_size: self.key_size,
+            value_size: self.value_size,
+            max_entries: self.max_entries,
+        }
+    }
+}
+
+/// A known change of one map's layout and how entries cross it.
+pub struct Migration {
+    pub map: &'static str,
+    pub from: Layout,
+    pub to: Layout,
+    /// What changes, for the report.
+    pub what: &'static str,
+    /// Copies every entry of `old` into `new` (converted); returns how many.
+    copy: fn(&Map, &mut Map) -> Result<usize, MapError>,
+}
+
+/// Members of a flood list in the smaller, earlier layout of [`MAP_FLOOD`]
+/// weft migrates from: 16, where the current one has `MAX_FLOOD` = 32. The
+/// worked example of a value that grew by appending fields.
+pub const FLOOD_16_MEMBERS: usize = 16;
+
+/// [`FloodList`] with [`FLOOD_16_MEMBERS`] members.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct FloodList16 {
+    pub count: u32,
+    pub members: [FdbEntry; FLOOD_16_MEMBERS],
+}
+
+// SAFETY: `#[repr(C)]`, `Pod`: any byte pattern is a valid value.
+unsafe impl aya::Pod for FloodList16 {}
+
+/// The 16-member layout of [`MAP_FLOOD`].
+pub const FLOOD_16_LAYOUT: Layout = Layout {
+    map_type: BPF_MAP_TYPE_HASH,
+    key_size: 4,
+    value_size: size_of::<FloodList16>() as u32,
+    max_entries: MAX_NETWORKS,
+};
+
+/// The current layout of [`MAP_FLOOD`].
+pub const FLOOD_LAYOUT: Layout = Layout {
+    map_type: BPF_MAP_TYPE_HASH,
+    key_size: 4,
+    value_size: size_of::<FloodList>() as u32,
+    max_entries: MAX_NETWORKS,
+};
+
+/// Every layout change weft can carry entries across.
+pub static MIGRATIONS: [Migration; 1] = [Migration {
+    map: MAP_FLOOD,
+    from: FLOOD_16_LAYOUT,
+    to: FLOOD_LAYOUT,
+    what: "flood lists grow from 16 to 32 members (new members zeroed)",
+    copy: flood_16_to_32,
+}];
+
+fn flood_16_to_32(old: &Map, new: &mut Map) -> Result<usize, MapError> {
+    let old: HashMap<&MapData, u32, FloodList16> = HashMap::try_from(old)?;
+    let mut new: HashMap<&mut MapData, u32, FloodList> = HashMap::try_from(new)?;
+    let mut n = 0;
+    for entry in old.iter() {
+        let (id, v16) = entry?;
+        let mut list = FloodList::zeroed();
+        list.count = v16.count.min(FLOOD_16_MEMBERS as u32);
+        list.members[..FLOOD_16_MEMBERS].copy_from_slice(&v16.members);
+        new.insert(id, list, 0)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// A map whose layout changed and what will be done about it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Migrated {
+    pub map: String,
+    pub from: Layout,
+    pub to: Layout,
+    pub what: String,
+    /// Entries copied.
+    pub entries: usize,
+}
+
+/// What [`Datapath::open`](crate::datapath::Datapath::open) migrated and
+/// reloaded.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub migrated: Vec<Migrated>,
+    /// Programs loaded again against the pinned maps.
+    pub reloaded_programs: Vec<String>,
+    /// Link pins (interface names) moved onto the reloaded programs.
+    pub relinked: Vec<String>,
+}
+
+impl Report {
+    pub fn is_empty(&self) -> bool {
+        self.migrated.is_empty() && self.reloaded_programs.is_empty()
+    }
+}
+
+/// The plan for the pins: the migrations to run, all known (a layout with
+/// no migration is an error from [`plan`]).
+#[derive(Default)]
+pub struct Plan {
+    steps: Vec<&'static Migration>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+struct ObjectMap {
+    layout: Layout,
+    def: aya_obj::Map,
+}
+
+/// The embedded object's pinned maps, with the layout the loader creates
+/// them with (ring buffers: value size 0, as aya sets it).
+fn object_maps() -> Result<&'static BTreeMap<String, ObjectMap>> {
+    static MAPS: OnceLock<std::result::Result<BTreeMap<String, ObjectMap>, String>> =
+        OnceLock::new();
+    MAPS.get_or_init(|| {
+        let obj = aya_obj::Object::parse(ebpf_object()).map_err(|e| e.to_string())?;
+        Ok(obj
+            .maps
+            .into_iter()
+            .filter(|(_, m)| m.pinning() == PinningType::ByName)
+            .map(|(name, def)| {
+                let map_type = def.map_type();
+                let value_size = if map_type == 27 { 0 } else { def.value_size() };
+                let layout = Layout {
+                    map_type,
+                    key_size: def.key_size(),
+                    value_size,
+                    max_entries: def.max_entries(),
+                };
+                (name, ObjectMap { layout, def })
+            })
+            .collect())
+    })
+    .as_ref()
+    .map_err(|e| {
+        Error::Invalid(format!(
+            "the embedded eBPF object does not parse ({e}); this weft build is broken, rebuild it"
+        ))
+    })
+}
+
+/// The layout the embedded object gives map `name`.
+pub fn object_layout(name: &str) -> Result<Option<Layout>> {
+    Ok(object_maps()?.get(name).map(|m| m.layout))
+}
+
+/// The kernel layout and id of the map pinned at `pin`, if one is.
+pub fn pinned_layout(pin: &Path) -> Result<Option<(Layout, u32)>> {
+    match MapInfo::from_pin(pin) {
+        Ok(info) => Ok(Some((Layout::of(&info)?, info.id()))),
+        Err(MapError::SyscallError(e)) if e.io_error.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::map(
+            format!("cannot read the pinned map {}", pin.display()),
+            e,
+        )),
+    }
+}
+
+/// Compares every pinned map with the embedded object. Changes nothing;
+/// fails naming every map whose layout changed with no known migration.
+pub fn plan(paths: &Paths) -> Result<Plan> {
+    let recorded = read_meta(paths)?;
+    let mut plan = Plan::default();
+    let mut refused = Vec::new();
+    for (name, want) in object_maps()? {
+        let pin = paths.maps_dir().join(name);
+        let Some((have, _)) = pinned_layout(&pin)? else {
+            continue;
+        };
+        if have == want.layout {
+            continue;
+        }
+        let pinned_by = recorded
+            .iter()
+            .find(|r| &r.name() == name)
+            .map(|r| r.abi_version);
+        let newer = pinned_by.is_some_and(|v| v > ABI_VERSION);
+        match MIGRATIONS
+            .iter()
+            .find(|m| m.map == name && m.from == have && m.to == want.layout)
+        {
+            Some(m) if !newer => plan.steps.push(m),
+            _ => refused.push((name.clone(), have, want.layout, pinned_by)),
+        }
+    }
+    if refused.is_empty() {
+        return Ok(plan);
+    }
+    let mut msg = format!(
+        "the maps pinned in {} have a layout this weft (map ABI v{ABI_VERSION}) cannot use \
+         and knows no migration for:",
+        paths.maps_dir().display()
+    );
+    let mut versions = Vec::new();
+    for (name, have, want, by) in &refused {
+        let by = match by {
+            Some(v) => {
+                versions.push(*v);
+                format!("pinned by map ABI v{v}")
+            }
+            None => "pinned by a weft that recorded no layout".to_owned(),
+        };
+        msg.push_str(&format!(
+            "\n  {name}: pinned {have} ({by}); this weft needs {want}"
+        ));
+    }
+    versions.sort_unstable();
+    versions.dedup();
+    let which = match versions.as_slice() {
+        [v] => format!("the weft release with map ABI v{v}"),
+        _ => "the weft release that pinned them".to_owned(),
+    };
+    msg.push_str(&format!(
+        "\nNothing was changed. Run {which} instead, or run `weft teardown` (it removes every \
+         network and endpoint of this node, and their state) and set the node up again."
+    ));
+    Err(Error::Conflict(msg))
+}
+
+/// Runs `plan`: every migrated map is built and filled under a temporary
+/// pin first, then all are renamed over the old pins. A failure before the
+/// renames removes the temporary pins and leaves the old maps as they were.
+pub fn migrate_maps(paths: &Paths, plan: &Plan) -> Result<Vec<Migrated>> {
+    let objects = object_maps()?;
+    let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut done = Vec::new();
+    let result = (|| -> Result<()> {
+        for step in &plan.steps {
+            let pin = paths.maps_dir().join(step.map);
+            let temp = paths.maps_dir().join(format!("{}{TEMP_SUFFIX}", step.map));
+            remove_pin(&temp)?;
+            let old = MapData::from_pin(&pin)
+                .and_then(Map::from_map_data)
+                .map_err(|e| {
+                    Error::map(format!("cannot open the pinned map {}", pin.display()), e)
+                })?;
+            let def = objects
+                .get(step.map)
+                .ok_or_else(|| Error::Invalid(format!("the object has no map {}", step.map)))?;
+            let mut new = MapData::create(def.def.clone(), step.map, None)
+                .and_then(Map::from_map_data)
+                .map_err(|e| Error::map(format!("cannot create the new {}", step.map), e))?;
+            let entries = (step.copy)(&old, &mut new).map_err(|e| {
+                Error::map(
+                    format!(
+                        "cannot copy the entries of {} into its new layout",
+                        step.map
+                    ),
+                    e,
+                )
+            })?;
+            new.pin(&temp)
+                .map_err(|e| Error::pin(format!("cannot pin {}", temp.display()), e))?;
+            staged.push((temp, pin));
+            done.push(Migrated {
+                map: step.map.to_owned(),
+                from: step.from,
+                to: step.to,
+                what: step.what.to_owned(),
+                entries,
+            });
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for (temp, _) in &staged {
+            let _ = fs::remove_file(temp);
+        }
+        return Err(e);
+    }
+    for (temp, pin) in &staged {
+        fs::rename(temp, pin).map_err(|e| {
+            Error::io(
+                format!("cannot rename {} over {}", temp.display(), pin.display()),
+                e,
+            )
+        })?;
+    }
+    for m in &done {
+        log::warn!(
+            "migrated map {}: {} -> {} ({}; {} entries copied)",
+            m.map,
+            m.from,
+            m.to,
+            m.what,
+            m.entries
+        );
+    }
+    Ok(done)
+}
+
+/// Names of pinned files in `dir` (temporary pins skipped).
+fn pins_in(dir: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.ends_with(TEMP_SUFFIX))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Pinned program name -> kernel id.
+fn pinned_programs(paths: &Paths) -> Vec<(String, u32)> {
+    pins_in(&paths.progs_dir())
+        .into_iter()
+        .filter_map(|name| {
+            let info = ProgramInfo::from_pin(paths.prog_pin(&name)).ok()?;
+            Some((name, info.id()))
+        })
+        .collect()
+}
+
+/// Why the pinned programs must be loaded again, if they must: a pinned
+/// program uses a map that is no longer the pinned one of that name, or a
+/// pinned link runs a program that is no longer pinned (a migration, or a
+/// refresh interrupted half way).
+pub fn stale_programs(paths: &Paths) -> Result<Option<String>> {
+    let mut pinned_maps = StdHashMap::new();
+    for name in object_maps()?.keys() {
+        if let Some((_, id)) = pinned_layout(&paths.maps_dir().join(name))? {
+            pinned_maps.insert(name.clone(), id);
+        }
+    }
+    let programs = pinned_programs(paths);
+    for (prog, _) in &programs {
+        let Ok(Some(ids)) =
+            ProgramInfo::from_pin(paths.prog_pin(prog)).and_then(|info| info.map_ids())
+        else {
+            continue;
+        };
+        for id in ids {
+            let Ok(info) = MapInfo::from_id(id) else {
+                continue;
+            };
+            let Some(name) = info.name_as_str() else {
+                continue;
+            };
+            if let Some(&pinned) = pinned_maps.get(name)
+                && pinned != id
+            {
+                return Ok(Some(format!(
+                    "program {prog} uses map {name} #{id}, but #{pinned} is pinned"
+                )));
+            }
+        }
+    }
+    for link in pins_in(&paths.links_dir()) {
+        let Ok(pinned) = PinnedLink::from_pin(paths.link_pin(&link)) else {
+            continue;
+        };
+        let Ok(info) = FdLink::from(pinned).info() else {
+            continue;
+        };
+        if !programs.iter().any(|(_, id)| *id == info.program_id()) {
+            return Ok(Some(format!(
+                "link {link} runs program #{}, which is not pinned",
+                info.program_id()
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Loads every pinned program again from `ebpf` (whose maps are the pinned
+/// ones), installs the tail-call targets, swaps every pinned link onto its
+/// program's new copy (`BPF_LINK_UPDATE`: atomic, the interface is never
+/// without a program) and renames the new program pins over the old ones,
+/// last, so an interruption is found again by [`stale_programs`].
+pub fn refresh_programs(ebpf: &mut Ebpf, paths: &Paths, report: &mut Report) -> Result<()> {
+    let old = pinned_programs(paths);
+    // Links whose program is not pinned any more: match by kernel name
+    // (truncated to 15 bytes), e.g. after an interrupted refresh.
+    let kernel_name = |name: &str| name.chars().take(15).collect::<String>();
+    let names: Vec<String> = old.iter().map(|(n, _)| n.clone()).collect();
+    for name in &names {
+        let prog = classifier(ebpf, name)?;
+        prog.load()
+            .map_err(|e| Error::program(format!("the kernel rejected {name}"), e))?;
+    }
+    for (prog_name, slot) in TAILS {
+        if !names.iter().any(|n| n == prog_name) {
+            continue;
+        }
+        let fd = classifier(ebpf, prog_name)?
+            .fd()
+            .and_then(|fd| fd.try_clone().map_err(Into::into))
+            .map_err(|e| Error::program(format!("cannot use {prog_name}'s fd"), e))?;
+        let map = ebpf
+            .map_mut(MAP_TAILS)
+            .ok_or_else(|| Error::Invalid(format!("the object has no map {MAP_TAILS}")))?;
+        ProgramArray::try_from(map)
+            .and_then(|mut tails| tails.set(slot, &fd, 0))
+            .map_err(|e| Error::map(format!("cannot install {prog_name} in {MAP_TAILS}"), e))?;
+    }
+    for link in pins_in(&paths.links_dir()) {
+        let pin = paths.link_pin(&link);
+        let fd_link = FdLink::from(
+            PinnedLink::from_pin(&pin)
+                .map_err(|e| Error::link(format!("cannot open link {}", pin.display()), e))?,
+        );
+        let prog_id = fd_link
+            .info()
+            .map_err(|e| Error::link(format!("cannot read link {}", pin.display()), e))?
+            .program_id();
+        let name = match old.iter().find(|(_, id)| *id == prog_id) {
+            Some((name, _)) => name.clone(),
+            None => {
+                let kernel = aya::programs::loaded_programs()
+                    .filter_map(|p| p.ok())
+                    .find(|p| p.id() == prog_id)
+                    .and_then(|p| p.name_as_str().map(str::to_owned));
+                match kernel.and_then(|k| names.iter().find(|n| kernel_name(n) == k).cloned()) {
+                    Some(name) => name,
+                    None => {
+                        log::warn!(
+                            "link {link} runs program #{prog_id}, which weft did not pin; left as is"
+                        );
+                        continue;
+                    }
+                }
+            }
+        };
+        let tc_link = SchedClassifierLink::try_from(fd_link)
+            .map_err(|e| Error::link(format!("link {} is not a TCX link", pin.display()), e))?;
+        let prog = classifier(ebpf, &name)?;
+        let id = prog.attach_to_link(tc_link).map_err(|e| {
+            Error::program(format!("cannot move link {link} onto the new {name}"), e)
+        })?;
+        // The pin keeps the link; dropping our handle only closes an fd.
+        let _handle = prog.take_link(id);
+        report.relinked.push(link);
+    }
+    for name in &names {
+        let pin = paths.prog_pin(name);
+        let temp = paths.progs_dir().join(format!("{name}{TEMP_SUFFIX}"));
+        remove_pin(&temp)?;
+        classifier(ebpf, name)?
+            .pin(&temp)
+            .map_err(|e| Error::pin(format!("cannot pin {name} at {}", temp.display()), e))?;
+        fs::rename(&temp, &pin).map_err(|e| {
+            Error::io(
+                format!("cannot rename {} over {}", temp.display(), pin.display()),
+                e,
+            )
+        })?;
+        report.reloaded_programs.push(name.clone());
+    }
+    log::warn!(
+        "reloaded programs {:?} against the pinned maps; links moved: {:?}",
+        report.reloaded_programs,
+        report.relinked
+    );
+    Ok(())
+}
+
+fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "program {name} is pinned but this weft's eBPF object has no such program; \
+                 run `weft teardown` or the weft version that pinned it"
+            ))
+        })?
+        .try_into()
+        .map_err(|e| Error::program(format!("{name} is not a TC program"), e))
+}
+
+/// A map of `layout` named `name`, not pinned (for [`MAP_META`], and for
+/// tests that recreate an old layout).
+pub fn create_map(name: &str, layout: Layout, flags: u32) -> Result<MapData> {
+    let def = aya_obj::Map::new_from_params(
+        layout.map_type,
+        layout.key_size,
+        layout.value_size,
+        layout.max_entries,
+        flags,
+    );
+    MapData::create(def, name, None).map_err(|e| Error::map(format!("cannot create {name}"), e))
+}
+
+/// Pins `map` at `pin`, replacing what is pinned there in one rename.
+pub fn replace_pin(map: &MapData, pin: &Path) -> Result<()> {
+    let file = pin.file_name().and_then(|n| n.to_str()).unwrap_or("map");
+    let temp = pin.with_file_name(format!("{file}{TEMP_SUFFIX}"));
+    remove_pin(&temp)?;
+    map.pin(&temp)
+        .map_err(|e| Error::pin(format!("cannot pin {}", temp.display()), e))?;
+    fs::rename(&temp, pin).map_err(|e| {
+        let _ = fs::remove_file(&temp);
+        Error::io(
+            format!("cannot rename {} over {}", temp.display(), pin.display()),
+            e,
+        )
+    })
+}
+
+fn remove_pin(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("cannot remove {}", path.display()), e)),
+    }
+}
+
+const META_LAYOUT: Layout = Layout {
+    map_type: BPF_MAP_TYPE_ARRAY,
+    key_size: 4,
+    value_size: size_of::<MetaRecord>() as u32,
+    max_entries: META_SLOTS,
+};
+
+/// The records of [`MAP_META`] (empty if none is pinned, or it has another
+/// layout).
+pub fn read_meta(paths: &Paths) -> Result<Vec<MetaRecord>> {
+    let pin = paths.maps_dir().join(MAP_META);
+    match pinned_layout(&pin)? {
+        Some((layout, _)) if layout == META_LAYOUT => {}
+        _ => return Ok(Vec::new()),
+    }
+    let data = MapData::from_pin(&pin)
+        .map_err(|e| Error::map(format!("cannot open {}", pin.display()), e))?;
+    let map = Map::from_map_data(data)
+        .map_err(|e| Error::map(format!("cannot open {}", pin.display()), e))?;
+    let meta: Array<MapData, MetaRecord> = Array::try_from(map)
+        .map_err(|e| Error::map(format!("{MAP_META} has an unexpected type"), e))?;
+    Ok(meta
+        .iter()
+        .filter_map(|r| r.ok())
+        .filter(|r| r.name[0] != 0)
+        .collect())
+}
+
+/// Records the layout of every pinned map of the object in [`MAP_META`]
+/// (creating it), keeping the ABI version a map was recorded with while its
+/// layout is unchanged, and stamping this weft's version on new or migrated
+/// maps.
+pub fn record(paths: &Paths) -> Result<()> {
+    let old = read_meta(paths)?;
+    let mut records = Vec::new();
+    for name in object_maps()?.keys() {
+        let Some((layout, _)) = pinned_layout(&paths.maps_dir().join(name))? else {
+            continue;
+        };
+        let abi_version = old
+            .iter()
+            .find(|r| &r.name() == name && r.layout() == layout)
+            .map_or(ABI_VERSION, |r| r.abi_version);
+        let mut rec = MetaRecord {
+            abi_version,
+            map_type: layout.map_type,
+            key_size: layout.key_size,
+            value_size: layout.value_size,
+            max_entries: layout.max_entries,
+            ..MetaRecord::default()
+        };
+        let bytes = name.as_bytes();
+        let n = bytes.len().min(15);
+        rec.name[..n].copy_from_slice(&bytes[..n]);
+        records.push(rec);
+    }
+    if records == old {
+        return Ok(());
+    }
+    let pin = paths.maps_dir().join(MAP_META);
+    let data = match pinned_layout(&pin)? {
+        Some((layout, _)) if layout == META_LAYOUT => MapData::from_pin(&pin)
+            .map_err(|e| Error::map(format!("cannot open {}", pin.display()), e))?,
+        _ => {
+            let map = create_map(MAP_META, META_LAYOUT, 0)?;
+            replace_pin(&map, &pin)?;
+            map
+        }
+    };
+    let map = Map::from_map_data(data)
+        .map_err(|e| Error::map(format!("cannot open {}", pin.display()), e))?;
+    let mut meta: Array<MapData, MetaRecord> = Array::try_from(map)
+        .map_err(|e| Error::map(format!("{MAP_META} has an unexpected type"), e))?;
+    let slots = usize::try_from(META_SLOTS).unwrap_or(usize::MAX);
+    for i in 0..slots.max(records.len()).min(slots) {
+        let rec = records.get(i).copied().unwrap_or_default();
+        meta.set(i as u32, rec, 0)
+            .map_err(|e| Error::map(format!("cannot write {MAP_META}"), e))?;
+    }
+    Ok(())
+}
+
+/// The agent's check at start: refuses (changing nothing) if a pinned
+/// map's layout cannot be migrated; migrates and reloads under the state
+/// lock if needed; otherwise touches nothing (no pins are created).
+pub fn at_agent_start(paths: &Paths) -> Result<Report> {
+    let plan = plan(paths)?;
+    if plan.is_empty() && stale_programs(paths)?.is_none() {
+        return Ok(Report::default());
+    }
+    let _locked = crate::state::Locked::acquire(paths)?;
+    let (_, report) = crate::datapath::Datapath::open_migrating(paths)?;
+    Ok(report)
+}
