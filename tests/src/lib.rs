@@ -6,12 +6,14 @@
 //! - [`frames`]: frames built independently of the datapath code.
 //! - [`topology`]: the networks and endpoints the tables and cost tool use.
 //! - [`netns`], [`node`], [`traffic`]: end-to-end tests in namespaces,
-//!   through the real `weft` binary, with real ICMP, TCP and UDP.
+//!   through the real `weft` binary, with real ICMP, TCP and UDP;
+//!   [`outside`]: a namespace beyond the node's uplink, for masquerade.
 
 pub mod bpffs;
 pub mod fixture;
 pub mod frames;
 pub mod netns;
 pub mod node;
+pub mod outside;
 pub mod topology;
 pub mod traffic;

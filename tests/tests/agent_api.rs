@@ -115,7 +115,7 @@ fn cli_goes_through_the_agent_and_works_directly_without_it() -> Result<()> {
         &["network", "create", "blue", "--subnet", "10.1.0.0/24"],
     )?;
     assert_eq!(
-        out, "network blue: 10.1.0.0/24 gateway 10.1.0.1 (id 1, flood off)\n",
+        out, "network blue: 10.1.0.0/24 gateway 10.1.0.1 (id 1, flood off, masquerade on)\n",
         "the same line as without an agent"
     );
     via_agent(

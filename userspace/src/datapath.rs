@@ -25,6 +25,9 @@ use weft_common::{
     reason::{Drop, Forward},
 };
 
+mod uplink;
+
+pub use self::uplink::detach_uplink;
 use crate::{
     error::{Error, Result},
     mac::Mac,
@@ -55,11 +58,15 @@ pub fn network_info(net: &Network) -> NetworkInfo {
         gateway_ip_be: ip_be(net.gateway),
         subnet_be: ip_be(net.subnet.network()),
         prefix_len: net.subnet.prefix_len(),
-        flags: if net.flood {
+        flags: (if net.flood {
             weft_common::maps::NET_FLAG_FLOOD
         } else {
             0
-        },
+        }) | (if net.masquerade {
+            weft_common::maps::NET_FLAG_MASQUERADE
+        } else {
+            0
+        }),
         gateway_mac: net.gateway_mac().octets(),
     }
 }
@@ -472,7 +479,7 @@ pub fn detach(paths: &Paths, host_ifname: &str) -> Result<()> {
     remove_pin(&paths.link_pin(host_ifname))
 }
 
-fn remove_pin(path: &Path) -> Result<()> {
+pub(crate) fn remove_pin(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -492,7 +499,7 @@ pub struct Counters {
     pub endpoints: Vec<(u32, EndpointStats)>,
 }
 
-fn open_pinned(paths: &Paths, name: &str) -> Result<Option<Map>> {
+pub(crate) fn open_pinned(paths: &Paths, name: &str) -> Result<Option<Map>> {
     let path = paths.maps_dir().join(name);
     if !path.exists() {
         return Ok(None);

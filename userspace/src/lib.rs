@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod cmd;
+pub mod conntrack;
 pub mod datapath;
 pub mod error;
 pub mod ipam;

@@ -12,7 +12,7 @@ use weft::{
         api::{AddEndpoint, CreateNetwork},
         client::{self, segment},
     },
-    cmd::{endpoint, network, stats, teardown},
+    cmd::{ct, endpoint, network, node, stats, teardown},
     output::{Format, render},
     paths::{DEFAULT_BPFFS, DEFAULT_STATE_DIR},
 };
@@ -57,6 +57,16 @@ enum Command {
     Endpoint(EndpointCmd),
     /// Show the datapath's drop, forward and per-endpoint counters.
     Stats(OutputArg),
+    /// The node's uplink: where masqueraded traffic leaves, with which
+    /// address and NAT ports.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Masquerade's connection tracking table.
+    #[command(subcommand)]
+    Ct(CtCmd),
+    /// Masquerade's NAT port use.
+    #[command(subcommand)]
+    Nat(NatCmd),
     /// Remove everything weft made on this node (links, veths, gateway
     /// addresses, pinned maps and program, state). Safe to repeat. Always
     /// runs directly, never through the agent: stop the agent first.
@@ -130,6 +140,15 @@ enum NetworkCmd {
         /// broadcast storms; without it broadcast is dropped.
         #[arg(long)]
         flood: bool,
+        /// Masquerade traffic to destinations outside every weft network
+        /// out of the node's uplink with the node's address (the default;
+        /// takes effect once `weft node set` names an uplink).
+        #[arg(long, overrides_with = "no_masquerade")]
+        masquerade: bool,
+        /// Do not masquerade: traffic to non-weft destinations goes to the
+        /// node's stack with the container's own address.
+        #[arg(long, overrides_with = "masquerade")]
+        no_masquerade: bool,
     },
     /// Remove a network (refused while endpoints are attached).
     Rm { name: String },
@@ -145,6 +164,51 @@ enum NetworkCmd {
     Connect { a: String, b: String },
     /// Stop two networks routing to each other.
     Disconnect { a: String, b: String },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Set (or replace) the uplink: attaches the reverse-NAT program to it
+    /// and turns on IPv4 forwarding in the node namespace.
+    Set {
+        /// The uplink interface in the node namespace.
+        #[arg(long)]
+        uplink: String,
+        /// The address masqueraded traffic leaves with: one of the uplink's.
+        #[arg(long)]
+        ip: String,
+        /// NAT port range MIN-MAX, disjoint from the node's
+        /// net.ipv4.ip_local_port_range. Default: 30000-39999.
+        #[arg(long, value_name = "MIN-MAX")]
+        ports: Option<String>,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Show the uplink.
+    Show(OutputArg),
+    /// Remove the uplink: masquerade stops, its connections are dropped.
+    Unset,
+}
+
+#[derive(Subcommand)]
+enum CtCmd {
+    /// List masqueraded connections, each once.
+    Ls(OutputArg),
+    /// Remove expired connections (the agent does this every 10 s).
+    Gc {
+        /// Also remove connections idle for more than SECONDS (shorter than
+        /// their protocol's timeout; for tests or to free ports at once).
+        #[arg(long, value_name = "SECONDS")]
+        older_than: Option<u64>,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum NatCmd {
+    /// NAT port use by protocol.
+    Ls(OutputArg),
 }
 
 #[derive(Subcommand)]
@@ -246,12 +310,15 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                 subnet,
                 gateway,
                 flood,
+                masquerade: _,
+                no_masquerade,
             } => {
                 let req = CreateNetwork {
                     name,
                     subnet,
                     gateway,
                     flood,
+                    masquerade: !no_masquerade,
                 };
                 let net = match ctx.agent("POST", "/v1/networks", Some(&req)).await? {
                     Some(net) => net,
@@ -262,16 +329,18 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                             subnet: req.subnet,
                             gateway: req.gateway,
                             flood: req.flood,
+                            masquerade: req.masquerade,
                         },
                     )?,
                 };
                 println!(
-                    "network {}: {} gateway {} (id {}, flood {})",
+                    "network {}: {} gateway {} (id {}, flood {}, masquerade {})",
                     net.name,
                     net.subnet,
                     net.gateway,
                     net.id,
-                    if net.flood { "on" } else { "off" }
+                    if net.flood { "on" } else { "off" },
+                    if net.masquerade { "on" } else { "off" }
                 );
             }
             NetworkCmd::Rm { name } => {
@@ -376,6 +445,71 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                 print!("{}", render(o.output, &list));
             }
         },
+        Command::Node(cmd) => match cmd {
+            NodeCmd::Set {
+                uplink,
+                ip,
+                ports,
+                output,
+            } => {
+                let req = node::SetArgs { uplink, ip, ports };
+                let view = match ctx.agent("PUT", "/v1/node", Some(&req)).await? {
+                    Some(view) => view,
+                    None => node::set(paths, &req).await?,
+                };
+                print!("{}", render(output.output, &view));
+                if output.output == Format::Table {
+                    println!(
+                        "IPv4 forwarding is on in the node namespace \
+                         (net.ipv4.conf.all.forwarding=1): masquerade's route lookup needs it"
+                    );
+                }
+            }
+            NodeCmd::Show(o) => {
+                let view = match ctx.agent("GET", "/v1/node", NO_BODY).await? {
+                    Some(view) => view,
+                    None => node::show(paths)?,
+                };
+                print!("{}", render(o.output, &view));
+            }
+            NodeCmd::Unset => {
+                if ctx
+                    .agent::<node::NodeView>("DELETE", "/v1/node", NO_BODY)
+                    .await?
+                    .is_none()
+                {
+                    node::unset(paths)?;
+                }
+                println!("node uplink removed: masquerade is off");
+            }
+        },
+        Command::Ct(cmd) => match cmd {
+            CtCmd::Ls(o) => {
+                let list = match ctx.agent("GET", "/v1/conntrack", NO_BODY).await? {
+                    Some(list) => list,
+                    None => ct::list(paths)?,
+                };
+                print!("{}", render(o.output, &list));
+            }
+            CtCmd::Gc { older_than, output } => {
+                let path = match older_than {
+                    Some(s) => format!("/v1/conntrack/gc?older_than={s}"),
+                    None => "/v1/conntrack/gc".to_owned(),
+                };
+                let done = match ctx.agent("POST", &path, NO_BODY).await? {
+                    Some(done) => done,
+                    None => ct::gc(paths, older_than)?,
+                };
+                print!("{}", render(output.output, &done));
+            }
+        },
+        Command::Nat(NatCmd::Ls(o)) => {
+            let view = match ctx.agent("GET", "/v1/nat", NO_BODY).await? {
+                Some(view) => view,
+                None => ct::nat(paths)?,
+            };
+            print!("{}", render(o.output, &view));
+        }
         Command::Stats(o) => {
             let view = match ctx.agent("GET", "/v1/stats", NO_BODY).await? {
                 Some(view) => view,

@@ -43,7 +43,7 @@ pub fn render<T: Render>(format: Format, value: &T) -> String {
 }
 
 /// Left-aligned columns separated by two spaces.
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -78,6 +78,10 @@ pub struct NetworkView {
     pub gateway: Ipv4Addr,
     pub gateway_mac: Mac,
     pub flood: bool,
+    /// Traffic to non-weft destinations is masqueraded out of the node's
+    /// uplink (when one is set: `weft node set`).
+    #[serde(default)]
+    pub masquerade: bool,
     pub connected: Vec<String>,
     pub endpoints: usize,
 }
@@ -92,6 +96,7 @@ impl NetworkView {
             gateway: net.gateway,
             gateway_mac: net.gateway_mac(),
             flood: net.flood,
+            masquerade: net.masquerade,
             connected: connected.into_iter().collect(),
             endpoints: state.endpoints_of(&net.name).count(),
         }
@@ -105,6 +110,7 @@ impl NetworkView {
             self.gateway.to_string(),
             self.gateway_mac.to_string(),
             if self.flood { "yes" } else { "no" }.into(),
+            if self.masquerade { "yes" } else { "no" }.into(),
             if self.connected.is_empty() {
                 "-".into()
             } else {
@@ -115,13 +121,14 @@ impl NetworkView {
     }
 }
 
-const NETWORK_HEADERS: [&str; 8] = [
+const NETWORK_HEADERS: [&str; 9] = [
     "NAME",
     "ID",
     "SUBNET",
     "GATEWAY",
     "GATEWAY MAC",
     "FLOOD",
+    "MASQUERADE",
     "CONNECTED",
     "ENDPOINTS",
 ];

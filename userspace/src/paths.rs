@@ -64,6 +64,13 @@ impl Paths {
         self.links_dir().join(host_ifname)
     }
 
+    /// The pin of the TCX link on the node's uplink. Kept out of
+    /// [`Self::links_dir`], whose entries name endpoint veths that teardown
+    /// deletes.
+    pub fn uplink_link_pin(&self) -> PathBuf {
+        self.bpffs.join("uplink-link")
+    }
+
     pub fn state_file(&self) -> PathBuf {
         self.state_dir.join("state.json")
     }

@@ -36,6 +36,10 @@ pub struct State {
     pub next_network_id: u32,
     pub networks: Vec<Network>,
     pub endpoints: Vec<Endpoint>,
+    /// The node's uplink for masquerade (`weft node set`); absent in state
+    /// files written before masquerade existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeUplink>,
 }
 
 impl Default for State {
@@ -45,8 +49,27 @@ impl Default for State {
             next_network_id: 1,
             networks: Vec::new(),
             endpoints: Vec::new(),
+            node: None,
         }
     }
+}
+
+/// The node's uplink: where masqueraded traffic leaves, with which address
+/// and NAT port range.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeUplink {
+    /// Interface name in the node namespace.
+    pub uplink: String,
+    pub uplink_ifindex: u32,
+    /// The address masqueraded traffic leaves with (one of the uplink's).
+    pub ip: Ipv4Addr,
+    /// NAT port range, inclusive.
+    pub port_min: u16,
+    pub port_max: u16,
+    /// `net.ipv4.conf.all.forwarding` before `node set` turned it on, so
+    /// `node unset` and `teardown` put it back; `None` if it was on already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarding_before: Option<String>,
 }
 
 /// A weft network.
@@ -57,6 +80,11 @@ pub struct Network {
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub flood: bool,
+    /// Masquerade traffic to non-weft destinations out of the node's uplink.
+    /// Networks from state files older than masquerade read as `false`,
+    /// as their datapath entries were written without it.
+    #[serde(default)]
+    pub masquerade: bool,
     /// Names of the networks this one routes to (always symmetric).
     pub connected: Vec<String>,
 }
@@ -217,11 +245,22 @@ mod tests {
             subnet: "10.1.0.0/24".parse().unwrap(),
             gateway: Ipv4Addr::new(10, 1, 0, 1),
             flood: false,
+            masquerade: true,
             connected: vec![],
         });
         locked.commit(s.clone()).unwrap();
         drop(locked);
         assert_eq!(read(&paths).unwrap(), s);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn state_without_node_or_masquerade_still_reads() {
+        let old = r#"{"version":1,"next_network_id":2,"networks":[{"name":"a","id":1,
+            "subnet":"10.1.0.0/24","gateway":"10.1.0.1","flood":false,"connected":[]}],
+            "endpoints":[]}"#;
+        let st: State = serde_json::from_str(old).unwrap();
+        assert_eq!(st.node, None);
+        assert!(!st.networks[0].masquerade);
     }
 }

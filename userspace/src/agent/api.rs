@@ -12,6 +12,9 @@
 //! | `GET /v1/endpoints`, `POST /v1/endpoints` | list; `{"network","netns","ip"?,"name"?,"ifname"?,"mtu"?}` -> 201 endpoint |
 //! | `DELETE /v1/endpoints/{name}` | `{"removed": name}` |
 //! | `GET /v1/stats` | counters |
+//! | `GET`, `PUT`, `DELETE /v1/node` | `node show`; `{"uplink","ip","ports"?}` -> node; `node unset` |
+//! | `GET /v1/conntrack`, `POST /v1/conntrack/gc[?older_than=S]` | `ct ls`; `ct gc` |
+//! | `GET /v1/nat` | `nat ls` |
 //!
 //! Reads and `endpoint add` answer the JSON the CLI prints with `-o json`;
 //! `network create` answers the network as `network ls -o json` shows it;
@@ -43,7 +46,7 @@ use tokio::sync::Mutex;
 
 use super::{Startup, client::AGENT_HEADER, drift};
 use crate::{
-    cmd::{endpoint, network, stats},
+    cmd::{ct, endpoint, network, node, stats},
     error::{Error, Result, chain},
     output::Render,
     paths::Paths,
@@ -68,6 +71,21 @@ pub struct CreateNetwork {
     pub gateway: Option<String>,
     #[serde(default)]
     pub flood: bool,
+    /// Default: on.
+    #[serde(default = "default_masquerade")]
+    pub masquerade: bool,
+}
+
+fn default_masquerade() -> bool {
+    true
+}
+
+/// `POST /v1/conntrack/gc` query.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub older_than: Option<u64>,
 }
 
 /// `POST /v1/endpoints`.
@@ -137,6 +155,10 @@ pub fn serve(
             axum::routing::delete(remove_endpoint),
         )
         .route("/v1/stats", get(stats_handler))
+        .route("/v1/node", get(show_node).put(set_node).delete(unset_node))
+        .route("/v1/conntrack", get(conntrack_list))
+        .route("/v1/conntrack/gc", post(conntrack_gc))
+        .route("/v1/nat", get(nat_list))
         .fallback(not_found)
         .with_state(shared)
         .layer(middleware::map_response(move |mut r: Response| {
@@ -242,6 +264,7 @@ async fn create_network(State(s): State<Arc<Shared>>, Body(req): Body<CreateNetw
         subnet: req.subnet,
         gateway: req.gateway,
         flood: req.flood,
+        masquerade: req.masquerade,
     };
     created(
         mutate(
@@ -319,6 +342,39 @@ async fn remove_endpoint(State(s): State<Arc<Shared>>, UrlPath(name): UrlPath<St
     )
 }
 
+async fn show_node(State(s): State<Arc<Shared>>) -> Response {
+    respond(node::show(&s.paths))
+}
+
+async fn set_node(State(s): State<Arc<Shared>>, Body(req): Body<node::SetArgs>) -> Response {
+    respond(
+        mutate(
+            &s,
+            move |paths| async move { node::set(&paths, &req).await },
+        )
+        .await,
+    )
+}
+
+async fn unset_node(State(s): State<Arc<Shared>>) -> Response {
+    respond(mutate(&s, move |paths| async move { node::unset(&paths) }).await)
+}
+
+async fn conntrack_list(State(s): State<Arc<Shared>>) -> Response {
+    respond(ct::list(&s.paths))
+}
+
+async fn conntrack_gc(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<GcQuery>,
+) -> Response {
+    respond(ct::gc(&s.paths, q.older_than))
+}
+
+async fn nat_list(State(s): State<Arc<Shared>>) -> Response {
+    respond(ct::nat(&s.paths))
+}
+
 /// Runs one mutation after those before it, on a blocking thread with its
 /// own runtime (see the module docs). The queue slot travels with the work,
 /// so a client that hangs up does not let the next mutation start early:
@@ -370,7 +426,7 @@ async fn not_found() -> Response {
     error_response(
         StatusCode::NOT_FOUND,
         "no such route; the API serves /v1/status, /v1/networks[/{name}[/connect|disconnect/{other}]], \
-         /v1/endpoints[/{name}] and /v1/stats",
+         /v1/endpoints[/{name}], /v1/stats, /v1/node, /v1/conntrack[/gc] and /v1/nat",
     )
 }
 

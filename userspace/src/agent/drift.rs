@@ -21,6 +21,9 @@ pub struct Drift {
     pub missing_links: Vec<String>,
     /// Pinned links for interfaces no endpoint owns.
     pub stale_links: Vec<String>,
+    /// The node's uplink (from `weft node set`) when its link pin is gone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing_uplink_link: Option<String>,
 }
 
 impl Drift {
@@ -37,6 +40,9 @@ pub struct Repair {
     pub reattached: Vec<String>,
     /// Stale link pins removed.
     pub unpinned: Vec<String>,
+    /// The uplink whose program link was attached again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reattached_uplink: Option<String>,
 }
 
 /// Compares the saved state with the kernel, changing nothing.
@@ -52,6 +58,11 @@ pub async fn check(paths: &Paths) -> Result<Drift> {
         }
     }
     drift.stale_links = stale_link_pins(paths, &st);
+    if let Some(node) = &st.node
+        && !paths.uplink_link_pin().exists()
+    {
+        drift.missing_uplink_link = Some(node.uplink.clone());
+    }
     Ok(drift)
 }
 
@@ -64,7 +75,10 @@ pub async fn repair(paths: &Paths) -> Result<Repair> {
         found: found.clone(),
         ..Repair::default()
     };
-    if found.missing_links.is_empty() && found.stale_links.is_empty() {
+    if found.missing_links.is_empty()
+        && found.stale_links.is_empty()
+        && found.missing_uplink_link.is_none()
+    {
         return Ok(done);
     }
     let st = state::read(paths)?;
@@ -74,6 +88,11 @@ pub async fn repair(paths: &Paths) -> Result<Repair> {
             dp.attach(&ep.host_ifname)?;
             done.reattached.push(name.clone());
         }
+    }
+    if let (Some(uplink), Some(node)) = (&found.missing_uplink_link, &st.node) {
+        dp.attach_uplink(uplink)?;
+        dp.put_node(&crate::cmd::node::node_config(node))?;
+        done.reattached_uplink = Some(uplink.clone());
     }
     for ifname in &found.stale_links {
         datapath::detach(paths, ifname)?;

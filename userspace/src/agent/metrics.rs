@@ -10,9 +10,10 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use weft_common::maps::PROG_FROM_CONTAINER;
+use weft_common::maps::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PROG_FROM_CONTAINER};
 
 use crate::{
+    cmd::ct::proto_name,
     datapath::read_counters,
     error::{Error, Result},
     paths::Paths,
@@ -121,6 +122,40 @@ pub fn render(paths: &Paths) -> Result<String> {
     let networks = Gauge::<i64>::default();
     networks.set(st.networks.len() as i64);
     registry.register("networks", "Networks on this node", networks);
+
+    let entries = crate::conntrack::snapshot(paths)?;
+    let ct_entries = Gauge::<i64>::default();
+    ct_entries.set(entries.len() as i64);
+    registry.register(
+        "conntrack_entries",
+        "Masquerade conntrack entries (two per connection)",
+        ct_entries,
+    );
+    let ports_used = Family::<Labels, Gauge<i64>>::default();
+    let range_size = Gauge::<i64>::default();
+    if let Some(node) = &st.node {
+        let used = crate::conntrack::ports_used(
+            &entries,
+            crate::datapath::ip_be(node.ip),
+            (node.port_min, node.port_max),
+        );
+        for proto in [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP] {
+            let l = vec![("proto".to_owned(), proto_name(proto))];
+            let n = used.get(&proto).map_or(0, |u| u.0);
+            ports_used.get_or_create(&l).set(n as i64);
+        }
+        range_size.set(i64::from(node.port_max - node.port_min) + 1);
+    }
+    registry.register(
+        "nat_ports_used",
+        "Distinct NAT ports held, by protocol",
+        ports_used,
+    );
+    registry.register(
+        "nat_port_range_size",
+        "Ports in the node's NAT range (0: no uplink set)",
+        range_size,
+    );
 
     if let Ok(info) = aya::programs::ProgramInfo::from_pin(paths.prog_pin(PROG_FROM_CONTAINER)) {
         let l = vec![("program".to_owned(), PROG_FROM_CONTAINER.to_owned())];

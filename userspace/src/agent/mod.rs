@@ -76,6 +76,8 @@ pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
         config.metrics_addr
     );
 
+    let gc = tokio::spawn(conntrack_gc(paths.clone()));
+
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("cannot watch SIGTERM", e))?;
     tokio::select! {
@@ -84,8 +86,31 @@ pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
         _ = tokio::signal::ctrl_c() => log::info!("SIGINT: stopping; the datapath keeps running"),
         _ = term.recv() => log::info!("SIGTERM: stopping; the datapath keeps running"),
     }
+    gc.abort();
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// How often the agent collects expired conntrack entries.
+pub const CT_GC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Removes expired conntrack pairs every [`CT_GC_INTERVAL`], as `weft ct
+/// gc` does, so expired NAT ports are handed out again.
+async fn conntrack_gc(paths: Paths) {
+    let mut tick = tokio::time::interval(CT_GC_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let paths = paths.clone();
+        match tokio::task::spawn_blocking(move || crate::conntrack::gc(&paths, None)).await {
+            Ok(Ok(r)) if r.removed > 0 => {
+                log::info!("conntrack gc: removed {} expired entries", r.removed);
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => log::warn!("conntrack gc: {}", crate::error::chain(&e)),
+            Err(e) => log::warn!("conntrack gc task failed: {e}"),
+        }
+    }
 }
 
 /// Takes the node's agent lock, or explains which agent holds it.

@@ -25,6 +25,8 @@ pub struct CreateArgs {
     pub subnet: String,
     pub gateway: Option<String>,
     pub flood: bool,
+    /// Masquerade traffic to non-weft destinations (Docker's default: on).
+    pub masquerade: bool,
 }
 
 /// Creates a network and publishes it to the datapath.
@@ -72,6 +74,7 @@ pub fn create(paths: &Paths, args: &CreateArgs) -> Result<NetworkView> {
         subnet,
         gateway,
         flood: args.flood,
+        masquerade: args.masquerade,
         connected: Vec::new(),
     };
     let mut new = st.clone();

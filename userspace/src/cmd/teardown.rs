@@ -56,6 +56,14 @@ pub async fn teardown(paths: &Paths) -> Result<Removed> {
         }
     }
 
+    // The uplink's link pin goes with the pin directory below; forwarding
+    // is put back as `node unset` would.
+    if let Some(node) = &st.node
+        && let Err(e) = crate::cmd::node::restore_forwarding(node)
+    {
+        log::warn!("{}", chain(&e));
+    }
+
     match fs::remove_dir_all(&paths.bpffs) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => {}

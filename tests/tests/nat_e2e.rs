@@ -1,0 +1,519 @@
+//! Masquerade end to end: containers on a node, an "outside" namespace
+//! beyond the node's uplink that has no route back to any container
+//! subnet, the real `weft` binary, real TCP, UDP and ICMP. Replies can
+//! only come home through masquerade, and the outside servers report the
+//! source address they saw. The agent's part (API routes, the 10 s
+//! conntrack GC, metrics, restarts under load through SNAT) is here too.
+
+use std::{
+    io::{Read, Write},
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use weft_tests::{
+    node::Node,
+    outside::{
+        NODE_UPLINK_IP, OUTSIDE_IP, Outside, UPLINK, tcp_fetch_many, udp_roundtrip, udp_socket_in,
+    },
+    traffic::tcp_connect_answers,
+};
+
+/// A node with network blue (masquerade on by default) and its uplink set.
+fn masquerading_node(ports: Option<&str>) -> Result<(Node, Outside)> {
+    let node = Node::new()?;
+    let outside = Outside::new(&node)?;
+    node.weft(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
+    let mut args = vec!["node", "set", "--uplink", UPLINK, "--ip", NODE_UPLINK_IP];
+    if let Some(p) = ports {
+        args.extend(["--ports", p]);
+    }
+    let out = node.weft(&args)?;
+    assert!(
+        out.contains("forwarding"),
+        "node set must say it enabled forwarding: {out}"
+    );
+    Ok((node, outside))
+}
+
+fn ct(node: &Node) -> Result<Vec<Value>> {
+    let v = node.weft_json(&["ct", "ls"])?;
+    Ok(v.as_array().context("ct ls is a list")?.clone())
+}
+
+/// The connection of `proto` from `src` in `ct ls`, if listed.
+fn ct_find<'a>(conns: &'a [Value], proto: &str, src: &SocketAddr) -> Option<&'a Value> {
+    conns.iter().find(|c| {
+        c["proto"] == proto
+            && c["original"]["src"] == src.ip().to_string()
+            && (proto == "icmp" || c["original"]["sport"] == src.port())
+    })
+}
+
+#[test]
+fn container_reaches_the_outside_through_masquerade() -> Result<()> {
+    let (node, outside) = masquerading_node(None)?;
+    let (c1, ip1) = node.container("blue", "c1")?;
+
+    let shown = node.weft_json(&["node", "show"])?;
+    assert_eq!(shown["uplink"], UPLINK, "{shown}");
+    assert_eq!(shown["ip"], NODE_UPLINK_IP, "{shown}");
+    assert_eq!(
+        (shown["port_min"].as_u64(), shown["port_max"].as_u64()),
+        (Some(30000), Some(39999)),
+        "{shown}"
+    );
+    assert_eq!(shown["attached"], true, "{shown}");
+    assert_eq!(shown["forwarding"], true, "{shown}");
+    let nets = node.weft_json(&["network", "ls"])?;
+    assert_eq!(
+        nets[0]["masquerade"], true,
+        "masquerade is on by default: {nets}"
+    );
+
+    // 1 MB over TCP from the outside; the server sees the node's address.
+    let server = outside.tcp_source(1 << 20, 1)?;
+    let server_port = server.port;
+    let locals = tcp_fetch_many(&c1, server.addr(), 1, 1 << 20, 1)?;
+    let peers = server.finish()?;
+    assert_eq!(
+        peers[0].ip().to_string(),
+        NODE_UPLINK_IP,
+        "the outside must see the node's address, not the container's"
+    );
+    assert!(
+        (30000..=39999).contains(&peers[0].port()),
+        "NAT port {} outside the range",
+        peers[0].port()
+    );
+
+    // A UDP echo.
+    let echo = outside.udp_echo()?;
+    let sock = udp_socket_in(&c1)?;
+    assert!(
+        udp_roundtrip(&sock, echo.addr(), b"through the NAT")?,
+        "UDP echo through masquerade"
+    );
+    let udp_local = sock.local_addr()?;
+    let udp_local: SocketAddr = format!("{ip1}:{}", udp_local.port()).parse()?;
+    let udp_peers = echo.finish()?;
+    assert_eq!(udp_peers[0].ip().to_string(), NODE_UPLINK_IP);
+
+    // ICMP echo.
+    assert_eq!(c1.ping(OUTSIDE_IP, 3)?, 3, "ping container -> outside");
+    assert!(node.forwards("snat")? > 0, "snat counter must move");
+    assert!(node.forwards("reverse_snat")? > 0, "reverse_snat must move");
+
+    // The table lists each connection once, with both tuples and state.
+    let conns = ct(&node)?;
+    let tcp_local: SocketAddr = format!("{ip1}:{}", locals[0].port()).parse()?;
+    let tcp = ct_find(&conns, "tcp", &tcp_local)
+        .with_context(|| format!("no TCP connection from {tcp_local} in {conns:?}"))?;
+    assert_eq!(tcp["original"]["dst"], OUTSIDE_IP, "{tcp}");
+    assert_eq!(tcp["original"]["dport"], server_port, "{tcp}");
+    assert_eq!(tcp["translated"]["dport"], server_port, "{tcp}");
+    assert_eq!(tcp["translated"]["src"], NODE_UPLINK_IP, "{tcp}");
+    assert_eq!(tcp["translated"]["sport"], peers[0].port(), "{tcp}");
+    assert!(
+        ["closed", "fin_wait"].contains(&tcp["state"].as_str().unwrap_or("")),
+        "a finished TCP connection is closing: {tcp}"
+    );
+    assert!(
+        tcp["bytes_reply"].as_u64() >= Some(1 << 20),
+        "1 MB came back: {tcp}"
+    );
+    let udp = ct_find(&conns, "udp", &udp_local)
+        .with_context(|| format!("no UDP connection from {udp_local} in {conns:?}"))?;
+    assert_eq!(udp["state"], "active", "{udp}");
+    assert_eq!(udp["translated"]["src"], NODE_UPLINK_IP, "{udp}");
+    assert_eq!(
+        (udp["packets_orig"].as_u64(), udp["packets_reply"].as_u64()),
+        (Some(1), Some(1)),
+        "{udp}"
+    );
+    let icmp = conns
+        .iter()
+        .find(|c| c["proto"] == "icmp" && c["original"]["src"] == ip1.as_str())
+        .with_context(|| format!("no ICMP connection in {conns:?}"))?;
+    assert_eq!(icmp["translated"]["src"], NODE_UPLINK_IP, "{icmp}");
+    assert_eq!(icmp["packets_orig"].as_u64(), Some(3), "{icmp}");
+    let nat = node.weft_json(&["nat", "ls"])?;
+    assert_eq!(nat["range_size"].as_u64(), Some(10000), "{nat}");
+    for p in nat["protocols"].as_array().context("protocols")? {
+        assert!(p["used"].as_u64() >= Some(1), "{nat}");
+    }
+
+    // `node unset` stops masquerade.
+    node.weft(&["node", "unset"])?;
+    assert_eq!(
+        node.weft_json(&["node", "show"])?["configured"],
+        false,
+        "node show after unset"
+    );
+    assert_eq!(c1.ping(OUTSIDE_IP, 2)?, 0, "no masquerade after node unset");
+    assert!(ct(&node)?.is_empty(), "unset flushes the table");
+    Ok(())
+}
+
+#[test]
+fn a_network_without_masquerade_gets_no_translation() -> Result<()> {
+    let (node, _outside) = masquerading_node(None)?;
+    node.weft(&[
+        "network",
+        "create",
+        "plain",
+        "--subnet",
+        "10.9.0.0/24",
+        "--no-masquerade",
+    ])?;
+    let nets = node.weft_json(&["network", "inspect", "plain"])?;
+    assert_eq!(nets["masquerade"], false, "{nets}");
+    let (c, ip) = node.container("plain", "c")?;
+    assert!(
+        !tcp_connect_answers(&c, OUTSIDE_IP, 9)?,
+        "without masquerade the outside cannot answer (it has no route back)"
+    );
+    assert_eq!(c.ping(OUTSIDE_IP, 2)?, 0);
+    let conns = ct(&node)?;
+    assert!(
+        conns.iter().all(|c| c["original"]["src"] != ip.as_str()),
+        "no conntrack entry for a network without masquerade: {conns:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn node_set_validates_and_undoes() -> Result<()> {
+    let node = Node::new()?;
+    let _outside = Outside::new(&node)?;
+    let fail = |args: &[&str], needle: &str| -> Result<()> {
+        let out = node.weft_unchecked(args)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must fail");
+        assert!(err.contains(needle), "{args:?}: want '{needle}' in: {err}");
+        Ok(())
+    };
+    let set = ["node", "set", "--uplink", UPLINK, "--ip", NODE_UPLINK_IP];
+    fail(
+        &["node", "set", "--uplink", "nope0", "--ip", NODE_UPLINK_IP],
+        "does not exist",
+    )?;
+    fail(
+        &["node", "set", "--uplink", UPLINK, "--ip", "198.18.0.9"],
+        "not an address of uplink",
+    )?;
+    let range = node
+        .ns
+        .exec(&["cat", "/proc/sys/net/ipv4/ip_local_port_range"])?;
+    let low: u32 = String::from_utf8_lossy(&range.stdout)
+        .split_whitespace()
+        .next()
+        .context("range")?
+        .parse()?;
+    let overlapping = format!("{}-{}", low - 10, low + 10);
+    let mut args = set.to_vec();
+    args.extend(["--ports", &overlapping]);
+    fail(&args, "overlap the node's ephemeral ports")?;
+    fail(
+        &[&set[..], &["--ports", "9-3"]].concat(),
+        "invalid port range",
+    )?;
+    let shown = node.weft_json(&["node", "show"])?;
+    assert_eq!(
+        shown["configured"], false,
+        "failed sets leave nothing: {shown}"
+    );
+    fail(&["node", "unset"], "no node uplink is set")?;
+
+    // Through the agent: the same routes.
+    let _agent = node.start_agent()?;
+    node.weft(&set)?;
+    let shown = node.weft_json(&["node", "show"])?;
+    assert_eq!(shown["uplink"], UPLINK, "{shown}");
+    fail(
+        &["node", "set", "--uplink", "nope0", "--ip", NODE_UPLINK_IP],
+        "does not exist",
+    )?;
+    assert_eq!(node.weft_json(&["node", "show"])?["uplink"], UPLINK);
+    node.weft(&["node", "unset"])?;
+    assert_eq!(node.weft_json(&["node", "show"])?["configured"], false);
+    let fwd = node
+        .ns
+        .exec(&["cat", "/proc/sys/net/ipv4/conf/all/forwarding"])?;
+    assert_eq!(
+        String::from_utf8_lossy(&fwd.stdout).trim(),
+        "0",
+        "unset restores forwarding"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_thousand_concurrent_connections_through_snat() -> Result<()> {
+    let (node, outside) = masquerading_node(None)?;
+    let (c1, _) = node.container("blue", "c1")?;
+    let start = Instant::now();
+    let server = outside.tcp_source(1024, 1000)?;
+    let locals = tcp_fetch_many(&c1, server.addr(), 1000, 1024, 20)?;
+    let peers = server.finish()?;
+    let took = start.elapsed();
+    eprintln!("1000 concurrent TCP connections through SNAT: {took:?}");
+    assert_eq!(locals.len(), 1000);
+    assert!(
+        peers.iter().all(|p| p.ip().to_string() == NODE_UPLINK_IP),
+        "every connection must leave with the node's address"
+    );
+    let mut ports: Vec<u16> = peers.iter().map(SocketAddr::port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(
+        ports.len(),
+        1000,
+        "1000 distinct NAT ports towards one server"
+    );
+    assert!(took.as_secs() < 60, "took {took:?}");
+    let tcp_conns = ct(&node)?.iter().filter(|c| c["proto"] == "tcp").count();
+    assert_eq!(tcp_conns, 1000, "ct ls lists each connection once");
+    Ok(())
+}
+
+#[test]
+fn a_tiny_port_range_exhausts_cleanly_and_recovers_after_gc() -> Result<()> {
+    let (node, outside) = masquerading_node(Some("30000-30001"))?;
+    let (c1, _) = node.container("blue", "c1")?;
+    let echo = outside.udp_echo()?;
+    let to = echo.addr();
+    let (a, b, c) = (
+        udp_socket_in(&c1)?,
+        udp_socket_in(&c1)?,
+        udp_socket_in(&c1)?,
+    );
+    assert!(udp_roundtrip(&a, to, b"a")?, "first flow");
+    assert!(udp_roundtrip(&b, to, b"b")?, "second flow");
+    let exhausted = node.drops("nat_ports_exhausted")?;
+    assert!(!udp_roundtrip(&c, to, b"c")?, "a third flow has no port");
+    assert!(
+        node.drops("nat_ports_exhausted")? > exhausted,
+        "nat_ports_exhausted must count the drop"
+    );
+    assert!(udp_roundtrip(&a, to, b"a2")?, "first flow keeps working");
+    assert!(udp_roundtrip(&b, to, b"b2")?, "second flow keeps working");
+    let nat = node.weft_json(&["nat", "ls"])?;
+    let udp = &nat["protocols"][1];
+    assert_eq!(udp["proto"], "udp", "{nat}");
+    assert_eq!(
+        (udp["used"].as_u64(), udp["range_size"].as_u64()),
+        (Some(2), Some(2)),
+        "{nat}"
+    );
+
+    // The 60 s UDP timeout is too long for a test: `--older-than 1`
+    // collects pairs idle over a second, as expiry would.
+    let gc = node.weft_json(&["ct", "gc"])?;
+    assert_eq!(gc["removed"].as_u64(), Some(0), "nothing expired yet: {gc}");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let gc = node.weft_json(&["ct", "gc", "--older-than", "1"])?;
+    assert_eq!(gc["removed"].as_u64(), Some(4), "two pairs collected: {gc}");
+    assert!(udp_roundtrip(&c, to, b"c2")?, "the third flow after gc");
+    let peers = echo.finish()?;
+    assert!(peers.iter().all(|p| p.ip().to_string() == NODE_UPLINK_IP));
+    Ok(())
+}
+
+/// Scrapes the agent's /metrics inside the node namespace.
+fn scrape(node: &Node) -> Result<String> {
+    node.ns
+        .run_in(|| {
+            let mut s = std::net::TcpStream::connect("127.0.0.1:9965")?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: weft\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text)
+        })?
+        .join()
+        .map_err(|_| anyhow::anyhow!("scrape thread panicked"))?
+}
+
+fn sample(text: &str, series: &str) -> Result<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .with_context(|| format!("no sample {series} in:\n{text}"))
+}
+
+/// The agent exports the table's size and port use, and its 10 s GC
+/// removes a closed TCP connection once the 10 s closed timeout passed.
+#[test]
+fn agent_exports_nat_metrics_and_collects_expired_connections() -> Result<()> {
+    let (node, outside) = masquerading_node(Some("30000-30099"))?;
+    let (c1, _) = node.container("blue", "c1")?;
+    let _agent = node.start_agent()?;
+    let server = outside.tcp_source(4096, 1)?;
+    tcp_fetch_many(&c1, server.addr(), 1, 4096, 1)?;
+    server.finish()?;
+    assert_eq!(ct(&node)?.len(), 1, "one connection, through the agent");
+
+    let metrics = scrape(&node)?;
+    assert_eq!(sample(&metrics, "weft_conntrack_entries")?, 2.0);
+    assert_eq!(
+        sample(&metrics, r#"weft_nat_ports_used{proto="tcp"}"#)?,
+        1.0
+    );
+    assert_eq!(
+        sample(&metrics, r#"weft_nat_ports_used{proto="udp"}"#)?,
+        0.0
+    );
+    assert_eq!(sample(&metrics, "weft_nat_port_range_size")?, 100.0);
+
+    // Closed timeout (10 s) + one GC period (10 s) + slack.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ct(&node)?.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent's GC never removed the closed connection: {:?}",
+            ct(&node)?
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(sample(&scrape(&node)?, "weft_conntrack_entries")?, 0.0);
+    Ok(())
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The hitless-restart contract through masquerade: an iperf3 stream and a
+/// 10 ms ping flood from a container to the outside, both translated,
+/// while the agent is SIGKILLed and restarted five times (its GC runs in
+/// between). The stream must finish and no ping gap may exceed 100 ms.
+#[test]
+fn agent_restarts_under_load_through_snat_lose_nothing() -> Result<()> {
+    let (node, outside) = masquerading_node(None)?;
+    let (c1, _) = node.container("blue", "c1")?;
+
+    let server = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            outside.ns.name(),
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            OUTSIDE_IP,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting iperf3 (cargo xtask setup installs it)")?;
+    let _server = KillOnDrop(server);
+    std::thread::sleep(Duration::from_millis(300));
+    let stream = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            c1.name(),
+            "iperf3",
+            "-c",
+            OUTSIDE_IP,
+            "-t",
+            "12",
+            "-J",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let flood = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            c1.name(),
+            "ping",
+            "-n",
+            "-i",
+            "0.01",
+            "-c",
+            "1100",
+            OUTSIDE_IP,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+
+    for _ in 0..5 {
+        let agent = node.start_agent()?;
+        std::thread::sleep(Duration::from_millis(700));
+        agent.kill()?;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    let stream = stream.wait_with_output()?;
+    let report: Value = serde_json::from_slice(&stream.stdout).with_context(|| {
+        format!(
+            "iperf3 printed no JSON: {}",
+            String::from_utf8_lossy(&stream.stderr)
+        )
+    })?;
+    assert!(
+        report.get("error").is_none(),
+        "the TCP stream broke: {}",
+        report["error"]
+    );
+    let received = report["end"]["sum_received"]["bytes"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(received > 0.0, "the stream moved no data: {report}");
+
+    let flood = flood.wait_with_output()?;
+    let text = String::from_utf8_lossy(&flood.stdout);
+    let seqs: Vec<u32> = text
+        .lines()
+        .filter_map(|l| {
+            l.split("icmp_seq=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        seqs.len() > 1000,
+        "only {} of 1100 pings answered",
+        seqs.len()
+    );
+    let longest_gap = seqs
+        .windows(2)
+        .map(|p| p[1].saturating_sub(p[0]).saturating_sub(1))
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "restart under load through SNAT: {} of 1100 pings answered, longest gap {longest_gap} \
+         pings, stream {:.2} Gbit/s",
+        seqs.len(),
+        report["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1e9
+    );
+    assert!(
+        longest_gap < 10,
+        "a gap of {longest_gap} pings (~{} ms) in the flood",
+        longest_gap * 10
+    );
+    let conns = ct(&node)?;
+    assert!(
+        conns.iter().any(|c| c["proto"] == "tcp"
+            && c["translated"]["src"] == NODE_UPLINK_IP
+            && c["bytes_orig"].as_u64() > Some(1 << 20)),
+        "the stream went through SNAT: {conns:?}"
+    );
+    Ok(())
+}

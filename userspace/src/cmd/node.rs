@@ -1,0 +1,298 @@
+//! `weft node set|show|unset`: the node's uplink for masquerade.
+//!
+//! `set` writes `WEFT_NODE[0]`, attaches `weft_from_uplink` to TC ingress of
+//! the uplink (pinned TCX link) and turns on IPv4 forwarding in the node
+//! namespace: masquerade's egress asks `bpf_fib_lookup`, which answers
+//! `BPF_FIB_LKUP_RET_FWD_DISABLED` unless the container veth forwards.
+//! Writing `net.ipv4.conf.all.forwarding` sets every interface and the
+//! default for new ones (`devinet_sysctl_forward`). Only the node
+//! namespace's `/proc/sys/net` is touched: it resolves against the
+//! namespace weft runs in (`--netns`).
+
+use std::{fs, net::Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+use weft_common::maps::{NODE_FLAG_CONFIGURED, NodeConfig};
+
+use crate::{
+    conntrack,
+    datapath::{self, Datapath, ip_be},
+    error::{Error, Result, chain},
+    netlink::Netlink,
+    output::Render,
+    paths::Paths,
+    state::{self, Locked, NodeUplink},
+};
+
+/// The NAT port range when `--ports` is not given.
+pub const DEFAULT_PORTS: (u16, u16) = (30000, 39999);
+
+const FORWARDING: &str = "/proc/sys/net/ipv4/conf/all/forwarding";
+const LOCAL_PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
+/// What `node set` asks for.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetArgs {
+    pub uplink: String,
+    pub ip: String,
+    /// `MIN-MAX`; default [`DEFAULT_PORTS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<String>,
+}
+
+/// `node show`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeView {
+    pub configured: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink_ifindex: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_min: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_max: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_range_size: Option<u32>,
+    /// Whether `weft_from_uplink`'s link is pinned.
+    pub attached: bool,
+    /// `net.ipv4.conf.all.forwarding` in the node namespace.
+    pub forwarding: bool,
+}
+
+impl NodeView {
+    fn new(paths: &Paths, node: Option<&NodeUplink>) -> Self {
+        let forwarding = read_sysctl(FORWARDING).is_ok_and(|v| v == "1");
+        let attached = paths.uplink_link_pin().exists();
+        match node {
+            None => Self {
+                forwarding,
+                attached,
+                ..Self::default()
+            },
+            Some(n) => Self {
+                configured: true,
+                uplink: Some(n.uplink.clone()),
+                uplink_ifindex: Some(n.uplink_ifindex),
+                ip: Some(n.ip),
+                port_min: Some(n.port_min),
+                port_max: Some(n.port_max),
+                port_range_size: Some(u32::from(n.port_max - n.port_min) + 1),
+                attached,
+                forwarding,
+            },
+        }
+    }
+}
+
+impl Render for NodeView {
+    fn table(&self) -> String {
+        match (&self.uplink, self.ip, self.port_min, self.port_max) {
+            (Some(uplink), Some(ip), Some(min), Some(max)) => format!(
+                "uplink: {uplink} (ifindex {})\nmasquerade address: {ip}\nNAT ports: {min}-{max} \
+                 ({} ports)\nuplink program attached: {}\nIPv4 forwarding: {}\n",
+                self.uplink_ifindex.unwrap_or(0),
+                self.port_range_size.unwrap_or(0),
+                if self.attached { "yes" } else { "no" },
+                if self.forwarding { "on" } else { "off" },
+            ),
+            _ => "no node uplink set: masquerade is off (`weft node set --uplink IF --ip IP`)\n"
+                .to_owned(),
+        }
+    }
+}
+
+fn read_sysctl(path: &str) -> Result<String> {
+    fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| Error::io(format!("cannot read {path}"), e))
+}
+
+fn write_sysctl(path: &str, value: &str) -> Result<()> {
+    fs::write(path, value).map_err(|e| Error::io(format!("cannot write {path}"), e))
+}
+
+/// Parses `MIN-MAX` (inclusive, 1-65535, MIN <= MAX).
+pub fn parse_ports(text: &str) -> Result<(u16, u16)> {
+    let bad = || {
+        Error::Invalid(format!(
+            "invalid port range '{text}': expected MIN-MAX with 1 <= MIN <= MAX <= 65535, \
+             e.g. 30000-39999"
+        ))
+    };
+    let (min, max) = text.split_once('-').ok_or_else(bad)?;
+    let min: u16 = min.trim().parse().map_err(|_| bad())?;
+    let max: u16 = max.trim().parse().map_err(|_| bad())?;
+    if min == 0 || min > max {
+        return Err(bad());
+    }
+    Ok((min, max))
+}
+
+/// The node namespace's ephemeral port range.
+fn local_port_range() -> Result<(u16, u16)> {
+    let text = read_sysctl(LOCAL_PORT_RANGE)?;
+    let mut parts = text.split_whitespace().map(str::parse::<u16>);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(a)), Some(Ok(b))) => Ok((a, b)),
+        _ => Err(Error::Invalid(format!(
+            "cannot parse {LOCAL_PORT_RANGE}: '{text}'"
+        ))),
+    }
+}
+
+/// Sets (or replaces) the node's uplink. On failure the node is left as
+/// it was.
+pub async fn set(paths: &Paths, args: &SetArgs) -> Result<NodeView> {
+    let ip: Ipv4Addr = args.ip.parse().map_err(|_| {
+        Error::Invalid(format!(
+            "invalid address '{}': expected the uplink's IPv4 address",
+            args.ip
+        ))
+    })?;
+    let (port_min, port_max) = match &args.ports {
+        Some(p) => parse_ports(p)?,
+        None => DEFAULT_PORTS,
+    };
+
+    let mut locked = Locked::acquire(paths)?;
+    let nl = Netlink::connect()?;
+    let ifindex = nl.link_index(&args.uplink).await?.ok_or_else(|| {
+        Error::NotFound(format!(
+            "interface '{}' does not exist in the node namespace (see `ip link`)",
+            args.uplink
+        ))
+    })?;
+    if !nl.has_address(ifindex, ip).await? {
+        return Err(Error::Invalid(format!(
+            "{ip} is not an address of {}; give one of its own (see `ip -4 addr show {}`)",
+            args.uplink, args.uplink
+        )));
+    }
+
+    let (local_min, local_max) = local_port_range()?;
+    if port_min <= local_max && local_min <= port_max {
+        return Err(Error::Invalid(format!(
+            "NAT ports {port_min}-{port_max} overlap the node's ephemeral ports \
+             {local_min}-{local_max} ({LOCAL_PORT_RANGE}): the datapath cannot see the node's \
+             own sockets, so the two must not share ports. Pass a disjoint --ports range, or \
+             narrow the ephemeral range in the node namespace (e.g. \
+             `sysctl -w net.ipv4.ip_local_port_range=\"40000 60999\"`)"
+        )));
+    }
+
+    let previous = locked.state.node.clone();
+    let forwarding = read_sysctl(FORWARDING)?;
+    let forwarding_before = match &previous {
+        Some(p) => p.forwarding_before.clone(),
+        None if forwarding != "1" => Some(forwarding.clone()),
+        None => None,
+    };
+    let node = NodeUplink {
+        uplink: args.uplink.clone(),
+        uplink_ifindex: ifindex,
+        ip,
+        port_min,
+        port_max,
+        forwarding_before,
+    };
+    let mut new = locked.state.clone();
+    new.node = Some(node.clone());
+
+    let mut dp = Datapath::open(paths)?;
+    let result = (|| {
+        if forwarding != "1" {
+            write_sysctl(FORWARDING, "1")?;
+        }
+        dp.attach_uplink(&node.uplink)?;
+        dp.put_node(&node_config(&node))?;
+        locked.commit(new)
+    })();
+    if let Err(e) = result {
+        let undo = (|| {
+            match &previous {
+                Some(p) => {
+                    dp.attach_uplink(&p.uplink)?;
+                    dp.put_node(&node_config(p))?;
+                }
+                None => {
+                    dp.put_node(&NodeConfig::default())?;
+                    datapath::detach_uplink(paths)?;
+                }
+            }
+            if forwarding != "1" {
+                write_sysctl(FORWARDING, &forwarding)?;
+            }
+            Ok::<_, Error>(())
+        })();
+        if let Err(u) = undo {
+            log::warn!("rollback of node set: {}", chain(&u));
+        }
+        return Err(e);
+    }
+    Ok(NodeView::new(paths, locked.state.node.as_ref()))
+}
+
+/// The datapath's view of `node`.
+pub fn node_config(node: &NodeUplink) -> NodeConfig {
+    NodeConfig {
+        uplink_ifindex: node.uplink_ifindex,
+        node_ip_be: ip_be(node.ip),
+        port_min: node.port_min,
+        port_max: node.port_max,
+        flags: NODE_FLAG_CONFIGURED,
+    }
+}
+
+/// The node's uplink as saved, with whether it is attached.
+pub fn show(paths: &Paths) -> Result<NodeView> {
+    let st = state::read(paths)?;
+    Ok(NodeView::new(paths, st.node.as_ref()))
+}
+
+/// Stops masquerade: clears `WEFT_NODE`, detaches the uplink program,
+/// flushes the connection table and restores IPv4 forwarding if `set`
+/// turned it on.
+pub fn unset(paths: &Paths) -> Result<NodeView> {
+    let mut locked = Locked::acquire(paths)?;
+    let Some(node) = locked.state.node.clone() else {
+        return Err(Error::NotFound(
+            "no node uplink is set (see `weft node show`)".into(),
+        ));
+    };
+    let mut dp = Datapath::open(paths)?;
+    dp.put_node(&NodeConfig::default())?;
+    datapath::detach_uplink(paths)?;
+    let flushed = conntrack::flush(paths)?;
+    log::info!("node unset: {flushed} conntrack entries removed");
+    restore_forwarding(&node)?;
+    let mut new = locked.state.clone();
+    new.node = None;
+    locked.commit(new)?;
+    Ok(NodeView::new(paths, None))
+}
+
+/// Puts `net.ipv4.conf.all.forwarding` back if weft turned it on.
+pub fn restore_forwarding(node: &NodeUplink) -> Result<()> {
+    match &node.forwarding_before {
+        Some(before) => write_sysctl(FORWARDING, before),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_ports("30000-30001").unwrap(), (30000, 30001));
+        assert_eq!(parse_ports("5-5").unwrap(), (5, 5));
+        for bad in ["", "1", "0-10", "10-5", "1-70000", "a-b", "-5"] {
+            assert!(parse_ports(bad).is_err(), "{bad}");
+        }
+    }
+}

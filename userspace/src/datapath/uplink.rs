@@ -1,0 +1,91 @@
+//! The node's side of masquerade: `WEFT_NODE[0]` and `weft_from_uplink`
+//! on TC ingress of the uplink NIC, through a pinned TCX link like the
+//! endpoints' (kernel >= 6.6), so it stays attached after weft exits.
+
+use aya::{
+    maps::Array,
+    programs::{SchedClassifier, TcAttachType, links::FdLink},
+};
+use weft_common::maps::{MAP_NODE, NodeConfig, PROG_FROM_UPLINK};
+
+use super::{Datapath, remove_pin};
+use crate::{
+    error::{Error, Result},
+    paths::Paths,
+};
+
+impl Datapath {
+    /// Writes the node's masquerade settings; a zeroed config (no
+    /// `NODE_FLAG_CONFIGURED`) turns masquerade off.
+    pub fn put_node(&mut self, config: &NodeConfig) -> Result<()> {
+        let mut node: Array<_, NodeConfig> = Array::try_from(self.map_mut(MAP_NODE)?)
+            .map_err(|e| Error::map(format!("map {MAP_NODE} has an unexpected type"), e))?;
+        node.set(0, *config, 0)
+            .map_err(|e| Error::map(format!("cannot write {MAP_NODE}"), e))
+    }
+
+    /// Loads and pins `weft_from_uplink` unless it is pinned, attaches it to
+    /// TC ingress of `ifname` and pins the link at
+    /// [`Paths::uplink_link_pin`], replacing an earlier one.
+    pub fn attach_uplink(&mut self, ifname: &str) -> Result<()> {
+        let prog_pin = self.paths.prog_pin(PROG_FROM_UPLINK);
+        if !prog_pin.exists() {
+            let prog: &mut SchedClassifier = self
+                .ebpf
+                .program_mut(PROG_FROM_UPLINK)
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "the embedded eBPF object has no program {PROG_FROM_UPLINK}; rebuild weft"
+                    ))
+                })?
+                .try_into()
+                .map_err(|e| {
+                    Error::program(format!("{PROG_FROM_UPLINK} is not a TC program"), e)
+                })?;
+            prog.load().map_err(|e| {
+                Error::program(format!("the kernel rejected {PROG_FROM_UPLINK}"), e)
+            })?;
+            prog.pin(&prog_pin).map_err(|e| {
+                Error::pin(
+                    format!("cannot pin {PROG_FROM_UPLINK} at {}", prog_pin.display()),
+                    e,
+                )
+            })?;
+        }
+        let mut prog = SchedClassifier::from_pin(&prog_pin).map_err(|e| {
+            Error::program(
+                format!("cannot open the pinned program {}", prog_pin.display()),
+                e,
+            )
+        })?;
+        let link_pin = self.paths.uplink_link_pin();
+        // Replacing the pin drops the old link (the kernel detaches a TCX
+        // link nothing references); the new one is attached first.
+        let id = prog.attach(ifname, TcAttachType::Ingress).map_err(|e| {
+            Error::program(format!("cannot attach {PROG_FROM_UPLINK} to {ifname}"), e)
+        })?;
+        let link: FdLink = prog
+            .take_link(id)
+            .map_err(|e| Error::program(format!("cannot take the link on {ifname}"), e))?
+            .try_into()
+            .map_err(|e| {
+                Error::link(
+                    format!("the link on {ifname} is not a TCX link (weft needs kernel >= 6.6)"),
+                    e,
+                )
+            })?;
+        remove_pin(&link_pin)?;
+        link.pin(&link_pin).map_err(|e| {
+            Error::pin(
+                format!("cannot pin the link on {ifname} at {}", link_pin.display()),
+                e,
+            )
+        })?;
+        Ok(())
+    }
+}
+
+/// Detaches `weft_from_uplink` from the uplink by removing its link pin.
+pub fn detach_uplink(paths: &Paths) -> Result<()> {
+    remove_pin(&paths.uplink_link_pin())
+}
