@@ -517,3 +517,77 @@ fn agent_restarts_under_load_through_snat_lose_nothing() -> Result<()> {
     );
     Ok(())
 }
+
+/// The kernel id of the program the pinned link at `pin` runs.
+fn link_program(pin: &std::path::Path) -> Result<u32> {
+    let link = aya::programs::links::PinnedLink::from_pin(pin)
+        .with_context(|| format!("opening link {}", pin.display()))?;
+    Ok(aya::programs::links::FdLink::from(link)
+        .info()?
+        .program_id())
+}
+
+/// A layout migration reloads every pinned program; the uplink's link must
+/// move onto the new `weft_from_uplink` like the endpoints' links, and
+/// live connections keep going (the conntrack map is the same pin).
+#[test]
+fn masquerade_survives_a_map_layout_migration() -> Result<()> {
+    use aya::maps::{HashMap, IterableMap, MapData};
+    use weft::migrate::{self, FLOOD_16_LAYOUT, FLOOD_16_MEMBERS, FloodList16};
+    use weft_common::maps::{FloodList, MAP_FLOOD, PROG_FROM_UPLINK};
+
+    let (node, outside) = masquerading_node(None)?;
+    let (c1, _) = node.container("blue", "c1")?;
+    let echo = outside.udp_echo()?;
+    let sock = udp_socket_in(&c1)?;
+    assert!(udp_roundtrip(&sock, echo.addr(), b"before")?);
+    let uplink_pin = node.pin_dir().join("links").join(":uplink");
+    let prog_pin = node.pin_dir().join("progs").join(PROG_FROM_UPLINK);
+    let before = link_program(&uplink_pin)?;
+
+    // Pin WEFT_FLOOD in its older 16-member layout, as layout.rs does.
+    let flood_pin = node.pin_dir().join("maps").join(MAP_FLOOD);
+    let current: HashMap<MapData, u32, FloodList> = HashMap::try_from(
+        aya::maps::Map::from_map_data(MapData::from_pin(&flood_pin)?)?,
+    )?;
+    let mut old: HashMap<MapData, u32, FloodList16> = HashMap::try_from(
+        aya::maps::Map::from_map_data(migrate::create_map(MAP_FLOOD, FLOOD_16_LAYOUT, 0)?)?,
+    )?;
+    for item in current.iter() {
+        let (id, list) = item?;
+        let mut members = [Default::default(); FLOOD_16_MEMBERS];
+        members.copy_from_slice(&list.members[..FLOOD_16_MEMBERS]);
+        old.insert(
+            id,
+            FloodList16 {
+                count: list.count,
+                members,
+            },
+            0,
+        )?;
+    }
+    migrate::replace_pin(old.map(), &flood_pin)?;
+    let _agent = node.start_agent()?;
+
+    let after = link_program(&uplink_pin)?;
+    let pinned = aya::programs::ProgramInfo::from_pin(&prog_pin)?.id();
+    assert_ne!(
+        after, before,
+        "the uplink's link must move to the reloaded program"
+    );
+    assert_eq!(
+        after, pinned,
+        "the uplink runs the pinned {PROG_FROM_UPLINK}"
+    );
+    assert!(
+        udp_roundtrip(&sock, echo.addr(), b"after")?,
+        "a live UDP flow keeps its translation across the migration"
+    );
+    echo.finish()?;
+    assert_eq!(
+        c1.ping(OUTSIDE_IP, 2)?,
+        2,
+        "new connections after migration"
+    );
+    Ok(())
+}

@@ -15,6 +15,10 @@ use nix::{
 
 use crate::error::{Error, Result};
 
+/// The uplink's link pin in `links/`: the kernel's `dev_valid_name`
+/// rejects ':', so no endpoint veth is ever called this.
+pub const UPLINK_LINK_PIN: &str = ":uplink";
+
 /// Default pin directory on bpffs.
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/weft";
 /// Default directory of `state.json` and the lock file.
@@ -64,11 +68,11 @@ impl Paths {
         self.links_dir().join(host_ifname)
     }
 
-    /// The pin of the TCX link on the node's uplink. Kept out of
-    /// [`Self::links_dir`], whose entries name endpoint veths that teardown
-    /// deletes.
+    /// The pin of the TCX link on the node's uplink, among the endpoints'
+    /// (so whatever moves every pinned link, like a layout migration, moves
+    /// it too) under [`UPLINK_LINK_PIN`], a name no interface can have.
     pub fn uplink_link_pin(&self) -> PathBuf {
-        self.bpffs.join("uplink-link")
+        self.links_dir().join(UPLINK_LINK_PIN)
     }
 
     pub fn state_file(&self) -> PathBuf {

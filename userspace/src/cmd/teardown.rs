@@ -31,6 +31,7 @@ pub async fn teardown(paths: &Paths) -> Result<Removed> {
         Ok(entries) => {
             for entry in entries.flatten() {
                 if let Some(name) = entry.file_name().to_str()
+                    && name != crate::paths::UPLINK_LINK_PIN
                     && !hosts.iter().any(|h| h == name)
                 {
                     hosts.push(name.to_string());
