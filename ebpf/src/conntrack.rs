@@ -163,30 +163,36 @@ pub fn hit(k: &CtKey, tcp_flags: u8, now: u64, len: u32) -> Option<CtEntry> {
     Some(touch(k, p, tcp_flags, now, len))
 }
 
-/// The NAT port (network order) of the connection `orig` from endpoint
-/// `src`: the live one, or a new one with both entries created.
+/// The live connection `orig` from endpoint `src` through `node`, refreshed
+/// for this packet: `None` if there is none (or the tuple now belongs to
+/// another endpoint or node address, and must be created anew).
 #[inline(always)]
-pub fn egress(
+pub fn established(
     orig: &CtKey,
     src: &EndpointInfo,
     node: &NodeConfig,
     tcp_flags: u8,
     now: u64,
     len: u32,
-) -> Result<[u8; 2], Dropped> {
-    if let Some(entry) = hit(orig, tcp_flags, now, len)
-        // The same container and node address as when it was created; else
-        // the tuple is being reused by a new endpoint or node address.
-        && entry.ifindex == src.ifindex
-        && entry.xlate_ip_be == node.node_ip_be
-    {
-        return Ok(entry.xlate_port_be);
-    }
-    create(orig, src, node, tcp_flags, now, len)
+) -> Option<CtEntry> {
+    hit(orig, tcp_flags, now, len)
+        .filter(|entry| entry.ifindex == src.ifindex && entry.xlate_ip_be == node.node_ip_be)
 }
 
+/// Remembers the FIB's next hop for connection `orig` (see
+/// `CtEntry::next_hop_be`).
 #[inline(always)]
-fn create(
+pub fn remember_next_hop(orig: &CtKey, next_hop_be: u32) {
+    if let Some(p) = CT.get_ptr_mut(orig) {
+        // SAFETY: a value pointer from this run's lookup; a racing writer
+        // can only store another valid next hop.
+        unsafe { (*p).next_hop_be = next_hop_be.to_ne_bytes() };
+    }
+}
+
+/// Creates both entries of connection `orig` and returns its NAT port.
+#[inline(always)]
+pub fn create(
     orig: &CtKey,
     src: &EndpointInfo,
     node: &NodeConfig,

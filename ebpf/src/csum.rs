@@ -11,3 +11,21 @@ pub fn after_ttl_decrement(check: [u8; 2]) -> [u8; 2] {
     let folded = (sum & 0xffff) + (sum >> 16);
     (folded as u16).to_be_bytes()
 }
+
+/// The IPv4 header checksum after a 32-bit field (an address, network-order
+/// octets as the `_be` values hold them) changes from `from` to `to`
+/// (RFC 1624, eqn. 3, one 16-bit word at a time). The IPv4 header checksum
+/// is never offloaded, so updating it by hand is always right.
+#[inline(always)]
+pub fn after_u32_change(check: [u8; 2], from_be: u32, to_be: u32) -> [u8; 2] {
+    let f = from_be.to_ne_bytes();
+    let t = to_be.to_ne_bytes();
+    let mut sum = u32::from(!u16::from_be_bytes(check));
+    sum += u32::from(!u16::from_be_bytes([f[0], f[1]]));
+    sum += u32::from(!u16::from_be_bytes([f[2], f[3]]));
+    sum += u32::from(u16::from_be_bytes([t[0], t[1]]));
+    sum += u32::from(u16::from_be_bytes([t[2], t[3]]));
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    (!(sum as u16)).to_be_bytes()
+}

@@ -181,24 +181,49 @@ pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
         return pass_to_stack(ctx);
     };
     let dst_ip = u32::from_ne_bytes(ip.dst_addr);
-    // Local, unreachable or another interface's destinations are the
-    // stack's business: it delivers, answers or routes them untranslated.
-    let Some(hop) = fib_lookup(ctx, ifindex(ctx), node.node_ip_be, dst_ip)
-        .filter(|hop| hop.ifindex == node.uplink_ifindex)
-    else {
-        return pass_to_stack(ctx);
-    };
     if ip.ttl <= 1 {
         return Err(drop_here!(TtlExceeded));
     }
     let orig = conntrack::key(ip.proto, src.ip_be, dst_ip, l4.sport, l4.dport);
-    let nat_port = conntrack::egress(&orig, src, &node, l4.tcp_flags, now_ns(), ctx.len())?;
+    let now = now_ns();
+    let live = conntrack::established(&orig, src, &node, l4.tcp_flags, now, ctx.len());
+    let (nat_port, hop) = match live {
+        Some(entry)
+            if entry.next_hop_be != [0; 4] && entry.packets_orig % FIB_RECHECK_EVERY != 0 =>
+        {
+            let hop = FibHop {
+                ifindex: node.uplink_ifindex,
+                next_hop_be: u32::from_ne_bytes(entry.next_hop_be),
+            };
+            (entry.xlate_port_be, hop)
+        }
+        _ => {
+            // Local, unreachable or another interface's destinations are
+            // the stack's business: it delivers, answers or routes them
+            // untranslated.
+            let Some(hop) = fib_lookup(ctx, ifindex(ctx), node.node_ip_be, dst_ip)
+                .filter(|hop| hop.ifindex == node.uplink_ifindex)
+            else {
+                return pass_to_stack(ctx);
+            };
+            let nat_port = match live {
+                Some(entry) => entry.xlate_port_be,
+                None => conntrack::create(&orig, src, &node, l4.tcp_flags, now, ctx.len())?,
+            };
+            conntrack::remember_next_hop(&orig, hop.next_hop_be);
+            (nat_port, hop)
+        }
+    };
 
-    decrement_ttl(ctx, ip)?;
-    rewrite(ctx, &l4, ip.proto, IP_SRC_OFF, src.ip_be, node.node_ip_be)?;
+    retarget_ipv4(ctx, ip, IP_SRC_OFF, src.ip_be, node.node_ip_be)?;
+    rewrite_l4(ctx, &l4, ip.proto, src.ip_be, node.node_ip_be)?;
     rewrite_port(ctx, &l4, l4.sport, nat_port)?;
     send_out(ctx, &hop)
 }
+
+/// How often an established flow re-checks its cached next hop with a real
+/// FIB lookup, in packets: route changes take effect within this many.
+const FIB_RECHECK_EVERY: u64 = 64;
 
 #[inline(always)]
 fn send_out(ctx: &TcContext, hop: &FibHop) -> Verdict {
@@ -241,8 +266,8 @@ pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
     if ip.ttl <= 1 {
         return Err(drop_here!(TtlExceeded));
     }
-    decrement_ttl(ctx, ip)?;
-    rewrite(ctx, &l4, ip.proto, IP_DST_OFF, dst_ip, entry.xlate_ip_be)?;
+    retarget_ipv4(ctx, ip, IP_DST_OFF, dst_ip, entry.xlate_ip_be)?;
+    rewrite_l4(ctx, &l4, ip.proto, dst_ip, entry.xlate_ip_be)?;
     rewrite_port(ctx, &l4, l4.dport, entry.xlate_port_be)?;
     store(ctx, ETH_DST_OFF, dst.mac).ok_or(drop_here!(TruncatedIpv4))?;
     store(ctx, ETH_SRC_OFF, dst.gateway_mac).ok_or(drop_here!(TruncatedIpv4))?;
@@ -254,39 +279,38 @@ pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
     Ok(TC_ACT_REDIRECT)
 }
 
-/// TTL - 1 with the header checksum updated (the NAT forwards, like a
-/// router). The caller has checked TTL > 1.
+/// Forwards the IPv4 header like a router that translates: TTL - 1 and
+/// the address at `addr_off` `from` -> `to`, with the header checksum
+/// updated by hand in one go (no helper call). The caller checked TTL > 1.
 #[inline(always)]
-fn decrement_ttl(ctx: &TcContext, ip: &Ipv4Hdr) -> Result<(), Dropped> {
-    store(ctx, IP_TTL_OFF, ip.ttl - 1).ok_or(drop_here!(TruncatedIpv4))?;
-    store(ctx, IP_CSUM_OFF, csum::after_ttl_decrement(ip.check)).ok_or(drop_here!(TruncatedIpv4))
-}
-
-/// Replaces the IPv4 address at `addr_off` (`from` -> `to`) and updates the
-/// IPv4 checksum and, for TCP/UDP, the L4 checksum's pseudo-header part.
-#[inline(always)]
-fn rewrite(
+fn retarget_ipv4(
     ctx: &TcContext,
-    l4: &L4,
-    proto: u8,
+    ip: &Ipv4Hdr,
     addr_off: usize,
     from: u32,
     to: u32,
 ) -> Result<(), Dropped> {
+    let check = csum::after_u32_change(csum::after_ttl_decrement(ip.check), from, to);
+    store(ctx, IP_TTL_OFF, ip.ttl - 1).ok_or(drop_here!(TruncatedIpv4))?;
     store(ctx, addr_off, to).ok_or(drop_here!(TruncatedIpv4))?;
-    ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(from), u64::from(to), 4)
-        .map_err(|_| drop_here!(TruncatedIpv4))?;
-    if proto != IPPROTO_ICMP {
-        // ICMP's checksum covers only ICMP: no pseudo-header.
-        ctx.l4_csum_replace(
-            l4.csum_off,
-            u64::from(from),
-            u64::from(to),
-            l4.csum_flags | 4,
-        )
-        .map_err(|_| drop_here!(TruncatedL4))?;
+    store(ctx, IP_CSUM_OFF, check).ok_or(drop_here!(TruncatedIpv4))
+}
+
+/// The TCP/UDP checksum's pseudo-header part after an address change
+/// (`bpf_l4_csum_replace`: it knows about offloaded and zero UDP
+/// checksums). ICMP's checksum covers only ICMP: nothing to do.
+#[inline(always)]
+fn rewrite_l4(ctx: &TcContext, l4: &L4, proto: u8, from: u32, to: u32) -> Result<(), Dropped> {
+    if proto == IPPROTO_ICMP {
+        return Ok(());
     }
-    Ok(())
+    ctx.l4_csum_replace(
+        l4.csum_off,
+        u64::from(from),
+        u64::from(to),
+        l4.csum_flags | 4,
+    )
+    .map_err(|_| drop_here!(TruncatedL4))
 }
 
 /// Replaces the port (ICMP: echo identifier) and updates the L4 checksum.
