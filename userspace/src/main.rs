@@ -178,7 +178,8 @@ enum NodeCmd {
         #[arg(long)]
         ip: String,
         /// NAT port range MIN-MAX, disjoint from the node's
-        /// net.ipv4.ip_local_port_range. Default: 30000-39999.
+        /// net.ipv4.ip_local_port_range. Default: 61000-65535 (above Linux's
+        /// default ephemeral range, 32768-60999).
         #[arg(long, value_name = "MIN-MAX")]
         ports: Option<String>,
         #[command(flatten)]

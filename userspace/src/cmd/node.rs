@@ -25,7 +25,9 @@ use crate::{
 };
 
 /// The NAT port range when `--ports` is not given.
-pub const DEFAULT_PORTS: (u16, u16) = (30000, 39999);
+/// Above Linux's default ephemeral range (32768-60999), so a stock node's
+/// own sockets never collide with masqueraded flows.
+pub const DEFAULT_PORTS: (u16, u16) = (61000, 65535);
 
 const FORWARDING: &str = "/proc/sys/net/ipv4/conf/all/forwarding";
 const LOCAL_PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
@@ -120,7 +122,7 @@ pub fn parse_ports(text: &str) -> Result<(u16, u16)> {
     let bad = || {
         Error::Invalid(format!(
             "invalid port range '{text}': expected MIN-MAX with 1 <= MIN <= MAX <= 65535, \
-             e.g. 30000-39999"
+             e.g. 61000-65535"
         ))
     };
     let (min, max) = text.split_once('-').ok_or_else(bad)?;
