@@ -11,6 +11,28 @@ pub const EVENT_SNAP_LEN: usize = 128;
 
 /// `PacketEvent::kind`: the packet was dropped; `code` is a drop reason.
 pub const EVENT_DROP: u8 = 1;
+/// `PacketEvent::kind`: the packet was forwarded; `code` is a forward kind.
+pub const EVENT_TRACE: u8 = 2;
+
+/// Trace settings (an array of one [`TraceConfig`]), written by
+/// `weft monitor --type trace` while it runs.
+pub const MAP_TRACE: &str = "WEFT_TRACE";
+
+/// Which forwarded packets to emit as trace events. Tracing is on only
+/// until `until_ns` (`bpf_ktime_get_ns` time), which a running monitor keeps
+/// pushing forward: a monitor that dies stops tracing within seconds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct TraceConfig {
+    /// 0: tracing off.
+    pub until_ns: u64,
+    /// Emit one in this many matching packets (0 or 1: all).
+    pub sample_every: u32,
+    /// Only packets arriving on this ifindex (0: any).
+    pub ifindex: u32,
+}
+
+const _: () = assert!(size_of::<TraceConfig>() == 16);
 
 /// `PacketEvent::program` values.
 pub const PROGRAM_FROM_CONTAINER: u8 = 1;
@@ -107,6 +129,10 @@ const fn after_last_slash(s: &[u8]) -> (usize, usize) {
 #[cfg(feature = "user")]
 // SAFETY: `#[repr(C)]`, Pod (no padding, every bit pattern valid).
 unsafe impl aya::Pod for PacketEvent {}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, Pod (no padding, every bit pattern valid).
+unsafe impl aya::Pod for TraceConfig {}
 
 #[cfg(test)]
 mod tests {

@@ -2,13 +2,54 @@
 //! the drop path, so forwarding never pays for them; when nobody reads the
 //! ring and it is full, events are lost (counters still count every drop).
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::RingBuf, programs::TcContext};
-use weft_common::events::{EVENT_DROP, EVENT_SNAP_LEN, EVENTS_RING_BYTES, PacketEvent};
+use aya_ebpf::{
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    macros::map,
+    maps::{Array, RingBuf},
+    programs::TcContext,
+};
+use weft_common::events::{
+    EVENT_DROP, EVENT_SNAP_LEN, EVENT_TRACE, EVENTS_RING_BYTES, PacketEvent, TraceConfig,
+};
 
 use crate::access;
 
 #[map(name = "WEFT_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_RING_BYTES, 0);
+
+#[map(name = "WEFT_TRACE")]
+pub static TRACE: Array<TraceConfig> = Array::pinned(1, 0);
+
+/// Emits a trace event for a forwarded packet if a monitor asked for it.
+/// With tracing off this is one inlined array load and a compare.
+#[inline(always)]
+pub fn maybe_trace(ctx: &TcContext, code: u32) {
+    let Some(cfg) = TRACE.get(0) else {
+        return;
+    };
+    if cfg.until_ns == 0 {
+        return;
+    }
+    let ifindex = access::ifindex(ctx);
+    if cfg.ifindex != 0 && cfg.ifindex != ifindex {
+        return;
+    }
+    // SAFETY: helper calls without arguments.
+    let (now, dice) = unsafe { (bpf_ktime_get_ns(), bpf_get_prandom_u32()) };
+    if now > cfg.until_ns || (cfg.sample_every > 1 && dice % cfg.sample_every != 0) {
+        return;
+    }
+    emit(
+        ctx,
+        EVENT_TRACE,
+        code,
+        Site {
+            file: 0,
+            line: 0,
+            program: 0,
+        },
+    );
+}
 
 /// Where in this crate a drop was decided.
 #[derive(Clone, Copy)]
@@ -21,6 +62,11 @@ pub struct Site {
 /// Emits a drop event for the packet in `ctx`.
 #[inline(always)]
 pub fn emit_drop(ctx: &TcContext, code: u32, site: Site) {
+    emit(ctx, EVENT_DROP, code, site);
+}
+
+#[inline(always)]
+fn emit(ctx: &TcContext, kind: u8, code: u32, site: Site) {
     let Some(mut entry) = EVENTS.reserve::<PacketEvent>(0) else {
         return;
     };
@@ -35,7 +81,7 @@ pub fn emit_drop(ctx: &TcContext, code: u32, site: Site) {
         (*event).code = code;
         (*event).ifindex = access::ifindex(ctx);
         (*event).len = len;
-        (*event).kind = EVENT_DROP;
+        (*event).kind = kind;
         (*event).file = site.file;
         (*event).line = site.line;
         (*event).program = site.program;

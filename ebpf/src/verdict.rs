@@ -5,7 +5,7 @@ use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
 use weft_common::reason::{Drop, Forward};
 
 use crate::{
-    events::{Site, emit_drop},
+    events::{Site, emit_drop, maybe_trace},
     maps::{DROPS, EP_STATS, FORWARDS},
 };
 
@@ -65,6 +65,7 @@ pub fn drop_packet(ctx: &TcContext, dropped: Dropped, program: u8) -> i32 {
 #[inline(always)]
 pub fn count_forward(ctx: &TcContext, kind: Forward) {
     bump(&FORWARDS, kind.code(), ctx.len());
+    maybe_trace(ctx, kind.code());
 }
 
 #[inline(always)]

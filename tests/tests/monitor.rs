@@ -129,7 +129,11 @@ fn monitor_filters_by_endpoint_and_refuses_bad_input() -> Result<()> {
 
     for (args, mention) in [
         (vec!["monitor", "--endpoint", "nosuch"], "nosuch"),
-        (vec!["monitor", "--type", "trace"], "trace"),
+        (vec!["monitor", "--type", "bogus"], "bogus"),
+        (
+            vec!["monitor", "--type", "trace", "--sample", "0"],
+            "--sample",
+        ),
     ] {
         let out = node.weft_unchecked(&args)?;
         if out.status.success() {
@@ -138,5 +142,77 @@ fn monitor_filters_by_endpoint_and_refuses_bad_input() -> Result<()> {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(mention), "weft {args:?}: {err}");
     }
+    Ok(())
+}
+
+/// Forwarded packets show as trace events only while a monitor asks, with
+/// how they were forwarded; the monitor turns tracing off when it exits.
+#[test]
+fn monitor_traces_forwarded_packets_while_it_runs() -> Result<()> {
+    let node = Node::new()?;
+    node.weft(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
+    let (c1, ip1) = node.container("blue", "c1")?;
+    let (_c2, ip2) = node.container("blue", "c2")?;
+
+    let monitor = node.weft_spawn(&[
+        "monitor",
+        "--type",
+        "trace",
+        "--endpoint",
+        "c1",
+        "-o",
+        "json",
+        "--count",
+        "4",
+    ])?;
+    std::thread::sleep(Duration::from_millis(400));
+    // Four packets from c1: its ARP request (answered in BPF) and pings,
+    // or four pings when it has the neighbour already.
+    assert_eq!(c1.ping(&ip2, 4)?, 4);
+    let (exited, out, err) = wait_or_kill(monitor, Duration::from_secs(10))?;
+    assert!(exited, "monitor should stop after 4 events:\n{out}\n{err}");
+    let events: Vec<Value> = out
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("monitor printed non-JSON: {out}"))?;
+    assert_eq!(events.len(), 4, "{out}");
+    let mut bridged = 0;
+    for e in &events {
+        assert_eq!(e["type"], "trace", "{e}");
+        assert_eq!(e["verdict"], "forwarded", "{e}");
+        assert_eq!(e["endpoint"], "c1", "{e}");
+        match e["reason"].as_str() {
+            Some("bridged") => {
+                assert_eq!(e["src"], ip1.as_str(), "{e}");
+                assert_eq!(e["dst"], ip2.as_str(), "{e}");
+                assert_eq!(e["proto"], "icmp", "{e}");
+                bridged += 1;
+            }
+            Some("arp_replied") => {}
+            _ => bail!("unexpected trace event {e}"),
+        }
+    }
+    assert!(bridged >= 3, "the pings must show as bridged: {out}");
+
+    // The switch is off again: the config entry reads all zero.
+    let pin = node.pin_dir().join("maps").join("WEFT_TRACE");
+    let dump = std::process::Command::new("bpftool")
+        .args(["map", "dump", "pinned", pin.to_str().context("path")?, "-j"])
+        .output()
+        .context("running bpftool (cargo xtask setup installs it)")?;
+    let entries: Value = serde_json::from_slice(&dump.stdout)
+        .with_context(|| String::from_utf8_lossy(&dump.stderr).into_owned())?;
+    let value = &entries[0]["value"];
+    let bytes: Vec<&str> = value
+        .as_array()
+        .with_context(|| format!("unexpected dump: {entries}"))?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        !bytes.is_empty() && bytes.iter().all(|b| *b == "0x00"),
+        "tracing must be off after the monitor exits: {value}"
+    );
     Ok(())
 }

@@ -87,9 +87,13 @@ enum Command {
     /// Print the datapath's drop events live: time, program, endpoint,
     /// 5-tuple, named reason and the eBPF source location that dropped it.
     Monitor {
-        /// Which events: `drop` (the only kind emitted so far).
+        /// Which events: `drop` (dropped packets), `trace` (forwarded
+        /// packets, emitted only while a monitor asks), or `all`.
         #[arg(long = "type", value_name = "TYPE", default_value = "drop")]
         kind: String,
+        /// With trace events: show one in this many forwarded packets.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        sample: u32,
         /// Only events of this endpoint.
         #[arg(long)]
         endpoint: Option<String>,
@@ -528,18 +532,27 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         }
         Command::Monitor {
             kind,
+            sample,
             endpoint,
             pcap,
             count,
             output,
         } => {
-            if kind != "drop" {
-                anyhow::bail!(
-                    "unknown event type '{kind}': weft emits `drop` events (trace events are not \
-                     implemented yet)"
-                );
+            let (drops, traces) = match kind.as_str() {
+                "drop" => (true, false),
+                "trace" => (false, true),
+                "all" => (true, true),
+                other => anyhow::bail!("unknown event type '{other}': use drop, trace or all"),
+            };
+            if sample == 0 {
+                anyhow::bail!("--sample must be at least 1 (1 shows every packet)");
             }
-            let filter = weft::monitor::Filter { endpoint };
+            let filter = weft::monitor::Filter {
+                endpoint,
+                drops,
+                traces,
+                sample_every: sample,
+            };
             let json = output.output == weft::output::Format::Json;
             weft::monitor::run(paths, &filter, json, count, pcap.as_deref()).await?;
         }

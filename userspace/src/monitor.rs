@@ -10,17 +10,17 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use aya::maps::{Map, MapData, RingBuf};
+use aya::maps::{Array, Map, MapData, RingBuf};
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 use weft_common::{
     events::{
-        EVENT_DROP, MAP_EVENTS, PROGRAM_FROM_CONTAINER, PROGRAM_FROM_UPLINK, PacketEvent,
-        SOURCE_FILES,
+        EVENT_DROP, EVENT_TRACE, MAP_EVENTS, MAP_TRACE, PROGRAM_FROM_CONTAINER,
+        PROGRAM_FROM_UPLINK, PROGRAM_NAT_EGRESS, PacketEvent, SOURCE_FILES, TraceConfig,
     },
-    reason::Drop,
+    reason::{Drop, Forward},
 };
 
 use crate::{
@@ -34,6 +34,12 @@ use crate::{
 pub struct Filter {
     /// Only events of this endpoint's host veth.
     pub endpoint: Option<String>,
+    /// Dropped packets (always emitted by the datapath).
+    pub drops: bool,
+    /// Forwarded packets: the datapath emits them only while asked to.
+    pub traces: bool,
+    /// Trace one in this many forwarded packets (1: all).
+    pub sample_every: u32,
 }
 
 /// One event as `monitor` prints it.
@@ -41,8 +47,12 @@ pub struct Filter {
 pub struct EventView {
     /// RFC 3339 UTC.
     pub time: String,
+    /// "drop" or "trace".
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// "dropped" or "forwarded".
+    pub verdict: &'static str,
+    /// The drop reason, or how it was forwarded (`bridged`, `routed`, ...).
     pub reason: String,
     pub location: String,
     pub program: &'static str,
@@ -79,6 +89,21 @@ pub async fn run(
         None => None,
     };
     let ring = open_ring(paths)?;
+    let mut tracing = if filter.traces {
+        Some(TraceSwitch::open(
+            paths,
+            want_ifindex.unwrap_or(0),
+            filter.sample_every,
+        )?)
+    } else {
+        None
+    };
+    if let Some(t) = tracing.as_mut() {
+        t.arm()?;
+    }
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(500));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     let mut pcap = match pcap {
         Some(path) => Some(pcap_writer(path)?),
         None => None,
@@ -91,14 +116,31 @@ pub async fn run(
     let mut shown = 0u64;
     let mut out = std::io::stdout().lock();
     loop {
-        let mut guard = fd
-            .readable_mut()
-            .await
-            .map_err(|e| Error::io("cannot poll the event ring", e))?;
+        let mut guard = tokio::select! {
+            // The trace switch disarms itself when dropped on return.
+            _ = &mut ctrl_c => return Ok(()),
+            _ = heartbeat.tick(), if tracing.is_some() => {
+                if let Some(t) = tracing.as_mut() {
+                    t.arm()?;
+                }
+                continue;
+            }
+            guard = fd.readable_mut() => {
+                guard.map_err(|e| Error::io("cannot poll the event ring", e))?
+            }
+        };
         let ring = guard.get_inner_mut();
         while let Some(item) = ring.next() {
             let Some(event) = parse(&item) else { continue };
             if want_ifindex.is_some_and(|i| i != event.ifindex) {
+                continue;
+            }
+            let wanted = match event.kind {
+                EVENT_DROP => filter.drops,
+                EVENT_TRACE => filter.traces,
+                _ => false,
+            };
+            if !wanted {
                 continue;
             }
             let view = view(&event, &st, &clock);
@@ -126,6 +168,62 @@ pub async fn run(
             }
         }
         guard.clear_ready();
+    }
+}
+
+/// Turns the datapath's trace events on while a monitor runs: `arm` pushes
+/// the expiry a few seconds ahead (call it every half second); dropping the
+/// switch turns tracing off at once, and a monitor that dies without
+/// dropping it stops tracing when the expiry passes.
+struct TraceSwitch {
+    map: Array<MapData, TraceConfig>,
+    ifindex: u32,
+    sample_every: u32,
+}
+
+impl TraceSwitch {
+    fn open(paths: &Paths, ifindex: u32, sample_every: u32) -> Result<Self> {
+        let pin = paths.maps_dir().join(MAP_TRACE);
+        let data = MapData::from_pin(&pin).map_err(|e| {
+            Error::map(
+                format!(
+                    "cannot open {} (a datapath from before trace events? run any weft \
+                     command that loads it)",
+                    pin.display()
+                ),
+                e,
+            )
+        })?;
+        let map = Map::from_map_data(data)
+            .map_err(|e| Error::map(format!("cannot open {}", pin.display()), e))?;
+        let map = Array::try_from(map)
+            .map_err(|e| Error::map(format!("{MAP_TRACE} is not an array"), e))?;
+        Ok(Self {
+            map,
+            ifindex,
+            sample_every: sample_every.max(1),
+        })
+    }
+
+    fn arm(&mut self) -> Result<()> {
+        let until = Clock::monotonic_now() + Duration::from_secs(3);
+        self.write(TraceConfig {
+            until_ns: until.as_nanos() as u64,
+            sample_every: self.sample_every,
+            ifindex: self.ifindex,
+        })
+    }
+
+    fn write(&mut self, cfg: TraceConfig) -> Result<()> {
+        self.map
+            .set(0, cfg, 0)
+            .map_err(|e| Error::map(format!("cannot write {MAP_TRACE}"), e))
+    }
+}
+
+impl std::ops::Drop for TraceSwitch {
+    fn drop(&mut self) {
+        let _ = self.write(TraceConfig::default());
     }
 }
 
@@ -163,12 +261,16 @@ fn view(event: &PacketEvent, st: &State, clock: &Clock) -> EventView {
         .iter()
         .find(|e| e.host_ifindex == event.ifindex)
         .map(|e| e.name.clone());
-    let reason = if event.kind == EVENT_DROP {
-        Drop::from_code(event.code)
-            .map_or_else(|| format!("code {}", event.code), |r| r.name().into())
+    let (kind, verdict, reason) = if event.kind == EVENT_DROP {
+        let reason = Drop::from_code(event.code)
+            .map_or_else(|| format!("code {}", event.code), |r| r.name().into());
+        ("drop", "dropped", reason)
     } else {
-        format!("code {}", event.code)
+        let how = Forward::from_code(event.code)
+            .map_or_else(|| format!("code {}", event.code), |k| k.name().into());
+        ("trace", "forwarded", how)
     };
+    let uplink = st.node.as_ref().map(|n| n.uplink_ifindex);
     let file = SOURCE_FILES
         .get(usize::from(event.file))
         .copied()
@@ -181,14 +283,17 @@ fn view(event: &PacketEvent, st: &State, clock: &Clock) -> EventView {
     let program = match event.program {
         PROGRAM_FROM_CONTAINER => "weft_from_container",
         PROGRAM_FROM_UPLINK => "weft_from_uplink",
+        PROGRAM_NAT_EGRESS => "weft_nat_egress",
         _ if endpoint.is_some() => "weft_from_container",
+        _ if uplink == Some(event.ifindex) => "weft_from_uplink",
         _ => "?",
     };
     let data = &event.data[..usize::from(event.captured).min(event.data.len())];
     let tuple = five_tuple(data);
     EventView {
         time: rfc3339(clock.wall(event.ktime_ns)),
-        kind: "drop",
+        kind,
+        verdict,
         reason,
         location,
         program,
@@ -241,10 +346,17 @@ fn line(v: &EventView) -> String {
         },
         _ => "non-IPv4".to_owned(),
     };
-    format!(
-        "{}  DROP {:<24} at {:<32} {} ({})  {}  len {}",
-        v.time, v.reason, v.location, from, v.program, flow, v.len
-    )
+    if v.kind == "drop" {
+        format!(
+            "{}  DROP  {:<24} at {:<32} {} ({})  {}  len {}",
+            v.time, v.reason, v.location, from, v.program, flow, v.len
+        )
+    } else {
+        format!(
+            "{}  TRACE {:<24} {} ({})  {}  len {}",
+            v.time, v.reason, from, v.program, flow, v.len
+        )
+    }
 }
 
 /// Maps the kernel's monotonic event times to wall-clock time.
@@ -263,6 +375,13 @@ impl Clock {
         Self {
             wall_at_mono_zero: wall.saturating_sub(mono),
         }
+    }
+
+    /// CLOCK_MONOTONIC now: the clock `bpf_ktime_get_ns` reads.
+    fn monotonic_now() -> Duration {
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(Duration::from)
+            .unwrap_or_default()
     }
 
     fn wall(&self, ktime_ns: u64) -> Duration {
