@@ -37,7 +37,7 @@ pub const MAP_NODE: &str = "WEFT_NODE";
 pub const MAP_CT: &str = "WEFT_CT";
 
 /// Every map weft pins, in a stable order (for dumps and cleanup).
-pub const ALL_MAPS: [&str; 15] = [
+pub const ALL_MAPS: [&str; 17] = [
     MAP_TAILS,
     MAP_NETWORKS,
     MAP_SUBNETS,
@@ -53,6 +53,8 @@ pub const ALL_MAPS: [&str; 15] = [
     MAP_EP_STATS,
     MAP_NODE,
     MAP_CT,
+    crate::events::MAP_EVENTS,
+    crate::events::MAP_TRACE,
 ];
 
 /// The TC program attached to the host side of every container veth.
