@@ -32,6 +32,35 @@ fn sample(text: &str, series: &str) -> Result<f64> {
         .with_context(|| format!("no sample {series} in:\n{text}"))
 }
 
+/// `promtool check metrics` (Debian's prometheus package, installed by
+/// `cargo xtask setup`) must find nothing to complain about.
+fn promtool_accepts(response: &str) -> Result<()> {
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(response, |(_, body)| body);
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running promtool (cargo xtask setup installs Debian's prometheus)")?;
+    child
+        .stdin
+        .take()
+        .context("promtool stdin")?
+        .write_all(body.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "promtool check metrics failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 fn program_id(node: &Node) -> Result<u64> {
     node.weft_json(&["status"])?["program_id"]
         .as_u64()
@@ -72,6 +101,7 @@ fn agent_adopts_pins_survives_sigkill_and_repairs_drift() -> Result<()> {
     let after = sample(&scrape(&node)?, bridged)?;
     assert!(after >= before + 6.0, "bridged {before} -> {after}");
     let metrics = scrape(&node)?;
+    promtool_accepts(&metrics)?;
     assert!(
         sample(
             &metrics,

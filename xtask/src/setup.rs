@@ -24,6 +24,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "ethtool",
     "bpftool",
     "python3",
+    // promtool, which lints the agent's /metrics in the tests (the server
+    // itself is never started).
+    "prometheus",
 ];
 
 const BPFFS: &str = "/sys/fs/bpf";

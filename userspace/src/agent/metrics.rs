@@ -48,14 +48,28 @@ pub async fn serve(
     Ok(async move { axum::serve(listener, app).await })
 }
 
-async fn scrape(State(paths): State<Paths>) -> impl IntoResponse {
+/// OpenMetrics to scrapers that ask for it (Prometheus does), the classic
+/// text format (0.0.4) to everyone else, e.g. curl and promtool.
+async fn scrape(State(paths): State<Paths>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let wants_openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
     match render(&paths) {
-        Ok(text) => (
+        Ok(text) if wants_openmetrics => (
             [(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
             text,
+        )
+            .into_response(),
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            prometheus_text(&text),
         )
             .into_response(),
         Err(e) => (
@@ -180,4 +194,46 @@ pub fn render(paths: &Paths) -> Result<String> {
     let mut text = String::new();
     encode(&mut text, &registry).map_err(|_| Error::Invalid("cannot encode metrics".into()))?;
     Ok(text)
+}
+
+/// The classic Prometheus text format of an OpenMetrics exposition: there,
+/// a counter's HELP and TYPE lines carry the `_total` name its samples have,
+/// and there is no `# EOF` or `# UNIT`.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prometheus_text;
+
+    #[test]
+    fn counters_get_their_total_names_and_eof_goes() {
+        let om = "# HELP weft_x Things.\n# TYPE weft_x counter\nweft_x_total{a=\"b\"} 3\n\
+                  # HELP weft_g Level.\n# TYPE weft_g gauge\nweft_g 1\n# EOF\n";
+        assert_eq!(
+            prometheus_text(om),
+            "# HELP weft_x_total Things.\n# TYPE weft_x_total counter\nweft_x_total{a=\"b\"} 3\n\
+             # HELP weft_g Level.\n# TYPE weft_g gauge\nweft_g 1\n"
+        );
+    }
 }
