@@ -12,8 +12,10 @@
 //! the report uses medians. Each rep runs an iperf3 TCP stream and a sockperf
 //! UDP ping-pong from container A to a server bound to container B's address.
 //! Then the per-packet cost of each eBPF program path comes from the
-//! `prog_cost` binary of `weft-tests`, when it exists. Ratios are checked
-//! against targets and reported HIT/MISS; a MISS never fails the run.
+//! `prog_cost` binary of `weft-tests`, when it exists. Last, the agent alone
+//! (`agent_bench`): RSS and CPU at idle and while it programs 10,000
+//! endpoints into the maps. Figures are checked against targets and
+//! reported HIT/MISS; a MISS never fails the run.
 
 use std::{
     fs,
@@ -25,7 +27,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::{
-    build_ebpf, netns,
+    agent_bench, build_ebpf, netns,
     netns::Netns,
     proc, setup,
     traffic::{self, Latency, Pin, Stream},
@@ -139,7 +141,22 @@ pub fn run(args: &Args) -> Result<()> {
         .into_iter()
         .filter(|n| !unavailable.iter().any(|(u, _)| u == n))
         .collect();
-    let report = Report::new(&names, &samples, &unavailable, &prog_cost);
+    println!("\n== agent: idle, and programming endpoints");
+    let agent = match &weft_bin {
+        Ok(bin) => agent_bench::run(
+            bin,
+            &ns("agent"),
+            PathBuf::from(format!("{BPFFS_PREFIX}{pid}-agent")),
+            PathBuf::from(format!("{STATE_PREFIX}{pid}-agent")),
+        )
+        .map_err(|e| format!("{e:#}")),
+        Err(e) => Err(format!("weft could not be built: {e}")),
+    };
+    if let Err(e) = &agent {
+        proc::check_interrupted()?;
+        eprintln!("xtask bench: agent measurement unavailable: {e}");
+    }
+    let report = Report::new(&names, &samples, &unavailable, &prog_cost, &agent);
     report.print();
 
     let stamp = timestamp();
@@ -162,6 +179,7 @@ pub fn run(args: &Args) -> Result<()> {
         },
         "topologies": report.topologies_json(),
         "prog_cost": prog_cost.as_ref().map_or_else(|e| json!({"unavailable": e}), |v| v.clone()),
+        "agent": agent.as_ref().map_or_else(|e| json!({"unavailable": e}), |v| v.clone()),
         "targets": report.targets_json(),
     });
     let dir = args
@@ -493,6 +511,8 @@ struct Report {
     targets: Vec<Target>,
     /// `prog_cost`'s `paths` (empty if it was unavailable).
     paths: Vec<Value>,
+    /// `agent_bench`'s figures, if it ran.
+    agent: Option<Value>,
 }
 
 struct Row {
@@ -531,6 +551,7 @@ impl Report {
         samples: &[Samples],
         unavailable: &[(&str, String)],
         prog_cost: &Result<Value, String>,
+        agent: &Result<Value, String>,
     ) -> Self {
         let mut rows: Vec<Row> = names
             .iter()
@@ -638,10 +659,37 @@ impl Report {
                 goal: 50.0,
             });
         }
+        let agent = agent.as_ref().ok().cloned();
+        let figure = |key: &str| agent.as_ref().and_then(|a| a[key].as_f64());
+        targets.push(Target {
+            what: format!(
+                "agent: program {} endpoints (map updates)",
+                agent_bench::ENDPOINTS
+            ),
+            value: figure("program_map_update_ms"),
+            unit: "ms",
+            at_least: false,
+            goal: 1000.0,
+        });
+        targets.push(Target {
+            what: "agent RSS idle".into(),
+            value: figure("idle_rss_mib"),
+            unit: "MiB",
+            at_least: false,
+            goal: 50.0,
+        });
+        targets.push(Target {
+            what: format!("agent RSS peak programming {}", agent_bench::ENDPOINTS),
+            value: figure("peak_rss_mib"),
+            unit: "MiB",
+            at_least: false,
+            goal: 50.0,
+        });
         Self {
             rows,
             targets,
             paths,
+            agent,
         }
     }
 
@@ -682,6 +730,26 @@ impl Report {
                     p["method"].as_str().unwrap_or("")
                 );
             }
+        }
+        if let Some(a) = &self.agent {
+            let f = |key: &str, prec: usize| fmt(a[key].as_f64(), prec);
+            println!(
+                "\nagent             RSS MiB  CPU %   (idle {} s)\n\
+                 idle            {:>9} {:>6}\n\
+                 programming {:>5} {:>9} {:>6}   map updates {} ms ({} bpf calls), \
+                 request {} ms, peak RSS {} MiB, removal {} ms",
+                a["idle_seconds"],
+                f("idle_rss_mib", 1),
+                f("idle_cpu_percent", 2),
+                a["endpoints"],
+                f("program_rss_mib", 1),
+                f("program_cpu_percent", 0),
+                f("program_map_update_ms", 1),
+                a["program_map_calls"],
+                f("program_request_ms", 1),
+                f("peak_rss_mib", 1),
+                f("remove_map_update_ms", 1),
+            );
         }
         println!("\n{:<28} {:>10} {:>10}  result", "target", "value", "goal");
         for t in &self.targets {

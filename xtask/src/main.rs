@@ -5,6 +5,7 @@
 //! the stable toolchain alone, before `setup` has installed what the eBPF
 //! build needs.
 
+mod agent_bench;
 mod bench;
 mod build_ebpf;
 mod demo;

@@ -15,6 +15,7 @@
 //! | `GET`, `PUT`, `DELETE /v1/node` | `node show`; `{"uplink","ip","ports"?}` -> node; `node unset` |
 //! | `GET /v1/conntrack`, `POST /v1/conntrack/gc[?older_than=S]` | `ct ls`; `ct gc` |
 //! | `GET /v1/nat` | `nat ls` |
+//! | `POST /v1/bench/endpoints`, `DELETE` | `{"count": N}` -> [`bench::Timing`]: synthetic endpoints in the maps only, for benchmarking map programming ([`bench`]) |
 //!
 //! Reads and `endpoint add` answer the JSON the CLI prints with `-o json`;
 //! `network create` answers the network as `network ls -o json` shows it;
@@ -44,7 +45,7 @@ use axum::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::sync::Mutex;
 
-use super::{Startup, client::AGENT_HEADER, drift};
+use super::{Startup, bench, client::AGENT_HEADER, drift};
 use crate::{
     cmd::{ct, endpoint, network, node, stats},
     error::{Error, Result, chain},
@@ -159,6 +160,10 @@ pub fn serve(
         .route("/v1/conntrack", get(conntrack_list))
         .route("/v1/conntrack/gc", post(conntrack_gc))
         .route("/v1/nat", get(nat_list))
+        .route(
+            "/v1/bench/endpoints",
+            post(bench_program).delete(bench_remove),
+        )
         .fallback(not_found)
         .with_state(shared)
         .layer(middleware::map_response(move |mut r: Response| {
@@ -373,6 +378,20 @@ async fn conntrack_gc(
 
 async fn nat_list(State(s): State<Arc<Shared>>) -> Response {
     respond(ct::nat(&s.paths))
+}
+
+async fn bench_program(State(s): State<Arc<Shared>>, Body(req): Body<bench::Program>) -> Response {
+    respond(
+        mutate(
+            &s,
+            move |paths| async move { bench::program(&paths, req.count) },
+        )
+        .await,
+    )
+}
+
+async fn bench_remove(State(s): State<Arc<Shared>>) -> Response {
+    respond(mutate(&s, move |paths| async move { bench::remove(&paths) }).await)
 }
 
 /// Runs one mutation after those before it, on a blocking thread with its

@@ -8,6 +8,7 @@
 //! killing or restarting the agent drops no traffic.
 
 pub mod api;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod drift;

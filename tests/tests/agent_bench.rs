@@ -1,0 +1,75 @@
+//! The agent's benchmark routes: synthetic endpoints go into the maps and
+//! come out again, leaving real endpoints and their traffic alone.
+
+use std::{
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+};
+
+use anyhow::{Context, Result, bail};
+use aya::maps::{HashMap, Map, MapData};
+use serde_json::Value;
+use weft::agent::bench::SYNTHETIC_IFINDEX;
+use weft_common::maps::{EndpointInfo, MAP_EP_BY_IF};
+use weft_tests::node::Node;
+
+fn call(node: &Node, method: &str, path: &str, body: Option<&str>) -> Result<Value> {
+    let mut s = UnixStream::connect(node.agent_socket())?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: weft\r\nConnection: close\r\n");
+    match body {
+        Some(b) => req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )),
+        None => req.push_str("\r\n"),
+    }
+    s.write_all(req.as_bytes())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").context("malformed answer")?;
+    if !head.starts_with("HTTP/1.1 2") {
+        bail!("{method} {path}: {head} {body}");
+    }
+    Ok(serde_json::from_str(body)?)
+}
+
+/// (synthetic, real) endpoints in `WEFT_EP_BY_IF`.
+fn endpoints(node: &Node) -> Result<(usize, usize)> {
+    let data = MapData::from_pin(node.pin_dir().join("maps").join(MAP_EP_BY_IF))?;
+    let map: HashMap<MapData, u32, EndpointInfo> = HashMap::try_from(Map::from_map_data(data)?)?;
+    let keys: Vec<u32> = map.keys().collect::<Result<_, _>>()?;
+    let synthetic = keys.iter().filter(|&&k| k >= SYNTHETIC_IFINDEX).count();
+    Ok((synthetic, keys.len() - synthetic))
+}
+
+#[test]
+fn synthetic_endpoints_are_programmed_and_removed() -> Result<()> {
+    let node = Node::new()?;
+    node.weft(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
+    let (a, _) = node.container("blue", "a")?;
+    let (_b, ip_b) = node.container("blue", "b")?;
+    let _agent = node.start_agent()?;
+
+    let done = call(
+        &node,
+        "POST",
+        "/v1/bench/endpoints",
+        Some(r#"{"count": 1000}"#),
+    )?;
+    assert_eq!(done["endpoints"], 1000, "{done}");
+    assert!(done["map_update_seconds"].as_f64().is_some(), "{done}");
+    assert_eq!(endpoints(&node)?, (1000, 2));
+    assert_eq!(a.ping(&ip_b, 2)?, 2, "real endpoints keep forwarding");
+    assert_eq!(
+        node.weft_json(&["endpoint", "ls"])?
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+
+    let removed = call(&node, "DELETE", "/v1/bench/endpoints", None)?;
+    assert_eq!(removed["endpoints"], 1000, "{removed}");
+    assert_eq!(endpoints(&node)?, (0, 2));
+    assert_eq!(a.ping(&ip_b, 2)?, 2);
+    Ok(())
+}
