@@ -249,6 +249,7 @@ fn assert_clear_refusal(stderr: &str) {
         "WEFT_NETWORKS",
         "pinned hash, key 4 B, value 12 B, 1024 entries",
         "needs hash, key 4 B, value 16 B, 1024 entries",
+        "by a weft that left no matching layout record",
         "Nothing was changed",
         "weft teardown",
     ] {

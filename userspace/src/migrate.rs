@@ -341,9 +341,10 @@ pub fn plan(paths: &Paths) -> Result<Plan> {
         if have == want.layout {
             continue;
         }
+        // The record speaks for the pin only if it describes this layout.
         let pinned_by = recorded
             .iter()
-            .find(|r| &r.name() == name)
+            .find(|r| &r.name() == name && r.layout() == have)
             .map(|r| r.abi_version);
         let newer = pinned_by.is_some_and(|v| v > ABI_VERSION);
         match MIGRATIONS
@@ -367,9 +368,9 @@ pub fn plan(paths: &Paths) -> Result<Plan> {
         let by = match by {
             Some(v) => {
                 versions.push(*v);
-                format!("pinned by map ABI v{v}")
+                format!("by map ABI v{v}")
             }
-            None => "pinned by a weft that recorded no layout".to_owned(),
+            None => "by a weft that left no matching layout record".to_owned(),
         };
         msg.push_str(&format!(
             "\n  {name}: pinned {have} ({by}); this weft needs {want}"
