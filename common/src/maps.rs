@@ -325,6 +325,77 @@ pub struct EndpointStats {
     pub tx_bytes: u64,
 }
 
+impl CtKey {
+    /// A conntrack key. ICMP keys carry the echo identifier as the source
+    /// port and 0 as the destination port.
+    #[inline(always)]
+    pub const fn new(
+        proto: u8,
+        src_ip_be: u32,
+        dst_ip_be: u32,
+        sport: [u8; 2],
+        dport: [u8; 2],
+    ) -> Self {
+        Self {
+            src_ip_be,
+            dst_ip_be,
+            src_port_be: sport,
+            dst_port_be: if proto == IPPROTO_ICMP { [0; 2] } else { dport },
+            proto,
+            _pad: [0; 3],
+        }
+    }
+
+    /// The key replies carry on the uplink for this original tuple sent as
+    /// `node_ip:nat_port` (ICMP echo replies carry the identifier).
+    #[inline(always)]
+    pub const fn reply(&self, node_ip_be: u32, nat_port: [u8; 2]) -> Self {
+        if self.proto == IPPROTO_ICMP {
+            Self::new(IPPROTO_ICMP, self.dst_ip_be, node_ip_be, nat_port, [0; 2])
+        } else {
+            Self::new(
+                self.proto,
+                self.dst_ip_be,
+                node_ip_be,
+                self.dst_port_be,
+                nat_port,
+            )
+        }
+    }
+
+    /// The key of the other entry of the connection that `entry`, found at
+    /// this key, belongs to. The datapath and `weft ct` share this rule.
+    #[inline(always)]
+    pub const fn partner(&self, entry: &CtEntry) -> Self {
+        if entry.direction == CT_DIR_ORIGINAL {
+            self.reply(entry.xlate_ip_be, entry.xlate_port_be)
+        } else {
+            Self::new(
+                self.proto,
+                entry.xlate_ip_be,
+                self.src_ip_be,
+                entry.xlate_port_be,
+                self.src_port_be,
+            )
+        }
+    }
+}
+
+impl CtEntry {
+    /// Whether the entry was seen within its protocol/state timeout, or
+    /// within `max_idle_ns` when that is shorter (`u64::MAX`: no cap).
+    #[inline(always)]
+    pub const fn fresh(&self, proto: u8, now: u64, max_idle_ns: u64) -> bool {
+        let timeout = ct_timeout_ns(proto, self.tcp_state);
+        let limit = if max_idle_ns < timeout {
+            max_idle_ns
+        } else {
+            timeout
+        };
+        now.saturating_sub(self.last_seen_ns) <= limit
+    }
+}
+
 const _: () = {
     assert!(EP_CACHE_SLOTS.is_power_of_two());
     assert!(size_of::<NetworkInfo>() == 16);

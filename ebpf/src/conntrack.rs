@@ -8,7 +8,7 @@ use aya_ebpf::bindings::BPF_NOEXIST;
 use weft_common::maps::{
     CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FIN_ORIGINAL, CT_FIN_REPLY, CT_TCP_CLOSED,
     CT_TCP_ESTABLISHED, CT_TCP_FIN_WAIT, CT_TCP_NONE, CT_TCP_SYN_SENT, CtEntry, CtKey,
-    EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, NAT_PORT_PROBES, NodeConfig, ct_timeout_ns,
+    EndpointInfo, IPPROTO_TCP, NAT_PORT_PROBES, NodeConfig,
 };
 
 use crate::{
@@ -19,68 +19,17 @@ use crate::{
 
 const EEXIST: i32 = -17;
 
-/// A tuple as a packet carries it (ICMP: identifier in `src_port`, 0 after).
-#[inline(always)]
-pub fn key(proto: u8, src_ip_be: u32, dst_ip_be: u32, sport: [u8; 2], dport: [u8; 2]) -> CtKey {
-    CtKey {
-        src_ip_be,
-        dst_ip_be,
-        src_port_be: sport,
-        dst_port_be: if proto == IPPROTO_ICMP { [0; 2] } else { dport },
-        proto,
-        _pad: [0; 3],
-    }
-}
-
-/// The key replies carry on the uplink for a connection to `outside` that
-/// left as `node_ip:nat_port` (ICMP: echo replies carry the identifier).
-#[inline(always)]
-fn reply_key(orig: &CtKey, node_ip_be: u32, nat_port: [u8; 2]) -> CtKey {
-    if orig.proto == IPPROTO_ICMP {
-        key(IPPROTO_ICMP, orig.dst_ip_be, node_ip_be, nat_port, [0; 2])
-    } else {
-        key(
-            orig.proto,
-            orig.dst_ip_be,
-            node_ip_be,
-            orig.dst_port_be,
-            nat_port,
-        )
-    }
-}
-
-/// The other entry of the connection `entry` (found at `k`) belongs to.
-#[inline(always)]
-fn partner_key(k: &CtKey, entry: &CtEntry) -> CtKey {
-    if entry.direction == CT_DIR_ORIGINAL {
-        reply_key(k, entry.xlate_ip_be, entry.xlate_port_be)
-    } else {
-        key(
-            k.proto,
-            entry.xlate_ip_be,
-            k.src_ip_be,
-            entry.xlate_port_be,
-            k.src_port_be,
-        )
-    }
-}
-
-#[inline(always)]
-fn fresh(entry: &CtEntry, proto: u8, now: u64) -> bool {
-    now.saturating_sub(entry.last_seen_ns) <= ct_timeout_ns(proto, entry.tcp_state)
-}
-
 /// Whether the connection is alive: this entry or its partner was seen
 /// within its timeout (a one-way flow refreshes only one of them).
 #[inline(always)]
 fn alive(k: &CtKey, entry: &CtEntry, now: u64) -> bool {
-    if fresh(entry, k.proto, now) {
+    if entry.fresh(k.proto, now, u64::MAX) {
         return true;
     }
     // SAFETY: a successful lookup returns a pointer valid for this program
     // run; the value is copied out at once.
-    match CT.get_ptr(partner_key(k, entry)).map(|p| unsafe { *p }) {
-        Some(partner) => fresh(&partner, k.proto, now),
+    match CT.get_ptr(k.partner(entry)).map(|p| unsafe { *p }) {
+        Some(partner) => partner.fresh(k.proto, now, u64::MAX),
         None => false,
     }
 }
@@ -139,7 +88,7 @@ fn touch(k: &CtKey, p: *mut CtEntry, tcp_flags: u8, now: u64, len: u32) -> CtEnt
         if state != entry.tcp_state || fins != entry.fin_seen {
             entry.tcp_state = state;
             entry.fin_seen = fins;
-            if let Some(partner) = CT.get_ptr_mut(partner_key(k, entry)) {
+            if let Some(partner) = CT.get_ptr_mut(k.partner(entry)) {
                 // SAFETY: as above, a value pointer from this run's lookup.
                 unsafe {
                     (*partner).tcp_state = state;
@@ -237,7 +186,7 @@ pub fn create(
         ..CtEntry::default()
     };
     if CT.insert(orig, original, 0).is_err() {
-        let _ = CT.remove(reply_key(orig, node.node_ip_be, nat_port));
+        let _ = CT.remove(orig.reply(node.node_ip_be, nat_port));
         return Err(drop_here!(ConntrackFull));
     }
     Ok(nat_port)
@@ -277,7 +226,7 @@ fn claim_port(orig: &CtKey, node: &NodeConfig, reply: &CtEntry) -> Result<[u8; 2
 /// Whether the reply entry for `port` was inserted (`false`: taken).
 #[inline(always)]
 fn try_claim(orig: &CtKey, node: &NodeConfig, reply: &CtEntry, port: u16) -> Result<bool, Dropped> {
-    let k = reply_key(orig, node.node_ip_be, port.to_be_bytes());
+    let k = orig.reply(node.node_ip_be, port.to_be_bytes());
     match CT.insert(k, reply, u64::from(BPF_NOEXIST)) {
         Ok(()) => Ok(true),
         Err(EEXIST) => Ok(false),

@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use network_types::ip::Ipv4Hdr;
 use weft_common::{
-    maps::{EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NET_FLAG_MASQUERADE},
+    maps::{CtKey, EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NET_FLAG_MASQUERADE},
     reason::Forward,
 };
 
@@ -184,7 +184,7 @@ pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
     if ip.ttl <= 1 {
         return Err(drop_here!(TtlExceeded));
     }
-    let orig = conntrack::key(ip.proto, src.ip_be, dst_ip, l4.sport, l4.dport);
+    let orig = CtKey::new(ip.proto, src.ip_be, dst_ip, l4.sport, l4.dport);
     let now = now_ns();
     let live = conntrack::established(&orig, src, &node, l4.tcp_flags, now, ctx.len());
     let (nat_port, hop) = match live {
@@ -248,7 +248,7 @@ pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
         return pass_to_stack(ctx);
     };
     let dst_ip = u32::from_ne_bytes(ip.dst_addr);
-    let k = conntrack::key(
+    let k = CtKey::new(
         ip.proto,
         u32::from_ne_bytes(ip.src_addr),
         dst_ip,

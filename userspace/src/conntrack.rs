@@ -3,18 +3,16 @@
 //!
 //! The datapath treats an entry as absent once it and its partner are both
 //! past their timeout (`ct_timeout_ns`), but never deletes it: an expired
-//! reply entry keeps its NAT port claimed until it is removed here. The
-//! rule below mirrors `ebpf/src/conntrack.rs` (`reply_key`, `partner_key`,
-//! `fresh`, `alive`) exactly; timestamps are CLOCK_MONOTONIC, the clock of
-//! `bpf_ktime_get_ns`.
+//! reply entry keeps its NAT port claimed until it is removed here. Pairing
+//! and freshness come from `weft_common` (`CtKey::partner`,
+//! `CtEntry::fresh`), the same code the datapath runs; timestamps are
+//! CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap};
 
 use aya::maps::{HashMap, MapData};
 use nix::time::{ClockId, clock_gettime};
-use weft_common::maps::{
-    CT_DIR_ORIGINAL, CT_DIR_REPLY, CtEntry, CtKey, IPPROTO_ICMP, MAP_CT, ct_timeout_ns,
-};
+use weft_common::maps::{CT_DIR_ORIGINAL, CT_DIR_REPLY, CtEntry, CtKey, IPPROTO_ICMP, MAP_CT};
 
 use crate::{
     datapath::open_pinned,
@@ -59,55 +57,6 @@ pub fn snapshot(paths: &Paths) -> Result<Vec<(CtKey, CtEntry)>> {
     Ok(out)
 }
 
-fn key(proto: u8, src_ip_be: u32, dst_ip_be: u32, sport: [u8; 2], dport: [u8; 2]) -> CtKey {
-    CtKey {
-        src_ip_be,
-        dst_ip_be,
-        src_port_be: sport,
-        dst_port_be: if proto == IPPROTO_ICMP { [0; 2] } else { dport },
-        proto,
-        _pad: [0; 3],
-    }
-}
-
-/// The key replies carry for original tuple `orig` sent as
-/// `node_ip:nat_port` (the datapath's `reply_key`).
-fn reply_key(orig: &CtKey, node_ip_be: u32, nat_port: [u8; 2]) -> CtKey {
-    if orig.proto == IPPROTO_ICMP {
-        key(IPPROTO_ICMP, orig.dst_ip_be, node_ip_be, nat_port, [0; 2])
-    } else {
-        key(
-            orig.proto,
-            orig.dst_ip_be,
-            node_ip_be,
-            orig.dst_port_be,
-            nat_port,
-        )
-    }
-}
-
-/// The other entry of the connection (the datapath's `partner_key`).
-pub fn partner_key(k: &CtKey, e: &CtEntry) -> CtKey {
-    if e.direction == CT_DIR_ORIGINAL {
-        reply_key(k, e.xlate_ip_be, e.xlate_port_be)
-    } else {
-        key(
-            k.proto,
-            e.xlate_ip_be,
-            k.src_ip_be,
-            e.xlate_port_be,
-            k.src_port_be,
-        )
-    }
-}
-
-/// Whether `e` was seen within its timeout, or within `max_idle_ns` when
-/// that is shorter (`ct gc --older-than`).
-fn fresh(e: &CtEntry, proto: u8, now: u64, max_idle_ns: Option<u64>) -> bool {
-    let limit = ct_timeout_ns(proto, e.tcp_state).min(max_idle_ns.unwrap_or(u64::MAX));
-    now.saturating_sub(e.last_seen_ns) <= limit
-}
-
 /// Expired: this entry and its partner (if any) are both past their
 /// timeout; the negation of the datapath's `alive`.
 pub fn expired(
@@ -117,8 +66,8 @@ pub fn expired(
     now: u64,
     max_idle_ns: Option<u64>,
 ) -> bool {
-    !fresh(e, k.proto, now, max_idle_ns)
-        && !partner.is_some_and(|p| fresh(p, k.proto, now, max_idle_ns))
+    !e.fresh(k.proto, now, max_idle_ns.unwrap_or(u64::MAX))
+        && !partner.is_some_and(|p| p.fresh(k.proto, now, max_idle_ns.unwrap_or(u64::MAX)))
 }
 
 /// One connection from the table: both entries, or one whose partner is
@@ -146,7 +95,7 @@ pub fn connections(entries: &[(CtKey, CtEntry)], now: u64) -> Vec<Connection> {
     let by_key: StdHashMap<CtKey, &CtEntry> = entries.iter().map(|(k, e)| (*k, e)).collect();
     let mut out = Vec::new();
     for (k, e) in entries {
-        let pk = partner_key(k, e);
+        let pk = k.partner(e);
         let partner = by_key.get(&pk).copied();
         if e.direction == CT_DIR_REPLY && partner.is_some() {
             // Listed from its original entry.
@@ -260,7 +209,7 @@ pub fn gc(paths: &Paths, max_idle_ns: Option<u64>) -> Result<GcResult> {
     let now = now_ns();
     let mut result = GcResult::default();
     for (k, e) in &entries {
-        let partner = by_key.get(&partner_key(k, e));
+        let partner = by_key.get(&k.partner(e));
         if !expired(k, e, partner, now, max_idle_ns) {
             continue;
         }
@@ -268,7 +217,7 @@ pub fn gc(paths: &Paths, max_idle_ns: Option<u64>) -> Result<GcResult> {
             Ok(current) => current,
             Err(_) => continue,
         };
-        let partner_now = map.get(&partner_key(k, &current), 0).ok();
+        let partner_now = map.get(&k.partner(&current), 0).ok();
         if !expired(k, &current, partner_now.as_ref(), now_ns(), max_idle_ns) {
             continue;
         }
@@ -307,14 +256,14 @@ mod tests {
             u32::from_ne_bytes([198, 18, 0, 2]),
             u32::from_ne_bytes([198, 18, 0, 1]),
         );
-        let orig = key(proto, c, o, 5000u16.to_be_bytes(), 80u16.to_be_bytes());
+        let orig = CtKey::new(proto, c, o, 5000u16.to_be_bytes(), 80u16.to_be_bytes());
         let oe = CtEntry {
             xlate_ip_be: n,
             xlate_port_be: 30000u16.to_be_bytes(),
             direction: CT_DIR_ORIGINAL,
             ..CtEntry::default()
         };
-        let rk = reply_key(&orig, n, oe.xlate_port_be);
+        let rk = orig.reply(n, oe.xlate_port_be);
         let re = CtEntry {
             xlate_ip_be: c,
             xlate_port_be: orig.src_port_be,
@@ -328,8 +277,8 @@ mod tests {
     fn partners_find_each_other() {
         for proto in [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP] {
             let ((ok, oe), (rk, re)) = pair(proto);
-            assert_eq!(partner_key(&ok, &oe), rk);
-            assert_eq!(partner_key(&rk, &re), ok);
+            assert_eq!(ok.partner(&oe), rk);
+            assert_eq!(rk.partner(&re), ok);
         }
     }
 
