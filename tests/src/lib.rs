@@ -12,6 +12,7 @@
 pub mod bpffs;
 pub mod fixture;
 pub mod frames;
+pub mod load;
 pub mod netns;
 pub mod node;
 pub mod outside;

@@ -14,6 +14,7 @@ use std::{
 use anyhow::{Context, Result};
 use serde_json::Value;
 use weft_tests::{
+    load::restart_agent_under_load,
     node::Node,
     outside::{
         NODE_UPLINK_IP, OUTSIDE_IP, Outside, UPLINK, tcp_fetch_many, udp_roundtrip, udp_socket_in,
@@ -380,15 +381,6 @@ fn agent_exports_nat_metrics_and_collects_expired_connections() -> Result<()> {
     Ok(())
 }
 
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The hitless-restart contract through masquerade: an iperf3 stream and a
 /// 10 ms ping flood from a container to the outside, both translated,
 /// while the agent is SIGKILLed and restarted five times (its GC runs in
@@ -398,116 +390,8 @@ fn agent_restarts_under_load_through_snat_lose_nothing() -> Result<()> {
     let (node, outside) = masquerading_node(None)?;
     let (c1, _) = node.container("blue", "c1")?;
 
-    let server = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            outside.ns.name(),
-            "iperf3",
-            "-s",
-            "-1",
-            "-B",
-            OUTSIDE_IP,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("starting iperf3 (cargo xtask setup installs it)")?;
-    let _server = KillOnDrop(server);
-    std::thread::sleep(Duration::from_millis(300));
-    let stream = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            c1.name(),
-            "iperf3",
-            "-c",
-            OUTSIDE_IP,
-            "-t",
-            "12",
-            "-J",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    let flood = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            c1.name(),
-            "ping",
-            "-n",
-            "-i",
-            "0.01",
-            "-c",
-            "1100",
-            OUTSIDE_IP,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-
-    for _ in 0..5 {
-        let agent = node.start_agent()?;
-        std::thread::sleep(Duration::from_millis(700));
-        agent.kill()?;
-        std::thread::sleep(Duration::from_millis(300));
-    }
-
-    let stream = stream.wait_with_output()?;
-    let report: Value = serde_json::from_slice(&stream.stdout).with_context(|| {
-        format!(
-            "iperf3 printed no JSON: {}",
-            String::from_utf8_lossy(&stream.stderr)
-        )
-    })?;
-    assert!(
-        report.get("error").is_none(),
-        "the TCP stream broke: {}",
-        report["error"]
-    );
-    let received = report["end"]["sum_received"]["bytes"]
-        .as_f64()
-        .unwrap_or(0.0);
-    assert!(received > 0.0, "the stream moved no data: {report}");
-
-    let flood = flood.wait_with_output()?;
-    let text = String::from_utf8_lossy(&flood.stdout);
-    let seqs: Vec<u32> = text
-        .lines()
-        .filter_map(|l| {
-            l.split("icmp_seq=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect();
-    assert!(
-        seqs.len() > 1000,
-        "only {} of 1100 pings answered",
-        seqs.len()
-    );
-    let longest_gap = seqs
-        .windows(2)
-        .map(|p| p[1].saturating_sub(p[0]).saturating_sub(1))
-        .max()
-        .unwrap_or(0);
-    eprintln!(
-        "restart under load through SNAT: {} of 1100 pings answered, longest gap {longest_gap} \
-         pings, stream {:.2} Gbit/s",
-        seqs.len(),
-        report["end"]["sum_received"]["bits_per_second"]
-            .as_f64()
-            .unwrap_or(0.0)
-            / 1e9
-    );
-    assert!(
-        longest_gap < 10,
-        "a gap of {longest_gap} pings (~{} ms) in the flood",
-        longest_gap * 10
-    );
+    let load = restart_agent_under_load(&node, &c1, &outside.ns, OUTSIDE_IP)?;
+    eprintln!("restart under load through SNAT: {load:?}");
     let conns = ct(&node)?;
     assert!(
         conns.iter().any(|c| c["proto"] == "tcp"
