@@ -16,5 +16,6 @@ pub mod load;
 pub mod netns;
 pub mod node;
 pub mod outside;
+pub mod table;
 pub mod topology;
 pub mod traffic;

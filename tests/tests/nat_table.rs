@@ -20,11 +20,12 @@ use weft_common::{
     reason::{Drop, Forward},
 };
 use weft_tests::{
-    fixture::{Datapath, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
+    fixture::{Datapath, TC_ACT_OK, TC_ACT_REDIRECT},
     frames::{
         ETH_HLEN, TcpFlags, arp_request, icmp_echo, ipv4_checksum_valid, l4_checksum_field,
         l4_checksum_valid, refresh_ipv4_checksum, refresh_l4_checksum, tcp, udp_ports,
     },
+    table::{self, Expect, Hook},
     topology::{
         A1, A2, NET_A, NODE_IP, NatNode, OUTSIDE, ROUTER_MAC, UPLINK_MAC, nat_topology, topology,
     },
@@ -33,97 +34,10 @@ use weft_tests::{
 const PORT_MIN: u16 = 40_000;
 const PORT_MAX: u16 = 40_999;
 
-enum Expect {
-    Forward {
-        action: u32,
-        kind: Forward,
-        output: Vec<u8>,
-        delivered_to: Option<u32>,
-    },
-    Drop(Drop),
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Hook {
-    /// `weft_from_container`, sent by A1.
-    Container,
-    /// `weft_from_uplink`.
-    Uplink,
-}
-
-/// Runs `frame` through `hook` and checks verdict, bytes, checksums and
-/// that exactly one counter moved. Returns the output.
+/// Runs `frame` through `hook` and checks it (see `weft_tests::table`);
+/// returns the output.
 fn check(dp: &mut Datapath, what: &str, hook: Hook, frame: &[u8], expect: Expect) -> Vec<u8> {
-    let before = dp.all_counters().unwrap();
-    let rx_before = match &expect {
-        Expect::Forward {
-            delivered_to: Some(ifindex),
-            ..
-        } => dp.endpoint_stats(*ifindex).unwrap().rx_packets,
-        _ => 0,
-    };
-    let got = match hook {
-        Hook::Container => dp.run(frame),
-        Hook::Uplink => dp.run_uplink(frame),
-    }
-    .unwrap();
-    let after = dp.all_counters().unwrap();
-    let moved: Vec<String> = before
-        .iter()
-        .zip(&after)
-        .filter(|(b, a)| a.1 != b.1)
-        .map(|(b, a)| format!("{} +{}", b.0, a.1 - b.1))
-        .collect();
-    let (want_action, want_counter, want_output) = match &expect {
-        Expect::Forward {
-            action,
-            kind,
-            output,
-            ..
-        } => (
-            *action,
-            format!("forward:{} +1", kind.name()),
-            output.clone(),
-        ),
-        Expect::Drop(reason) => (
-            TC_ACT_SHOT,
-            format!("drop:{} +1", reason.name()),
-            frame.to_vec(),
-        ),
-    };
-    assert_eq!(
-        got.action, want_action,
-        "{what}: expected action {want_action}, got {} (counters moved: {moved:?})",
-        got.action
-    );
-    assert_eq!(
-        moved,
-        vec![want_counter.clone()],
-        "{what}: expected only {want_counter} to move"
-    );
-    assert_eq!(
-        got.output,
-        want_output,
-        "{what}: output bytes differ\n  want {}\n  got  {}",
-        hex(&want_output),
-        hex(&got.output)
-    );
-    if let Expect::Forward {
-        delivered_to: Some(ifindex),
-        ..
-    } = &expect
-    {
-        assert_eq!(
-            dp.endpoint_stats(*ifindex).unwrap().rx_packets,
-            rx_before + 1,
-            "{what}: expected endpoint {ifindex} rx to count the delivery"
-        );
-    }
-    got.output
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    table::check(dp, what, hook, frame, &expect).unwrap()
 }
 
 fn l4_start(frame: &[u8]) -> usize {

@@ -6,26 +6,14 @@ use std::net::Ipv4Addr;
 use anyhow::Result;
 use weft_common::reason::{Drop, Forward};
 use weft_tests::{
-    fixture::{Datapath, Net, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_STOLEN},
+    fixture::{Datapath, Net, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_STOLEN},
     frames::{
         self, BROADCAST, ETH_HLEN, arp, arp_request, ipv4_checksum_valid, mac_str,
         refresh_ipv4_checksum, tcp_syn, udp, with_ipv4_options,
     },
+    table::{self, Expect, Hook},
     topology::{A1, A2, B1, C1, NET_A, NET_B, NET_C, topology},
 };
-
-enum Expect {
-    /// Forwarded: action, the one forward counter that moves, exact output,
-    /// and the endpoint the packet was delivered into (if any).
-    Forward {
-        action: u32,
-        kind: Forward,
-        output: Vec<u8>,
-        delivered_to: Option<u32>,
-    },
-    /// Dropped (TC_ACT_SHOT), frame untouched, this reason counted once.
-    Drop(Drop),
-}
 
 struct Row {
     what: &'static str,
@@ -33,79 +21,9 @@ struct Row {
     expect: Expect,
 }
 
-/// Runs one row and checks verdict, bytes and that exactly one counter moved.
+/// Runs one row through `weft_from_container` (see `weft_tests::table`).
 fn check(dp: &mut Datapath, row: &Row) -> Result<()> {
-    let before = dp.all_counters()?;
-    let rx_before = match &row.expect {
-        Expect::Forward {
-            delivered_to: Some(ifindex),
-            ..
-        } => dp.endpoint_stats(*ifindex)?.rx_packets,
-        _ => 0,
-    };
-    let got = dp.run(&row.frame)?;
-    let after = dp.all_counters()?;
-    let moved: Vec<String> = before
-        .iter()
-        .zip(&after)
-        .filter(|(b, a)| a.1 != b.1)
-        .map(|(b, a)| format!("{} +{}", b.0, a.1 - b.1))
-        .collect();
-
-    let (want_action, want_counter, want_output) = match &row.expect {
-        Expect::Forward {
-            action,
-            kind,
-            output,
-            ..
-        } => (
-            *action,
-            format!("forward:{} +1", kind.name()),
-            output.clone(),
-        ),
-        Expect::Drop(reason) => (
-            TC_ACT_SHOT,
-            format!("drop:{} +1", reason.name()),
-            row.frame.clone(),
-        ),
-    };
-    assert_eq!(
-        got.action, want_action,
-        "{}: expected action {want_action}, got {} (counters moved: {moved:?})",
-        row.what, got.action
-    );
-    assert_eq!(
-        moved,
-        vec![want_counter.clone()],
-        "{}: expected only {want_counter} to move",
-        row.what
-    );
-    assert_eq!(
-        got.output,
-        want_output,
-        "{}: output bytes differ\n  want {}\n  got  {}",
-        row.what,
-        hex(&want_output),
-        hex(&got.output)
-    );
-    if let Expect::Forward {
-        delivered_to: Some(ifindex),
-        ..
-    } = &row.expect
-    {
-        let rx_after = dp.endpoint_stats(*ifindex)?.rx_packets;
-        assert_eq!(
-            rx_after,
-            rx_before + 1,
-            "{}: expected endpoint {ifindex} rx to count the delivery",
-            row.what
-        );
-    }
-    Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    table::check(dp, row.what, Hook::Container, &row.frame, &row.expect).map(|_| ())
 }
 
 /// `frame` with its Ethernet addresses replaced, TTL decremented and the
