@@ -8,6 +8,8 @@
 //! - [`netns`], [`node`], [`traffic`]: end-to-end tests in namespaces,
 //!   through the real `weft` binary, with real ICMP, TCP and UDP;
 //!   [`outside`]: a namespace beyond the node's uplink, for masquerade.
+//! - [`underlay`]: nodes joined by an underlay switch for overlay tests,
+//!   kernel-VXLAN (Flannel-style) and plain routed peer nodes.
 
 pub mod bpffs;
 pub mod fixture;
@@ -19,3 +21,4 @@ pub mod outside;
 pub mod table;
 pub mod topology;
 pub mod traffic;
+pub mod underlay;
