@@ -185,6 +185,17 @@ impl Agent {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// SIGKILL, then everything the agent logged (its stderr).
+    pub fn kill_and_log(mut self) -> Result<String> {
+        self.child.kill()?;
+        self.child.wait()?;
+        let mut log = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            std::io::Read::read_to_string(&mut err, &mut log)?;
+        }
+        Ok(log)
+    }
 }
 
 impl Drop for Agent {

@@ -79,6 +79,19 @@ fn agent_adopts_pins_survives_sigkill_and_repairs_drift() -> Result<()> {
     let status = node.weft_json(&["status"])?;
     assert_eq!(status["pid"].as_u64(), Some(u64::from(agent.pid())));
     assert_eq!(status["kernel_matches_state"], true, "{status}");
+    assert_eq!(status["endpoints"].as_u64(), Some(2), "{status}");
+    assert_eq!(status["routes"].as_u64(), Some(1), "{status}");
+    // Each network's subnet and each direction of a link is a route.
+    node.weft(&["network", "create", "red", "--subnet", "10.2.0.0/24"])?;
+    node.weft(&["network", "connect", "blue", "red"])?;
+    let status = node.weft_json(&["status"])?;
+    assert_eq!(status["routes"].as_u64(), Some(4), "{status}");
+    assert_eq!(status["flows"].as_u64(), Some(0), "{status}");
+    assert_eq!(status["kernel_matches_state"], true, "{status}");
+    assert!(
+        node.weft(&["status"])?.contains("routes: 4"),
+        "the table shows the routes"
+    );
     assert_eq!(
         program_id(&node)?,
         program,
@@ -185,5 +198,154 @@ fn agent_restarts_under_load_lose_nothing() -> Result<()> {
 
     let load = restart_agent_under_load(&node, &a, &b, &ip_b)?;
     eprintln!("restart under load: {load:?}");
+    Ok(())
+}
+
+/// Map entries changed behind weft's back while no agent runs (an endpoint
+/// deleted from the tables, stale ones added, one rewritten) show in
+/// `weft status`; the next agent puts the maps back as the state describes
+/// them, reports it (status, log, metrics), and traffic flows again.
+#[test]
+fn agent_reconciles_tampered_maps_at_start() -> Result<()> {
+    use aya::maps::{Array, HashMap, Map, MapData};
+    use weft_common::maps::{
+        EndpointInfo, FdbEntry, FdbKey, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_EP_IP_CACHE, MAP_FDB,
+        MAP_NET_LINKS, NetPairKey, ipcache_slot,
+    };
+
+    let node = Node::new()?;
+    node.weft(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
+    let (a, _) = node.container("blue", "a")?;
+    let (_b, ip_b) = node.container("blue", "b")?;
+    let agent = node.start_agent()?;
+    assert_eq!(node.weft_json(&["status"])?["kernel_matches_state"], true);
+    agent.kill()?;
+
+    let open = |name: &str| -> Result<Map> {
+        let data = MapData::from_pin(node.pin_dir().join("maps").join(name))?;
+        Ok(Map::from_map_data(data)?)
+    };
+    let be = |ip: &str| -> Result<u32> {
+        Ok(u32::from_ne_bytes(
+            ip.parse::<std::net::Ipv4Addr>()?.octets(),
+        ))
+    };
+    let b_be = be(&ip_b)?;
+    let mut by_ip: HashMap<MapData, u32, EndpointInfo> = HashMap::try_from(open(MAP_EP_BY_IP)?)?;
+    let b_info = by_ip.get(&b_be, 0)?;
+    // b vanishes from the by-IP table, its cache slot and the FDB ...
+    by_ip.remove(&b_be)?;
+    let mut ip_cache: Array<MapData, EndpointInfo> = Array::try_from(open(MAP_EP_IP_CACHE)?)?;
+    ip_cache.set(ipcache_slot(b_be), EndpointInfo::default(), 0)?;
+    let mut fdb: HashMap<MapData, FdbKey, FdbEntry> = HashMap::try_from(open(MAP_FDB)?)?;
+    let b_key = FdbKey {
+        network_id: b_info.network_id,
+        mac: b_info.mac,
+        _pad: [0; 2],
+    };
+    fdb.remove(&b_key)?;
+    // ... a stale endpoint and a stale network link appear ...
+    let stale_ip = be("10.1.0.99")?;
+    by_ip.insert(
+        stale_ip,
+        EndpointInfo {
+            ip_be: stale_ip,
+            ..b_info
+        },
+        0,
+    )?;
+    let mut links: HashMap<MapData, NetPairKey, u32> = HashMap::try_from(open(MAP_NET_LINKS)?)?;
+    links.insert(
+        NetPairKey {
+            from_network: b_info.network_id,
+            to_network: 77,
+        },
+        1,
+        0,
+    )?;
+    // ... and a's by-ifindex entry points at the wrong counter slot.
+    let mut by_if: HashMap<MapData, u32, EndpointInfo> = HashMap::try_from(open(MAP_EP_BY_IF)?)?;
+    let (a_if, a_info) = by_if
+        .iter()
+        .filter_map(Result::ok)
+        .find(|(k, _)| *k != b_info.ifindex)
+        .context("a's by-ifindex entry")?;
+    by_if.insert(
+        a_if,
+        EndpointInfo {
+            stats_slot: 999,
+            ..a_info
+        },
+        0,
+    )?;
+    assert_eq!(
+        a.ping(&ip_b, 2)?,
+        0,
+        "b must be unreachable while its entries are gone"
+    );
+
+    let status = node.weft_json(&["status"])?;
+    assert_eq!(status["kernel_matches_state"], false, "{status}");
+    let drift = &status["drift"]["maps"];
+    let of = |map: &str| -> serde_json::Value {
+        drift
+            .as_array()
+            .and_then(|d| d.iter().find(|m| m["map"] == map).cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(of(MAP_EP_BY_IP)["missing"][0], ip_b.as_str(), "{status}");
+    assert_eq!(of(MAP_EP_BY_IP)["stale"][0], "10.1.0.99", "{status}");
+    assert_eq!(
+        of(MAP_FDB)["missing"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
+    assert_eq!(
+        of(MAP_NET_LINKS)["stale"][0],
+        "network #1 -> #77",
+        "{status}"
+    );
+    assert_eq!(
+        of(MAP_EP_BY_IF)["wrong"][0],
+        format!("ifindex {a_if}"),
+        "{status}"
+    );
+    assert_eq!(
+        of(MAP_EP_IP_CACHE)["missing"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
+
+    let agent = node.start_agent()?;
+    let status = node.weft_json(&["status"])?;
+    assert_eq!(status["kernel_matches_state"], true, "{status}");
+    let repaired = &status["repaired_at_start"]["maps"];
+    assert_eq!(
+        repaired, drift,
+        "the repair must be what status found: {status}"
+    );
+    let metrics = scrape(&node)?;
+    promtool_accepts(&metrics)?;
+    assert_eq!(sample(&metrics, "weft_reconcile_runs_total")?, 1.0);
+    assert!(sample(&metrics, "weft_reconcile_last_run_timestamp_seconds")? > 1.6e9);
+    for (kind, map) in [
+        ("added", MAP_EP_BY_IP),
+        ("removed", MAP_EP_BY_IP),
+        ("added", MAP_FDB),
+        ("removed", MAP_NET_LINKS),
+        ("rewritten", MAP_EP_BY_IF),
+    ] {
+        let series = format!(r#"weft_reconcile_repairs_total{{kind="{kind}",object="{map}"}}"#);
+        assert_eq!(sample(&metrics, &series)?, 1.0, "{series}");
+    }
+    // a's failed ARP for b must not linger into the check.
+    a.exec(&["ip", "neigh", "flush", "all"])?;
+    assert_eq!(a.ping(&ip_b, 2)?, 2, "forwarding after the reconcile");
+    assert_eq!(by_ip.get(&b_be, 0)?, b_info);
+    let log = agent.kill_and_log()?;
+    assert!(
+        log.contains("reconcile: WEFT_EP_BY_IP: added") && log.contains("10.1.0.99"),
+        "the agent must log its repairs:\n{log}"
+    );
     Ok(())
 }

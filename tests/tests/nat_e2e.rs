@@ -354,6 +354,17 @@ fn agent_exports_nat_metrics_and_collects_expired_connections() -> Result<()> {
     tcp_fetch_many(&c1, server.addr(), 1, 4096, 1)?;
     server.finish()?;
     assert_eq!(ct(&node)?.len(), 1, "one connection, through the agent");
+    let status = node.weft_json(&["status"])?;
+    assert_eq!(
+        (
+            status["endpoints"].as_u64(),
+            status["routes"].as_u64(),
+            status["flows"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1)),
+        "one endpoint, one subnet route, one masqueraded flow: {status}"
+    );
+    assert_eq!(status["kernel_matches_state"], true, "{status}");
 
     let metrics = scrape(&node)?;
     assert_eq!(sample(&metrics, "weft_conntrack_entries")?, 2.0);
@@ -378,6 +389,7 @@ fn agent_exports_nat_metrics_and_collects_expired_connections() -> Result<()> {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(sample(&scrape(&node)?, "weft_conntrack_entries")?, 0.0);
+    assert_eq!(node.weft_json(&["status"])?["flows"].as_u64(), Some(0));
     Ok(())
 }
 

@@ -71,7 +71,7 @@ pub fn network_info(net: &Network) -> NetworkInfo {
     }
 }
 
-fn fdb_key(network_id: u32, mac: Mac) -> FdbKey {
+pub fn fdb_key(network_id: u32, mac: Mac) -> FdbKey {
     FdbKey {
         network_id,
         mac: mac.octets(),

@@ -19,6 +19,7 @@ pub mod netns;
 pub mod object;
 pub mod output;
 pub mod paths;
+pub mod reconcile;
 pub mod rollback;
 pub mod state;
 

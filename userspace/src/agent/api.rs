@@ -44,6 +44,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::sync::Mutex;
+use weft_common::maps::CT_DIR_ORIGINAL;
 
 use super::{Startup, bench, client::AGENT_HEADER, drift};
 use crate::{
@@ -186,6 +187,13 @@ pub struct StatusView {
     pub started_at: Option<u64>,
     pub networks: usize,
     pub endpoints: usize,
+    /// Routes weft manages: overlay routes once there are any, else each
+    /// network's subnet plus each direction of each network link.
+    #[serde(default)]
+    pub routes: usize,
+    /// Masqueraded connections in conntrack (each holds two entries).
+    #[serde(default)]
+    pub flows: usize,
     pub program_id: Option<u32>,
     pub kernel_matches_state: bool,
     pub drift: serde_json::Value,
@@ -204,9 +212,12 @@ impl Render for StatusView {
         }
         out.push('\n');
         out.push_str(&format!(
-            "networks: {}\nendpoints: {}\nprogram id: {}\nkernel matches state: {}\n",
+            "networks: {}\nendpoints: {}\nroutes: {}\nflows: {}\nprogram id: {}\n\
+             kernel matches state: {}\n",
             self.networks,
             self.endpoints,
+            self.routes,
+            self.flows,
             self.program_id
                 .map_or("not loaded".into(), |id| id.to_string()),
             if self.kernel_matches_state {
@@ -229,12 +240,22 @@ pub async fn local_status(paths: &Paths, agent: &str) -> Result<StatusView> {
         started_at: None,
         networks: st.networks.len(),
         endpoints: st.endpoints.len(),
+        routes: managed_routes(&st),
+        flows: crate::conntrack::snapshot(paths)?
+            .iter()
+            .filter(|(_, e)| e.direction == CT_DIR_ORIGINAL)
+            .count(),
         program_id: drift::program_id(paths),
         kernel_matches_state: found.is_empty(),
         drift: serde_json::to_value(&found).unwrap_or_default(),
         repaired_at_start: None,
         migrated_at_start: None,
     })
+}
+
+/// Each network's subnet route plus each direction of each network link.
+fn managed_routes(st: &state::State) -> usize {
+    st.networks.iter().map(|n| 1 + n.connected.len()).sum()
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Response {

@@ -9,6 +9,7 @@ use crate::{
     error::Result,
     netlink::Netlink,
     paths::Paths,
+    reconcile::{self, MapDiff},
     state::{self, State},
 };
 
@@ -24,6 +25,9 @@ pub struct Drift {
     /// The node's uplink (from `weft node set`) when its link pin is gone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missing_uplink_link: Option<String>,
+    /// Map entries that differ from what the state describes, per map.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub maps: Vec<MapDiff>,
 }
 
 impl Drift {
@@ -43,6 +47,8 @@ pub struct Repair {
     /// The uplink whose program link was attached again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reattached_uplink: Option<String>,
+    /// Map entries added, rewritten and removed to match the state.
+    pub maps: Vec<MapDiff>,
 }
 
 /// Compares the saved state with the kernel, changing nothing.
@@ -63,16 +69,19 @@ pub async fn check(paths: &Paths) -> Result<Drift> {
     {
         drift.missing_uplink_link = Some(node.uplink.clone());
     }
+    drift.maps = reconcile::check(paths, &st)?;
     Ok(drift)
 }
 
-/// Re-attaches the program where a link pin is missing and unpins links
+/// Makes the maps' entries match the state (see [`reconcile`]), then
+/// re-attaches the program where a link pin is missing and unpins links
 /// nobody owns. Veths that are gone are reported, not recreated: their
 /// container namespace went away, which only `endpoint rm` should settle.
 pub async fn repair(paths: &Paths) -> Result<Repair> {
     let found = check(paths).await?;
     let mut done = Repair {
         found: found.clone(),
+        maps: reconcile::repair(paths)?,
         ..Repair::default()
     };
     if found.missing_links.is_empty()

@@ -2,7 +2,12 @@
 //! scrape: the kernel's counters are the source of truth, so an agent
 //! restart never resets them.
 
-use std::{net::SocketAddr, os::fd::OwnedFd};
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    os::fd::OwnedFd,
+    sync::{Arc, Mutex},
+};
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 use prometheus_client::{
@@ -17,6 +22,7 @@ use crate::{
     datapath::read_counters,
     error::{Error, Result},
     paths::Paths,
+    reconcile::MapDiff,
     state,
 };
 
@@ -34,9 +40,77 @@ pub fn enable_kernel_stats() -> Option<OwnedFd> {
     }
 }
 
+/// What the agent's reconcile runs did (`weft_reconcile_*`); the agent
+/// keeps it, as the kernel keeps no record of repairs.
+#[derive(Debug, Default)]
+pub struct ReconcileTally {
+    runs: u64,
+    /// Seconds since the Unix epoch.
+    last_run: u64,
+    /// Entries changed, by (kind, map).
+    repairs: BTreeMap<(&'static str, String), u64>,
+}
+
+impl ReconcileTally {
+    /// Counts one reconcile run, at `at` (Unix seconds), that changed `maps`.
+    pub fn record(&mut self, at: u64, maps: &[MapDiff]) {
+        self.runs += 1;
+        self.last_run = at;
+        for d in maps {
+            for (kind, n) in [
+                ("added", d.missing.len()),
+                ("rewritten", d.wrong.len()),
+                ("removed", d.stale.len()),
+            ] {
+                if n > 0 {
+                    *self.repairs.entry((kind, d.map.clone())).or_default() += n as u64;
+                }
+            }
+        }
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        let runs = Counter::<u64>::default();
+        runs.inc_by(self.runs);
+        registry.register(
+            "reconcile_runs",
+            "Reconciles of the maps with the saved state (one at agent start)",
+            runs,
+        );
+        let last = Gauge::<i64>::default();
+        last.set(i64::try_from(self.last_run).unwrap_or(i64::MAX));
+        registry.register(
+            "reconcile_last_run_timestamp_seconds",
+            "When the last reconcile ran (0: never)",
+            last,
+        );
+        let repairs = Family::<Labels, Counter>::default();
+        for ((kind, map), n) in &self.repairs {
+            let l = vec![
+                ("kind".to_owned(), (*kind).to_owned()),
+                ("object".to_owned(), map.clone()),
+            ];
+            repairs.get_or_create(&l).inc_by(*n);
+        }
+        registry.register(
+            "reconcile_repairs",
+            "Map entries a reconcile changed to match the saved state, by kind and map",
+            repairs,
+        );
+    }
+}
+
+/// What a scrape reads.
+#[derive(Clone)]
+struct Scraped {
+    paths: Paths,
+    reconcile: Arc<Mutex<ReconcileTally>>,
+}
+
 /// Serves `/metrics` on `addr` until the returned future is dropped.
 pub async fn serve(
     paths: Paths,
+    reconcile: Arc<Mutex<ReconcileTally>>,
     addr: SocketAddr,
 ) -> Result<impl std::future::Future<Output = std::io::Result<()>>> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -44,18 +118,22 @@ pub async fn serve(
         .map_err(|e| Error::io(format!("cannot listen for metrics on {addr}"), e))?;
     let app = Router::new()
         .route("/metrics", get(scrape))
-        .with_state(paths);
+        .with_state(Scraped { paths, reconcile });
     Ok(async move { axum::serve(listener, app).await })
 }
 
 /// OpenMetrics to scrapers that ask for it (Prometheus does), the classic
 /// text format (0.0.4) to everyone else, e.g. curl and promtool.
-async fn scrape(State(paths): State<Paths>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+async fn scrape(State(s): State<Scraped>, headers: axum::http::HeaderMap) -> impl IntoResponse {
     let wants_openmetrics = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
-    match render(&paths) {
+    let rendered = match s.reconcile.lock() {
+        Ok(tally) => render(&s.paths, &tally),
+        Err(_) => Err(Error::Invalid("the reconcile tally is poisoned".into())),
+    };
+    match rendered {
         Ok(text) if wants_openmetrics => (
             [(
                 header::CONTENT_TYPE,
@@ -81,11 +159,12 @@ async fn scrape(State(paths): State<Paths>, headers: axum::http::HeaderMap) -> i
 }
 
 /// The OpenMetrics text of every weft metric, from the pinned maps now.
-pub fn render(paths: &Paths) -> Result<String> {
+pub fn render(paths: &Paths, reconcile: &ReconcileTally) -> Result<String> {
     let st = state::read(paths)?;
     let slots: Vec<u32> = st.endpoints.iter().map(|e| e.stats_slot).collect();
     let counters = read_counters(paths, &slots)?;
     let mut registry = Registry::with_prefix("weft");
+    reconcile.register(&mut registry);
 
     let drop_packets = Family::<Labels, Counter>::default();
     let drop_bytes = Family::<Labels, Counter>::default();

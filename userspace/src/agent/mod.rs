@@ -68,9 +68,13 @@ pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
         startup.repaired
     );
 
+    let mut tally = metrics::ReconcileTally::default();
+    tally.record(startup.started_at, &startup.repaired.maps);
+    let tally = std::sync::Arc::new(std::sync::Mutex::new(tally));
+
     let socket = config.socket_path(paths);
     let api = api::serve(paths.clone(), startup, &socket)?;
-    let metrics = metrics::serve(paths.clone(), config.metrics_addr).await?;
+    let metrics = metrics::serve(paths.clone(), tally, config.metrics_addr).await?;
     println!(
         "weft agent: api on {}, metrics on http://{}/metrics",
         socket.display(),

@@ -265,18 +265,8 @@ async fn plug(
 
     // Maps, then the program: the program must find the endpoint.
     let slot = ep.stats_slot;
-    let info = EndpointInfo {
-        ifindex: host_index,
-        network_id: net.id,
-        ip_be: ip_be(ep.ip),
-        stats_slot: slot,
-        mac: ep.mac.octets(),
-        gateway_mac: net.gateway_mac().octets(),
-    };
-    let target = FdbEntry {
-        ifindex: host_index,
-        stats_slot: slot,
-    };
+    let info = endpoint_info(ep, net);
+    let target = fdb_entry(ep);
     let ip = ep.ip;
     dp.zero_endpoint_stats(slot)?;
     undo.push("clear endpoint counters", move |dp| {
@@ -397,16 +387,34 @@ pub async fn remove(paths: &Paths, name: &str) -> Result<()> {
 
 /// The flood list of network `network` rebuilt from `st`: its first
 /// [`MAX_FLOOD`] endpoints.
-fn flood_list(st: &State, network: &str) -> FloodList {
+pub fn flood_list(st: &State, network: &str) -> FloodList {
     let mut list = FloodList::default();
     for ep in st.endpoints_of(network).take(MAX_FLOOD) {
-        list.members[list.count as usize] = FdbEntry {
-            ifindex: ep.host_ifindex,
-            stats_slot: ep.stats_slot,
-        };
+        list.members[list.count as usize] = fdb_entry(ep);
         list.count += 1;
     }
     list
+}
+
+/// The datapath's view of endpoint `ep` of network `net` (by-IP and
+/// by-ifindex tables and their caches).
+pub fn endpoint_info(ep: &Endpoint, net: &Network) -> EndpointInfo {
+    EndpointInfo {
+        ifindex: ep.host_ifindex,
+        network_id: net.id,
+        ip_be: ip_be(ep.ip),
+        stats_slot: ep.stats_slot,
+        mac: ep.mac.octets(),
+        gateway_mac: net.gateway_mac().octets(),
+    }
+}
+
+/// Where the forwarding table and flood lists deliver to endpoint `ep`.
+pub fn fdb_entry(ep: &Endpoint) -> FdbEntry {
+    FdbEntry {
+        ifindex: ep.host_ifindex,
+        stats_slot: ep.stats_slot,
+    }
 }
 
 /// Every endpoint, from saved state.
