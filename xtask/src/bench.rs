@@ -12,7 +12,8 @@
 //! the report uses medians. Each rep runs an iperf3 TCP stream and a sockperf
 //! UDP ping-pong from container A to a server bound to container B's address.
 //! Then the per-packet cost of each eBPF program path comes from the
-//! `prog_cost` binary of `weft-tests`, when it exists. Last, the agent alone
+//! `prog_cost` binary of `weft-tests`, when it exists. Before that, NAT
+//! (`nat_bench`): masquerade and published ports against iptables. Last, the agent alone
 //! (`agent_bench`): RSS and CPU at idle and while it programs 10,000
 //! endpoints into the maps. Figures are checked against targets and
 //! reported HIT/MISS; a MISS never fails the run.
@@ -27,7 +28,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::{
-    agent_bench, build_ebpf, netns,
+    agent_bench, build_ebpf, nat_bench, netns,
     netns::Netns,
     proc, setup,
     traffic::{self, Latency, Pin, Stream},
@@ -135,6 +136,13 @@ pub fn run(args: &Args) -> Result<()> {
         eprintln!("xtask: warning: namespaces left behind: {}", left.join(" "));
     }
 
+    let nat = nat_bench::run(weft_bin.as_deref().ok(), &ns("nat"), reps, secs)
+        .map_err(|e| format!("{e:#}"));
+    if let Err(e) = &nat {
+        proc::check_interrupted()?;
+        eprintln!("xtask bench: NAT measurement unavailable: {e}");
+    }
+
     println!("\n== per-packet cost of each program path (prog_cost)");
     let prog_cost = prog_cost();
     let names: Vec<&str> = ["weft", "veth", "bridge"]
@@ -156,7 +164,14 @@ pub fn run(args: &Args) -> Result<()> {
         proc::check_interrupted()?;
         eprintln!("xtask bench: agent measurement unavailable: {e}");
     }
-    let report = Report::new(&names, &samples, &unavailable, &prog_cost, &agent);
+    let mut report = Report::new(&names, &samples, &unavailable, &prog_cost, &agent);
+    if let Ok(nat) = &nat {
+        println!();
+        for line in &nat.lines {
+            println!("{line}");
+        }
+    }
+    report.targets.extend(nat_bench::targets(&nat));
     report.print();
 
     let stamp = timestamp();
@@ -180,6 +195,7 @@ pub fn run(args: &Args) -> Result<()> {
         "topologies": report.topologies_json(),
         "prog_cost": prog_cost.as_ref().map_or_else(|e| json!({"unavailable": e}), |v| v.clone()),
         "agent": agent.as_ref().map_or_else(|e| json!({"unavailable": e}), |v| v.clone()),
+        "nat": nat.as_ref().map_or_else(|e| json!({"unavailable": e}), |v| v.json.clone()),
         "targets": report.targets_json(),
     });
     let dir = args
@@ -492,7 +508,7 @@ fn prog_cost() -> Result<Value, String> {
     }
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
@@ -524,13 +540,14 @@ struct Row {
     note: Option<String>,
 }
 
-struct Target {
-    what: String,
-    value: Option<f64>,
-    unit: &'static str,
+#[derive(Clone)]
+pub struct Target {
+    pub what: String,
+    pub value: Option<f64>,
+    pub unit: &'static str,
     /// `>=` or `<=` `goal`.
-    at_least: bool,
-    goal: f64,
+    pub at_least: bool,
+    pub goal: f64,
 }
 
 impl Target {

@@ -9,6 +9,8 @@ mod agent_bench;
 mod bench;
 mod build_ebpf;
 mod demo;
+mod loadgen;
+mod nat_bench;
 mod netns;
 mod proc;
 mod setup;
@@ -48,6 +50,9 @@ enum Command {
     /// Setup, build, then measure weft against a direct veth pair and a Linux
     /// bridge (throughput, latency, per-program cost).
     Bench(bench::Args),
+    /// TCP load generator the bench runs inside its namespaces.
+    #[command(hide = true)]
+    Loadgen(loadgen::Args),
 }
 
 fn main() {
@@ -67,6 +72,7 @@ fn run() -> Result<()> {
         Command::Test(args) => test::run(&args),
         Command::Demo => demo::run(),
         Command::Bench(args) => bench::run(&args),
+        Command::Loadgen(args) => loadgen::run(&args),
     }
 }
 

@@ -1,0 +1,676 @@
+//! The NAT share of `cargo xtask bench` (issue 3): weft's masquerade and
+//! published ports against the kernel's own way, as Docker sets it up.
+//!
+//! Two topologies of the same shape, each in fresh namespaces named after
+//! this run's pid: a node namespace with an `uplink` veth (198.18.0.1/24)
+//! to an `out` namespace (198.18.0.2/24, the node's default gateway, no
+//! route back to any container subnet) and one container `c`:
+//! - `weft`: the container on a weft network (masquerade on), `weft node
+//!   set` on the uplink, ports published with `weft publish`;
+//! - `iptables`: the container on a Linux bridge, kernel forwarding,
+//!   iptables MASQUERADE, and one DNAT rule per published port in a
+//!   `DOCKER` nat chain plus one ACCEPT per port in a `DOCKER` filter chain
+//!   (Docker's layout: a new connection walks the per-port rules).
+//!
+//! Measured with `cargo xtask loadgen` (64-byte request/response over TCP):
+//! container to outside, new connections per second (connect, exchange,
+//! close) and transactions per second on one kept-open connection; outside
+//! to a published port, new connections per second with 1 published port
+//! and with 10,000 (spread round-robin over all of them). Repetitions are
+//! interleaved across the two topologies; medians are reported.
+//!
+//! Clients and the outside use the whole port range with `tcp_tw_reuse`, so
+//! TIME_WAIT never runs them out of ports. weft's NAT range is widened to
+//! 10240-65535 (the node's own ephemeral range narrowed below it, as `node
+//! set` requires) and `weft ct gc` runs before each connection-rate run:
+//! without the agent's periodic GC, closed connections keep their NAT port
+//! until collected. The kernel's MASQUERADE keeps the source port when it
+//! can, and its conntrack recycles closed entries by itself.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::{
+    bench::{Target, median},
+    netns::Netns,
+    proc,
+    weft::WeftNode,
+};
+
+const T: Duration = Duration::from_secs(30);
+const NODE_IP: &str = "198.18.0.1";
+const OUTSIDE_IP: &str = "198.18.0.2";
+const OUTSIDE_PORT: u16 = 9000;
+const CONTAINER_PORT: u16 = 8080;
+/// Published host ports: `FIRST_HOST_PORT`, and up to
+/// `FIRST_HOST_PORT + MANY_PORTS - 1` in the second phase.
+const FIRST_HOST_PORT: u16 = 20000;
+pub const MANY_PORTS: u16 = 10_000;
+const CRR_THREADS: &str = "4";
+/// weft's NAT ports, above the node's (narrowed) ephemeral range.
+const WEFT_NAT_PORTS: &str = "10240-65535";
+const NODE_LOCAL_PORTS: &str = "1024 10239";
+/// Longest we wait for 10,000 `weft publish` calls.
+const PUBLISH_BUDGET: Duration = Duration::from_secs(300);
+
+/// One side of the comparison.
+struct Side {
+    name: &'static str,
+    weft: Option<WeftNode>,
+    container: Netns,
+    outside: Netns,
+    node: Netns,
+    container_ip: &'static str,
+    /// Why published ports cannot be measured on this side, if so.
+    no_publish: Option<String>,
+    /// Drops last: the servers die with their namespaces anyway.
+    _servers: Vec<proc::Background>,
+}
+
+/// Rates (per second) collected for one side.
+#[derive(Default)]
+struct Rates {
+    out_crr: Vec<f64>,
+    out_rr: Vec<f64>,
+    in_crr_one: Vec<f64>,
+    in_crr_many: Vec<f64>,
+    errors: Vec<String>,
+}
+
+/// Figures and targets of the NAT section.
+pub struct NatResults {
+    pub json: Value,
+    pub targets: Vec<Target>,
+    pub lines: Vec<String>,
+}
+
+/// Builds both sides under `prefix`, measures, tears down.
+pub fn run(weft_bin: Option<&Path>, prefix: &str, reps: u32, secs: u32) -> Result<NatResults> {
+    let exe = std::env::current_exe().context("locating the xtask binary for loadgen")?;
+    let mut sides = Vec::new();
+    let mut unavailable = Vec::new();
+    match weft_bin {
+        Some(bin) => match weft_side(bin, &format!("{prefix}-w"), &exe) {
+            Ok(s) => sides.push(s),
+            Err(e) => {
+                proc::check_interrupted()?;
+                eprintln!("xtask bench: NAT weft side unavailable: {e:#}");
+                unavailable.push(("weft", format!("{e:#}")));
+            }
+        },
+        None => unavailable.push(("weft", "weft could not be built".to_owned())),
+    }
+    let rules = PathBuf::from(format!("/tmp/weft-bench-{}-iptables", std::process::id()));
+    let _rules_file = RemoveOnDrop(rules.clone());
+    sides.push(iptables_side(&format!("{prefix}-k"), &exe, &rules)?);
+
+    let mut rates: Vec<Rates> = sides.iter().map(|_| Rates::default()).collect();
+    println!(
+        "\n== NAT: {reps} interleaved repetition(s), {secs} s per measurement, 1 published port"
+    );
+    for rep in 1..=reps {
+        for (s, r) in sides.iter().zip(&mut rates) {
+            measure(s, r, rep, secs, &exe, false)?;
+        }
+    }
+    println!("\n== NAT: publishing {MANY_PORTS} ports");
+    for s in &mut sides {
+        if s.no_publish.is_some() {
+            continue;
+        }
+        let started = Instant::now();
+        let published = match &s.weft {
+            Some(w) => weft_publish_range(w, FIRST_HOST_PORT + 1, MANY_PORTS - 1),
+            None => iptables_publish(&s.node, &rules, s.container_ip, MANY_PORTS),
+        };
+        match published {
+            Ok(()) => println!(
+                "{:<8} {MANY_PORTS} ports published in {:.1} s",
+                s.name,
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                proc::check_interrupted()?;
+                println!("{:<8} publishing {MANY_PORTS} ports failed: {e:#}", s.name);
+                s.no_publish = Some(format!("publishing {MANY_PORTS} ports: {e:#}"));
+            }
+        }
+    }
+    for rep in 1..=reps {
+        for (s, r) in sides.iter().zip(&mut rates) {
+            measure(s, r, rep, secs, &exe, true)?;
+        }
+    }
+    println!("\n== NAT: cleaning up namespaces");
+    let notes: Vec<(&str, Option<String>)> = sides
+        .iter()
+        .map(|s| (s.name, s.no_publish.clone()))
+        .collect();
+    drop(sides);
+    Ok(results(&notes, &rates, &unavailable))
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// `sysctl -qw` inside `ns`.
+fn sysctl(ns: &Netns, settings: &[&str]) -> Result<()> {
+    let mut args = vec!["sysctl", "-qw"];
+    args.extend(settings);
+    proc::stdout(&mut ns.exec(&args), T).map(drop)
+}
+
+/// Node, container and outside namespaces with the uplink pair; clients
+/// may use every port and reuse TIME_WAIT ones.
+fn namespaces(prefix: &str) -> Result<(Netns, Netns, Netns)> {
+    let node = Netns::create(&format!("{prefix}-node"))?;
+    let container = Netns::create(&format!("{prefix}-c"))?;
+    let outside = Netns::create(&format!("{prefix}-out"))?;
+    let ip = |ns: &Netns, args: &[&str]| proc::stdout(&mut ns.ip(args), T).map(drop);
+    ip(
+        &node,
+        &[
+            "link",
+            "add",
+            "uplink",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            outside.name(),
+        ],
+    )?;
+    ip(
+        &node,
+        &["addr", "add", &format!("{NODE_IP}/24"), "dev", "uplink"],
+    )?;
+    ip(&node, &["link", "set", "uplink", "up"])?;
+    ip(
+        &outside,
+        &["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"],
+    )?;
+    ip(&outside, &["link", "set", "eth0", "up"])?;
+    ip(&node, &["route", "add", "default", "via", OUTSIDE_IP])?;
+    for ns in [&container, &outside] {
+        sysctl(
+            ns,
+            &[
+                "net.ipv4.ip_local_port_range=1024 65535",
+                "net.ipv4.tcp_tw_reuse=1",
+            ],
+        )?;
+    }
+    Ok((node, container, outside))
+}
+
+/// The servers: one in the container, one outside.
+fn servers(exe: &Path, container: &Netns, outside: &Netns) -> Result<Vec<proc::Background>> {
+    let mut v = Vec::new();
+    for (ns, listen, port) in [
+        (
+            container,
+            format!("0.0.0.0:{CONTAINER_PORT}"),
+            CONTAINER_PORT,
+        ),
+        (
+            outside,
+            format!("{OUTSIDE_IP}:{OUTSIDE_PORT}"),
+            OUTSIDE_PORT,
+        ),
+    ] {
+        let exe = exe.to_string_lossy();
+        v.push(proc::Background::spawn(
+            &mut ns.exec(&[&exe, "loadgen", "serve", "--listen", &listen]),
+        )?);
+        ns.wait_listening(false, port, Duration::from_secs(5))?;
+    }
+    Ok(v)
+}
+
+fn weft_side(bin: &Path, prefix: &str, exe: &Path) -> Result<Side> {
+    println!(
+        "== NAT topology weft: {prefix}-node (weft, uplink {NODE_IP}) + {prefix}-c + {prefix}-out"
+    );
+    let pid = std::process::id();
+    let (node, container, outside) = namespaces(prefix)?;
+    let weft = WeftNode::new(
+        bin,
+        node.name(),
+        PathBuf::from(format!("/sys/fs/bpf/weft-bench-{pid}-nat")),
+        PathBuf::from(format!("/tmp/weft-bench-{pid}-nat")),
+    );
+    let mut side = Side {
+        name: "weft",
+        weft: Some(weft),
+        container,
+        outside,
+        node,
+        container_ip: "10.220.0.2",
+        no_publish: None,
+        _servers: Vec::new(),
+    };
+    let weft = side.weft.as_ref().expect("just set");
+    sysctl(
+        &side.node,
+        &[&format!("net.ipv4.ip_local_port_range={NODE_LOCAL_PORTS}")],
+    )?;
+    weft.quiet(&["network", "create", "natb", "--subnet", "10.220.0.0/24"])?;
+    weft.quiet(&[
+        "endpoint",
+        "add",
+        "--network",
+        "natb",
+        "--netns",
+        side.container.name(),
+        "--ip",
+        side.container_ip,
+        "--name",
+        "c",
+        "--mtu",
+        "1500",
+    ])?;
+    crate::bench::check_eth0(&side.container, side.container_ip)?;
+    weft.quiet(&[
+        "node",
+        "set",
+        "--uplink",
+        "uplink",
+        "--ip",
+        NODE_IP,
+        "--ports",
+        WEFT_NAT_PORTS,
+    ])?;
+    side.no_publish = weft_publish_range(weft, FIRST_HOST_PORT, 1)
+        .err()
+        .map(|e| format!("{e:#}"));
+    side._servers = servers(exe, &side.container, &side.outside)?;
+    Ok(side)
+}
+
+/// `weft publish c HOST:CONTAINER/tcp` for `count` host ports from `first`
+/// (one CLI call per port), given up when it would exceed `PUBLISH_BUDGET`.
+fn weft_publish_range(weft: &WeftNode, first: u16, count: u16) -> Result<()> {
+    if !proc::succeeds(&mut weft.cmd(&["publish", "--help"]), T) {
+        bail!("this weft has no `weft publish` yet");
+    }
+    let started = Instant::now();
+    for i in 0..count {
+        let spec = format!("{}:{CONTAINER_PORT}/tcp", first + i);
+        weft.quiet(&["publish", "c", &spec])?;
+        let done = u32::from(i) + 1;
+        if done == 100 && count > 100 {
+            let projected = started.elapsed() / done * u32::from(count);
+            if projected > PUBLISH_BUDGET {
+                bail!(
+                    "`weft publish` takes {:.0} ms per call: {count} ports would take {:.0} s \
+                     (budget {} s)",
+                    started.elapsed().as_secs_f64() * 1000.0 / f64::from(done),
+                    projected.as_secs_f64(),
+                    PUBLISH_BUDGET.as_secs()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn iptables_side(prefix: &str, exe: &Path, rules: &Path) -> Result<Side> {
+    println!(
+        "== NAT topology iptables: {prefix}-node (bridge, MASQUERADE, DNAT) + {prefix}-c + {prefix}-out"
+    );
+    let (node, container, outside) = namespaces(prefix)?;
+    let ip = |ns: &Netns, args: &[&str]| proc::stdout(&mut ns.ip(args), T).map(drop);
+    ip(&node, &["link", "add", "br0", "type", "bridge"])?;
+    ip(&node, &["addr", "add", "10.221.0.1/24", "dev", "br0"])?;
+    ip(&node, &["link", "set", "br0", "up"])?;
+    ip(
+        &node,
+        &[
+            "link",
+            "add",
+            "veth0",
+            "mtu",
+            "1500",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "mtu",
+            "1500",
+            "netns",
+            container.name(),
+        ],
+    )?;
+    ip(&node, &["link", "set", "veth0", "master", "br0", "up"])?;
+    ip(&container, &["addr", "add", "10.221.0.2/24", "dev", "eth0"])?;
+    ip(&container, &["link", "set", "eth0", "up"])?;
+    ip(
+        &container,
+        &["route", "add", "default", "via", "10.221.0.1"],
+    )?;
+    sysctl(&node, &["net.ipv4.ip_forward=1"])?;
+    let container_ip = "10.221.0.2";
+    iptables_publish(&node, rules, container_ip, 1)?;
+    let servers = servers(exe, &container, &outside)?;
+    Ok(Side {
+        name: "iptables",
+        weft: None,
+        container,
+        outside,
+        node,
+        container_ip,
+        no_publish: None,
+        _servers: servers,
+    })
+}
+
+/// Docker's rules for a bridge `br0` with `ports` host ports from
+/// `FIRST_HOST_PORT` published to `container_ip:CONTAINER_PORT`.
+fn docker_rules(container_ip: &str, ports: u16) -> String {
+    let mut r = String::from(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         :POSTROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n\
+         -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n\
+         -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER\n\
+         -A POSTROUTING -s 10.221.0.0/24 ! -o br0 -j MASQUERADE\n\
+         -A DOCKER -i br0 -j RETURN\n",
+    );
+    for i in 0..ports {
+        let _ = writeln!(
+            r,
+            "-A DOCKER ! -i br0 -p tcp -m tcp --dport {} -j DNAT --to-destination {container_ip}:{CONTAINER_PORT}",
+            FIRST_HOST_PORT + i
+        );
+    }
+    r.push_str(
+        "COMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         :DOCKER - [0:0]\n\
+         -A FORWARD -o br0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+         -A FORWARD -o br0 -j DOCKER\n\
+         -A FORWARD -i br0 ! -o br0 -j ACCEPT\n\
+         -A FORWARD -i br0 -o br0 -j ACCEPT\n",
+    );
+    for _ in 0..ports {
+        let _ = writeln!(
+            r,
+            "-A DOCKER -d {container_ip}/32 ! -i br0 -o br0 -p tcp -m tcp --dport {CONTAINER_PORT} -j ACCEPT"
+        );
+    }
+    r.push_str("COMMIT\n");
+    r
+}
+
+/// Replaces the node's nat and filter tables with Docker's rules for `ports`
+/// published ports (`iptables-restore`: one transaction, not 20,000 calls).
+fn iptables_publish(node: &Netns, rules: &Path, container_ip: &str, ports: u16) -> Result<()> {
+    fs::write(rules, docker_rules(container_ip, ports))
+        .with_context(|| format!("writing {}", rules.display()))?;
+    proc::stdout(
+        &mut node.exec(&["iptables-restore", &rules.to_string_lossy()]),
+        Duration::from_secs(120),
+    )?;
+    let listed = proc::stdout(
+        &mut node.exec(&["iptables", "-t", "nat", "-S", "DOCKER"]),
+        T,
+    )?;
+    let dnat = listed.lines().filter(|l| l.contains("-j DNAT")).count();
+    if dnat != usize::from(ports) {
+        bail!("iptables-restore left {dnat} DNAT rules, expected {ports}");
+    }
+    Ok(())
+}
+
+/// One `loadgen` client run in `ns`; its rate per second.
+fn client(ns: &Netns, exe: &Path, args: &[&str], secs: u32) -> Result<(f64, u64)> {
+    let exe = exe.to_string_lossy();
+    let mut all = vec![exe.as_ref(), "loadgen"];
+    all.extend(args);
+    let secs_s = secs.to_string();
+    all.extend(["--secs", &secs_s]);
+    let out = proc::stdout(
+        &mut ns.exec(&all),
+        Duration::from_secs(u64::from(secs) + 20),
+    )?;
+    let v: Value = serde_json::from_str(out.trim())
+        .with_context(|| format!("loadgen printed no JSON: {out}"))?;
+    let rate = v["per_second"].as_f64().context("loadgen: no per_second")?;
+    let errors = v["errors"].as_u64().unwrap_or(0);
+    if v["ops"].as_u64() == Some(0) {
+        bail!("no request completed ({errors} errors)");
+    }
+    Ok((rate, errors))
+}
+
+fn measure(s: &Side, r: &mut Rates, rep: u32, secs: u32, exe: &Path, many: bool) -> Result<()> {
+    let gc = || {
+        if let Some(w) = &s.weft {
+            let _ = w.quiet(&["ct", "gc"]);
+        }
+    };
+    let mut line = format!("rep {rep} {:<8}", s.name);
+    let mut record = |what: &str,
+                      res: Result<(f64, u64)>,
+                      into: &mut Vec<f64>,
+                      errs: &mut Vec<String>| {
+        match res {
+            Ok((rate, errors)) => {
+                let _ = write!(line, "  {what} {rate:8.0}/s");
+                if errors > 0 {
+                    let _ = write!(line, " ({errors} err)");
+                    errs.push(format!("rep {rep} {what}: {errors} failed connections"));
+                }
+                into.push(rate);
+            }
+            Err(e) => {
+                let _ = write!(line, "  {what} FAILED");
+                errs.push(format!("rep {rep} {what}: {e:#}"));
+            }
+        }
+    };
+    let out_port = OUTSIDE_PORT.to_string();
+    let out_addr = format!("{OUTSIDE_IP}:{OUTSIDE_PORT}");
+    if !many {
+        gc();
+        let crr = client(
+            &s.container,
+            exe,
+            &[
+                "crr",
+                "--to",
+                OUTSIDE_IP,
+                "--ports",
+                &out_port,
+                "--threads",
+                CRR_THREADS,
+            ],
+            secs,
+        );
+        record("out conn", crr, &mut r.out_crr, &mut r.errors);
+        let rr = client(&s.container, exe, &["rr", "--to", &out_addr], secs);
+        record("out rr", rr, &mut r.out_rr, &mut r.errors);
+    }
+    if s.no_publish.is_none() {
+        gc();
+        let (ports, into, what) = if many {
+            (
+                format!("{FIRST_HOST_PORT}-{}", FIRST_HOST_PORT + MANY_PORTS - 1),
+                &mut r.in_crr_many,
+                "in conn (10k ports)",
+            )
+        } else {
+            (
+                FIRST_HOST_PORT.to_string(),
+                &mut r.in_crr_one,
+                "in conn (1 port)",
+            )
+        };
+        let crr = client(
+            &s.outside,
+            exe,
+            &[
+                "crr",
+                "--to",
+                NODE_IP,
+                "--ports",
+                &ports,
+                "--threads",
+                CRR_THREADS,
+            ],
+            secs,
+        );
+        record(what, crr, into, &mut r.errors);
+    }
+    proc::check_interrupted()?;
+    println!("{line}");
+    Ok(())
+}
+
+fn results(
+    sides: &[(&str, Option<String>)],
+    rates: &[Rates],
+    unavailable: &[(&str, String)],
+) -> NatResults {
+    let get = |name: &str, f: fn(&Rates) -> &Vec<f64>| {
+        sides
+            .iter()
+            .zip(rates)
+            .find(|((n, _), _)| *n == name)
+            .and_then(|(_, r)| median(f(r).clone()))
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let target = |what: &str, value, at_least, goal| Target {
+        what: what.to_owned(),
+        value,
+        unit: "x",
+        at_least,
+        goal,
+    };
+    let out_crr = |n| get(n, |r| &r.out_crr);
+    let out_rr = |n| get(n, |r| &r.out_rr);
+    let one = |n| get(n, |r| &r.in_crr_one);
+    let many = |n| get(n, |r| &r.in_crr_many);
+    let targets = vec![
+        target(
+            "NAT out RR weft/iptables",
+            ratio(out_rr("weft"), out_rr("iptables")),
+            true,
+            1.25,
+        ),
+        target(
+            "NAT out conn/s weft/iptables",
+            ratio(out_crr("weft"), out_crr("iptables")),
+            true,
+            1.3,
+        ),
+        target(
+            "published conn/s weft/iptables @10k",
+            ratio(many("weft"), many("iptables")),
+            true,
+            1.5,
+        ),
+        target(
+            "published conn/s weft 10k/1 port",
+            ratio(many("weft"), one("weft")),
+            true,
+            0.95,
+        ),
+    ];
+    let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
+    let mut lines = vec![format!(
+        "{:<9} {:>14} {:>14} {:>18} {:>20}",
+        "NAT", "out conn/s", "out RR/s", "in conn/s 1 port", "in conn/s 10k ports"
+    )];
+    let mut per_side = serde_json::Map::new();
+    for ((name, note), r) in sides.iter().zip(rates) {
+        lines.push(format!(
+            "{:<9} {:>14} {:>14} {:>18} {:>20}{}",
+            name,
+            fmt(out_crr(name)),
+            fmt(out_rr(name)),
+            fmt(one(name)),
+            fmt(many(name)),
+            note.as_ref().map_or(String::new(), |n| format!(
+                "  (published ports: {})",
+                first_line(n)
+            ))
+        ));
+        per_side.insert(
+            (*name).to_owned(),
+            json!({
+                "out_conn_per_s_median": out_crr(name),
+                "out_rr_per_s_median": out_rr(name),
+                "in_conn_per_s_1_port_median": one(name),
+                "in_conn_per_s_10k_ports_median": many(name),
+                "samples": {
+                    "out_conn_per_s": r.out_crr,
+                    "out_rr_per_s": r.out_rr,
+                    "in_conn_per_s_1_port": r.in_crr_one,
+                    "in_conn_per_s_10k_ports": r.in_crr_many,
+                },
+                "errors": r.errors,
+                "published_ports_unavailable": note,
+            }),
+        );
+    }
+    for (name, why) in unavailable {
+        lines.push(format!("{name:<9} (unavailable: {})", first_line(why)));
+        per_side.insert((*name).to_owned(), json!({ "unavailable": why }));
+    }
+    if let Some(ratio) = ratio(many("iptables"), one("iptables")) {
+        lines.push(format!(
+            "(iptables: 10k ports / 1 port conn/s = {ratio:.3}x)"
+        ));
+    }
+    NatResults {
+        json: json!({
+            "method": "cargo xtask loadgen, 64-byte TCP request/response; conn = connect, one exchange, close (4 client threads); RR = one kept-open connection; in conn spread round-robin over the published ports; weft NAT ports 10240-65535 with `weft ct gc` before each conn run; iptables = Docker's MASQUERADE/DNAT/filter layout on a Linux bridge",
+            "sides": Value::Object(per_side),
+        }),
+        targets,
+        lines,
+    }
+}
+
+/// The NAT targets, judged `n/a` when the section could not run.
+pub fn targets(nat: &Result<NatResults, String>) -> Vec<Target> {
+    match nat {
+        Ok(n) => n.targets.clone(),
+        Err(_) => results(&[], &[], &[]).targets,
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_rules_have_one_dnat_and_one_accept_per_port() {
+        let r = docker_rules("10.221.0.2", 3);
+        assert_eq!(r.matches("-j DNAT").count(), 3);
+        assert_eq!(r.matches("--dport 8080 -j ACCEPT").count(), 3);
+        assert!(r.contains("--dport 20002 -j DNAT --to-destination 10.221.0.2:8080"));
+        assert_eq!(r.matches("COMMIT").count(), 2);
+    }
+}
