@@ -271,3 +271,66 @@ pub fn refresh_l4_checksum(frame: &mut [u8]) {
     let off = start + l4_checksum_offset(frame[ETH_HLEN + 9]);
     frame[off..off + 2].copy_from_slice(&sum.to_be_bytes());
 }
+
+/// The ICMP "fragmentation needed" (type 3 code 4, RFC 792/1191) a hop at
+/// `gateway` (MAC `gateway_mac`) answers `frame` with: back to the sender's
+/// MAC and address, TOS 0xc0 and TTL 64 as Linux sends errors, no DF, id 0,
+/// next-hop MTU `mtu`, quoting the offending IP header (options included)
+/// and its first 8 data bytes.
+pub fn frag_needed(frame: &[u8], gateway: Ipv4Addr, gateway_mac: [u8; 6], mtu: u16) -> Vec<u8> {
+    let hlen = ipv4_header_len(frame);
+    let quote = &frame[ETH_HLEN..ETH_HLEN + hlen + 8];
+    let mut f = Vec::with_capacity(ETH_HLEN + 28 + quote.len());
+    f.extend_from_slice(&frame[6..12]); // to the sender
+    f.extend_from_slice(&gateway_mac);
+    f.extend_from_slice(&ETH_P_IP.to_be_bytes());
+    let total = (20 + 8 + quote.len()) as u16;
+    f.extend_from_slice(&[0x45, 0xc0]);
+    f.extend_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
+    f.extend_from_slice(&gateway.octets());
+    f.extend_from_slice(&frame[ETH_HLEN + 12..ETH_HLEN + 16]);
+    refresh_ipv4_checksum(&mut f);
+    let mut icmp = vec![3, 4, 0, 0, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(quote);
+    let sum = internet_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// Clears the IPv4 Don't Fragment bit of `frame` (etherparse sets it).
+pub fn without_df(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[ETH_HLEN + 6] &= !0x40;
+    refresh_ipv4_checksum(&mut f);
+    f
+}
+
+/// Ethernet + IPv4 + TCP from port 40000 to 80 with `flags` (SYN, or
+/// SYN-ACK with `ack`) and raw TCP `options` (padded by the caller to whole
+/// words), no payload; checksums by etherparse.
+pub fn tcp_with_options(
+    eth: ([u8; 6], [u8; 6]),
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ack: bool,
+    options: &[u8],
+) -> Vec<u8> {
+    let mut builder = PacketBuilder::ethernet2(eth.1, eth.0)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(40000, 80, 1, 64240)
+        .syn();
+    if ack {
+        builder = builder.ack(7);
+    }
+    let builder = builder
+        .options_raw(options)
+        .expect("options are whole words, at most 40 bytes");
+    let mut f = Vec::with_capacity(builder.size(0));
+    builder
+        .write(&mut f, &[])
+        .expect("writing to a Vec cannot fail");
+    f
+}

@@ -4,6 +4,7 @@
 use std::{
     io::{Read, Write},
     net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd,
     sync::mpsc,
     time::{Duration, Instant},
 };
@@ -227,4 +228,42 @@ pub fn send_raw_frames(ns: &NetNs, ifname: &str, frames: Vec<Vec<u8>>) -> Result
     })?
     .join()
     .map_err(|_| anyhow::anyhow!("raw sender panicked"))?
+}
+
+/// Opens one TCP connection from `client` to a listener on `server_ip` in
+/// `server` and returns the MSS each end settled on (`TCP_MAXSEG`).
+pub fn tcp_mss(server: &NetNs, server_ip: &str, client: &NetNs) -> Result<(u32, u32)> {
+    let listener = {
+        let bind: SocketAddr = format!("{server_ip}:0").parse()?;
+        server
+            .run_in(move || Ok(TcpListener::bind(bind)?))?
+            .join()
+            .map_err(|_| anyhow::anyhow!("listener thread panicked"))??
+    };
+    let target = listener.local_addr()?;
+    let stream = client
+        .run_in(move || Ok(TcpStream::connect_timeout(&target, WAIT)?))?
+        .join()
+        .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+    let (accepted, _) = listener.accept()?;
+    Ok((max_segment(&stream)?, max_segment(&accepted)?))
+}
+
+fn max_segment(s: &TcpStream) -> Result<u32> {
+    let mut mss: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) on a socket we own into a c_int of the size passed.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MAXSEG,
+            (&mut mss as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        anyhow::bail!("TCP_MAXSEG: {}", std::io::Error::last_os_error());
+    }
+    Ok(mss as u32)
 }

@@ -183,6 +183,61 @@ pub struct UnderlayNode {
     pub underlay_ip: Ipv4Addr,
 }
 
+impl UnderlayNode {
+    /// Turns the overlay on with the underlay as uplink: `weft node set
+    /// --uplink underlay --ip <underlay IP> --encap ENCAP --subnet S...`
+    /// (`S` = `NET=CIDR`, this node's pod CIDRs).
+    pub fn set_overlay(&self, encap: &str, subnets: &[&str]) -> Result<()> {
+        let ip = self.underlay_ip.to_string();
+        let mut args = vec![
+            "node",
+            "set",
+            "--uplink",
+            UNDERLAY_IF,
+            "--ip",
+            &ip,
+            "--encap",
+            encap,
+        ];
+        for s in subnets {
+            args.extend(["--subnet", s]);
+        }
+        self.node.weft(&args)?;
+        Ok(())
+    }
+
+    /// This node's VTEP MAC, as `weft node show` reports it.
+    pub fn vtep_mac(&self) -> Result<[u8; 6]> {
+        let shown = self.node.weft_json(&["node", "show"])?;
+        let text = shown["overlay"]["vtep_mac"]
+            .as_str()
+            .with_context(|| format!("node show has no overlay.vtep_mac: {shown}"))?;
+        parse_mac(text)
+    }
+
+    /// Tells this node about another one: `weft node add NAME --underlay IP
+    /// --subnet S... [--vtep-mac MAC]`.
+    pub fn add_node(
+        &self,
+        name: &str,
+        underlay_ip: Ipv4Addr,
+        subnets: &[&str],
+        vtep_mac: Option<[u8; 6]>,
+    ) -> Result<()> {
+        let ip = underlay_ip.to_string();
+        let mac = vtep_mac.map(mac_string);
+        let mut args = vec!["node", "add", name, "--underlay", &ip];
+        for s in subnets {
+            args.extend(["--subnet", s]);
+        }
+        if let Some(mac) = &mac {
+            args.extend(["--vtep-mac", mac]);
+        }
+        self.node.weft(&args)?;
+        Ok(())
+    }
+}
+
 /// How a peer node reaches the other nodes' pod subnets.
 #[derive(Clone, Copy, Debug)]
 pub enum PeerKind {
@@ -335,6 +390,20 @@ impl PeerNode {
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn mac_string(mac: [u8; 6]) -> String {
     mac.map(|b| format!("{b:02x}")).join(":")
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(text: &str) -> Result<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next().with_context(|| format!("short MAC {text}"))?;
+        *byte = u8::from_str_radix(part, 16).with_context(|| format!("bad MAC {text}"))?;
+    }
+    if parts.next().is_some() {
+        bail!("long MAC {text}");
+    }
+    Ok(mac)
 }
 
 /// IPv4 fragments created by `ns`'s stack so far (`Ip: FragCreates` in

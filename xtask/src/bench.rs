@@ -28,7 +28,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::{
-    agent_bench, build_ebpf, nat_bench, netns,
+    agent_bench, bench_overlay, build_ebpf, nat_bench, netns,
     netns::Netns,
     proc, setup,
     traffic::{self, Latency, Pin, Stream},
@@ -58,21 +58,21 @@ pub struct Args {
 
 /// One topology under test. Fields drop in declaration order: weft's
 /// teardown first, while its namespaces still exist.
-struct Topology {
-    name: &'static str,
-    weft: Option<WeftNode>,
-    client: Netns,
-    server: Netns,
-    _node: Option<Netns>,
-    server_ip: &'static str,
+pub(crate) struct Topology {
+    pub(crate) name: &'static str,
+    pub(crate) weft: Option<WeftNode>,
+    pub(crate) client: Netns,
+    pub(crate) server: Netns,
+    pub(crate) _node: Option<Netns>,
+    pub(crate) server_ip: &'static str,
 }
 
 /// Samples collected for one topology.
 #[derive(Default)]
-struct Samples {
-    streams: Vec<Stream>,
-    latencies: Vec<Latency>,
-    errors: Vec<String>,
+pub(crate) struct Samples {
+    pub(crate) streams: Vec<Stream>,
+    pub(crate) latencies: Vec<Latency>,
+    pub(crate) errors: Vec<String>,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -143,6 +143,17 @@ pub fn run(args: &Args) -> Result<()> {
         eprintln!("xtask bench: NAT measurement unavailable: {e}");
     }
 
+    let overlay = bench_overlay::run(
+        weft_bin.as_deref().ok(),
+        &ns("ovl"),
+        (
+            &format!("{BPFFS_PREFIX}{pid}-ovl-"),
+            &format!("{STATE_PREFIX}{pid}-ovl-"),
+        ),
+        reps,
+        secs,
+    )?;
+
     println!("\n== per-packet cost of each program path (prog_cost)");
     let prog_cost = prog_cost();
     let names: Vec<&str> = ["weft", "veth", "bridge"]
@@ -172,6 +183,7 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
     report.targets.extend(nat_bench::targets(&nat));
+    report.targets.extend(overlay.targets.iter().cloned());
     report.print();
 
     let stamp = timestamp();
@@ -196,6 +208,7 @@ pub fn run(args: &Args) -> Result<()> {
         "prog_cost": prog_cost.as_ref().map_or_else(|e| json!({"unavailable": e}), |v| v.clone()),
         "agent": agent.as_ref().map_or_else(|e| json!({"unavailable": e}), |v| v.clone()),
         "nat": nat.as_ref().map_or_else(|e| json!({"unavailable": e}), |v| v.json.clone()),
+        "overlay": overlay.json,
         "targets": report.targets_json(),
     });
     let dir = args
@@ -228,7 +241,7 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn measure(t: &Topology, s: &mut Samples, rep: u32, secs: u32) -> Result<()> {
+pub(crate) fn measure(t: &Topology, s: &mut Samples, rep: u32, secs: u32) -> Result<()> {
     let last_cpu = cpus().saturating_sub(1);
     // Stream: sender and receiver on different CPUs, as they would be on a
     // busy node. Ping-pong: both on one CPU; a cross-CPU wakeup costs tens of
@@ -288,7 +301,7 @@ fn measure(t: &Topology, s: &mut Samples, rep: u32, secs: u32) -> Result<()> {
 }
 
 /// Address a container end `eth0` and bring it up; default route via `gw`.
-fn container_addr(c: &Netns, cidr: &str, gw: Option<&str>) -> Result<()> {
+pub(crate) fn container_addr(c: &Netns, cidr: &str, gw: Option<&str>) -> Result<()> {
     proc::stdout(&mut c.ip(&["addr", "add", cidr, "dev", "eth0"]), T)?;
     proc::stdout(&mut c.ip(&["link", "set", "eth0", "up"]), T)?;
     if let Some(gw) = gw {

@@ -7,6 +7,7 @@
 
 mod agent_bench;
 mod bench;
+mod bench_overlay;
 mod build_ebpf;
 mod demo;
 mod loadgen;
