@@ -23,9 +23,11 @@ pub const MAP_FDB: &str = "WEFT_FDB";
 pub const MAP_NET_LINKS: &str = "WEFT_NET_LINKS";
 /// Flood lists per network id: [`FloodList`].
 pub const MAP_FLOOD: &str = "WEFT_FLOOD";
-/// Per-CPU [`Counter`] per drop reason, indexed by reason code.
+/// Per-CPU [`Counter`] per direction and drop reason, indexed by
+/// [`counter_slot`]`(direction, reason code)`.
 pub const MAP_DROPS: &str = "WEFT_DROPS";
-/// Per-CPU [`Counter`] per forwarding verdict, indexed by [`crate::reason::Forward`] code.
+/// Per-CPU [`Counter`] per direction and forwarding verdict, indexed by
+/// [`counter_slot`]`(direction, `[`crate::reason::Forward`]` code)`.
 pub const MAP_FORWARDS: &str = "WEFT_FORWARDS";
 /// Per-CPU [`EndpointStats`] indexed by `EndpointInfo::stats_slot`.
 pub const MAP_EP_STATS: &str = "WEFT_EP_STATS";
@@ -98,8 +100,27 @@ pub const fn ipcache_slot(ip_be: u32) -> u32 {
 
 /// How many endpoints one network floods broadcast to; the loop must be bounded.
 pub const MAX_FLOOD: usize = 32;
-/// Size of the drop and forward counter arrays.
+/// Drop reason and forward kind codes are below this.
 pub const MAX_REASONS: u32 = 64;
+
+/// Counter direction: the packet came from a container (`weft_from_container`
+/// and its tail calls; ingress on the host veth).
+pub const DIR_FROM_CONTAINER: u32 = 0;
+/// Counter direction: the packet came in on the uplink (`weft_from_uplink`).
+pub const DIR_FROM_UPLINK: u32 = 1;
+/// Directions counted, and their metric label values, by direction number.
+pub const DIRECTIONS: [&str; 2] = ["from_container", "from_uplink"];
+/// Size of the drop and forward counter arrays: one block of
+/// [`MAX_REASONS`] per direction.
+pub const COUNTER_SLOTS: u32 = MAX_REASONS * DIRECTIONS.len() as u32;
+
+/// The counter of reason/kind `code` seen in `direction`. Direction 0 is
+/// where every counter was before counters had directions, so older
+/// counters keep their index.
+#[inline(always)]
+pub const fn counter_slot(direction: u32, code: u32) -> u32 {
+    direction * MAX_REASONS + code
+}
 
 /// `NetworkInfo::flags`: flood broadcast/multicast to the network's endpoints
 /// instead of dropping it.

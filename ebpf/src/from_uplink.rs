@@ -5,14 +5,14 @@
 
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use network_types::ip::Ipv4Hdr;
-use weft_common::reason::Forward;
+use weft_common::{maps::DIR_FROM_UPLINK, reason::Forward};
 
 use crate::{
     access::load,
     maps::node_config,
     nat,
     parse::{ETH_P_IP, ETH_PROTO_OFF, IP_MIN_LEN, IP_OFF},
-    verdict::{Verdict, count_forward, drop_packet},
+    verdict::{Verdict, count_forward_in, drop_packet},
 };
 
 #[classifier]
@@ -39,7 +39,7 @@ fn try_from_uplink(ctx: &TcContext) -> Verdict {
 
 #[inline(always)]
 fn pass_to_stack(ctx: &TcContext) -> Verdict {
-    count_forward(ctx, Forward::PassedToStack);
+    count_forward_in(ctx, Forward::PassedToStack, DIR_FROM_UPLINK);
     Ok(TC_ACT_OK)
 }
 

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use weft_common::maps::{
-    CT_MAX_ENTRIES, Counter, CtEntry, CtKey, EP_CACHE_SLOTS, EndpointInfo, EndpointStats, FdbEntry,
-    FdbKey, FloodList, MAX_ENDPOINTS, MAX_NET_LINKS, MAX_NETWORKS, MAX_REASONS,
+    COUNTER_SLOTS, CT_MAX_ENTRIES, Counter, CtEntry, CtKey, EP_CACHE_SLOTS, EndpointInfo,
+    EndpointStats, FdbEntry, FdbKey, FloodList, MAX_ENDPOINTS, MAX_NET_LINKS, MAX_NETWORKS,
     NODE_FLAG_CONFIGURED, NetPairKey, NetworkInfo, NodeConfig, ifcache_slot, ipcache_slot,
 };
 
@@ -43,10 +43,10 @@ pub static NET_LINKS: HashMap<NetPairKey, u32> = HashMap::pinned(MAX_NET_LINKS, 
 pub static FLOOD: HashMap<u32, FloodList> = HashMap::pinned(MAX_NETWORKS, 0);
 
 #[map(name = "WEFT_DROPS")]
-pub static DROPS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_REASONS, 0);
+pub static DROPS: PerCpuArray<Counter> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
 
 #[map(name = "WEFT_FORWARDS")]
-pub static FORWARDS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_REASONS, 0);
+pub static FORWARDS: PerCpuArray<Counter> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
 
 /// An array, not a hash: counting on the fast path is an inlined index.
 #[map(name = "WEFT_EP_STATS")]

@@ -18,7 +18,10 @@ use aya_ebpf::{
 };
 use network_types::ip::Ipv4Hdr;
 use weft_common::{
-    maps::{CtKey, EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NET_FLAG_MASQUERADE},
+    maps::{
+        CtKey, DIR_FROM_CONTAINER, DIR_FROM_UPLINK, EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP,
+        IPPROTO_UDP, NET_FLAG_MASQUERADE,
+    },
     reason::Forward,
 };
 
@@ -32,7 +35,7 @@ use crate::{
         IP_FRAG_OFFSET_MASK, IP_OFF, IP_SRC_OFF, IP_TTL_OFF, TCP_CSUM_OFF, TCP_DPORT_OFF, TCP_LEN,
         TCP_OFF_FLAGS_OFF, TCP_SPORT_OFF, UDP_CSUM_OFF, UDP_DPORT_OFF, UDP_LEN, UDP_SPORT_OFF,
     },
-    verdict::{Dropped, Verdict, count_endpoint_rx, count_forward},
+    verdict::{Dropped, Verdict, count_endpoint_rx, count_forward, count_forward_in},
 };
 
 /// The longest L4 header part NAT reads or writes (TCP's fixed header).
@@ -45,6 +48,17 @@ enum Way {
     Out,
     /// Outside to container (a reply on the uplink): the destination is.
     In,
+}
+
+impl Way {
+    /// The counter direction of packets crossing this way.
+    #[inline(always)]
+    const fn direction(self) -> u32 {
+        match self {
+            Self::Out => DIR_FROM_CONTAINER,
+            Self::In => DIR_FROM_UPLINK,
+        }
+    }
 }
 
 /// The translatable part of an L4 header.
@@ -155,8 +169,8 @@ fn pull_l4(ctx: &TcContext, l4_off: usize) {
 }
 
 #[inline(always)]
-fn pass_to_stack(ctx: &TcContext) -> Verdict {
-    count_forward(ctx, Forward::PassedToStack);
+fn pass_to_stack(ctx: &TcContext, way: Way) -> Verdict {
+    count_forward_in(ctx, Forward::PassedToStack, way.direction());
     Ok(TC_ACT_OK)
 }
 
@@ -166,11 +180,11 @@ fn pass_to_stack(ctx: &TcContext) -> Verdict {
 #[inline(always)]
 pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
     let Some(node) = node_config() else {
-        return pass_to_stack(ctx);
+        return pass_to_stack(ctx, Way::Out);
     };
     match network(src.network_id) {
         Some(net) if net.flags & NET_FLAG_MASQUERADE != 0 => {}
-        _ => return pass_to_stack(ctx),
+        _ => return pass_to_stack(ctx, Way::Out),
     }
     if is_later_fragment(ip) {
         return Err(drop_here!(Ipv4Fragment));
@@ -178,7 +192,7 @@ pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
     let l4_off = l4_offset(ip);
     pull_l4(ctx, l4_off);
     let Some(l4) = parse_l4(ctx, ip, l4_off, Way::Out)? else {
-        return pass_to_stack(ctx);
+        return pass_to_stack(ctx, Way::Out);
     };
     let dst_ip = u32::from_ne_bytes(ip.dst_addr);
     if ip.ttl <= 1 {
@@ -204,7 +218,7 @@ pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
             let Some(hop) = fib_lookup(ctx, ifindex(ctx), node.node_ip_be, dst_ip)
                 .filter(|hop| hop.ifindex == node.uplink_ifindex)
             else {
-                return pass_to_stack(ctx);
+                return pass_to_stack(ctx, Way::Out);
             };
             let nat_port = match live {
                 Some(entry) => entry.xlate_port_be,
@@ -240,12 +254,12 @@ fn send_out(ctx: &TcContext, hop: &FibHop) -> Verdict {
 #[inline(always)]
 pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
     if is_later_fragment(ip) {
-        return pass_to_stack(ctx);
+        return pass_to_stack(ctx, Way::In);
     }
     let l4_off = l4_offset(ip);
     pull_l4(ctx, l4_off);
     let Some(l4) = parse_l4(ctx, ip, l4_off, Way::In)? else {
-        return pass_to_stack(ctx);
+        return pass_to_stack(ctx, Way::In);
     };
     let dst_ip = u32::from_ne_bytes(ip.dst_addr);
     let k = CtKey::new(
@@ -256,12 +270,12 @@ pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
         l4.dport,
     );
     let Some(entry) = conntrack::hit(&k, l4.tcp_flags, now_ns(), ctx.len()) else {
-        return pass_to_stack(ctx);
+        return pass_to_stack(ctx, Way::In);
     };
     // The endpoint must still be the one the connection was made from.
     let Some(dst) = endpoint_by_ip(entry.xlate_ip_be).filter(|ep| ep.ifindex == entry.ifindex)
     else {
-        return pass_to_stack(ctx);
+        return pass_to_stack(ctx, Way::In);
     };
     if ip.ttl <= 1 {
         return Err(drop_here!(TtlExceeded));
@@ -275,7 +289,7 @@ pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
         return Err(drop_here!(RedirectFailed));
     }
     count_endpoint_rx(entry.stats_slot, ctx.len());
-    count_forward(ctx, Forward::ReverseSnat);
+    count_forward_in(ctx, Forward::ReverseSnat, DIR_FROM_UPLINK);
     Ok(TC_ACT_REDIRECT)
 }
 

@@ -2,7 +2,11 @@
 //! named kind or dropped with a named reason, and both are counted per CPU.
 
 use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
-use weft_common::reason::{Drop, Forward};
+use weft_common::{
+    events::PROGRAM_FROM_UPLINK,
+    maps::{DIR_FROM_CONTAINER, DIR_FROM_UPLINK, counter_slot},
+    reason::{Drop, Forward},
+};
 
 use crate::{
     events::{Site, emit_drop, maybe_trace},
@@ -43,12 +47,17 @@ const _: () = assert!((weft_common::maps::MAX_REASONS as usize) <= 256);
 /// A TC action code (`TC_ACT_*`), or the drop decision.
 pub type Verdict = Result<i32, Dropped>;
 
-/// Counts the drop, emits its event and returns the action that drops the
-/// packet.
+/// Counts the drop (in the direction of `program`), emits its event and
+/// returns the action that drops the packet.
 #[inline(always)]
 pub fn drop_packet(ctx: &TcContext, dropped: Dropped, program: u8) -> i32 {
     let code = dropped.code();
-    bump(&DROPS, code, ctx.len());
+    let direction = if program == PROGRAM_FROM_UPLINK {
+        DIR_FROM_UPLINK
+    } else {
+        DIR_FROM_CONTAINER
+    };
+    bump(&DROPS, counter_slot(direction, code), ctx.len());
     emit_drop(
         ctx,
         code,
@@ -61,10 +70,17 @@ pub fn drop_packet(ctx: &TcContext, dropped: Dropped, program: u8) -> i32 {
     TC_ACT_SHOT
 }
 
-/// Counts a forwarding verdict of `kind`.
+/// Counts a forwarding verdict of `kind` for a packet from a container.
 #[inline(always)]
 pub fn count_forward(ctx: &TcContext, kind: Forward) {
-    bump(&FORWARDS, kind.code(), ctx.len());
+    count_forward_in(ctx, kind, DIR_FROM_CONTAINER);
+}
+
+/// Counts a forwarding verdict of `kind` in `direction` (`DIR_*`; a
+/// constant at every call site, so the index folds at compile time).
+#[inline(always)]
+pub fn count_forward_in(ctx: &TcContext, kind: Forward, direction: u32) {
+    bump(&FORWARDS, counter_slot(direction, kind.code()), ctx.len());
     maybe_trace(ctx, kind.code());
 }
 

@@ -12,12 +12,12 @@ use aya::{
 };
 use weft_common::{
     maps::{
-        Counter, CtEntry, CtKey, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList, MAP_CT,
-        MAP_DROPS, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE, MAP_EP_STATS,
-        MAP_FDB, MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS, MAP_NODE, MAP_SUBNETS,
-        MAP_TAILS, MAX_FLOOD, NET_FLAG_FLOOD, NET_FLAG_MASQUERADE, NetPairKey, NetworkInfo,
-        NodeConfig, PROG_CALIBRATE, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_NAT_EGRESS,
-        TAIL_NAT_EGRESS, ifcache_slot, ipcache_slot,
+        Counter, CtEntry, CtKey, DIRECTIONS, EndpointInfo, EndpointStats, FdbEntry, FdbKey,
+        FloodList, MAP_CT, MAP_DROPS, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE,
+        MAP_EP_STATS, MAP_FDB, MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS, MAP_NODE,
+        MAP_SUBNETS, MAP_TAILS, MAX_FLOOD, NET_FLAG_FLOOD, NET_FLAG_MASQUERADE, NetPairKey,
+        NetworkInfo, NodeConfig, PROG_CALIBRATE, PROG_FROM_CONTAINER, PROG_FROM_UPLINK,
+        PROG_NAT_EGRESS, TAIL_NAT_EGRESS, counter_slot, ifcache_slot, ipcache_slot,
     },
     reason::{Drop, Forward},
 };
@@ -313,28 +313,46 @@ impl Datapath {
         self.run_repeat(frame, 1)
     }
 
+    /// Drops of `reason`, all directions.
     pub fn drops(&mut self, reason: Drop) -> Result<Counter> {
-        self.counter(MAP_DROPS, reason.code())
+        self.total(MAP_DROPS, reason.code())
     }
 
+    /// Forwards of `kind`, all directions.
     pub fn forwards(&mut self, kind: Forward) -> Result<Counter> {
-        self.counter(MAP_FORWARDS, kind.code())
+        self.total(MAP_FORWARDS, kind.code())
     }
 
-    /// Every drop and forward counter's packet count, for before/after diffs.
+    fn total(&mut self, map: &str, code: u32) -> Result<Counter> {
+        let mut sum = Counter::default();
+        for direction in 0..DIRECTIONS.len() as u32 {
+            let c = self.counter(map, counter_slot(direction, code))?;
+            sum.packets += c.packets;
+            sum.bytes += c.bytes;
+        }
+        Ok(sum)
+    }
+
+    /// Every drop and forward counter's packet count, named
+    /// `<direction> drop:<reason>` / `<direction> forward:<kind>`, for
+    /// before/after diffs.
     pub fn all_counters(&mut self) -> Result<Vec<(String, u64)>> {
         let mut all = Vec::new();
-        for reason in Drop::ALL {
-            all.push((
-                format!("drop:{}", reason.name()),
-                self.drops(reason)?.packets,
-            ));
-        }
-        for kind in Forward::ALL {
-            all.push((
-                format!("forward:{}", kind.name()),
-                self.forwards(kind)?.packets,
-            ));
+        for (direction, dir_name) in (0u32..).zip(DIRECTIONS) {
+            for reason in Drop::ALL {
+                let slot = counter_slot(direction, reason.code());
+                all.push((
+                    format!("{dir_name} drop:{}", reason.name()),
+                    self.counter(MAP_DROPS, slot)?.packets,
+                ));
+            }
+            for kind in Forward::ALL {
+                let slot = counter_slot(direction, kind.code());
+                all.push((
+                    format!("{dir_name} forward:{}", kind.name()),
+                    self.counter(MAP_FORWARDS, slot)?.packets,
+                ));
+            }
         }
         Ok(all)
     }

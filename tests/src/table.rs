@@ -3,7 +3,10 @@
 //! counter moving, and the delivery counted on the destination endpoint.
 
 use anyhow::Result;
-use weft_common::reason::{Drop, Forward};
+use weft_common::{
+    maps::{DIR_FROM_CONTAINER, DIR_FROM_UPLINK, DIRECTIONS},
+    reason::{Drop, Forward},
+};
 
 use crate::fixture::{Datapath, TC_ACT_SHOT};
 
@@ -28,6 +31,17 @@ pub enum Hook {
     Container,
     /// `weft_from_uplink`.
     Uplink,
+}
+
+impl Hook {
+    /// The direction its counters are kept under.
+    fn direction(self) -> &'static str {
+        let index = match self {
+            Self::Container => DIR_FROM_CONTAINER,
+            Self::Uplink => DIR_FROM_UPLINK,
+        };
+        DIRECTIONS[index as usize]
+    }
 }
 
 /// Runs `frame` through `hook` and checks verdict, bytes and that exactly
@@ -68,12 +82,12 @@ pub fn check(
             ..
         } => (
             *action,
-            format!("forward:{} +1", kind.name()),
+            format!("{} forward:{} +1", hook.direction(), kind.name()),
             output.clone(),
         ),
         Expect::Drop(reason) => (
             TC_ACT_SHOT,
-            format!("drop:{} +1", reason.name()),
+            format!("{} drop:{} +1", hook.direction(), reason.name()),
             frame.to_vec(),
         ),
     };

@@ -108,7 +108,7 @@ fn agent_adopts_pins_survives_sigkill_and_repairs_drift() -> Result<()> {
     );
 
     // Metrics move with real traffic.
-    let bridged = r#"weft_forward_packets_total{kind="bridged"}"#;
+    let bridged = r#"weft_forward_packets_total{kind="bridged",direction="from_container"}"#;
     let before = sample(&scrape(&node)?, bridged)?;
     assert_eq!(a.ping(&ip_b, 3)?, 3);
     let after = sample(&scrape(&node)?, bridged)?;

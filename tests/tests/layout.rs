@@ -310,3 +310,102 @@ fn unknown_layout_change_is_refused_and_changes_nothing() -> Result<()> {
     assert_eq!(a.ping(&ip_b, 3)?, 3);
     Ok(())
 }
+
+/// The drop and forward counter arrays of map ABI v3 (one counter per
+/// reason, no direction) are migrated: each count becomes its reason's
+/// `from_container` counter, per CPU; the `from_uplink` block starts at
+/// zero; the reloaded program counts by direction.
+#[test]
+fn undirected_counters_are_migrated_to_the_container_direction() -> Result<()> {
+    use aya::{
+        maps::{Map, PerCpuArray, PerCpuValues},
+        util::nr_cpus,
+    };
+    use weft::migrate::{COUNTERS_LAYOUT, UNDIRECTED_COUNTERS_LAYOUT};
+    use weft_common::{
+        maps::{
+            COUNTER_SLOTS, Counter, DIR_FROM_CONTAINER, MAP_DROPS, MAP_FORWARDS, MAX_REASONS,
+            counter_slot,
+        },
+        reason::Forward,
+    };
+
+    let node = Node::new()?;
+    node.weft(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
+    let (a, _) = node.container("blue", "a")?;
+    let (_b, ip_b) = node.container("blue", "b")?;
+    assert_eq!(a.ping(&ip_b, 3)?, 3);
+    let program = program_id(&node)?;
+
+    let cpus = nr_cpus().map_err(|(_, e)| e)?;
+    // Counter `code` on CPU `cpu` of the old arrays: distinct everywhere.
+    let old_value = |code: u32, cpu: usize| Counter {
+        packets: u64::from(code) * 1000 + cpu as u64 + 1,
+        bytes: u64::from(code) * 100_000 + cpu as u64 + 7,
+    };
+    for map in [MAP_DROPS, MAP_FORWARDS] {
+        let data = migrate::create_map(map, UNDIRECTED_COUNTERS_LAYOUT, 0)?;
+        let mut old: PerCpuArray<MapData, Counter> =
+            PerCpuArray::try_from(Map::from_map_data(data)?)?;
+        for code in 0..MAX_REASONS {
+            let values: Vec<Counter> = (0..cpus).map(|cpu| old_value(code, cpu)).collect();
+            old.set(code, PerCpuValues::try_from(values)?, 0)?;
+        }
+        migrate::replace_pin(old.map(), &map_pin(&node, map))?;
+    }
+
+    let _agent = node.start_agent()?;
+    let status = node.weft_json(&["status"])?;
+    let migrated = status["migrated_at_start"]["migrated"]
+        .as_array()
+        .context("migrated")?;
+    for map in [MAP_DROPS, MAP_FORWARDS] {
+        let m = migrated
+            .iter()
+            .find(|m| m["map"] == map)
+            .with_context(|| format!("{map} not migrated: {status}"))?;
+        assert_eq!(m["entries"].as_u64(), Some(u64::from(MAX_REASONS)), "{m}");
+        assert_eq!(pinned(&node, map)?, COUNTERS_LAYOUT, "{map} layout");
+    }
+    assert_ne!(program_id(&node)?, program, "the program must be reloaded");
+
+    let read = |map: &str| -> Result<Vec<Vec<Counter>>> {
+        let data = MapData::from_pin(map_pin(&node, map))?;
+        let arr: PerCpuArray<MapData, Counter> = PerCpuArray::try_from(Map::from_map_data(data)?)?;
+        (0..COUNTER_SLOTS)
+            .map(|slot| Ok(arr.get(&slot, 0)?.iter().copied().collect()))
+            .collect()
+    };
+    let drops = read(MAP_DROPS)?;
+    for code in 0..MAX_REASONS {
+        let want: Vec<Counter> = (0..cpus).map(|cpu| old_value(code, cpu)).collect();
+        assert_eq!(
+            drops[counter_slot(DIR_FROM_CONTAINER, code) as usize],
+            want,
+            "drop counter {code} must keep its per-CPU counts as from_container"
+        );
+    }
+    let uplink_block = |counters: &[Vec<Counter>]| {
+        counters[MAX_REASONS as usize..]
+            .iter()
+            .flatten()
+            .all(|c| *c == Counter::default())
+    };
+    assert!(
+        uplink_block(&drops),
+        "from_uplink drop counters start at zero"
+    );
+
+    // The reloaded program counts bridged pings under from_container.
+    let bridged = counter_slot(DIR_FROM_CONTAINER, Forward::Bridged.code()) as usize;
+    let sum = |c: &[Counter]| c.iter().map(|c| c.packets).sum::<u64>();
+    let before = sum(&read(MAP_FORWARDS)?[bridged]);
+    assert_eq!(a.ping(&ip_b, 3)?, 3, "traffic after the migration");
+    let forwards = read(MAP_FORWARDS)?;
+    assert!(sum(&forwards[bridged]) >= before + 6);
+    assert!(
+        uplink_block(&forwards),
+        "no uplink here: nothing from_uplink"
+    );
+    Ok(())
+}

@@ -377,6 +377,44 @@ fn agent_exports_nat_metrics_and_collects_expired_connections() -> Result<()> {
         0.0
     );
     assert_eq!(sample(&metrics, "weft_nat_port_range_size")?, 100.0);
+    // Each program counts under its own direction: SNAT where containers
+    // send, reverse SNAT where replies come in on the uplink.
+    let fwd = |kind: &str, direction: &str| {
+        sample(
+            &metrics,
+            &format!(r#"weft_forward_packets_total{{kind="{kind}",direction="{direction}"}}"#),
+        )
+    };
+    let (snat, reverse) = (
+        fwd("snat", "from_container")?,
+        fwd("reverse_snat", "from_uplink")?,
+    );
+    assert!(
+        snat >= 3.0 && reverse >= 3.0,
+        "snat {snat}, reverse {reverse}"
+    );
+    assert_eq!(fwd("snat", "from_uplink")?, 0.0);
+    assert_eq!(fwd("reverse_snat", "from_container")?, 0.0);
+    assert!(
+        sample(
+            &metrics,
+            r#"weft_drop_bytes_total{reason="ttl_exceeded",direction="from_uplink"}"#
+        )? == 0.0,
+        "drops carry a direction too"
+    );
+    // A second fetch moves both directions' counters.
+    let server = outside.tcp_source(4096, 1)?;
+    tcp_fetch_many(&c1, server.addr(), 1, 4096, 1)?;
+    server.finish()?;
+    let metrics = scrape(&node)?;
+    let fwd = |kind: &str, direction: &str| {
+        sample(
+            &metrics,
+            &format!(r#"weft_forward_packets_total{{kind="{kind}",direction="{direction}"}}"#),
+        )
+    };
+    assert!(fwd("snat", "from_container")? >= snat + 3.0);
+    assert!(fwd("reverse_snat", "from_uplink")? >= reverse + 3.0);
 
     // Closed timeout (10 s) + one GC period (10 s) + slack.
     let deadline = Instant::now() + Duration::from_secs(30);

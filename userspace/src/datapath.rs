@@ -17,10 +17,11 @@ use aya::{
 use ipnet::Ipv4Net;
 use weft_common::{
     maps::{
-        Counter, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList, MAP_DROPS, MAP_EP_BY_IF,
-        MAP_EP_BY_IP, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE, MAP_EP_STATS, MAP_FDB, MAP_FLOOD,
-        MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS, MAP_SUBNETS, MAP_TAILS, NetPairKey, NetworkInfo,
-        PROG_FROM_CONTAINER, PROG_NAT_EGRESS, TAIL_NAT_EGRESS, ifcache_slot, ipcache_slot,
+        Counter, DIRECTIONS, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList, MAP_DROPS,
+        MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE, MAP_EP_STATS, MAP_FDB,
+        MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS, MAP_SUBNETS, MAP_TAILS, NetPairKey,
+        NetworkInfo, PROG_FROM_CONTAINER, PROG_NAT_EGRESS, TAIL_NAT_EGRESS, counter_slot,
+        ifcache_slot, ipcache_slot,
     },
     reason::{Drop, Forward},
 };
@@ -493,8 +494,12 @@ pub(crate) fn remove_pin(path: &Path) -> Result<()> {
 /// Counters read from the pinned maps, summed over CPUs.
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
+    /// All directions together.
     pub drops: Vec<(Drop, Counter)>,
     pub forwards: Vec<(Forward, Counter)>,
+    /// Per direction (its name from `DIRECTIONS`).
+    pub directed_drops: Vec<(&'static str, Drop, Counter)>,
+    pub directed_forwards: Vec<(&'static str, Forward, Counter)>,
     /// Per counter slot, for the slots asked for.
     pub endpoints: Vec<(u32, EndpointStats)>,
 }
@@ -512,7 +517,11 @@ pub(crate) fn open_pinned(paths: &Paths, name: &str) -> Result<Option<Map>> {
 }
 
 fn sum_counters(values: &PerCpuValues<Counter>) -> Counter {
-    values.iter().fold(Counter::default(), |acc, c| Counter {
+    total(values.iter().copied())
+}
+
+fn total(counters: impl Iterator<Item = Counter>) -> Counter {
+    counters.fold(Counter::default(), |acc, c| Counter {
         packets: acc.packets + c.packets,
         bytes: acc.bytes + c.bytes,
     })
@@ -542,12 +551,39 @@ pub fn read_counters(paths: &Paths, slots: &[u32]) -> Result<Counters> {
     let drops_map = array(MAP_DROPS)?;
     let forwards_map = array(MAP_FORWARDS)?;
     let mut out = Counters::default();
-    for r in Drop::ALL {
-        out.drops.push((r, read(&drops_map, r.code())?));
+    for (direction, name) in (0u32..).zip(DIRECTIONS) {
+        for r in Drop::ALL {
+            let c = read(&drops_map, counter_slot(direction, r.code()))?;
+            out.directed_drops.push((name, r, c));
+        }
+        for r in Forward::ALL {
+            let c = read(&forwards_map, counter_slot(direction, r.code()))?;
+            out.directed_forwards.push((name, r, c));
+        }
     }
-    for r in Forward::ALL {
-        out.forwards.push((r, read(&forwards_map, r.code())?));
-    }
+    out.drops = Drop::ALL
+        .into_iter()
+        .map(|r| {
+            (
+                r,
+                total(out.directed_drops.iter().filter(|d| d.1 == r).map(|d| d.2)),
+            )
+        })
+        .collect();
+    out.forwards = Forward::ALL
+        .into_iter()
+        .map(|r| {
+            (
+                r,
+                total(
+                    out.directed_forwards
+                        .iter()
+                        .filter(|d| d.1 == r)
+                        .map(|d| d.2),
+                ),
+            )
+        })
+        .collect();
     let ep_map: Option<PerCpuArray<MapData, EndpointStats>> = open_pinned(paths, MAP_EP_STATS)?
         .map(|m| {
             PerCpuArray::try_from(m)

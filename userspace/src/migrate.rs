@@ -14,8 +14,8 @@
 //!   through the migration's conversion, the new map is pinned under a
 //!   temporary name and renamed over the old pin (bpffs supports rename, so
 //!   the pin never goes missing);
-//! - different otherwise (including any change of a per-CPU counter map:
-//!   counters are not migrated): refused with [`Error::Conflict`] naming
+//! - different otherwise (including any change of a per-CPU counter map
+//!   that no migration describes): refused with [`Error::Conflict`] naming
 //!   each map, both layouts and what to do, before anything is changed.
 //!
 //! Programs keep the maps they were loaded with, so after a migration (or
@@ -47,7 +47,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, Map, MapData, MapError, MapInfo, ProgramArray},
+    maps::{Array, HashMap, Map, MapData, MapError, MapInfo, PerCpuArray, ProgramArray},
     programs::{
         ProgramInfo, SchedClassifier,
         links::{FdLink, PinnedLink},
@@ -59,7 +59,9 @@ use bytemuck::{Pod, Zeroable};
 use weft_common::{
     ABI_VERSION,
     maps::{
-        FdbEntry, FloodList, MAP_FLOOD, MAP_TAILS, MAX_NETWORKS, PROG_NAT_EGRESS, TAIL_NAT_EGRESS,
+        COUNTER_SLOTS, Counter, DIR_FROM_CONTAINER, FdbEntry, FloodList, MAP_DROPS, MAP_FLOOD,
+        MAP_FORWARDS, MAP_TAILS, MAX_NETWORKS, MAX_REASONS, PROG_NAT_EGRESS, TAIL_NAT_EGRESS,
+        counter_slot,
     },
 };
 
@@ -208,14 +210,64 @@ pub const FLOOD_LAYOUT: Layout = Layout {
     max_entries: MAX_NETWORKS,
 };
 
+pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+
+/// The drop and forward counter arrays before they had directions (map
+/// ABI <= 3): one counter per reason.
+pub const UNDIRECTED_COUNTERS_LAYOUT: Layout = Layout {
+    map_type: BPF_MAP_TYPE_PERCPU_ARRAY,
+    key_size: 4,
+    value_size: size_of::<Counter>() as u32,
+    max_entries: MAX_REASONS,
+};
+
+/// The drop and forward counter arrays now: one block per direction.
+pub const COUNTERS_LAYOUT: Layout = Layout {
+    max_entries: COUNTER_SLOTS,
+    ..UNDIRECTED_COUNTERS_LAYOUT
+};
+
+const COUNTERS_SPLIT: &str = "counters split by direction (existing counts, which cannot be \
+                              split, are kept as direction from_container)";
+
 /// Every layout change weft can carry entries across.
-pub static MIGRATIONS: [Migration; 1] = [Migration {
-    map: MAP_FLOOD,
-    from: FLOOD_16_LAYOUT,
-    to: FLOOD_LAYOUT,
-    what: "flood lists grow from 16 to 32 members (new members zeroed)",
-    copy: flood_16_to_32,
-}];
+pub static MIGRATIONS: [Migration; 3] = [
+    Migration {
+        map: MAP_FLOOD,
+        from: FLOOD_16_LAYOUT,
+        to: FLOOD_LAYOUT,
+        what: "flood lists grow from 16 to 32 members (new members zeroed)",
+        copy: flood_16_to_32,
+    },
+    Migration {
+        map: MAP_DROPS,
+        from: UNDIRECTED_COUNTERS_LAYOUT,
+        to: COUNTERS_LAYOUT,
+        what: COUNTERS_SPLIT,
+        copy: counters_to_directed,
+    },
+    Migration {
+        map: MAP_FORWARDS,
+        from: UNDIRECTED_COUNTERS_LAYOUT,
+        to: COUNTERS_LAYOUT,
+        what: COUNTERS_SPLIT,
+        copy: counters_to_directed,
+    },
+];
+
+/// Each per-CPU counter of the undirected array becomes the same reason's
+/// `from_container` counter. Under map ABI v3 `weft_from_uplink` counted
+/// into the same slots, and a sum cannot be split again, so its share
+/// stays there too; from the migration on, each direction counts apart.
+fn counters_to_directed(old: &Map, new: &mut Map) -> Result<usize, MapError> {
+    let old: PerCpuArray<&MapData, Counter> = PerCpuArray::try_from(old)?;
+    let mut new: PerCpuArray<&mut MapData, Counter> = PerCpuArray::try_from(new)?;
+    for code in 0..old.len() {
+        let values = old.get(&code, 0)?;
+        new.set(counter_slot(DIR_FROM_CONTAINER, code), values, 0)?;
+    }
+    Ok(old.len() as usize)
+}
 
 fn flood_16_to_32(old: &Map, new: &mut Map) -> Result<usize, MapError> {
     let old: HashMap<&MapData, u32, FloodList16> = HashMap::try_from(old)?;

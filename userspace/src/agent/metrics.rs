@@ -168,23 +168,45 @@ pub fn render(paths: &Paths, reconcile: &ReconcileTally) -> Result<String> {
 
     let drop_packets = Family::<Labels, Counter>::default();
     let drop_bytes = Family::<Labels, Counter>::default();
-    for (reason, c) in &counters.drops {
-        let l = vec![("reason".to_owned(), reason.name().to_owned())];
+    for (direction, reason, c) in &counters.directed_drops {
+        let l = vec![
+            ("reason".to_owned(), reason.name().to_owned()),
+            ("direction".to_owned(), (*direction).to_owned()),
+        ];
         drop_packets.get_or_create(&l).inc_by(c.packets);
         drop_bytes.get_or_create(&l).inc_by(c.bytes);
     }
-    registry.register("drop_packets", "Packets dropped, by reason", drop_packets);
-    registry.register("drop_bytes", "Bytes dropped, by reason", drop_bytes);
+    registry.register(
+        "drop_packets",
+        "Packets dropped, by reason and direction (the program that saw them)",
+        drop_packets,
+    );
+    registry.register(
+        "drop_bytes",
+        "Bytes dropped, by reason and direction",
+        drop_bytes,
+    );
 
     let fwd_packets = Family::<Labels, Counter>::default();
     let fwd_bytes = Family::<Labels, Counter>::default();
-    for (kind, c) in &counters.forwards {
-        let l = vec![("kind".to_owned(), kind.name().to_owned())];
+    for (direction, kind, c) in &counters.directed_forwards {
+        let l = vec![
+            ("kind".to_owned(), kind.name().to_owned()),
+            ("direction".to_owned(), (*direction).to_owned()),
+        ];
         fwd_packets.get_or_create(&l).inc_by(c.packets);
         fwd_bytes.get_or_create(&l).inc_by(c.bytes);
     }
-    registry.register("forward_packets", "Packets forwarded, by kind", fwd_packets);
-    registry.register("forward_bytes", "Bytes forwarded, by kind", fwd_bytes);
+    registry.register(
+        "forward_packets",
+        "Packets forwarded, by kind and direction (the program that saw them)",
+        fwd_packets,
+    );
+    registry.register(
+        "forward_bytes",
+        "Bytes forwarded, by kind and direction",
+        fwd_bytes,
+    );
 
     let ep_packets = Family::<Labels, Counter>::default();
     let ep_bytes = Family::<Labels, Counter>::default();
