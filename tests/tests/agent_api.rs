@@ -323,6 +323,176 @@ fn concurrent_endpoint_adds_through_the_agent_all_succeed() -> Result<()> {
     Ok(())
 }
 
+/// An exclusive `flock` on the agent's lock for network `name`, held until
+/// the file is dropped: what an endpoint change in that network holds.
+fn hold_network_lock(node: &Node, name: &str) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let dir = node.state_file().with_file_name("locks");
+    std::fs::create_dir_all(&dir)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("network-{name}")))?;
+    // SAFETY: flock on an fd this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        bail!("flock: {}", std::io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+fn endpoint_add(node: &Node, network: &str, ns: &NetNs, name: &str) -> Result<Output> {
+    node.weft_env(
+        DEBUG,
+        &[
+            "endpoint",
+            "add",
+            "--network",
+            network,
+            "--netns",
+            ns.name(),
+            "--name",
+            name,
+            "-o",
+            "json",
+        ],
+    )
+}
+
+/// Endpoint changes in different networks proceed concurrently, in one
+/// network one at a time: while blue's lock is held (as an add in blue
+/// holds it) an add in red completes and an add in blue waits. Adds of one
+/// name racing in two networks: exactly one wins, the other is refused. An
+/// add that fails after its reservation leaves state and kernel as they were.
+#[test]
+fn endpoint_changes_serialize_per_network_only() -> Result<()> {
+    let node = Node::new()?;
+    let agent = node.start_agent()?;
+    for (net, subnet) in [("blue", "10.1.0.0/24"), ("red", "10.2.0.0/24")] {
+        via_agent(
+            &node,
+            &agent,
+            &["network", "create", net, "--subnet", subnet],
+        )?;
+    }
+    let (ns_blue, ns_red) = (NetNs::new("wtc")?, NetNs::new("wtc")?);
+
+    let blue_lock = hold_network_lock(&node, "blue")?;
+    let blue_add = node.weft_spawn(&[
+        "endpoint",
+        "add",
+        "--network",
+        "blue",
+        "--netns",
+        ns_blue.name(),
+        "--name",
+        "b1",
+    ])?;
+    let red = endpoint_add(&node, "red", &ns_red, "r1")?;
+    assert!(
+        red.status.success(),
+        "the add in red must not wait for blue: {}",
+        String::from_utf8_lossy(&red.stderr)
+    );
+    assert_eq!(served_by(&red), Some(agent.pid()));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut blue_add = blue_add;
+    assert!(
+        blue_add.try_wait()?.is_none(),
+        "the add in blue must wait while blue's lock is held"
+    );
+    let saved = std::fs::read_to_string(node.state_file())?;
+    assert!(
+        saved.contains("\"r1\"") && !saved.contains("\"b1\""),
+        "{saved}"
+    );
+    drop(blue_lock);
+    let out = blue_add.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "the add in blue goes on once the lock is free: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // One name, two networks, at once: one add wins.
+    let spares: Vec<(NetNs, NetNs)> = (0..4)
+        .map(|_| Ok((NetNs::new("wtc")?, NetNs::new("wtc")?)))
+        .collect::<Result<_>>()?;
+    for (round, (a, b)) in spares.iter().enumerate() {
+        let name = format!("dup{round}");
+        let (blue, red) = std::thread::scope(|scope| {
+            let blue = scope.spawn(|| endpoint_add(&node, "blue", a, &name));
+            let red = scope.spawn(|| endpoint_add(&node, "red", b, &name));
+            (blue.join(), red.join())
+        });
+        let blue = blue.map_err(|_| anyhow::anyhow!("thread panicked"))??;
+        let red = red.map_err(|_| anyhow::anyhow!("thread panicked"))??;
+        let won: Vec<&Output> = [&blue, &red]
+            .into_iter()
+            .filter(|o| o.status.success())
+            .collect();
+        assert_eq!(won.len(), 1, "exactly one add of {name} must succeed");
+        let lost = if blue.status.success() { &red } else { &blue };
+        let err = String::from_utf8_lossy(&lost.stderr);
+        assert!(err.contains("already exists"), "{name}: {err}");
+    }
+    let eps = node.weft_json(&["endpoint", "ls"])?;
+    assert_eq!(eps.as_array().map(Vec::len), Some(6), "{eps}");
+
+    // An add that fails in the kernel work, after its reservation (the
+    // namespace has a default route), rolls back completely.
+    let routed = NetNs::new("wtc")?;
+    routed.exec(&["ip", "link", "set", "lo", "up"])?;
+    routed.exec(&["ip", "route", "add", "default", "dev", "lo"])?;
+    let before = std::fs::read(node.state_file())?;
+    let out = endpoint_add(&node, "red", &routed, "routed")?;
+    assert!(!out.status.success(), "the add must fail");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("default route"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(node.state_file())?,
+        before,
+        "a failed add leaves state.json as it was (no reservation left)"
+    );
+    let status = node.weft_json(&["status"])?;
+    assert_eq!(status["kernel_matches_state"], true, "{status}");
+    assert_eq!(status["endpoints"].as_u64(), Some(6), "{status}");
+    assert!(!std::fs::read_to_string(node.state_file())?.contains("reservations"));
+
+    // Removals in two networks at once, then traffic in each.
+    let rm = |name: &'static str| {
+        let node = &node;
+        move || node.weft(&["endpoint", "rm", name])
+    };
+    std::thread::scope(|scope| {
+        let a = scope.spawn(rm("dup0"));
+        let b = scope.spawn(rm("dup1"));
+        a.join().map_err(|_| anyhow::anyhow!("panicked"))??;
+        b.join().map_err(|_| anyhow::anyhow!("panicked"))??;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let status = node.weft_json(&["status"])?;
+    assert_eq!(status["endpoints"].as_u64(), Some(4), "{status}");
+    assert_eq!(status["kernel_matches_state"], true, "{status}");
+    // Each network's first endpoint reaches the other endpoints of its network.
+    let eps = node.weft_json(&["endpoint", "ls"])?;
+    for e in eps.as_array().context("endpoints")? {
+        let from = match e["network"].as_str() {
+            Some("blue") => &ns_blue,
+            _ => &ns_red,
+        };
+        if ["b1", "r1"].contains(&e["name"].as_str().unwrap_or_default()) {
+            continue;
+        }
+        let ip = e["ip"].as_str().context("ip")?;
+        assert_eq!(from.ping(ip, 1)?, 1, "ping {e}");
+    }
+    Ok(())
+}
+
 /// One malformed request: method, path, content type, body, the expected
 /// status, and words its error must contain.
 type Case<'a> = (

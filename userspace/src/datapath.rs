@@ -399,6 +399,7 @@ impl Datapath {
     }
 
     pub fn attach(&mut self, host_ifname: &str) -> Result<()> {
+        let _first_use = crate::objlock::programs(&self.paths)?;
         let prog_pin = self.paths.prog_pin(PROG_FROM_CONTAINER);
         if !prog_pin.exists() {
             let prog: &mut SchedClassifier = self

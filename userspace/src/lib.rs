@@ -17,6 +17,7 @@ pub mod naming;
 pub mod netlink;
 pub mod netns;
 pub mod object;
+pub mod objlock;
 pub mod output;
 pub mod paths;
 pub mod reconcile;

@@ -40,6 +40,9 @@ pub struct State {
     /// files written before masquerade existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeUplink>,
+    /// Endpoints the agent is adding right now (see [`Reservation`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reservations: Vec<Reservation>,
 }
 
 impl Default for State {
@@ -50,8 +53,23 @@ impl Default for State {
             networks: Vec::new(),
             endpoints: Vec::new(),
             node: None,
+            reservations: Vec::new(),
         }
     }
+}
+
+/// An endpoint being added while the state lock is not held (the agent
+/// adds endpoints of different networks concurrently): its name, address,
+/// host interface and counter slot are taken until the add commits or
+/// fails, so no other add, by the agent or a direct `weft` command, picks
+/// them. The agent clears leftovers of a crashed predecessor at start.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Reservation {
+    pub endpoint: String,
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub host_ifname: String,
+    pub stats_slot: u32,
 }
 
 /// The node's uplink: where masqueraded traffic leaves, with which address
@@ -131,6 +149,25 @@ impl State {
 
     pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
         self.endpoints.iter().find(|e| e.name == name)
+    }
+
+    /// Whether an endpoint named `name` exists or is being added.
+    pub fn endpoint_name_taken(&self, name: &str) -> bool {
+        self.endpoint(name).is_some() || self.reservations.iter().any(|r| r.endpoint == name)
+    }
+
+    /// The endpoint (existing or being added) that holds address `ip`.
+    pub fn ip_holder(&self, ip: Ipv4Addr) -> Option<&str> {
+        self.endpoints
+            .iter()
+            .find(|e| e.ip == ip)
+            .map(|e| e.name.as_str())
+            .or_else(|| {
+                self.reservations
+                    .iter()
+                    .find(|r| r.ip == ip)
+                    .map(|r| r.endpoint.as_str())
+            })
     }
 
     /// The endpoints attached to network `name`, in creation order.

@@ -24,8 +24,10 @@
 //! the wrong shape), 404 (not found), 409 (conflict) or 500. Every answer
 //! carries `x-weft-agent: <pid>`.
 //!
-//! Mutations run one at a time (all of them, not just those on one object),
-//! in arrival order, each on a blocking thread
+//! Endpoint adds and removals run concurrently across networks and one at
+//! a time within one (each holds its network's lock, and the state lock
+//! only to plan and commit; see [`crate::objlock`]); other mutations run
+//! one at a time, in arrival order. Each runs on a blocking thread
 //! with its own runtime: the library takes the state's `flock`, which blocks
 //! the calling thread (a weft command run directly may hold it) and is held
 //! across netlink awaits, so it must never run on the agent's single
@@ -350,8 +352,8 @@ async fn add_endpoint(State(s): State<Arc<Shared>>, Body(req): Body<AddEndpoint>
         mtu: req.mtu,
     };
     created(
-        mutate(&s, move |paths| async move {
-            endpoint::add(&paths, &args).await
+        mutate_network(&s, move |paths| async move {
+            endpoint::add_holding(&paths, &args, endpoint::Hold::PerNetwork).await
         })
         .await,
     )
@@ -359,8 +361,8 @@ async fn add_endpoint(State(s): State<Arc<Shared>>, Body(req): Body<AddEndpoint>
 
 async fn remove_endpoint(State(s): State<Arc<Shared>>, UrlPath(name): UrlPath<String>) -> Response {
     respond(
-        mutate(&s, move |paths| async move {
-            endpoint::remove(&paths, &name)
+        mutate_network(&s, move |paths| async move {
+            endpoint::remove_holding(&paths, &name, endpoint::Hold::PerNetwork)
                 .await
                 .map(|()| Removed { removed: name })
         })
@@ -426,6 +428,32 @@ where
     Fut: Future<Output = Result<T>>,
 {
     let turn = Arc::clone(&s.mutating).lock_owned().await;
+    run_blocking(s, turn, work).await
+}
+
+/// Runs an endpoint change outside the queue, at once: it serializes
+/// itself on its network's lock and holds the state lock only to plan and
+/// commit (see [`crate::objlock`]), so changes in different networks
+/// proceed together. The state lock still orders it against queued
+/// mutations.
+async fn mutate_network<T, F, Fut>(s: &Shared, work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Paths) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T>>,
+{
+    run_blocking(s, (), work).await
+}
+
+/// Runs `work` on a blocking thread with its own runtime, holding `turn`
+/// until it ends (also when the client hangs up).
+async fn run_blocking<T, F, Fut, G>(s: &Shared, turn: G, work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Paths) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T>>,
+    G: Send + 'static,
+{
     let paths = s.paths.clone();
     let task = tokio::task::spawn_blocking(move || {
         let _turn = turn;

@@ -49,6 +49,7 @@ pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
     let _lock = single_instance(paths)?;
     let _stats = metrics::enable_kernel_stats();
 
+    clear_reservations(paths)?;
     let migrated = crate::migrate::at_agent_start(paths)?;
     let repaired = drift::repair(paths).await?;
     let startup = Startup {
@@ -94,6 +95,27 @@ pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
     gc.abort();
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// Drops reservations of endpoint adds a previous agent did not finish (it
+/// holds the agent lock, so no add of its own is in flight); the map
+/// entries such an add wrote are stale and the reconcile removes them.
+fn clear_reservations(paths: &Paths) -> Result<()> {
+    let mut locked = crate::state::Locked::acquire(paths)?;
+    if locked.state.reservations.is_empty() {
+        return Ok(());
+    }
+    let mut new = locked.state.clone();
+    for r in new.reservations.drain(..) {
+        log::warn!(
+            "endpoint '{}' ({} in network '{}') was being added when the last agent stopped; \
+             its reservation is dropped",
+            r.endpoint,
+            r.ip,
+            r.network
+        );
+    }
+    locked.commit(new)
 }
 
 /// How often the agent collects expired conntrack entries.

@@ -12,10 +12,10 @@ use crate::{
     mac::Mac,
     naming::{host_ifname, temp_peer_ifname, validate_ifname, validate_name},
     netlink::{LinkSettings, Netlink},
-    netns,
+    netns, objlock,
     paths::Paths,
     rollback::MapUndo,
-    state::{self, Endpoint, Locked, Network, State},
+    state::{self, Endpoint, Locked, Network, Reservation, State},
 };
 
 /// Default MTU of both veth ends.
@@ -56,7 +56,7 @@ fn plan(st: &State, args: &AddArgs) -> Result<Plan> {
         None => Error::Invalid(format!("{e} (it defaults to the netns name; pass --name)")),
         Some(_) => e,
     })?;
-    if st.endpoint(&name).is_some() {
+    if st.endpoint_name_taken(&name) {
         return Err(Error::Conflict(format!(
             "endpoint '{name}' already exists; pass another --name or remove it first"
         )));
@@ -75,23 +75,27 @@ fn plan(st: &State, args: &AddArgs) -> Result<Plan> {
                 Error::Invalid(format!("invalid address '{s}': expected an IPv4 address"))
             })?;
             ipam::check_requested(&net.subnet, net.gateway, ip, |ip| {
-                st.endpoints
-                    .iter()
-                    .find(|e| e.ip == ip)
-                    .map(|e| e.name.clone())
+                st.ip_holder(ip).map(str::to_owned)
             })?;
             ip
         }
-        None => ipam::allocate(&net.subnet, net.gateway, |ip| {
-            st.endpoints.iter().any(|e| e.ip == ip)
-        })?,
+        None => ipam::allocate(&net.subnet, net.gateway, |ip| st.ip_holder(ip).is_some())?,
     };
     let host = host_ifname(&name);
-    if let Some(other) = st.endpoints.iter().find(|e| e.host_ifname == host) {
+    let same_host = st
+        .endpoints
+        .iter()
+        .map(|e| (&e.host_ifname, &e.name))
+        .chain(
+            st.reservations
+                .iter()
+                .map(|r| (&r.host_ifname, &r.endpoint)),
+        )
+        .find(|(h, _)| **h == host);
+    if let Some((_, other)) = same_host {
         return Err(Error::Conflict(format!(
-            "endpoint name '{name}' hashes to the same host interface {host} as endpoint '{}'; \
-             pass another --name",
-            other.name
+            "endpoint name '{name}' hashes to the same host interface {host} as endpoint \
+             '{other}'; pass another --name"
         )));
     }
     let stats_slot = free_stats_slot(st)?;
@@ -126,9 +130,29 @@ struct Made {
     link_pinned: Option<String>,
 }
 
-/// Plugs a container netns into a network. On any failure everything done so
-/// far is undone and the original error returned.
+/// How an add or remove holds the state lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// For the whole change (the CLI run directly): every other change
+    /// waits.
+    Whole,
+    /// Only to plan and to commit (the agent): the kernel work runs under
+    /// the network's lock alone, so other networks' changes proceed.
+    PerNetwork,
+}
+
+/// Plugs a container netns into a network, holding the state lock for the
+/// whole change. On any failure everything done so far is undone and the
+/// original error returned.
 pub async fn add(paths: &Paths, args: &AddArgs) -> Result<Endpoint> {
+    add_holding(paths, args, Hold::Whole).await
+}
+
+/// [`add`], holding the state lock as `hold` says. With
+/// [`Hold::PerNetwork`] the endpoint's name, address, host interface and
+/// counter slot are reserved in the state while the kernel work runs.
+pub async fn add_holding(paths: &Paths, args: &AddArgs, hold: Hold) -> Result<Endpoint> {
+    let _network = objlock::network(paths, &args.network)?;
     let mut locked = Locked::acquire(paths)?;
     let Plan {
         mut ep,
@@ -136,6 +160,27 @@ pub async fn add(paths: &Paths, args: &AddArgs) -> Result<Endpoint> {
         temp_peer,
         ns,
     } = plan(&locked.state, args)?;
+    let mut reserved = None;
+    let mut whole = match hold {
+        Hold::Whole => Some(locked),
+        Hold::PerNetwork => {
+            let mut new = locked.state.clone();
+            new.reservations.push(Reservation {
+                endpoint: ep.name.clone(),
+                network: ep.network.clone(),
+                ip: ep.ip,
+                host_ifname: ep.host_ifname.clone(),
+                stats_slot: ep.stats_slot,
+            });
+            locked.commit(new)?;
+            reserved = Some(Reserved {
+                paths,
+                endpoint: ep.name.clone(),
+            });
+            drop(locked);
+            None
+        }
+    };
 
     let nl = Netlink::connect()?;
     for name in [&ep.host_ifname, &temp_peer] {
@@ -162,26 +207,84 @@ pub async fn add(paths: &Paths, args: &AddArgs) -> Result<Endpoint> {
     let mut dp = Datapath::open(paths)?;
     let mut made = Made::default();
     let mut undo = MapUndo::default();
-    let result = plug(
-        &nl,
-        &mut dp,
-        &mut locked,
-        &mut ep,
-        &net,
-        &temp_peer,
-        &ns,
-        &mut made,
-        &mut undo,
+    let result = match plug(
+        &nl, &mut dp, &mut ep, &net, &temp_peer, &ns, &mut made, &mut undo,
     )
-    .await;
+    .await
+    {
+        Ok(()) => commit_added(paths, whole.as_mut(), &ep, net.id),
+        Err(e) => Err(e),
+    };
     match result {
         Ok(()) => {
             undo.commit();
+            if let Some(r) = reserved.as_mut() {
+                r.endpoint.clear();
+            }
             Ok(ep)
         }
         Err(e) => {
             unplug_partial(paths, &nl, &mut dp, made, undo).await;
             Err(e)
+        }
+    }
+}
+
+/// Saves the plugged endpoint `ep` of network `network_id`: in `whole`'s
+/// state (held since the plan), or in the state as it is now, re-read under
+/// its lock, where it replaces its reservation. Others may have changed the
+/// state meanwhile, but not this network (its lock is held), nor this
+/// endpoint's name, address or slot (reserved).
+fn commit_added(
+    paths: &Paths,
+    whole: Option<&mut Locked>,
+    ep: &Endpoint,
+    network_id: u32,
+) -> Result<()> {
+    let mut fresh;
+    let locked = match whole {
+        Some(l) => l,
+        None => {
+            fresh = Locked::acquire(paths)?;
+            &mut fresh
+        }
+    };
+    if locked.state.network(&ep.network).map(|n| n.id) != Some(network_id) {
+        return Err(Error::Conflict(format!(
+            "network '{}' was removed or replaced while endpoint '{}' was being added",
+            ep.network, ep.name
+        )));
+    }
+    let mut new = locked.state.clone();
+    new.reservations.retain(|r| r.endpoint != ep.name);
+    new.endpoints.push(ep.clone());
+    locked.commit(new)
+}
+
+/// An endpoint's reservation, dropped from the state when the add fails
+/// (an add that commits clears `endpoint` first: its commit replaced the
+/// reservation with the endpoint).
+struct Reserved<'a> {
+    paths: &'a Paths,
+    endpoint: String,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if self.endpoint.is_empty() {
+            return;
+        }
+        let result = Locked::acquire(self.paths).and_then(|mut locked| {
+            let mut new = locked.state.clone();
+            new.reservations.retain(|r| r.endpoint != self.endpoint);
+            locked.commit(new)
+        });
+        if let Err(e) = result {
+            log::warn!(
+                "rollback: cannot drop the reservation of endpoint '{}': {}",
+                self.endpoint,
+                chain(&e)
+            );
         }
     }
 }
@@ -193,7 +296,6 @@ pub async fn add(paths: &Paths, args: &AddArgs) -> Result<Endpoint> {
 async fn plug(
     nl: &Netlink,
     dp: &mut Datapath,
-    locked: &mut Locked,
     ep: &mut Endpoint,
     net: &Network,
     temp_peer: &str,
@@ -315,12 +417,7 @@ async fn plug(
         nl.add_address(lo, net.gateway, 32).await?;
         made.lo_addr = Some(net.gateway);
     }
-    nl.add_host_route(ep.ip, host_index, net.gateway).await?;
-
-    let mut new = locked.state.clone();
-    new.endpoints.push(ep.clone());
-    locked.commit(new)?;
-    Ok(())
+    nl.add_host_route(ep.ip, host_index, net.gateway).await
 }
 
 /// Undoes a failed `add`, newest step first; failures are logged.
@@ -358,15 +455,39 @@ async fn unplug_partial(paths: &Paths, nl: &Netlink, dp: &mut Datapath, made: Ma
 /// Unplugs endpoint `name`. Each step tolerates its object being gone
 /// already, so a failed `rm` can simply be run again.
 pub async fn remove(paths: &Paths, name: &str) -> Result<()> {
-    let mut locked = Locked::acquire(paths)?;
-    let ep = locked.state.endpoint(name).cloned().ok_or_else(|| {
+    remove_holding(paths, name, Hold::Whole).await
+}
+
+/// [`remove`], holding the state lock as `hold` says.
+pub async fn remove_holding(paths: &Paths, name: &str, hold: Hold) -> Result<()> {
+    let missing = || {
         Error::NotFound(format!(
             "endpoint '{name}' does not exist (see `weft endpoint ls`)"
         ))
-    })?;
+    };
+    // The network's lock comes before the state's: learn which network first.
+    let network = state::read(paths)?
+        .endpoint(name)
+        .map(|e| e.network.clone())
+        .ok_or_else(missing)?;
+    let _network = objlock::network(paths, &network)?;
+    let locked = Locked::acquire(paths)?;
+    let ep = locked.state.endpoint(name).cloned().ok_or_else(missing)?;
+    if ep.network != network {
+        return Err(Error::Conflict(format!(
+            "endpoint '{name}' was replaced while this request waited; run it again"
+        )));
+    }
     let net = locked.state.require_network(&ep.network)?.clone();
     let mut new = locked.state.clone();
     new.endpoints.retain(|e| e.name != name);
+    let mut whole = match hold {
+        Hold::Whole => Some(locked),
+        Hold::PerNetwork => {
+            drop(locked);
+            None
+        }
+    };
 
     let mut dp = Datapath::open(paths)?;
     dp.del_endpoint(ep.host_ifindex, ep.ip)?;
@@ -382,7 +503,16 @@ pub async fn remove(paths: &Paths, name: &str) -> Result<()> {
         let lo = nl.require_link("lo").await?;
         nl.del_address(lo, net.gateway, 32).await?;
     }
-    locked.commit(new)
+    match whole.as_mut() {
+        Some(locked) => locked.commit(new),
+        // Others' changes since the read stay: only this endpoint goes.
+        None => {
+            let mut locked = Locked::acquire(paths)?;
+            let mut now = locked.state.clone();
+            now.endpoints.retain(|e| e.name != name);
+            locked.commit(now)
+        }
+    }
 }
 
 /// The flood list of network `network` rebuilt from `st`: its first
@@ -422,9 +552,14 @@ pub fn list(paths: &Paths) -> Result<Vec<Endpoint>> {
     Ok(state::read(paths)?.endpoints)
 }
 
-/// The lowest counter slot no endpoint of this node uses.
+/// The lowest counter slot no endpoint of this node uses or reserved.
 fn free_stats_slot(st: &State) -> Result<u32> {
-    let used: std::collections::HashSet<u32> = st.endpoints.iter().map(|e| e.stats_slot).collect();
+    let used: std::collections::HashSet<u32> = st
+        .endpoints
+        .iter()
+        .map(|e| e.stats_slot)
+        .chain(st.reservations.iter().map(|r| r.stats_slot))
+        .collect();
     (0..MAX_ENDPOINTS)
         .find(|slot| !used.contains(slot))
         .ok_or_else(|| {

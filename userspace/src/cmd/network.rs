@@ -106,6 +106,8 @@ pub fn create(paths: &Paths, args: &CreateArgs) -> Result<NetworkView> {
 
 /// Removes a network that has no endpoints; disconnects it from others.
 pub fn remove(paths: &Paths, name: &str) -> Result<()> {
+    // Waits for endpoint changes in flight in this network.
+    let _network = crate::objlock::network(paths, name)?;
     let mut locked = Locked::acquire(paths)?;
     let net = locked.state.require_network(name)?.clone();
     let eps: Vec<&str> = locked
