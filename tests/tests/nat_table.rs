@@ -588,6 +588,24 @@ fn without_masquerade_passes_to_stack() -> Result<()> {
             &frame,
             expect(),
         );
+        // Expiring TTL and later fragments are the stack's too: only a
+        // masquerading network's traffic is NAT's to drop.
+        let ttl_1 = udp_ports(to_outside(), (A1.ip, 40_002), (OUTSIDE, 53), 1, b"q");
+        let mut fragment = udp_ports(to_outside(), (A1.ip, 40_003), (OUTSIDE, 53), 64, b"q");
+        fragment[ETH_HLEN + 6..ETH_HLEN + 8].copy_from_slice(&0x0003u16.to_be_bytes());
+        refresh_ipv4_checksum(&mut fragment);
+        for (what, frame) in [
+            ("TTL 1 without masquerade", ttl_1),
+            ("later fragment without masquerade", fragment),
+        ] {
+            let expect = Expect::Forward {
+                action: TC_ACT_OK,
+                kind: Forward::PassedToStack,
+                output: frame.clone(),
+                delivered_to: None,
+            };
+            check(&mut plain, what, Hook::Container, &frame, expect);
+        }
         assert!(plain.ct_entries()?.is_empty(), "no conntrack entry");
 
         let mut unconfigured = nat_topology(weft_common::maps::NodeConfig { flags: 0, ..config })?;

@@ -680,6 +680,21 @@ impl Report {
                 });
             }
         }
+        // The NAT paths (issue 3), judged the same way.
+        for name in ["snat", "reverse_snat"] {
+            let p = paths.iter().find(|p| p["name"] == name);
+            let raw = p.and_then(|p| p["ns_per_packet"].as_f64());
+            targets.push(Target {
+                what: format!(
+                    "prog path {name} (program time; raw {})",
+                    raw.map_or("?".into(), |r| format!("{r:.0} ns"))
+                ),
+                value: p.and_then(|p| p["program_ns"].as_f64()).or(raw),
+                unit: "ns",
+                at_least: false,
+                goal: 200.0,
+            });
+        }
         if !any_path {
             targets.push(Target {
                 what: "prog paths bridging/routing".into(),
