@@ -38,8 +38,11 @@ pub const MAP_NODE: &str = "WEFT_NODE";
 /// two entries per connection (see [`CtEntry`]).
 pub const MAP_CT: &str = "WEFT_CT";
 
+/// Published ports (DNAT): [`PublishKey`] to [`PublishTarget`].
+pub const MAP_PUBLISH: &str = "WEFT_PUBLISH";
+
 /// Every map weft pins, in a stable order (for dumps and cleanup).
-pub const ALL_MAPS: [&str; 17] = [
+pub const ALL_MAPS: [&str; 18] = [
     MAP_TAILS,
     MAP_NETWORKS,
     MAP_SUBNETS,
@@ -57,6 +60,7 @@ pub const ALL_MAPS: [&str; 17] = [
     MAP_CT,
     crate::events::MAP_EVENTS,
     crate::events::MAP_TRACE,
+    MAP_PUBLISH,
 ];
 
 /// The TC program attached to the host side of every container veth.
@@ -81,6 +85,8 @@ pub const MAX_ENDPOINTS: u32 = 16_384;
 pub const MAX_NET_LINKS: u32 = 4096;
 /// Entries of [`MAP_CT`]: two per connection.
 pub const CT_MAX_ENTRIES: u32 = 65_536;
+/// Entries of [`MAP_PUBLISH`]: published ports per node.
+pub const MAX_PUBLISHED: u32 = 16_384;
 /// Slots of each direct-mapped endpoint cache; a power of two.
 pub const EP_CACHE_SLOTS: u32 = 16_384;
 
@@ -255,7 +261,41 @@ pub struct CtEntry {
     /// order; all zero = not looked up yet), so established flows skip the
     /// ~200 ns `bpf_fib_lookup` on most packets.
     pub next_hop_be: [u8; 4],
-    pub _pad: [u8; 3],
+    /// `CT_FLAG_*`: how the connection was made.
+    pub flags: u8,
+    /// Hairpin entries ([`CT_FLAG_HAIRPIN`]): the source port the packet
+    /// leaves with (the node's address is its source address).
+    pub peer_port_be: [u8; 2],
+    /// `bpf_ktime_get_ns` when the connection was created (its age).
+    pub created_ns: u64,
+}
+
+/// `CtEntry::flags`: made by a packet to a published port (DNAT); the
+/// original entry is the container's reply side.
+pub const CT_FLAG_DNAT: u8 = 1;
+/// `CtEntry::flags`: a container reaching a published port through the
+/// node's address (hairpin): both entries rewrite source *and*
+/// destination, source to the node's address and `peer_port_be`,
+/// destination to `xlate_ip_be:xlate_port_be`, and deliver to `ifindex`.
+pub const CT_FLAG_HAIRPIN: u8 = 2;
+
+/// A published port: traffic to the node's address and this port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct PublishKey {
+    pub port_be: [u8; 2],
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Where a published port leads: a container's address and port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PublishTarget {
+    pub ip_be: u32,
+    pub port_be: [u8; 2],
+    pub _pad: [u8; 2],
 }
 
 /// A network as the datapath sees it.
@@ -388,7 +428,17 @@ impl CtKey {
     /// this key, belongs to. The datapath and `weft ct` share this rule.
     #[inline(always)]
     pub const fn partner(&self, entry: &CtEntry) -> Self {
-        if entry.direction == CT_DIR_ORIGINAL {
+        if entry.flags & CT_FLAG_HAIRPIN != 0 {
+            // The partner is what the destination sends back to the
+            // source port this entry gave the packet.
+            Self::new(
+                self.proto,
+                entry.xlate_ip_be,
+                self.dst_ip_be,
+                entry.xlate_port_be,
+                entry.peer_port_be,
+            )
+        } else if entry.direction == CT_DIR_ORIGINAL {
             self.reply(entry.xlate_ip_be, entry.xlate_port_be)
         } else {
             Self::new(
@@ -429,7 +479,9 @@ const _: () = {
     assert!(size_of::<EndpointStats>() == 32);
     assert!(size_of::<NodeConfig>() == 16);
     assert!(size_of::<CtKey>() == 16);
-    assert!(size_of::<CtEntry>() == 64);
+    assert!(size_of::<CtEntry>() == 72);
+    assert!(size_of::<PublishKey>() == 4);
+    assert!(size_of::<PublishTarget>() == 8);
 };
 
 #[cfg(feature = "user")]
@@ -449,4 +501,6 @@ mod user {
     unsafe impl aya::Pod for NodeConfig {}
     unsafe impl aya::Pod for CtKey {}
     unsafe impl aya::Pod for CtEntry {}
+    unsafe impl aya::Pod for PublishKey {}
+    unsafe impl aya::Pod for PublishTarget {}
 }

@@ -53,10 +53,15 @@ pub enum Drop {
     TruncatedL4 = 21,
     /// Masquerade: a non-first IPv4 fragment carries no ports to translate.
     Ipv4Fragment = 22,
+    /// An ICMP error about a translated connection whose embedded IPv4 or
+    /// L4 header is cut short or malformed.
+    BadIcmpEmbedded = 23,
+    /// A published port whose container is gone (`weft publish ls`).
+    PublishedEndpointMissing = 24,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 22] = [
+    pub const ALL: [Drop; 24] = [
         Drop::TruncatedEthernet,
         Drop::TruncatedArp,
         Drop::UnsupportedArp,
@@ -79,6 +84,8 @@ impl Drop {
         Drop::ConntrackFull,
         Drop::TruncatedL4,
         Drop::Ipv4Fragment,
+        Drop::BadIcmpEmbedded,
+        Drop::PublishedEndpointMissing,
     ];
 
     pub const fn code(self) -> u32 {
@@ -115,6 +122,8 @@ impl Drop {
             Drop::ConntrackFull => "conntrack_full",
             Drop::TruncatedL4 => "truncated_l4",
             Drop::Ipv4Fragment => "ipv4_fragment",
+            Drop::BadIcmpEmbedded => "bad_icmp_embedded",
+            Drop::PublishedEndpointMissing => "published_endpoint_missing",
         }
     }
 }
@@ -139,10 +148,20 @@ pub enum Forward {
     /// A reply to a masqueraded connection, arriving on the uplink:
     /// destination rewritten to the container's, delivered into it.
     ReverseSnat = 7,
+    /// To a published port on the node's address: destination rewritten
+    /// to the container's (DNAT), delivered into it; from another
+    /// container (hairpin) the source becomes the node's address too.
+    Dnat = 8,
+    /// A container's reply on a DNAT connection: source rewritten to the
+    /// node's address and published port, sent out of the uplink.
+    ReverseDnat = 9,
+    /// An ICMP error about a translated connection: outer and embedded
+    /// headers translated back, delivered into the container.
+    IcmpErrorTranslated = 10,
 }
 
 impl Forward {
-    pub const ALL: [Forward; 7] = [
+    pub const ALL: [Forward; 10] = [
         Forward::Bridged,
         Forward::Routed,
         Forward::ArpReplied,
@@ -150,6 +169,9 @@ impl Forward {
         Forward::Flooded,
         Forward::Snat,
         Forward::ReverseSnat,
+        Forward::Dnat,
+        Forward::ReverseDnat,
+        Forward::IcmpErrorTranslated,
     ];
 
     pub const fn code(self) -> u32 {
@@ -169,11 +191,14 @@ impl Forward {
             Forward::Flooded => "flooded",
             Forward::Snat => "snat",
             Forward::ReverseSnat => "reverse_snat",
+            Forward::Dnat => "dnat",
+            Forward::ReverseDnat => "reverse_dnat",
+            Forward::IcmpErrorTranslated => "icmp_error_translated",
         }
     }
 }
 
 const _: () = {
-    assert!((Drop::Ipv4Fragment as u32) < crate::maps::MAX_REASONS);
-    assert!((Forward::ReverseSnat as u32) < crate::maps::MAX_REASONS);
+    assert!((Drop::PublishedEndpointMissing as u32) < crate::maps::MAX_REASONS);
+    assert!((Forward::IcmpErrorTranslated as u32) < crate::maps::MAX_REASONS);
 };

@@ -6,13 +6,13 @@
 
 use aya_ebpf::bindings::BPF_NOEXIST;
 use weft_common::maps::{
-    CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FIN_ORIGINAL, CT_FIN_REPLY, CT_TCP_CLOSED,
-    CT_TCP_ESTABLISHED, CT_TCP_FIN_WAIT, CT_TCP_NONE, CT_TCP_SYN_SENT, CtEntry, CtKey,
-    EndpointInfo, IPPROTO_TCP, NAT_PORT_PROBES, NodeConfig,
+    CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FIN_ORIGINAL, CT_FIN_REPLY, CT_FLAG_DNAT, CT_FLAG_HAIRPIN,
+    CT_TCP_CLOSED, CT_TCP_ESTABLISHED, CT_TCP_FIN_WAIT, CT_TCP_NONE, CT_TCP_SYN_SENT, CtEntry,
+    CtKey, EndpointInfo, IPPROTO_TCP, NAT_PORT_PROBES, NodeConfig, PublishTarget,
 };
 
 use crate::{
-    maps::CT,
+    maps::{CT, endpoint_by_ip},
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     verdict::Dropped,
 };
@@ -162,6 +162,7 @@ pub fn create(
     };
     let reply = CtEntry {
         last_seen_ns: now,
+        created_ns: now,
         xlate_ip_be: orig.src_ip_be,
         xlate_port_be: orig.src_port_be,
         ifindex: src.ifindex,
@@ -174,6 +175,7 @@ pub fn create(
     let nat_port = claim_port(orig, node, &reply)?;
     let original = CtEntry {
         last_seen_ns: now,
+        created_ns: now,
         packets_orig: 1,
         bytes_orig: u64::from(len),
         xlate_ip_be: node.node_ip_be,
@@ -190,6 +192,140 @@ pub fn create(
         return Err(drop_here!(ConntrackFull));
     }
     Ok(nat_port)
+}
+
+/// The live entry at `k`, read without counting a packet (ICMP errors
+/// about a connection are not part of it).
+#[inline(always)]
+pub fn peek(k: &CtKey, now: u64) -> Option<CtEntry> {
+    // SAFETY: as in `alive`.
+    let entry = CT.get_ptr(k).map(|p| unsafe { *p })?;
+    alive(k, &entry, now).then_some(entry)
+}
+
+/// The TCP state a connection starts in, made by a packet with `flags`.
+#[inline(always)]
+fn initial_tcp(proto: u8, flags: u8) -> (u8, u8) {
+    if proto != IPPROTO_TCP {
+        return (CT_TCP_NONE, 0);
+    }
+    if flags & TCP_RST != 0 {
+        (CT_TCP_CLOSED, 0)
+    } else if flags & TCP_SYN != 0 {
+        (CT_TCP_SYN_SENT, 0)
+    } else {
+        // Picked up mid-stream (e.g. after an LRU eviction).
+        (CT_TCP_ESTABLISHED, 0)
+    }
+}
+
+/// Creates both entries of a connection made from outside to a published
+/// port: `inbound` (outside -> node ip : published port) translates to
+/// `target`'s address and port; its partner, keyed by the container's
+/// reply tuple, translates back to the node's address and published port.
+/// Returns the inbound entry. Either key may hold an expired entry (the
+/// caller found no live one), so both are written unconditionally.
+#[inline(always)]
+pub fn create_dnat(
+    inbound: &CtKey,
+    target: &PublishTarget,
+    dst: &EndpointInfo,
+    tcp_flags: u8,
+    now: u64,
+    len: u32,
+) -> Result<CtEntry, Dropped> {
+    let (tcp_state, fin_seen) = initial_tcp(inbound.proto, tcp_flags);
+    let entry = CtEntry {
+        last_seen_ns: now,
+        created_ns: now,
+        packets_reply: 1,
+        bytes_reply: u64::from(len),
+        xlate_ip_be: target.ip_be,
+        xlate_port_be: target.port_be,
+        ifindex: dst.ifindex,
+        stats_slot: dst.stats_slot,
+        tcp_state,
+        fin_seen,
+        direction: CT_DIR_REPLY,
+        flags: CT_FLAG_DNAT,
+        ..CtEntry::default()
+    };
+    let outbound_key = inbound.partner(&entry);
+    let outbound = CtEntry {
+        packets_reply: 0,
+        bytes_reply: 0,
+        xlate_ip_be: inbound.dst_ip_be,
+        xlate_port_be: inbound.dst_port_be,
+        direction: CT_DIR_ORIGINAL,
+        ..entry
+    };
+    if CT.insert(outbound_key, outbound, 0).is_err() {
+        return Err(drop_here!(ConntrackFull));
+    }
+    if CT.insert(inbound, entry, 0).is_err() {
+        let _ = CT.remove(outbound_key);
+        return Err(drop_here!(ConntrackFull));
+    }
+    Ok(entry)
+}
+
+/// Creates both entries of a hairpin connection: container `src` sent
+/// `orig` (to the node's address and a published port) and reaches `dst`
+/// at `target`, seeing the node's address as the peer both ways. The
+/// source port towards the target is claimed like a NAT port. Returns the
+/// entry at `orig`.
+#[inline(always)]
+pub fn create_hairpin(
+    orig: &CtKey,
+    src: &EndpointInfo,
+    target: &PublishTarget,
+    node: &NodeConfig,
+    tcp_flags: u8,
+    now: u64,
+    len: u32,
+) -> Result<CtEntry, Dropped> {
+    let dst = endpoint_by_ip(target.ip_be).ok_or(drop_here!(PublishedEndpointMissing))?;
+    let (tcp_state, fin_seen) = initial_tcp(orig.proto, tcp_flags);
+    let back = CtEntry {
+        last_seen_ns: now,
+        created_ns: now,
+        xlate_ip_be: src.ip_be,
+        xlate_port_be: orig.src_port_be,
+        peer_port_be: orig.dst_port_be,
+        ifindex: src.ifindex,
+        stats_slot: src.stats_slot,
+        tcp_state,
+        fin_seen,
+        direction: CT_DIR_REPLY,
+        flags: CT_FLAG_DNAT | CT_FLAG_HAIRPIN,
+        ..CtEntry::default()
+    };
+    // `claim_port` inserts at `towards.reply(node ip, port)`, which is
+    // what `dst` sends back: dst -> node ip : port.
+    let towards = CtKey::new(
+        orig.proto,
+        src.ip_be,
+        target.ip_be,
+        orig.src_port_be,
+        target.port_be,
+    );
+    let port = claim_port(&towards, node, &back)?;
+    let forth = CtEntry {
+        packets_orig: 1,
+        bytes_orig: u64::from(len),
+        xlate_ip_be: target.ip_be,
+        xlate_port_be: target.port_be,
+        peer_port_be: port,
+        ifindex: dst.ifindex,
+        stats_slot: dst.stats_slot,
+        direction: CT_DIR_ORIGINAL,
+        ..back
+    };
+    if CT.insert(orig, forth, 0).is_err() {
+        let _ = CT.remove(towards.reply(node.node_ip_be, port));
+        return Err(drop_here!(ConntrackFull));
+    }
+    Ok(forth)
 }
 
 /// Claims a NAT port for `orig` by inserting its reply entry with

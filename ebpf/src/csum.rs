@@ -29,3 +29,15 @@ pub fn after_u32_change(check: [u8; 2], from_be: u32, to_be: u32) -> [u8; 2] {
     sum = (sum & 0xffff) + (sum >> 16);
     (!(sum as u16)).to_be_bytes()
 }
+
+/// A checksum after a 16-bit word at an even offset of the covered data
+/// changes from `from` to `to` (RFC 1624, eqn. 3).
+#[inline(always)]
+pub fn after_u16_change(check: [u8; 2], from: [u8; 2], to: [u8; 2]) -> [u8; 2] {
+    let mut sum = u32::from(!u16::from_be_bytes(check));
+    sum += u32::from(!u16::from_be_bytes(from));
+    sum += u32::from(u16::from_be_bytes(to));
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    (!(sum as u16)).to_be_bytes()
+}

@@ -3,7 +3,8 @@
 //! One module per attach point (`from_container`, `from_uplink`), helpers
 //! by concern: `access` (the only bounds-checked packet and context
 //! accessors and raw helper calls), `parse` (header offsets), `arp`,
-//! `forward` (bridging, routing, flooding), `nat` (masquerade),
+//! `forward` (bridging, routing, flooding), `nat` (masquerade and
+//! published ports), `icmp_error` (errors about translated connections),
 //! `conntrack`, `csum`, `maps` and `verdict` (counters and drop accounting). `calibrate` is a
 //! no-op used only to measure test-run overhead.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -40,6 +41,8 @@ mod forward;
 mod from_container;
 #[cfg(target_arch = "bpf")]
 mod from_uplink;
+#[cfg(target_arch = "bpf")]
+mod icmp_error;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

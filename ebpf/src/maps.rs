@@ -8,7 +8,8 @@ use aya_ebpf::{
 use weft_common::maps::{
     COUNTER_SLOTS, CT_MAX_ENTRIES, Counter, CtEntry, CtKey, EP_CACHE_SLOTS, EndpointInfo,
     EndpointStats, FdbEntry, FdbKey, FloodList, MAX_ENDPOINTS, MAX_NET_LINKS, MAX_NETWORKS,
-    NODE_FLAG_CONFIGURED, NetPairKey, NetworkInfo, NodeConfig, ifcache_slot, ipcache_slot,
+    MAX_PUBLISHED, NODE_FLAG_CONFIGURED, NetPairKey, NetworkInfo, NodeConfig, PublishKey,
+    PublishTarget, ifcache_slot, ipcache_slot,
 };
 
 /// Tail-call targets (`weft_common::maps::TAIL_*`), filled by userspace.
@@ -60,6 +61,23 @@ pub static NODE: Array<NodeConfig> = Array::pinned(1, 0);
 /// recently used connection instead of refusing new ones.
 #[map(name = "WEFT_CT")]
 pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(CT_MAX_ENTRIES, 0);
+
+/// Published ports (DNAT): a hash, so a lookup costs the same for one
+/// published port as for ten thousand.
+#[map(name = "WEFT_PUBLISH")]
+pub static PUBLISH: HashMap<PublishKey, PublishTarget> = HashMap::pinned(MAX_PUBLISHED, 0);
+
+/// Where published port `port_be` of protocol `proto` leads.
+#[inline(always)]
+pub fn published(proto: u8, port_be: [u8; 2]) -> Option<PublishTarget> {
+    let key = PublishKey {
+        port_be,
+        proto,
+        _pad: 0,
+    };
+    // SAFETY: as in `network`.
+    PUBLISH.get_ptr(key).map(|p| unsafe { *p })
+}
 
 /// The node's masquerade settings, once userspace has configured them.
 #[inline(always)]

@@ -1,5 +1,8 @@
 //! Masquerade (SNAT) of container traffic leaving weft through the node's
-//! uplink, and the reverse translation of its replies.
+//! uplink, and the reverse translation of its replies; published ports
+//! (DNAT) from the uplink and from containers (hairpin), and their
+//! replies. A DNAT connection is tracked like a masqueraded one seen from
+//! the other side: its container-side entry is an "original" entry.
 //!
 //! Only TCP, UDP and ICMP echo are translated; other traffic keeps going to
 //! the node's stack untranslated, as before masquerade existed. Checksums
@@ -19,16 +22,16 @@ use aya_ebpf::{
 use network_types::ip::Ipv4Hdr;
 use weft_common::{
     maps::{
-        CtKey, DIR_FROM_CONTAINER, DIR_FROM_UPLINK, EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP,
-        IPPROTO_UDP, NET_FLAG_MASQUERADE,
+        CT_DIR_ORIGINAL, CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CtKey, DIR_FROM_CONTAINER, DIR_FROM_UPLINK,
+        EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NET_FLAG_MASQUERADE, NodeConfig,
     },
     reason::Forward,
 };
 
 use crate::{
     access::{FibHop, fib_lookup, ifindex, load, now_ns, redirect_neigh, redirect_peer, store},
-    conntrack, csum,
-    maps::{endpoint_by_ip, network, node_config},
+    conntrack, csum, icmp_error,
+    maps::{endpoint_by_ip, network, node_config, published},
     parse::{
         ETH_DST_OFF, ETH_SRC_OFF, ICMP_CSUM_OFF, ICMP_ECHO_ID_OFF, ICMP_ECHO_REPLY,
         ICMP_ECHO_REQUEST, ICMP_LEN, ICMP_TYPE_CODE_OFF, IP_CSUM_OFF, IP_DST_OFF,
@@ -43,7 +46,7 @@ const L4_MAX: usize = TCP_LEN;
 
 /// Which way a packet crosses the NAT.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Way {
+pub enum Way {
     /// Container to outside: the source is translated.
     Out,
     /// Outside to container (a reply on the uplink): the destination is.
@@ -62,11 +65,14 @@ impl Way {
 }
 
 /// The translatable part of an L4 header.
+#[derive(Clone, Copy)]
 struct L4 {
     sport: [u8; 2],
     dport: [u8; 2],
     /// Absolute offset of the port (ICMP: identifier) this way rewrites.
     port_off: usize,
+    /// Absolute offset of the other port (hairpin rewrites both).
+    other_port_off: usize,
     /// Absolute offset of the checksum.
     csum_off: usize,
     /// Flags for `bpf_l4_csum_replace` besides the field size.
@@ -129,15 +135,16 @@ fn parse_l4(ctx: &TcContext, ip: &Ipv4Hdr, l4_off: usize, way: Way) -> Result<Op
     let dport: [u8; 2] = load(ctx, l4_off + dport_off).ok_or(drop_here!(TruncatedL4))?;
     // Checked so the rewrite below cannot fail half-way.
     load::<[u8; 2]>(ctx, l4_off + csum_off).ok_or(drop_here!(TruncatedL4))?;
-    let port_off = if way == Way::Out {
-        sport_off
+    let (port_off, other_port_off) = if way == Way::Out {
+        (sport_off, dport_off)
     } else {
-        dport_off
+        (dport_off, sport_off)
     };
     Ok(Some(L4 {
         sport,
         dport,
         port_off: l4_off + port_off,
+        other_port_off: l4_off + other_port_off,
         csum_off: l4_off + csum_off,
         csum_flags,
         tcp_flags,
@@ -146,7 +153,7 @@ fn parse_l4(ctx: &TcContext, ip: &Ipv4Hdr, l4_off: usize, way: Way) -> Result<Op
 
 /// Whether `ip` is a fragment other than the first (no L4 header).
 #[inline(always)]
-fn is_later_fragment(ip: &Ipv4Hdr) -> bool {
+pub fn is_later_fragment(ip: &Ipv4Hdr) -> bool {
     u16::from_be_bytes(ip.frags) & IP_FRAG_OFFSET_MASK != 0
 }
 
@@ -158,7 +165,7 @@ fn l4_offset(ip: &Ipv4Hdr) -> usize {
 
 /// Headers may sit in paged data; pull up to the L4 part NAT needs.
 #[inline(always)]
-fn pull_l4(ctx: &TcContext, l4_off: usize) {
+pub fn pull_l4(ctx: &TcContext, l4_off: usize) {
     let want = (l4_off + L4_MAX) as u32;
     let want = if ctx.len() < want { ctx.len() } else { want };
     if ctx.data_end() - ctx.data() < want as usize {
@@ -169,7 +176,7 @@ fn pull_l4(ctx: &TcContext, l4_off: usize) {
 }
 
 #[inline(always)]
-fn pass_to_stack(ctx: &TcContext, way: Way) -> Verdict {
+pub fn pass_to_stack(ctx: &TcContext, way: Way) -> Verdict {
     count_forward_in(ctx, Forward::PassedToStack, way.direction());
     Ok(TC_ACT_OK)
 }
@@ -182,8 +189,12 @@ pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
     let Some(node) = node_config() else {
         return pass_to_stack(ctx, Way::Out);
     };
+    let dst_ip = u32::from_ne_bytes(ip.dst_addr);
+    // To the node's own address: maybe a published port (hairpin), which
+    // does not depend on the network's masquerade setting.
+    let hairpin = dst_ip == node.node_ip_be;
     if is_later_fragment(ip) {
-        if masquerades(src) {
+        if hairpin || masquerades(src) {
             return Err(drop_here!(Ipv4Fragment));
         }
         return pass_to_stack(ctx, Way::Out);
@@ -191,20 +202,28 @@ pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
     let l4_off = l4_offset(ip);
     pull_l4(ctx, l4_off);
     let Some(l4) = parse_l4(ctx, ip, l4_off, Way::Out)? else {
-        return pass_to_stack(ctx, Way::Out);
+        return icmp_error::from_container(ctx, src, ip, l4_off, &node);
     };
-    let dst_ip = u32::from_ne_bytes(ip.dst_addr);
+    if hairpin {
+        return hairpin_out(ctx, src, ip, &l4, &node);
+    }
     let orig = CtKey::new(ip.proto, src.ip_be, dst_ip, l4.sport, l4.dport);
     let now = now_ns();
     let live = conntrack::established(&orig, src, &node, l4.tcp_flags, now, ctx.len());
     // Only a new connection asks its network: an established one exists
-    // because the network masquerades, and the hash lookup costs ~35 ns.
+    // because the network masquerades (or the container's port is
+    // published, which needs no masquerade), and the hash lookup costs
+    // ~35 ns.
     if live.is_none() && !masquerades(src) {
         return pass_to_stack(ctx, Way::Out);
     }
     if ip.ttl <= 1 {
         return Err(drop_here!(TtlExceeded));
     }
+    let kind = match live {
+        Some(entry) if entry.flags & CT_FLAG_DNAT != 0 => Forward::ReverseDnat,
+        _ => Forward::Snat,
+    };
     let (nat_port, hop) = match live {
         Some(entry)
             if entry.next_hop_be != [0; 4] && entry.packets_orig % FIB_RECHECK_EVERY != 0 =>
@@ -236,7 +255,7 @@ pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
     retarget_ipv4(ctx, ip, IP_SRC_OFF, src.ip_be, node.node_ip_be)?;
     rewrite_l4(ctx, &l4, ip.proto, src.ip_be, node.node_ip_be)?;
     rewrite_port(ctx, &l4, l4.sport, nat_port)?;
-    send_out(ctx, &hop)
+    send_out(ctx, &hop, kind)
 }
 
 /// Whether `src`'s network masquerades traffic leaving weft.
@@ -250,11 +269,11 @@ fn masquerades(src: &EndpointInfo) -> bool {
 const FIB_RECHECK_EVERY: u64 = 64;
 
 #[inline(always)]
-fn send_out(ctx: &TcContext, hop: &FibHop) -> Verdict {
+pub fn send_out(ctx: &TcContext, hop: &FibHop, kind: Forward) -> Verdict {
     if redirect_neigh(hop) != i64::from(TC_ACT_REDIRECT) {
         return Err(drop_here!(RedirectFailed));
     }
-    count_forward(ctx, Forward::Snat);
+    count_forward(ctx, kind);
     Ok(TC_ACT_REDIRECT)
 }
 
@@ -269,7 +288,7 @@ pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
     let l4_off = l4_offset(ip);
     pull_l4(ctx, l4_off);
     let Some(l4) = parse_l4(ctx, ip, l4_off, Way::In)? else {
-        return pass_to_stack(ctx, Way::In);
+        return icmp_error::from_uplink(ctx, ip, l4_off);
     };
     let dst_ip = u32::from_ne_bytes(ip.dst_addr);
     let k = CtKey::new(
@@ -279,8 +298,20 @@ pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
         l4.sport,
         l4.dport,
     );
-    let Some(entry) = conntrack::hit(&k, l4.tcp_flags, now_ns(), ctx.len()) else {
-        return pass_to_stack(ctx, Way::In);
+    let now = now_ns();
+    let entry = match conntrack::hit(&k, l4.tcp_flags, now, ctx.len()) {
+        Some(entry) => entry,
+        None => {
+            if ip.proto == IPPROTO_ICMP {
+                return pass_to_stack(ctx, Way::In);
+            }
+            // Published ports are looked up only for new connections.
+            let Some(target) = published(ip.proto, l4.dport) else {
+                return pass_to_stack(ctx, Way::In);
+            };
+            let dst = endpoint_by_ip(target.ip_be).ok_or(drop_here!(PublishedEndpointMissing))?;
+            conntrack::create_dnat(&k, &target, &dst, l4.tcp_flags, now, ctx.len())?
+        }
     };
     // The endpoint must still be the one the connection was made from.
     let Some(dst) = endpoint_by_ip(entry.xlate_ip_be).filter(|ep| ep.ifindex == entry.ifindex)
@@ -293,21 +324,97 @@ pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
     retarget_ipv4(ctx, ip, IP_DST_OFF, dst_ip, entry.xlate_ip_be)?;
     rewrite_l4(ctx, &l4, ip.proto, dst_ip, entry.xlate_ip_be)?;
     rewrite_port(ctx, &l4, l4.dport, entry.xlate_port_be)?;
+    let kind = if entry.flags & CT_FLAG_DNAT != 0 {
+        Forward::Dnat
+    } else {
+        Forward::ReverseSnat
+    };
+    deliver(ctx, &dst, kind, Way::In)
+}
+
+/// Delivers a translated packet into endpoint `dst`: Ethernet header as
+/// its gateway would write it, then `bpf_redirect_peer`.
+#[inline(always)]
+pub fn deliver(ctx: &TcContext, dst: &EndpointInfo, kind: Forward, way: Way) -> Verdict {
     store(ctx, ETH_DST_OFF, dst.mac).ok_or(drop_here!(TruncatedIpv4))?;
     store(ctx, ETH_SRC_OFF, dst.gateway_mac).ok_or(drop_here!(TruncatedIpv4))?;
-    if redirect_peer(entry.ifindex) != i64::from(TC_ACT_REDIRECT) {
+    if redirect_peer(dst.ifindex) != i64::from(TC_ACT_REDIRECT) {
         return Err(drop_here!(RedirectFailed));
     }
-    count_endpoint_rx(entry.stats_slot, ctx.len());
-    count_forward_in(ctx, Forward::ReverseSnat, DIR_FROM_UPLINK);
+    count_endpoint_rx(dst.stats_slot, ctx.len());
+    count_forward_in(ctx, kind, way.direction());
     Ok(TC_ACT_REDIRECT)
+}
+
+/// A container's packet to the node's own address (header validated,
+/// ports parsed): to a published port it is hairpinned into the
+/// publishing container with both addresses translated (source: the
+/// node's, so the reply comes back here too); anything else is for the
+/// node's stack.
+#[inline(always)]
+fn hairpin_out(
+    ctx: &TcContext,
+    src: &EndpointInfo,
+    ip: &Ipv4Hdr,
+    l4: &L4,
+    node: &NodeConfig,
+) -> Verdict {
+    if ip.proto == IPPROTO_ICMP {
+        return pass_to_stack(ctx, Way::Out);
+    }
+    let orig = CtKey::new(ip.proto, src.ip_be, node.node_ip_be, l4.sport, l4.dport);
+    let now = now_ns();
+    let entry = match conntrack::hit(&orig, l4.tcp_flags, now, ctx.len()) {
+        Some(entry) if entry.flags & CT_FLAG_HAIRPIN != 0 => entry,
+        Some(_) => return pass_to_stack(ctx, Way::Out),
+        None => {
+            let Some(target) = published(ip.proto, l4.dport) else {
+                return pass_to_stack(ctx, Way::Out);
+            };
+            conntrack::create_hairpin(&orig, src, &target, node, l4.tcp_flags, now, ctx.len())?
+        }
+    };
+    let dst = endpoint_by_ip(entry.xlate_ip_be)
+        .filter(|ep| ep.ifindex == entry.ifindex)
+        .ok_or(drop_here!(PublishedEndpointMissing))?;
+    if ip.ttl <= 1 {
+        return Err(drop_here!(TtlExceeded));
+    }
+    let check = csum::after_u32_change(
+        csum::after_u32_change(
+            csum::after_ttl_decrement(ip.check),
+            src.ip_be,
+            node.node_ip_be,
+        ),
+        node.node_ip_be,
+        entry.xlate_ip_be,
+    );
+    store(ctx, IP_TTL_OFF, ip.ttl - 1).ok_or(drop_here!(TruncatedIpv4))?;
+    store(ctx, IP_SRC_OFF, node.node_ip_be).ok_or(drop_here!(TruncatedIpv4))?;
+    store(ctx, IP_DST_OFF, entry.xlate_ip_be).ok_or(drop_here!(TruncatedIpv4))?;
+    store(ctx, IP_CSUM_OFF, check).ok_or(drop_here!(TruncatedIpv4))?;
+    // Source and destination both become other addresses: the pseudo
+    // header changes by (node - src) + (dst' - node) = dst' - src.
+    rewrite_l4(ctx, l4, ip.proto, src.ip_be, entry.xlate_ip_be)?;
+    rewrite_port(ctx, l4, l4.sport, entry.peer_port_be)?;
+    let dport = L4 {
+        port_off: l4.other_port_off,
+        ..*l4
+    };
+    rewrite_port(ctx, &dport, l4.dport, entry.xlate_port_be)?;
+    let kind = if entry.direction == CT_DIR_ORIGINAL {
+        Forward::Dnat
+    } else {
+        Forward::ReverseDnat
+    };
+    deliver(ctx, &dst, kind, Way::Out)
 }
 
 /// Forwards the IPv4 header like a router that translates: TTL - 1 and
 /// the address at `addr_off` `from` -> `to`, with the header checksum
 /// updated by hand in one go (no helper call). The caller checked TTL > 1.
 #[inline(always)]
-fn retarget_ipv4(
+pub fn retarget_ipv4(
     ctx: &TcContext,
     ip: &Ipv4Hdr,
     addr_off: usize,

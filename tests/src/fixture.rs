@@ -15,9 +15,10 @@ use weft_common::{
         Counter, CtEntry, CtKey, DIRECTIONS, EndpointInfo, EndpointStats, FdbEntry, FdbKey,
         FloodList, MAP_CT, MAP_DROPS, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE,
         MAP_EP_STATS, MAP_FDB, MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS, MAP_NODE,
-        MAP_SUBNETS, MAP_TAILS, MAX_FLOOD, NET_FLAG_FLOOD, NET_FLAG_MASQUERADE, NetPairKey,
-        NetworkInfo, NodeConfig, PROG_CALIBRATE, PROG_FROM_CONTAINER, PROG_FROM_UPLINK,
-        PROG_NAT_EGRESS, TAIL_NAT_EGRESS, counter_slot, ifcache_slot, ipcache_slot,
+        MAP_PUBLISH, MAP_SUBNETS, MAP_TAILS, MAX_FLOOD, NET_FLAG_FLOOD, NET_FLAG_MASQUERADE,
+        NetPairKey, NetworkInfo, NodeConfig, PROG_CALIBRATE, PROG_FROM_CONTAINER, PROG_FROM_UPLINK,
+        PROG_NAT_EGRESS, PublishKey, PublishTarget, TAIL_NAT_EGRESS, counter_slot, ifcache_slot,
+        ipcache_slot,
     },
     reason::{Drop, Forward},
 };
@@ -249,6 +250,23 @@ impl Datapath {
     /// Writes a conntrack entry, e.g. to age one.
     pub fn ct_put(&mut self, key: CtKey, entry: CtEntry) -> Result<()> {
         HashMap::<_, CtKey, CtEntry>::try_from(self.map(MAP_CT)?)?.insert(key, entry, 0)?;
+        Ok(())
+    }
+
+    /// Publishes `host_port` of `proto` to `ip:port` (`WEFT_PUBLISH`).
+    pub fn publish(&mut self, proto: u8, host_port: u16, ip: Ipv4Addr, port: u16) -> Result<()> {
+        let key = PublishKey {
+            port_be: host_port.to_be_bytes(),
+            proto,
+            _pad: 0,
+        };
+        let target = PublishTarget {
+            ip_be: u32::from_ne_bytes(ip.octets()),
+            port_be: port.to_be_bytes(),
+            _pad: [0; 2],
+        };
+        HashMap::<_, PublishKey, PublishTarget>::try_from(self.map(MAP_PUBLISH)?)?
+            .insert(key, target, 0)?;
         Ok(())
     }
 

@@ -334,3 +334,24 @@ pub fn tcp_with_options(
         .expect("writing to a Vec cannot fail");
     f
 }
+
+/// Ethernet + IPv4 + an ICMP error of `ty`/`code` quoting `quoted` (an
+/// IPv4 packet's first bytes, as a router or host quotes the offending
+/// packet), ICMP checksum computed.
+pub fn icmp_error(
+    eth: ([u8; 6], [u8; 6]),
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ty: u8,
+    code: u8,
+    quoted: &[u8],
+) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(eth.1, eth.0)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .icmpv4_raw(ty, code, [0; 4]);
+    let mut f = Vec::with_capacity(builder.size(quoted.len()));
+    builder
+        .write(&mut f, quoted)
+        .expect("writing to a Vec cannot fail");
+    f
+}

@@ -3,7 +3,8 @@
 //! - [`bpffs`]: bpffs pin directories unique to the run, removed on drop.
 //! - [`fixture`]: the real datapath object loaded into the kernel, maps
 //!   filled per test, packets run through `BPF_PROG_TEST_RUN`.
-//! - [`frames`]: frames built independently of the datapath code.
+//! - [`frames`]: frames built independently of the datapath code;
+//!   [`nat_frames`]: what NAT must make of them.
 //! - [`topology`]: the networks and endpoints the tables and cost tool use.
 //! - [`netns`], [`node`], [`traffic`]: end-to-end tests in namespaces,
 //!   through the real `weft` binary, with real ICMP, TCP and UDP;
@@ -15,6 +16,7 @@ pub mod bpffs;
 pub mod fixture;
 pub mod frames;
 pub mod load;
+pub mod nat_frames;
 pub mod netns;
 pub mod node;
 pub mod outside;

@@ -23,8 +23,9 @@ use weft_tests::{
     fixture::{Datapath, TC_ACT_OK, TC_ACT_REDIRECT},
     frames::{
         ETH_HLEN, TcpFlags, arp_request, icmp_echo, ipv4_checksum_valid, l4_checksum_field,
-        l4_checksum_valid, refresh_ipv4_checksum, refresh_l4_checksum, tcp, udp_ports,
+        l4_checksum_valid, refresh_ipv4_checksum, tcp, udp_ports,
     },
+    nat_frames::{l4_start, port_at, translated},
     table::{self, Expect, Hook},
     topology::{
         A1, A2, NET_A, NODE_IP, NatNode, OUTSIDE, ROUTER_MAC, UPLINK_MAC, nat_topology, topology,
@@ -38,52 +39,6 @@ const PORT_MAX: u16 = 40_999;
 /// returns the output.
 fn check(dp: &mut Datapath, what: &str, hook: Hook, frame: &[u8], expect: Expect) -> Vec<u8> {
     table::check(dp, what, hook, frame, &expect).unwrap()
-}
-
-fn l4_start(frame: &[u8]) -> usize {
-    ETH_HLEN + usize::from(frame[ETH_HLEN] & 0x0f) * 4
-}
-
-/// Offset of the port (ICMP: echo identifier) a translation rewrites:
-/// `source` or destination.
-fn port_offset(frame: &[u8], source: bool) -> usize {
-    let l4 = l4_start(frame);
-    match frame[ETH_HLEN + 9] {
-        1 => l4 + 4,
-        _ if source => l4,
-        _ => l4 + 2,
-    }
-}
-
-fn port_at(frame: &[u8], source: bool) -> u16 {
-    let off = port_offset(frame, source);
-    u16::from_be_bytes([frame[off], frame[off + 1]])
-}
-
-/// What a NAT must produce from `frame`: the source (`source`) or
-/// destination address and port replaced, TTL - 1, both checksums
-/// recomputed from scratch (a UDP checksum of 0 stays 0), and optionally
-/// new Ethernet addresses.
-fn translated(
-    frame: &[u8],
-    source: bool,
-    ip: Ipv4Addr,
-    port: u16,
-    eth: Option<([u8; 6], [u8; 6])>,
-) -> Vec<u8> {
-    let mut out = frame.to_vec();
-    let addr = if source { ETH_HLEN + 12 } else { ETH_HLEN + 16 };
-    out[addr..addr + 4].copy_from_slice(&ip.octets());
-    let off = port_offset(frame, source);
-    out[off..off + 2].copy_from_slice(&port.to_be_bytes());
-    out[ETH_HLEN + 8] -= 1;
-    if let Some((dst, src)) = eth {
-        out[0..6].copy_from_slice(&dst);
-        out[6..12].copy_from_slice(&src);
-    }
-    refresh_ipv4_checksum(&mut out);
-    refresh_l4_checksum(&mut out);
-    out
 }
 
 /// The reply an outside host sends to a translated packet `out`.

@@ -12,7 +12,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap};
 
 use aya::maps::{HashMap, MapData};
 use nix::time::{ClockId, clock_gettime};
-use weft_common::maps::{CT_DIR_ORIGINAL, CT_DIR_REPLY, CtEntry, CtKey, IPPROTO_ICMP, MAP_CT};
+use weft_common::maps::{
+    CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CtEntry, CtKey, IPPROTO_ICMP,
+    MAP_CT,
+};
 
 use crate::{
     datapath::open_pinned,
@@ -83,6 +86,10 @@ pub struct Connection {
     pub tcp_state: u8,
     /// The latest `last_seen_ns` of the two entries.
     pub last_seen_ns: u64,
+    /// When the connection was made (the earlier entry's `created_ns`).
+    pub created_ns: u64,
+    /// `CT_FLAG_*` of the entries.
+    pub flags: u8,
     pub packets_orig: u64,
     pub bytes_orig: u64,
     pub packets_reply: u64,
@@ -138,6 +145,10 @@ pub fn connections(entries: &[(CtKey, CtEntry)], now: u64) -> Vec<Connection> {
             last_seen_ns: orig
                 .map_or(0, |o| o.last_seen_ns)
                 .max(reply.map_or(0, |r| r.last_seen_ns)),
+            created_ns: orig
+                .map_or(u64::MAX, |o| o.created_ns)
+                .min(reply.map_or(u64::MAX, |r| r.created_ns)),
+            flags: e.flags,
             packets_orig: sum(|x| x.packets_orig),
             bytes_orig: sum(|x| x.bytes_orig),
             packets_reply: sum(|x| x.packets_reply),
@@ -167,7 +178,9 @@ pub fn ports_used(
 ) -> BTreeMap<u8, (usize, usize)> {
     let mut ports: BTreeMap<u8, (BTreeSet<u16>, usize)> = BTreeMap::new();
     for (k, e) in entries {
-        if e.direction != CT_DIR_REPLY || k.dst_ip_be != node_ip_be {
+        // Connections to published ports hold no NAT port.
+        let published = e.flags & CT_FLAG_DNAT != 0 && e.flags & CT_FLAG_HAIRPIN == 0;
+        if e.direction != CT_DIR_REPLY || k.dst_ip_be != node_ip_be || published {
             continue;
         }
         let port = u16::from_be_bytes(if k.proto == IPPROTO_ICMP {

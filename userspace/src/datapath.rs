@@ -19,9 +19,9 @@ use weft_common::{
     maps::{
         Counter, DIRECTIONS, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList, MAP_DROPS,
         MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE, MAP_EP_STATS, MAP_FDB,
-        MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS, MAP_SUBNETS, MAP_TAILS, NetPairKey,
-        NetworkInfo, PROG_FROM_CONTAINER, PROG_NAT_EGRESS, TAIL_NAT_EGRESS, counter_slot,
-        ifcache_slot, ipcache_slot,
+        MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS, MAP_PUBLISH, MAP_SUBNETS, MAP_TAILS,
+        NetPairKey, NetworkInfo, PROG_FROM_CONTAINER, PROG_NAT_EGRESS, PublishKey, PublishTarget,
+        TAIL_NAT_EGRESS, counter_slot, ifcache_slot, ipcache_slot,
     },
     reason::{Drop, Forward},
 };
@@ -81,7 +81,7 @@ pub fn fdb_key(network_id: u32, mac: Mac) -> FdbKey {
 }
 
 /// Treats "no such element" from a delete as success: removal is idempotent.
-fn absent_ok(r: Result<(), MapError>) -> Result<(), MapError> {
+pub(crate) fn absent_ok(r: Result<(), MapError>) -> Result<(), MapError> {
     match r {
         Err(MapError::SyscallError(e)) if e.io_error.kind() == ErrorKind::NotFound => Ok(()),
         Err(MapError::KeyNotFound | MapError::ElementNotFound) => Ok(()),
@@ -218,6 +218,21 @@ impl Datapath {
     pub fn del_flood_list(&mut self, id: u32) -> Result<()> {
         absent_ok(self.hash::<u32, FloodList>(MAP_FLOOD)?.remove(&id))
             .map_err(|e| Error::map(format!("cannot remove network #{id} from {MAP_FLOOD}"), e))
+    }
+
+    /// Publishes a port (`weft publish`).
+    pub fn put_publish(&mut self, key: PublishKey, target: PublishTarget) -> Result<()> {
+        self.hash::<PublishKey, PublishTarget>(MAP_PUBLISH)?
+            .insert(key, target, 0)
+            .map_err(|e| Error::map(format!("cannot write {MAP_PUBLISH}"), e))
+    }
+
+    pub fn del_publish(&mut self, key: PublishKey) -> Result<()> {
+        absent_ok(
+            self.hash::<PublishKey, PublishTarget>(MAP_PUBLISH)?
+                .remove(&key),
+        )
+        .map_err(|e| Error::map(format!("cannot remove from {MAP_PUBLISH}"), e))
     }
 
     /// Lets networks `a` and `b` route to each other (both directions).

@@ -12,7 +12,7 @@ use weft::{
         api::{AddEndpoint, CreateNetwork},
         client::{self, segment},
     },
-    cmd::{ct, endpoint, network, node, stats, teardown},
+    cmd::{ct, endpoint, network, node, publish, stats, teardown},
     output::{Format, render},
     paths::{DEFAULT_BPFFS, DEFAULT_STATE_DIR},
 };
@@ -67,6 +67,17 @@ enum Command {
     /// Masquerade's NAT port use.
     #[command(subcommand)]
     Nat(NatCmd),
+    /// Publish an endpoint's port on the node's address (DNAT), like
+    /// `docker run -p`: `weft publish ENDPOINT [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`;
+    /// `weft publish ls` lists published ports.
+    #[command(args_conflicts_with_subcommands = true)]
+    Publish(PublishArgs),
+    /// Stop publishing a port: `weft unpublish [ENDPOINT] [HOST_IP:]HOST_PORT[:CONTAINER_PORT][/tcp|udp]`.
+    Unpublish {
+        /// The endpoint, then the spec; or the spec alone.
+        #[arg(num_args = 1..=2, required = true, value_name = "[ENDPOINT] SPEC")]
+        args: Vec<String>,
+    },
     /// Remove everything weft made on this node (links, veths, gateway
     /// addresses, pinned maps and program, state). Safe to repeat. Always
     /// runs directly, never through the agent: stop the agent first.
@@ -208,6 +219,27 @@ enum CtCmd {
         #[command(flatten)]
         output: OutputArg,
     },
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    #[command(subcommand)]
+    list: Option<PublishCmd>,
+    /// The endpoint whose port is published.
+    #[arg(required = true)]
+    endpoint: Option<String>,
+    /// [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp] (default tcp; HOST_IP,
+    /// if given, must be the node's address).
+    #[arg(required = true)]
+    spec: Option<String>,
+    #[command(flatten)]
+    output: OutputArg,
+}
+
+#[derive(Subcommand)]
+enum PublishCmd {
+    /// List published ports.
+    Ls(OutputArg),
 }
 
 #[derive(Subcommand)]
@@ -514,6 +546,48 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                 None => ct::nat(paths)?,
             };
             print!("{}", render(o.output, &view));
+        }
+        Command::Publish(PublishArgs {
+            list: Some(PublishCmd::Ls(o)),
+            ..
+        }) => {
+            let list = match ctx.agent("GET", "/v1/publish", NO_BODY).await? {
+                Some(list) => list,
+                None => publish::list(paths)?,
+            };
+            print!("{}", render(o.output, &list));
+        }
+        Command::Publish(PublishArgs {
+            endpoint: Some(endpoint),
+            spec: Some(spec),
+            output,
+            ..
+        }) => {
+            let req = agent::api::PublishPort { endpoint, spec };
+            let view = match ctx.agent("POST", "/v1/publish", Some(&req)).await? {
+                Some(view) => view,
+                None => publish::publish(paths, &req.endpoint, &req.spec)?,
+            };
+            print!("{}", render(output.output, &view));
+        }
+        Command::Publish(_) => anyhow::bail!(
+            "give an endpoint and a spec (`weft publish ENDPOINT 8080:80/tcp`) or `ls`"
+        ),
+        Command::Unpublish { mut args } => {
+            let spec = args.pop().unwrap_or_default();
+            let req = agent::api::UnpublishPort {
+                endpoint: args.pop(),
+                spec,
+            };
+            let view: publish::PublishView =
+                match ctx.agent("DELETE", "/v1/publish", Some(&req)).await? {
+                    Some(view) => view,
+                    None => publish::unpublish(paths, req.endpoint.as_deref(), &req.spec)?,
+                };
+            println!(
+                "unpublished {}/{} (endpoint {} port {})",
+                view.host_port, view.proto, view.endpoint, view.container_port
+            );
         }
         Command::Stats(o) => {
             let view = match ctx.agent("GET", "/v1/stats", NO_BODY).await? {

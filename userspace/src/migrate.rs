@@ -59,9 +59,9 @@ use bytemuck::{Pod, Zeroable};
 use weft_common::{
     ABI_VERSION,
     maps::{
-        COUNTER_SLOTS, Counter, DIR_FROM_CONTAINER, FdbEntry, FloodList, MAP_DROPS, MAP_FLOOD,
-        MAP_FORWARDS, MAP_TAILS, MAX_NETWORKS, MAX_REASONS, PROG_NAT_EGRESS, TAIL_NAT_EGRESS,
-        counter_slot,
+        COUNTER_SLOTS, CT_MAX_ENTRIES, Counter, CtEntry, CtKey, DIR_FROM_CONTAINER, FdbEntry,
+        FloodList, MAP_CT, MAP_DROPS, MAP_FLOOD, MAP_FORWARDS, MAP_TAILS, MAX_NETWORKS,
+        MAX_REASONS, PROG_NAT_EGRESS, TAIL_NAT_EGRESS, counter_slot,
     },
 };
 
@@ -80,6 +80,7 @@ pub const META_SLOTS: u32 = 64;
 /// Kernel map types weft uses (`enum bpf_map_type`).
 pub const BPF_MAP_TYPE_HASH: u32 = 1;
 pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 
 /// Suffix of a pin being prepared, renamed over its final name when
 /// complete. bpffs refuses names containing `.` (reserved by the kernel).
@@ -230,8 +231,50 @@ pub const COUNTERS_LAYOUT: Layout = Layout {
 const COUNTERS_SPLIT: &str = "counters split by direction (existing counts, which cannot be \
                               split, are kept as direction from_container)";
 
+/// [`CtEntry`] as map ABI v3 and v4 had it: no flags, hairpin port or creation
+/// time (64 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct CtEntryV3 {
+    pub last_seen_ns: u64,
+    pub packets_orig: u64,
+    pub bytes_orig: u64,
+    pub packets_reply: u64,
+    pub bytes_reply: u64,
+    pub xlate_ip_be: u32,
+    pub ifindex: u32,
+    pub stats_slot: u32,
+    pub xlate_port_be: [u8; 2],
+    pub tcp_state: u8,
+    pub direction: u8,
+    pub fin_seen: u8,
+    pub next_hop_be: [u8; 4],
+    pub _pad: [u8; 3],
+}
+
+// SAFETY: `#[repr(C)]`, `Pod`: any byte pattern is a valid value.
+unsafe impl aya::Pod for CtEntryV3 {}
+
+const _: () = assert!(size_of::<CtEntryV3>() == 64);
+
+/// The v3/v4 layout of [`MAP_CT`].
+pub const CT_V3_LAYOUT: Layout = Layout {
+    map_type: BPF_MAP_TYPE_LRU_HASH,
+    key_size: size_of::<CtKey>() as u32,
+    value_size: size_of::<CtEntryV3>() as u32,
+    max_entries: CT_MAX_ENTRIES,
+};
+
+/// The current layout of [`MAP_CT`].
+pub const CT_LAYOUT: Layout = Layout {
+    map_type: BPF_MAP_TYPE_LRU_HASH,
+    key_size: size_of::<CtKey>() as u32,
+    value_size: size_of::<CtEntry>() as u32,
+    max_entries: CT_MAX_ENTRIES,
+};
+
 /// Every layout change weft can carry entries across.
-pub static MIGRATIONS: [Migration; 3] = [
+pub static MIGRATIONS: [Migration; 4] = [
     Migration {
         map: MAP_FLOOD,
         from: FLOOD_16_LAYOUT,
@@ -253,6 +296,14 @@ pub static MIGRATIONS: [Migration; 3] = [
         what: COUNTERS_SPLIT,
         copy: counters_to_directed,
     },
+    Migration {
+        map: MAP_CT,
+        from: CT_V3_LAYOUT,
+        to: CT_LAYOUT,
+        what: "conntrack entries gain a creation time (taken as their last-seen time), \
+               NAT flags and a hairpin port (zero)",
+        copy: ct_add_creation_time,
+    },
 ];
 
 /// Each per-CPU counter of the undirected array becomes the same reason's
@@ -267,6 +318,42 @@ fn counters_to_directed(old: &Map, new: &mut Map) -> Result<usize, MapError> {
         new.set(counter_slot(DIR_FROM_CONTAINER, code), values, 0)?;
     }
     Ok(old.len() as usize)
+}
+
+/// Live connections keep their translation across the change; their age
+/// starts at their last packet, the oldest time the old layout knew.
+fn ct_add_creation_time(old: &Map, new: &mut Map) -> Result<usize, MapError> {
+    let old: HashMap<&MapData, CtKey, CtEntryV3> = HashMap::try_from(old)?;
+    let mut new: HashMap<&mut MapData, CtKey, CtEntry> = HashMap::try_from(new)?;
+    let mut n = 0;
+    for entry in old.iter() {
+        let (k, v3) = match entry {
+            Ok(pair) => pair,
+            // Evicted or collected between the key walk and the lookup.
+            Err(MapError::KeyNotFound) => continue,
+            Err(e) => return Err(e),
+        };
+        let e = CtEntry {
+            last_seen_ns: v3.last_seen_ns,
+            packets_orig: v3.packets_orig,
+            bytes_orig: v3.bytes_orig,
+            packets_reply: v3.packets_reply,
+            bytes_reply: v3.bytes_reply,
+            xlate_ip_be: v3.xlate_ip_be,
+            ifindex: v3.ifindex,
+            stats_slot: v3.stats_slot,
+            xlate_port_be: v3.xlate_port_be,
+            tcp_state: v3.tcp_state,
+            direction: v3.direction,
+            fin_seen: v3.fin_seen,
+            next_hop_be: v3.next_hop_be,
+            created_ns: v3.last_seen_ns,
+            ..CtEntry::default()
+        };
+        new.insert(k, e, 0)?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 fn flood_16_to_32(old: &Map, new: &mut Map) -> Result<usize, MapError> {

@@ -43,6 +43,18 @@ pub struct State {
     /// Endpoints the agent is adding right now (see [`Reservation`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reservations: Vec<Reservation>,
+    /// Published ports (`weft publish`); absent in older state files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publications: Vec<Publication>,
+}
+
+/// A port published on the node's address to an endpoint's port.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Publication {
+    pub endpoint: String,
+    pub proto: crate::cmd::publish::Proto,
+    pub host_port: u16,
+    pub container_port: u16,
 }
 
 impl Default for State {
@@ -54,6 +66,7 @@ impl Default for State {
             endpoints: Vec::new(),
             node: None,
             reservations: Vec::new(),
+            publications: Vec::new(),
         }
     }
 }

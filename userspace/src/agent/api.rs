@@ -15,6 +15,7 @@
 //! | `GET`, `PUT`, `DELETE /v1/node` | `node show`; `{"uplink","ip","ports"?}` -> node; `node unset` |
 //! | `GET /v1/conntrack`, `POST /v1/conntrack/gc[?older_than=S]` | `ct ls`; `ct gc` |
 //! | `GET /v1/nat` | `nat ls` |
+//! | `GET`, `POST`, `DELETE /v1/publish` | `publish ls`; `{"endpoint","spec"}` -> 201 publication; `{"endpoint"?,"spec"}` -> the removed publication |
 //! | `POST /v1/bench/endpoints`, `DELETE` | `{"count": N}` -> [`bench::Timing`]: synthetic endpoints in the maps only, for benchmarking map programming ([`bench`]) |
 //!
 //! Reads and `endpoint add` answer the JSON the CLI prints with `-o json`;
@@ -50,7 +51,7 @@ use weft_common::maps::CT_DIR_ORIGINAL;
 
 use super::{Startup, bench, client::AGENT_HEADER, drift};
 use crate::{
-    cmd::{ct, endpoint, network, node, stats},
+    cmd::{ct, endpoint, network, node, publish, stats},
     error::{Error, Result, chain},
     output::Render,
     paths::Paths,
@@ -111,6 +112,26 @@ pub struct AddEndpoint {
     pub mtu: Option<u32>,
 }
 
+/// `POST /v1/publish`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishPort {
+    pub endpoint: String,
+    /// `[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`.
+    pub spec: String,
+}
+
+/// `DELETE /v1/publish`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnpublishPort {
+    /// Only remove the publication if it is this endpoint's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// `[HOST_IP:]HOST_PORT[:CONTAINER_PORT][/tcp|udp]`.
+    pub spec: String,
+}
+
 /// The answer to a removal.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Removed {
@@ -163,6 +184,10 @@ pub fn serve(
         .route("/v1/conntrack", get(conntrack_list))
         .route("/v1/conntrack/gc", post(conntrack_gc))
         .route("/v1/nat", get(nat_list))
+        .route(
+            "/v1/publish",
+            get(publish_list).post(publish_port).delete(unpublish_port),
+        )
         .route(
             "/v1/bench/endpoints",
             post(bench_program).delete(bench_remove),
@@ -403,6 +428,28 @@ async fn nat_list(State(s): State<Arc<Shared>>) -> Response {
     respond(ct::nat(&s.paths))
 }
 
+async fn publish_list(State(s): State<Arc<Shared>>) -> Response {
+    respond(publish::list(&s.paths))
+}
+
+async fn publish_port(State(s): State<Arc<Shared>>, Body(req): Body<PublishPort>) -> Response {
+    created(
+        mutate(&s, move |paths| async move {
+            publish::publish(&paths, &req.endpoint, &req.spec)
+        })
+        .await,
+    )
+}
+
+async fn unpublish_port(State(s): State<Arc<Shared>>, Body(req): Body<UnpublishPort>) -> Response {
+    respond(
+        mutate(&s, move |paths| async move {
+            publish::unpublish(&paths, req.endpoint.as_deref(), &req.spec)
+        })
+        .await,
+    )
+}
+
 async fn bench_program(State(s): State<Arc<Shared>>, Body(req): Body<bench::Program>) -> Response {
     respond(
         mutate(
@@ -494,7 +541,7 @@ async fn not_found() -> Response {
     error_response(
         StatusCode::NOT_FOUND,
         "no such route; the API serves /v1/status, /v1/networks[/{name}[/connect|disconnect/{other}]], \
-         /v1/endpoints[/{name}], /v1/stats, /v1/node, /v1/conntrack[/gc] and /v1/nat",
+         /v1/endpoints[/{name}], /v1/stats, /v1/node, /v1/conntrack[/gc], /v1/nat and /v1/publish",
     )
 }
 

@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 use weft_common::maps::{
-    CT_TCP_CLOSED, CT_TCP_ESTABLISHED, CT_TCP_FIN_WAIT, CT_TCP_SYN_SENT, IPPROTO_ICMP, IPPROTO_TCP,
-    IPPROTO_UDP,
+    CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CT_TCP_CLOSED, CT_TCP_ESTABLISHED, CT_TCP_FIN_WAIT,
+    CT_TCP_SYN_SENT, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 use crate::{
@@ -41,8 +41,13 @@ pub struct ConnView {
     /// TCP: `syn_sent`, `established`, `fin_wait`, `closed`; others
     /// `active`. `expired` once both entries are past their timeout.
     pub state: String,
-    /// Seconds since the connection's last packet, either way (the table
-    /// keeps no creation time).
+    /// `snat` (masqueraded), `dnat` (to a published port) or `hairpin`
+    /// (a container to a published port through the node's address).
+    pub kind: String,
+    /// Seconds since the connection was made (for connections migrated
+    /// from a table without creation times: since their last packet then).
+    pub age_seconds: u64,
+    /// Seconds since the connection's last packet, either way.
     pub idle_seconds: u64,
     pub packets_orig: u64,
     pub bytes_orig: u64,
@@ -92,6 +97,15 @@ pub fn list(paths: &Paths) -> Result<Vec<ConnView>> {
             } else {
                 "active".into()
             },
+            kind: if c.flags & CT_FLAG_HAIRPIN != 0 {
+                "hairpin"
+            } else if c.flags & CT_FLAG_DNAT != 0 {
+                "dnat"
+            } else {
+                "snat"
+            }
+            .into(),
+            age_seconds: now.saturating_sub(c.created_ns) / 1_000_000_000,
             idle_seconds: now.saturating_sub(c.last_seen_ns) / 1_000_000_000,
             packets_orig: c.packets_orig,
             bytes_orig: c.bytes_orig,
@@ -109,9 +123,11 @@ impl Render for Vec<ConnView> {
             .map(|c| {
                 vec![
                     c.proto.clone(),
+                    c.kind.clone(),
                     t(&c.original),
                     t(&c.translated),
                     c.state.clone(),
+                    c.age_seconds.to_string(),
                     c.idle_seconds.to_string(),
                     format!("{}/{}", c.packets_orig, c.bytes_orig),
                     format!("{}/{}", c.packets_reply, c.bytes_reply),
@@ -121,9 +137,11 @@ impl Render for Vec<ConnView> {
         crate::output::table(
             &[
                 "PROTO",
+                "KIND",
                 "ORIGINAL",
                 "TRANSLATED",
                 "STATE",
+                "AGE S",
                 "IDLE S",
                 "OUT PKTS/BYTES",
                 "IN PKTS/BYTES",

@@ -481,6 +481,14 @@ pub async fn remove_holding(paths: &Paths, name: &str, hold: Hold) -> Result<()>
     let net = locked.state.require_network(&ep.network)?.clone();
     let mut new = locked.state.clone();
     new.endpoints.retain(|e| e.name != name);
+    new.publications.retain(|p| p.endpoint != name);
+    let published: Vec<_> = locked
+        .state
+        .publications
+        .iter()
+        .filter(|p| p.endpoint == name)
+        .cloned()
+        .collect();
     let mut whole = match hold {
         Hold::Whole => Some(locked),
         Hold::PerNetwork => {
@@ -490,6 +498,9 @@ pub async fn remove_holding(paths: &Paths, name: &str, hold: Hold) -> Result<()>
     };
 
     let mut dp = Datapath::open(paths)?;
+    for p in &published {
+        dp.del_publish(crate::cmd::publish::entry(p, ep.ip).0)?;
+    }
     dp.del_endpoint(ep.host_ifindex, ep.ip)?;
     dp.del_fdb(net.id, ep.mac)?;
     dp.put_flood_list(net.id, &flood_list(&new, &net.name))?;
@@ -510,6 +521,7 @@ pub async fn remove_holding(paths: &Paths, name: &str, hold: Hold) -> Result<()>
             let mut locked = Locked::acquire(paths)?;
             let mut now = locked.state.clone();
             now.endpoints.retain(|e| e.name != name);
+            now.publications.retain(|p| p.endpoint != name);
             locked.commit(now)
         }
     }

@@ -6,5 +6,6 @@ pub mod ct;
 pub mod endpoint;
 pub mod network;
 pub mod node;
+pub mod publish;
 pub mod stats;
 pub mod teardown;

@@ -4,8 +4,9 @@
 
 use weft_common::maps::{
     EndpointInfo, FdbEntry, FdbKey, FloodList, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_EP_IF_CACHE,
-    MAP_EP_IP_CACHE, MAP_FDB, MAP_FLOOD, MAP_NET_LINKS, MAP_NETWORKS, MAP_NODE, MAP_SUBNETS,
-    NetPairKey, NetworkInfo, NodeConfig, ifcache_slot, ipcache_slot,
+    MAP_EP_IP_CACHE, MAP_FDB, MAP_FLOOD, MAP_NET_LINKS, MAP_NETWORKS, MAP_NODE, MAP_PUBLISH,
+    MAP_SUBNETS, NetPairKey, NetworkInfo, NodeConfig, PublishKey, PublishTarget, ifcache_slot,
+    ipcache_slot,
 };
 
 use super::{Hash, Prefixes, Slots, Table};
@@ -13,6 +14,7 @@ use crate::{
     cmd::{
         endpoint::{endpoint_info, fdb_entry, flood_list},
         node::node_config,
+        publish,
     },
     datapath::{fdb_key, network_info},
     mac::Mac,
@@ -37,6 +39,7 @@ static TABLES: &[&dyn Table] = &[
     &NET_LINKS,
     &FLOOD,
     &NODE,
+    &PUBLISH,
 ];
 
 static NETWORKS: Hash<u32, NetworkInfo> = Hash {
@@ -141,4 +144,22 @@ static FLOOD: Hash<u32, FloodList> = Hash {
 static NODE: Slots<NodeConfig> = Slots {
     map: MAP_NODE,
     desired: |st| vec![(0, st.node.as_ref().map(node_config).unwrap_or_default())],
+};
+
+static PUBLISH: Hash<PublishKey, PublishTarget> = Hash {
+    map: MAP_PUBLISH,
+    desired: |st| {
+        st.publications
+            .iter()
+            .filter_map(|p| Some(publish::entry(p, st.endpoint(&p.endpoint)?.ip)))
+            .collect()
+    },
+    name: |k| {
+        let proto = if k.proto == weft_common::maps::IPPROTO_UDP {
+            "udp"
+        } else {
+            "tcp"
+        };
+        format!("published port {}/{proto}", u16::from_be_bytes(k.port_be))
+    },
 };
