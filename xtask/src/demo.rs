@@ -4,7 +4,9 @@
 //! pid; two weft networks, blue (10.1.0.0/24: c1, c2) and green
 //! (10.2.0.0/24: c3, c4). It shows bridging inside a network, isolation
 //! between networks (and the drop counter that proves it), routing once the
-//! networks are connected, and a TCP and a UDP transfer. Every expected
+//! networks are connected, a TCP and a UDP transfer, and c1's port
+//! published on the node's uplink address, reached from an "outside"
+//! namespace with no route to any container (DNAT). Every expected
 //! outcome is checked; the run fails if one didn't happen. Everything is
 //! torn down on success, error and Ctrl-C alike (RAII guards; see `proc`).
 
@@ -32,8 +34,14 @@ const CONTAINERS: [(&str, &str, &str); 4] = [
 struct Demo {
     weft: WeftNode,
     containers: Vec<Netns>,
-    _node: Netns,
+    /// Beyond the node's uplink.
+    outside: Netns,
+    node: Netns,
 }
+
+/// The node's uplink address and the outside end of the uplink.
+const NODE_UPLINK_IP: &str = "198.18.0.1";
+const OUTSIDE_IP: &str = "198.18.0.2";
 
 pub fn run() -> Result<()> {
     if !proc::is_root() {
@@ -61,7 +69,8 @@ pub fn run() -> Result<()> {
     let mut demo = Demo {
         weft,
         containers: Vec::new(),
-        _node: node,
+        outside: Netns::create(&ns("out"))?,
+        node,
     };
     for (name, _, _) in CONTAINERS {
         demo.containers.push(Netns::create(&ns(name))?);
@@ -99,6 +108,65 @@ fn ping(from: &Netns, to_ip: &str) -> Result<bool> {
     let mut cmd = from.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "1", to_ip]);
     println!("$ {}", proc::show(&cmd));
     Ok(proc::status(&mut cmd, Duration::from_secs(15))?.success())
+}
+
+/// Gives the node an uplink to the outside namespace, publishes c1's port
+/// 8000 as the node's 8080 and runs iperf3 from outside to it; whether the
+/// transfer worked and the dnat counter rose.
+fn publish_and_reach(demo: &Demo) -> Result<bool> {
+    let (weft, node, out) = (&demo.weft, &demo.node, &demo.outside);
+    let c1 = &demo.containers[0];
+    println!("\n== an uplink to an outside namespace; c1's port 8000 published as node:8080");
+    let t = Duration::from_secs(10);
+    proc::run(
+        &mut node.ip(&[
+            "link",
+            "add",
+            "uplink",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            out.name(),
+        ]),
+        t,
+    )?;
+    proc::run(
+        &mut node.ip(&[
+            "addr",
+            "add",
+            &format!("{NODE_UPLINK_IP}/24"),
+            "dev",
+            "uplink",
+        ]),
+        t,
+    )?;
+    proc::run(&mut node.ip(&["link", "set", "uplink", "up"]), t)?;
+    proc::run(
+        &mut out.ip(&["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"]),
+        t,
+    )?;
+    proc::run(&mut out.ip(&["link", "set", "eth0", "up"]), t)?;
+    proc::run(
+        &mut node.ip(&["route", "add", "default", "via", OUTSIDE_IP]),
+        t,
+    )?;
+    weft.run(&["node", "set", "--uplink", "uplink", "--ip", NODE_UPLINK_IP])?;
+    weft.run(&["publish", "c1", "8080:8000/tcp"])?;
+    weft.run(&["publish", "ls"])?;
+    let before = weft.json(&["stats"])?;
+    let _server = proc::Background::spawn(&mut c1.exec(&["iperf3", "-s", "-1", "-p", "8000"]))?;
+    c1.wait_listening(false, 8000, t)?;
+    let mut client = out.exec(&["iperf3", "-c", NODE_UPLINK_IP, "-p", "8080", "-t", "1"]);
+    println!("$ {}", proc::show(&client));
+    let ok = proc::status(&mut client, Duration::from_secs(20))?.success();
+    let after = weft.json(&["stats"])?;
+    let dnat = counter(&after, "forwards", "dnat") - counter(&before, "forwards", "dnat");
+    println!("dnat counter: +{dnat} packets");
+    weft.run(&["ct", "ls"])?;
+    Ok(ok && dnat > 0)
 }
 
 /// The scripted part; returns (expected outcome, happened?) pairs.
@@ -216,6 +284,12 @@ fn play(demo: &Demo) -> Result<Vec<(String, bool)>> {
             checks.push(("UDP c1 -> c4 delivered".into(), false));
         }
     }
+
+    let published = publish_and_reach(demo)?;
+    checks.push((
+        "outside -> node:8080 published to c1:8000 (TCP, DNAT in BPF)".into(),
+        published,
+    ));
 
     println!("\n== what weft counted");
     weft.run(&["stats"])?;
