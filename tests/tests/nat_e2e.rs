@@ -525,3 +525,31 @@ fn masquerade_survives_a_map_layout_migration() -> Result<()> {
     );
     Ok(())
 }
+
+/// The datapath's rare-path log lines reach the agent's log (aya-log): with
+/// `weft_nat_egress` gone from the tail-call table, masqueraded traffic is
+/// handed to the stack untranslated (no reply can come back) and the failed
+/// tail call is logged by the program and printed by the agent.
+#[test]
+fn a_failed_tail_call_is_logged_through_the_agent() -> Result<()> {
+    use aya::maps::{Map, MapData, ProgramArray};
+    use weft_common::maps::{MAP_TAILS, TAIL_NAT_EGRESS};
+
+    let (node, _outside) = masquerading_node(None)?;
+    let (c1, _) = node.container("blue", "c1")?;
+    let agent = node.start_agent()?;
+    assert_eq!(c1.ping(OUTSIDE_IP, 1)?, 1, "masquerade works at first");
+
+    let data = MapData::from_pin(node.pin_dir().join("maps").join(MAP_TAILS))?;
+    let mut tails: ProgramArray<MapData> = ProgramArray::try_from(Map::from_map_data(data)?)?;
+    tails.clear_index(&TAIL_NAT_EGRESS)?;
+    assert_eq!(c1.ping(OUTSIDE_IP, 2)?, 0, "untranslated: no way back");
+    // The agent drains the datapath's log every 250 ms.
+    std::thread::sleep(Duration::from_secs(1));
+    let log = agent.kill_and_log()?;
+    assert!(
+        log.contains("tail call to WEFT_TAILS[0] failed (slot empty)"),
+        "the agent must log the datapath's line:\n{log}"
+    );
+    Ok(())
+}

@@ -12,6 +12,7 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod drift;
+pub mod ebpf_log;
 pub mod metrics;
 
 use std::{
@@ -83,6 +84,7 @@ pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
     );
 
     let gc = tokio::spawn(conntrack_gc(paths.clone()));
+    let datapath_log = tokio::spawn(ebpf_log::forward(paths.clone()));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("cannot watch SIGTERM", e))?;
@@ -93,6 +95,7 @@ pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
         _ = term.recv() => log::info!("SIGTERM: stopping; the datapath keeps running"),
     }
     gc.abort();
+    datapath_log.abort();
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }
