@@ -409,3 +409,73 @@ fn undirected_counters_are_migrated_to_the_container_direction() -> Result<()> {
     );
     Ok(())
 }
+
+/// Programs are reloaded only when stale: WEFT_META records, per pinned
+/// program, the hash of the eBPF object it was loaded from. An agent with
+/// the same object adopts; with another object (another build, same map
+/// layouts: here the recorded hash is changed as another build's would be)
+/// it reloads them and swaps every link atomically, and traffic flows.
+#[test]
+fn programs_of_another_object_are_reloaded_and_of_this_one_adopted() -> Result<()> {
+    let node = Node::new()?;
+    node.weft(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
+    let (a, _) = node.container("blue", "a")?;
+    let (_b, ip_b) = node.container("blue", "b")?;
+    let paths = weft::Paths::new(node.pin_dir(), "/nonexistent");
+    let program = program_id(&node)?;
+    let ours = weft::object::object_hash();
+    let recorded = |paths: &weft::Paths| -> Result<Vec<(u32, u64)>> {
+        Ok(migrate::read_meta(paths)?
+            .iter()
+            .filter_map(migrate::MetaRecord::program_object)
+            .collect())
+    };
+    let records = recorded(&paths)?;
+    assert_eq!(
+        records.len(),
+        2,
+        "from_container and nat_egress: {records:?}"
+    );
+    assert!(records.contains(&(program, ours)), "{records:?}");
+
+    let reloaded = |node: &Node| -> Result<serde_json::Value> {
+        Ok(node.weft_json(&["status"])?["migrated_at_start"]["reloaded_programs"].clone())
+    };
+    let agent = node.start_agent()?;
+    assert_eq!(reloaded(&node)?, serde_json::json!([]), "same object");
+    assert_eq!(program_id(&node)?, program, "same object: adopted");
+    agent.kill()?;
+
+    let forged: Vec<migrate::MetaRecord> = migrate::read_meta(&paths)?
+        .into_iter()
+        .map(|mut r| {
+            if r.program_object().is_some() {
+                r.value_size ^= 1;
+            }
+            r
+        })
+        .collect();
+    migrate::write_meta(&paths, &forged)?;
+    let agent = node.start_agent()?;
+    let names = reloaded(&node)?;
+    assert_eq!(
+        names,
+        serde_json::json!([PROG_FROM_CONTAINER, "weft_nat_egress"]),
+        "another object: reloaded"
+    );
+    let new_program = program_id(&node)?;
+    assert_ne!(new_program, program);
+    let links = link_programs(&node)?;
+    assert!(
+        links.len() == 2 && links.values().all(|&p| p == new_program),
+        "both links moved onto #{new_program}: {links:?}"
+    );
+    assert!(recorded(&paths)?.contains(&(new_program, ours)));
+    assert_eq!(a.ping(&ip_b, 3)?, 3, "traffic after the reload");
+    agent.kill()?;
+
+    let _agent = node.start_agent()?;
+    assert_eq!(reloaded(&node)?, serde_json::json!([]), "now adopted");
+    assert_eq!(program_id(&node)?, new_program);
+    Ok(())
+}

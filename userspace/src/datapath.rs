@@ -402,6 +402,7 @@ impl Datapath {
                 e,
             )
         })?;
+        migrate::record_program(&self.paths, PROG_NAT_EGRESS)?;
         let map = self.map_mut(MAP_TAILS)?;
         let mut tails = aya::maps::ProgramArray::try_from(map)
             .map_err(|e| Error::map(format!("map {MAP_TAILS} has an unexpected type"), e))?;
@@ -437,6 +438,7 @@ impl Datapath {
                 )
             })?;
             self.pinned_program = true;
+            migrate::record_program(&self.paths, PROG_FROM_CONTAINER)?;
         }
         self.install_tails()?;
         let mut prog = SchedClassifier::from_pin(&prog_pin).map_err(|e| {

@@ -67,7 +67,7 @@ use weft_common::{
 
 use crate::{
     error::{Error, Result},
-    object::ebpf_object,
+    object::{ebpf_object, object_hash},
     paths::Paths,
 };
 
@@ -166,6 +166,84 @@ impl MetaRecord {
             max_entries: self.max_entries,
         }
     }
+
+    /// The record of pinned program `program` (kernel id `id`), loaded from
+    /// the object whose [`object_hash`] is `hash`. Its name is
+    /// [`PROGRAM_RECORD_MARK`] and the program's first 15 bytes, map type 0
+    /// (no map has it); `key_size` holds the id and `value_size` /
+    /// `max_entries` the hash's low / high half.
+    pub fn program(program: &str, id: u32, hash: u64) -> Self {
+        let mut rec = Self {
+            abi_version: ABI_VERSION,
+            key_size: id,
+            value_size: hash as u32,
+            max_entries: (hash >> 32) as u32,
+            ..Self::default()
+        };
+        rec.name[0] = PROGRAM_RECORD_MARK;
+        let bytes = program.as_bytes();
+        let n = bytes.len().min(15);
+        rec.name[1..=n].copy_from_slice(&bytes[..n]);
+        rec
+    }
+
+    /// (program id, object hash) if this is a program's record.
+    pub fn program_object(&self) -> Option<(u32, u64)> {
+        (self.name[0] == PROGRAM_RECORD_MARK && self.map_type == 0).then(|| {
+            (
+                self.key_size,
+                u64::from(self.value_size) | u64::from(self.max_entries) << 32,
+            )
+        })
+    }
+}
+
+/// First name byte of a program's record in [`MAP_META`] (map names never
+/// start with it).
+pub const PROGRAM_RECORD_MARK: u8 = b'@';
+
+/// Records that pinned program `program` was loaded from this weft's
+/// object (after pinning it, or reloading it).
+pub fn record_program(paths: &Paths, program: &str) -> Result<()> {
+    let info = ProgramInfo::from_pin(paths.prog_pin(program))
+        .map_err(|e| Error::program(format!("cannot read the pinned program {program}"), e))?;
+    let rec = MetaRecord::program(program, info.id(), object_hash());
+    let mut records = read_meta(paths)?;
+    records.retain(|r| r.name != rec.name);
+    records.push(rec);
+    write_meta(paths, &records)
+}
+
+/// Why the pinned programs are not this weft's build, if they are not:
+/// a pinned program with no record, a record of another program id (a
+/// weft that records nothing pinned it), or another object's hash.
+fn foreign_programs(paths: &Paths, programs: &[(String, u32)]) -> Result<Option<String>> {
+    let records = read_meta(paths)?;
+    for (name, id) in programs {
+        let key = MetaRecord::program(name, *id, 0).name;
+        let Some((recorded_id, hash)) = records
+            .iter()
+            .find(|r| r.name == key)
+            .and_then(MetaRecord::program_object)
+        else {
+            return Ok(Some(format!(
+                "program {name} #{id} has no record of the object it was loaded from"
+            )));
+        };
+        if recorded_id != *id {
+            return Ok(Some(format!(
+                "program {name} #{id} was pinned by a weft that did not record its object"
+            )));
+        }
+        if hash != object_hash() {
+            return Ok(Some(format!(
+                "program {name} #{id} was loaded from another eBPF object ({hash:016x}; this \
+                 weft carries {:016x})",
+                object_hash()
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// A known change of one map's layout and how entries cross it.
@@ -625,10 +703,12 @@ fn pinned_programs(paths: &Paths) -> Vec<(String, u32)> {
         .collect()
 }
 
-/// Why the pinned programs must be loaded again, if they must: a pinned
-/// program uses a map that is no longer the pinned one of that name, or a
-/// pinned link runs a program that is no longer pinned (a migration, or a
-/// refresh interrupted half way).
+/// Why the pinned programs must be loaded again, if they must: they were
+/// loaded from another eBPF object than this weft's (another build, even
+/// with the same map layouts), a pinned program uses a map that is no
+/// longer the pinned one of that name, or a pinned link runs a program
+/// that is no longer pinned (a migration, or a refresh interrupted half
+/// way).
 pub fn stale_programs(paths: &Paths) -> Result<Option<String>> {
     let mut pinned_maps = StdHashMap::new();
     for name in object_maps()?.keys() {
@@ -637,6 +717,9 @@ pub fn stale_programs(paths: &Paths) -> Result<Option<String>> {
         }
     }
     let programs = pinned_programs(paths);
+    if let Some(why) = foreign_programs(paths, &programs)? {
+        return Ok(Some(why));
+    }
     for (prog, _) in &programs {
         let Ok(Some(ids)) =
             ProgramInfo::from_pin(paths.prog_pin(prog)).and_then(|info| info.map_ids())
@@ -758,6 +841,7 @@ pub fn refresh_programs(ebpf: &mut Ebpf, paths: &Paths, report: &mut Report) -> 
                 e,
             )
         })?;
+        record_program(paths, name)?;
         report.reloaded_programs.push(name.clone());
     }
     log::warn!(
@@ -873,9 +957,15 @@ pub fn record(paths: &Paths) -> Result<()> {
         rec.name[..n].copy_from_slice(&bytes[..n]);
         records.push(rec);
     }
+    records.extend(old.iter().filter(|r| r.program_object().is_some()));
     if records == old {
         return Ok(());
     }
+    write_meta(paths, &records)
+}
+
+/// Replaces the records of [`MAP_META`] (creating it) with `records`.
+pub fn write_meta(paths: &Paths, records: &[MetaRecord]) -> Result<()> {
     let pin = paths.maps_dir().join(MAP_META);
     let data = match pinned_layout(&pin)? {
         Some((layout, _)) if layout == META_LAYOUT => MapData::from_pin(&pin)

@@ -51,6 +51,7 @@ impl Datapath {
                     e,
                 )
             })?;
+            crate::migrate::record_program(&self.paths, PROG_FROM_UPLINK)?;
         }
         let mut prog = SchedClassifier::from_pin(&prog_pin).map_err(|e| {
             Error::program(
