@@ -160,8 +160,8 @@ fn outside_client_reaches_published_tcp_and_udp_ports() -> Result<()> {
     let shown = node.weft_json(&["publish", "c1", "8080:8000"])?;
     assert_eq!(
         (
-            shown["host_port"].as_u64(),
-            shown["container_port"].as_u64()
+            shown[0]["host_port"].as_u64(),
+            shown[0]["container_port"].as_u64()
         ),
         (Some(8080), Some(8000)),
         "{shown}"
@@ -282,8 +282,34 @@ fn outside_client_reaches_published_tcp_and_udp_ports() -> Result<()> {
     );
     assert_eq!(published(&node)?.len(), 1);
 
+    // A range in one call: 1,000 host ports to c1's port 8000 (the server
+    // above still waits for its connection); an overlapping range is
+    // refused whole.
+    node.weft(&["publish", "c1", "30000-30999:8000"])?;
+    assert_eq!(published(&node)?.len(), 1001);
+    let out = node.weft_unchecked(&["publish", "c1", "30999-31001:8000"])?;
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already published"),
+        "an overlapping range is refused"
+    );
+    assert_eq!(
+        published(&node)?.len(),
+        1001,
+        "a refused range adds nothing"
+    );
+    assert!(
+        tcp_echo_from(
+            &outside.ns,
+            &format!("{NODE_UPLINK_IP}:30500"),
+            b"a port of a range"
+        )?,
+        "a port of a published range reaches the container"
+    );
+    join(_server)?;
+    node.weft(&["unpublish", "30000-30999"])?;
+    assert_eq!(published(&node)?.len(), 1);
+
     // endpoint rm removes the endpoint's publications.
-    drop(_server);
     node.weft(&["endpoint", "rm", "c1"])?;
     assert!(
         published(&node)?.is_empty(),

@@ -72,7 +72,7 @@ enum Command {
     /// `weft publish ls` lists published ports.
     #[command(args_conflicts_with_subcommands = true)]
     Publish(PublishArgs),
-    /// Stop publishing a port: `weft unpublish [ENDPOINT] [HOST_IP:]HOST_PORT[:CONTAINER_PORT][/tcp|udp]`.
+    /// Stop publishing ports: `weft unpublish [ENDPOINT] [HOST_IP:]HOST_PORT[-LAST][:CONTAINER_PORT[-LAST]][/tcp|udp]`.
     Unpublish {
         /// The endpoint, then the spec; or the spec alone.
         #[arg(num_args = 1..=2, required = true, value_name = "[ENDPOINT] SPEC")]
@@ -229,7 +229,9 @@ struct PublishArgs {
     #[arg(required = true)]
     endpoint: Option<String>,
     /// [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp] (default tcp; HOST_IP,
-    /// if given, must be the node's address).
+    /// if given, must be the node's address). Ports may be ranges
+    /// FIRST-LAST: as many container ports as host ports, or one container
+    /// port for every host port.
     #[arg(required = true)]
     spec: Option<String>,
     #[command(flatten)]
@@ -579,15 +581,17 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                 endpoint: args.pop(),
                 spec,
             };
-            let view: publish::PublishView =
+            let views: Vec<publish::PublishView> =
                 match ctx.agent("DELETE", "/v1/publish", Some(&req)).await? {
-                    Some(view) => view,
+                    Some(views) => views,
                     None => publish::unpublish(paths, req.endpoint.as_deref(), &req.spec)?,
                 };
-            println!(
-                "unpublished {}/{} (endpoint {} port {})",
-                view.host_port, view.proto, view.endpoint, view.container_port
-            );
+            for v in views {
+                println!(
+                    "unpublished {}/{} (endpoint {} port {})",
+                    v.host_port, v.proto, v.endpoint, v.container_port
+                );
+            }
         }
         Command::Stats(o) => {
             let view = match ctx.agent("GET", "/v1/stats", NO_BODY).await? {

@@ -11,7 +11,7 @@
 //! atomic insert, so it never takes over a live connection to a published
 //! port, and a live masqueraded connection keeps its replies.
 
-use std::{fmt, net::Ipv4Addr};
+use std::{collections::HashMap as StdHashMap, fmt, net::Ipv4Addr};
 
 use aya::maps::{HashMap, MapData};
 use serde::{Deserialize, Serialize};
@@ -25,18 +25,44 @@ use crate::{
     state::{self, Locked, Publication, State},
 };
 
-/// A parsed `[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`.
+/// A parsed `[HOST_IP:]HOST_PORT[-LAST]:CONTAINER_PORT[-LAST][/tcp|udp]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Spec {
     pub host_ip: Option<Ipv4Addr>,
-    pub host_port: u16,
-    /// `None` in an unpublish spec that names only the host side.
-    pub container_port: Option<u16>,
+    /// Host ports, inclusive (one port: both the same).
+    pub host: (u16, u16),
+    /// Container ports, inclusive: as many as host ports, or one for all
+    /// of them. `None` in an unpublish spec that names only the host side.
+    pub container: Option<(u16, u16)>,
     pub proto: Proto,
 }
 
+impl Spec {
+    /// The publications this spec makes for `endpoint`, in host port order.
+    pub fn publications(&self, endpoint: &str) -> Vec<Publication> {
+        (self.host.0..=self.host.1)
+            .map(|host_port| Publication {
+                endpoint: endpoint.to_owned(),
+                proto: self.proto,
+                host_port,
+                container_port: self.container_port(host_port),
+            })
+            .collect()
+    }
+
+    /// The container port `host_port` leads to (itself without a container
+    /// side).
+    fn container_port(&self, host_port: u16) -> u16 {
+        match self.container {
+            Some((c, last)) if c == last => c,
+            Some((c, _)) => c + (host_port - self.host.0),
+            None => host_port,
+        }
+    }
+}
+
 /// The protocols a port can be published for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     Tcp,
@@ -61,16 +87,29 @@ impl fmt::Display for Proto {
     }
 }
 
-const SPEC_HELP: &str = "expected [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp], e.g. 8080:80 or \
-                         192.0.2.10:5353:53/udp";
+const SPEC_HELP: &str = "expected [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp], e.g. 8080:80, \
+                         192.0.2.10:5353:53/udp, or ranges 8000-8009:9000-9009 (or \
+                         8000-8009:80: every host port to one container port)";
 
-fn port(text: &str, spec: &str, what: &str) -> Result<u16> {
-    match text.parse::<u16>() {
+/// `PORT` or `FIRST-LAST`, each 1-65535, FIRST <= LAST.
+fn port_range(text: &str, spec: &str, what: &str) -> Result<(u16, u16)> {
+    let bad = || {
+        Error::Invalid(format!(
+            "invalid {what} '{text}' in '{spec}': use 1-65535 or FIRST-LAST ({SPEC_HELP})"
+        ))
+    };
+    let one = |t: &str| match t.parse::<u16>() {
         Ok(p) if p != 0 => Ok(p),
-        _ => Err(Error::Invalid(format!(
-            "invalid {what} '{text}' in '{spec}': use 1-65535 ({SPEC_HELP})"
-        ))),
+        _ => Err(bad()),
+    };
+    let (first, last) = match text.split_once('-') {
+        Some((a, b)) => (one(a)?, one(b)?),
+        None => (one(text)?, one(text)?),
+    };
+    if first > last {
+        return Err(bad());
     }
+    Ok((first, last))
 }
 
 /// Parses a publish spec; `host_only` also accepts `[HOST_IP:]HOST_PORT[/proto]`
@@ -106,12 +145,25 @@ pub fn parse_spec(spec: &str, host_only: bool) -> Result<Spec> {
             })
         })
         .transpose()?;
+    let host = port_range(host, spec, "host port")?;
+    let container = container
+        .map(|c| port_range(c, spec, "container port"))
+        .transpose()?;
+    if let Some((c, last)) = container
+        && c != last
+        && last - c != host.1 - host.0
+    {
+        return Err(Error::Invalid(format!(
+            "'{spec}' maps {} host ports to {} container ports: give as many container ports \
+             as host ports, or one for all",
+            u32::from(host.1 - host.0) + 1,
+            u32::from(last - c) + 1
+        )));
+    }
     Ok(Spec {
         host_ip,
-        host_port: port(host, spec, "host port")?,
-        container_port: container
-            .map(|c| port(c, spec, "container port"))
-            .transpose()?,
+        host,
+        container,
         proto,
     })
 }
@@ -228,9 +280,10 @@ impl PublishMap {
     }
 }
 
-/// Publishes `spec` to endpoint `endpoint`. Refused, changing nothing,
-/// when the protocol and host port are already published.
-pub fn publish(paths: &Paths, endpoint: &str, spec: &str) -> Result<PublishView> {
+/// Publishes `spec` to endpoint `endpoint`: one port or a range, all or
+/// nothing. Refused, changing nothing, when any of its host ports is
+/// already published for the protocol.
+pub fn publish(paths: &Paths, endpoint: &str, spec: &str) -> Result<Vec<PublishView>> {
     let spec = parse_spec(spec, false)?;
     let mut locked = Locked::acquire(paths)?;
     let st = &locked.state;
@@ -255,89 +308,116 @@ pub fn publish(paths: &Paths, endpoint: &str, spec: &str) -> Result<PublishView>
             node.ip, node.ip
         )));
     }
-    if let Some(other) = st
+    let taken: StdHashMap<(Proto, u16), &Publication> = st
         .publications
         .iter()
-        .find(|p| p.proto == spec.proto && p.host_port == spec.host_port)
+        .map(|p| ((p.proto, p.host_port), p))
+        .collect();
+    let adding = spec.publications(&ep.name);
+    if let Some(other) = adding
+        .iter()
+        .find_map(|p| taken.get(&(p.proto, p.host_port)))
     {
         return Err(Error::Conflict(format!(
             "port {}/{} is already published to endpoint '{}' port {}; unpublish it first \
              (`weft unpublish {}/{}`)",
-            spec.host_port,
-            spec.proto,
+            other.host_port,
+            other.proto,
             other.endpoint,
             other.container_port,
-            spec.host_port,
-            spec.proto
+            other.host_port,
+            other.proto
         )));
     }
-    let publication = Publication {
-        endpoint: ep.name.clone(),
-        proto: spec.proto,
-        host_port: spec.host_port,
-        container_port: spec.container_port.unwrap_or(spec.host_port),
-    };
     let mut new = locked.state.clone();
-    new.publications.push(publication.clone());
+    new.publications.extend(adding.iter().cloned());
 
     let mut map = PublishMap::open(paths)?;
-    let (key, target) = entry(&publication, ep.ip);
-    map.put(key, target)?;
-    if let Err(e) = locked.commit(new) {
-        if let Err(u) = map.del(key) {
-            log::warn!("rollback of publish: {}", crate::error::chain(&u));
+    let entries: Vec<_> = adding.iter().map(|p| entry(p, ep.ip)).collect();
+    let mut done = Vec::with_capacity(entries.len());
+    let result = (|| {
+        for (key, target) in &entries {
+            map.put(*key, *target)?;
+            done.push(*key);
+        }
+        locked.commit(new)
+    })();
+    if let Err(e) = result {
+        for key in done {
+            if let Err(u) = map.del(key) {
+                log::warn!("rollback of publish: {}", crate::error::chain(&u));
+            }
         }
         return Err(e);
     }
-    Ok(view(&locked.state, &publication))
+    Ok(adding.iter().map(|p| view(&locked.state, p)).collect())
 }
 
-/// Removes the publication of `spec`'s protocol and host port; with
-/// `endpoint`, only if it is that endpoint's.
-pub fn unpublish(paths: &Paths, endpoint: Option<&str>, spec: &str) -> Result<PublishView> {
+/// Removes the publications of `spec`'s protocol and host ports (all of
+/// them must be published); with `endpoint`, only if they are that
+/// endpoint's, and with container ports, only if they lead there.
+pub fn unpublish(paths: &Paths, endpoint: Option<&str>, spec: &str) -> Result<Vec<PublishView>> {
     let spec = parse_spec(spec, true)?;
     let mut locked = Locked::acquire(paths)?;
-    let found = locked
+    let by_port: StdHashMap<(Proto, u16), &Publication> = locked
         .state
         .publications
         .iter()
-        .find(|p| p.proto == spec.proto && p.host_port == spec.host_port)
-        .cloned()
-        .ok_or_else(|| {
+        .map(|p| ((p.proto, p.host_port), p))
+        .collect();
+    let mut found = Vec::new();
+    for host_port in spec.host.0..=spec.host.1 {
+        let p = by_port.get(&(spec.proto, host_port)).ok_or_else(|| {
             Error::NotFound(format!(
-                "port {}/{} is not published (see `weft publish ls`)",
-                spec.host_port, spec.proto
+                "port {host_port}/{} is not published (see `weft publish ls`)",
+                spec.proto
             ))
         })?;
-    if let Some(name) = endpoint
-        && name != found.endpoint
-    {
-        return Err(Error::NotFound(format!(
-            "port {}/{} is published to endpoint '{}', not '{name}'",
-            spec.host_port, spec.proto, found.endpoint
-        )));
+        if let Some(name) = endpoint
+            && name != p.endpoint
+        {
+            return Err(Error::NotFound(format!(
+                "port {host_port}/{} is published to endpoint '{}', not '{name}'",
+                spec.proto, p.endpoint
+            )));
+        }
+        let want = spec.container_port(host_port);
+        if spec.container.is_some() && want != p.container_port {
+            return Err(Error::NotFound(format!(
+                "port {host_port}/{} leads to container port {}, not {want}",
+                spec.proto, p.container_port
+            )));
+        }
+        found.push((*p).clone());
     }
-    if let Some(c) = spec.container_port
-        && c != found.container_port
-    {
-        return Err(Error::NotFound(format!(
-            "port {}/{} leads to container port {}, not {c}",
-            spec.host_port, spec.proto, found.container_port
-        )));
-    }
-    let shown = view(&locked.state, &found);
+    let shown: Vec<PublishView> = found.iter().map(|p| view(&locked.state, p)).collect();
     let mut new = locked.state.clone();
-    new.publications.retain(|p| p != &found);
+    new.publications
+        .retain(|p| !(p.proto == spec.proto && (spec.host.0..=spec.host.1).contains(&p.host_port)));
     let mut map = PublishMap::open(paths)?;
-    let ip = locked
-        .state
-        .endpoint(&found.endpoint)
-        .map_or(Ipv4Addr::UNSPECIFIED, |e| e.ip);
-    let (key, target) = entry(&found, ip);
-    map.del(key)?;
-    if let Err(e) = locked.commit(new) {
-        if let Err(u) = map.put(key, target) {
-            log::warn!("rollback of unpublish: {}", crate::error::chain(&u));
+    let entries: Vec<_> = found
+        .iter()
+        .map(|p| {
+            let ip = locked
+                .state
+                .endpoint(&p.endpoint)
+                .map_or(Ipv4Addr::UNSPECIFIED, |e| e.ip);
+            entry(p, ip)
+        })
+        .collect();
+    let mut done = Vec::with_capacity(entries.len());
+    let result = (|| {
+        for (key, target) in &entries {
+            map.del(*key)?;
+            done.push((*key, *target));
+        }
+        locked.commit(new)
+    })();
+    if let Err(e) = result {
+        for (key, target) in done {
+            if let Err(u) = map.put(key, target) {
+                log::warn!("rollback of unpublish: {}", crate::error::chain(&u));
+            }
         }
         return Err(e);
     }
@@ -358,15 +438,33 @@ mod tests {
     fn specs() {
         let s = parse_spec("8080:80", false).unwrap();
         assert_eq!(
-            (s.host_ip, s.host_port, s.container_port, s.proto),
-            (None, 8080, Some(80), Proto::Tcp)
+            (s.host_ip, s.host, s.container, s.proto),
+            (None, (8080, 8080), Some((80, 80)), Proto::Tcp)
         );
         let s = parse_spec("10.0.0.1:53:5353/udp", false).unwrap();
         assert_eq!(
-            (s.host_ip, s.host_port, s.container_port, s.proto),
-            (Some(Ipv4Addr::new(10, 0, 0, 1)), 53, Some(5353), Proto::Udp)
+            (s.host_ip, s.host, s.container, s.proto),
+            (
+                Some(Ipv4Addr::new(10, 0, 0, 1)),
+                (53, 53),
+                Some((5353, 5353)),
+                Proto::Udp
+            )
         );
-        assert_eq!(parse_spec("8080/udp", true).unwrap().container_port, None);
+        assert_eq!(parse_spec("8080/udp", true).unwrap().container, None);
+        let ports = |spec: &str| -> Vec<(u16, u16)> {
+            parse_spec(spec, false)
+                .unwrap()
+                .publications("c")
+                .iter()
+                .map(|p| (p.host_port, p.container_port))
+                .collect()
+        };
+        assert_eq!(
+            ports("8000-8002:9000-9002"),
+            [(8000, 9000), (8001, 9001), (8002, 9002)]
+        );
+        assert_eq!(ports("8000-8002:80"), [(8000, 80), (8001, 80), (8002, 80)]);
         for bad in [
             "",
             "80",
@@ -377,6 +475,8 @@ mod tests {
             "80:80/sctp",
             "x:80:80",
             "1:2:3:4",
+            "9-8:80",
+            "8000-8002:90-91",
         ] {
             assert!(parse_spec(bad, false).is_err(), "{bad}");
         }
