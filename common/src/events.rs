@@ -38,6 +38,8 @@ const _: () = assert!(size_of::<TraceConfig>() == 16);
 pub const PROGRAM_FROM_CONTAINER: u8 = 1;
 pub const PROGRAM_FROM_UPLINK: u8 = 2;
 pub const PROGRAM_NAT_EGRESS: u8 = 3;
+pub const PROGRAM_OVERLAY_ENCAP: u8 = 10;
+pub const PROGRAM_FROM_VXLAN: u8 = 11;
 
 /// One event. `#[repr(C)]`, explicit padding, read byte for byte by
 /// userspace.
@@ -68,7 +70,7 @@ const _: () = assert!(size_of::<PacketEvent>() == 32 + EVENT_SNAP_LEN);
 
 /// The eBPF source files a drop can come from; an event stores the index.
 /// Index 0 means unknown.
-pub const SOURCE_FILES: [&str; 11] = [
+pub const SOURCE_FILES: [&str; 15] = [
     "?",
     "ebpf/src/from_container.rs",
     "ebpf/src/arp.rs",
@@ -80,6 +82,10 @@ pub const SOURCE_FILES: [&str; 11] = [
     "ebpf/src/access.rs",
     "ebpf/src/parse.rs",
     "ebpf/src/nat_egress.rs",
+    "ebpf/src/overlay_encap.rs",
+    "ebpf/src/encap.rs",
+    "ebpf/src/decap.rs",
+    "ebpf/src/from_vxlan.rs",
 ];
 
 /// The [`SOURCE_FILES`] index of `path` (as `file!()` spells it), at

@@ -8,10 +8,12 @@
 
 pub mod events;
 pub mod maps;
+pub mod overlay;
 pub mod reason;
 
 /// Bumped whenever a map's key or value layout changes, or maps are added.
 /// v3: `WEFT_NODE`, `WEFT_CT`, `NET_FLAG_MASQUERADE`.
 /// v4: `WEFT_DROPS`/`WEFT_FORWARDS` counted per direction (twice the slots).
 /// v5: `WEFT_PUBLISH`; `CtEntry` grows `flags`, `peer_port_be`, `created_ns`.
-pub const ABI_VERSION: u32 = 5;
+/// v6: `WEFT_OVERLAY`, `WEFT_ROUTES`, `WEFT_VNIS` (VXLAN overlay).
+pub const ABI_VERSION: u32 = 6;

@@ -41,8 +41,16 @@ pub const MAP_CT: &str = "WEFT_CT";
 /// Published ports (DNAT): [`PublishKey`] to [`PublishTarget`].
 pub const MAP_PUBLISH: &str = "WEFT_PUBLISH";
 
+/// This node's overlay settings: a one-entry array of [`OverlayConfig`].
+pub const MAP_OVERLAY: &str = "WEFT_OVERLAY";
+/// Overlay routes: pod CIDRs (LPM trie, IPv4 network-order key, like
+/// [`MAP_SUBNETS`]) to [`OverlayRoute`].
+pub const MAP_ROUTES: &str = "WEFT_ROUTES";
+/// VXLAN network identifiers (host order) to this node's network id.
+pub const MAP_VNIS: &str = "WEFT_VNIS";
+
 /// Every map weft pins, in a stable order (for dumps and cleanup).
-pub const ALL_MAPS: [&str; 18] = [
+pub const ALL_MAPS: [&str; 21] = [
     MAP_TAILS,
     MAP_NETWORKS,
     MAP_SUBNETS,
@@ -61,6 +69,9 @@ pub const ALL_MAPS: [&str; 18] = [
     crate::events::MAP_EVENTS,
     crate::events::MAP_TRACE,
     MAP_PUBLISH,
+    MAP_OVERLAY,
+    MAP_ROUTES,
+    MAP_VNIS,
 ];
 
 /// The TC program attached to the host side of every container veth.
@@ -75,7 +86,16 @@ pub const PROG_NAT_EGRESS: &str = "weft_nat_egress";
 pub const MAP_TAILS: &str = "WEFT_TAILS";
 /// `WEFT_TAILS` slot of [`PROG_NAT_EGRESS`].
 pub const TAIL_NAT_EGRESS: u32 = 0;
+/// `WEFT_TAILS` slot of [`PROG_OVERLAY_ENCAP`].
+pub const TAIL_OVERLAY_ENCAP: u32 = 1;
 pub const MAX_TAILS: u32 = 4;
+/// VXLAN encapsulation toward another node, entered by tail call from
+/// `weft_from_container` for destinations in a weft network with no local
+/// endpoint.
+pub const PROG_OVERLAY_ENCAP: &str = "weft_overlay_encap";
+/// TC ingress on the collect-metadata vxlan device (tunnel mode): frames
+/// the kernel decapsulated, delivered into their containers.
+pub const PROG_FROM_VXLAN: &str = "weft_from_vxlan";
 /// A no-op program, never attached: measures BPF_PROG_TEST_RUN's overhead.
 pub const PROG_CALIBRATE: &str = "weft_calibrate";
 
@@ -87,6 +107,8 @@ pub const MAX_NET_LINKS: u32 = 4096;
 pub const CT_MAX_ENTRIES: u32 = 65_536;
 /// Entries of [`MAP_PUBLISH`]: published ports per node.
 pub const MAX_PUBLISHED: u32 = 16_384;
+/// Entries of [`MAP_ROUTES`]: pod CIDRs of all nodes, all networks.
+pub const MAX_ROUTES: u32 = 16_384;
 /// Slots of each direct-mapped endpoint cache; a power of two.
 pub const EP_CACHE_SLOTS: u32 = 16_384;
 
@@ -155,6 +177,54 @@ pub struct NodeConfig {
     pub port_max: u16,
     /// [`NODE_FLAG_CONFIGURED`].
     pub flags: u32,
+}
+
+/// `OverlayConfig::mode`: no overlay on this node.
+pub const ENCAP_NONE: u8 = 0;
+/// `OverlayConfig::mode`: `bpf_skb_set_tunnel_key` and a redirect to the
+/// collect-metadata vxlan device, which adds the outer headers.
+pub const ENCAP_TUNNEL: u8 = 1;
+/// `OverlayConfig::mode`: the program writes the outer headers itself
+/// (`bpf_skb_adjust_room`) and redirects to the underlay NIC.
+pub const ENCAP_BPF: u8 = 2;
+
+/// This node's overlay: entry 0 of [`MAP_OVERLAY`]. The underlay is the
+/// uplink of [`NodeConfig`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct OverlayConfig {
+    /// This node's underlay address: the outer source, and the only outer
+    /// destination decapsulated.
+    pub underlay_ip_be: u32,
+    /// The underlay NIC in the node namespace.
+    pub underlay_ifindex: u32,
+    /// Tunnel mode: the collect-metadata vxlan device; 0 otherwise.
+    pub vxlan_ifindex: u32,
+    /// Largest inner IPv4 packet the overlay carries (underlay MTU minus
+    /// [`crate::overlay::VXLAN_OVERHEAD`]); 0 when unknown.
+    pub mtu: u32,
+    /// This node's VTEP MAC: the inner source MAC of what it encapsulates.
+    pub vtep_mac: [u8; 6],
+    /// `ENCAP_*`.
+    pub mode: u8,
+    pub _pad: u8,
+}
+
+/// Where an overlay route sends a destination: entry of [`MAP_ROUTES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct OverlayRoute {
+    /// The remote node's underlay address; 0 marks this node's own pod
+    /// CIDR (nothing to encapsulate: a miss there is `no_such_endpoint`).
+    pub underlay_ip_be: u32,
+    /// VXLAN network identifier of the prefix's network, host order.
+    pub vni: u32,
+    /// This node's id of the prefix's network.
+    pub network_id: u32,
+    /// Inner destination MAC: the remote VTEP's (a kernel vxlan device
+    /// only accepts frames to its own MAC).
+    pub vtep_mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 /// How many ports of the range one new connection tries before it is
@@ -482,6 +552,8 @@ const _: () = {
     assert!(size_of::<CtEntry>() == 72);
     assert!(size_of::<PublishKey>() == 4);
     assert!(size_of::<PublishTarget>() == 8);
+    assert!(size_of::<OverlayConfig>() == 24);
+    assert!(size_of::<OverlayRoute>() == 20);
 };
 
 #[cfg(feature = "user")]
@@ -503,4 +575,6 @@ mod user {
     unsafe impl aya::Pod for CtEntry {}
     unsafe impl aya::Pod for PublishKey {}
     unsafe impl aya::Pod for PublishTarget {}
+    unsafe impl aya::Pod for OverlayConfig {}
+    unsafe impl aya::Pod for OverlayRoute {}
 }

@@ -58,10 +58,32 @@ pub enum Drop {
     BadIcmpEmbedded = 23,
     /// A published port whose container is gone (`weft publish ls`).
     PublishedEndpointMissing = 24,
+    /// VXLAN with a VNI no network of this node has.
+    VxlanUnknownVni = 30,
+    /// VXLAN whose inner destination is an endpoint of another network than
+    /// the VNI's: a VNI only delivers into its own network.
+    VxlanWrongNetwork = 31,
+    /// VXLAN whose outer destination is not this node's underlay address.
+    VxlanNotForNode = 32,
+    /// Outer IPv4/UDP/VXLAN or inner Ethernet/IPv4 headers cut short.
+    VxlanTruncated = 33,
+    /// Outer UDP length disagrees with the outer IPv4 packet.
+    VxlanBadUdpLength = 34,
+    /// VXLAN flags without the I bit (VNI valid).
+    VxlanBadFlags = 35,
+    /// Destination in a weft network, outside this node's pod CIDRs, and
+    /// no node announced a pod CIDR containing it.
+    OverlayNoRoute = 36,
+    /// A helper that adds or removes the outer headers failed.
+    EncapFailed = 37,
+    /// The node's FIB has no route to the remote node's underlay address.
+    UnderlayUnreachable = 38,
+    /// The inner frame of a VXLAN packet is not Ethernet + IPv4.
+    VxlanBadInner = 39,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 24] = [
+    pub const ALL: [Drop; 34] = [
         Drop::TruncatedEthernet,
         Drop::TruncatedArp,
         Drop::UnsupportedArp,
@@ -86,6 +108,16 @@ impl Drop {
         Drop::Ipv4Fragment,
         Drop::BadIcmpEmbedded,
         Drop::PublishedEndpointMissing,
+        Drop::VxlanUnknownVni,
+        Drop::VxlanWrongNetwork,
+        Drop::VxlanNotForNode,
+        Drop::VxlanTruncated,
+        Drop::VxlanBadUdpLength,
+        Drop::VxlanBadFlags,
+        Drop::OverlayNoRoute,
+        Drop::EncapFailed,
+        Drop::UnderlayUnreachable,
+        Drop::VxlanBadInner,
     ];
 
     pub const fn code(self) -> u32 {
@@ -124,6 +156,16 @@ impl Drop {
             Drop::Ipv4Fragment => "ipv4_fragment",
             Drop::BadIcmpEmbedded => "bad_icmp_embedded",
             Drop::PublishedEndpointMissing => "published_endpoint_missing",
+            Drop::VxlanUnknownVni => "vxlan_unknown_vni",
+            Drop::VxlanWrongNetwork => "vxlan_wrong_network",
+            Drop::VxlanNotForNode => "vxlan_not_for_node",
+            Drop::VxlanTruncated => "vxlan_truncated",
+            Drop::VxlanBadUdpLength => "vxlan_bad_udp_length",
+            Drop::VxlanBadFlags => "vxlan_bad_flags",
+            Drop::OverlayNoRoute => "overlay_no_route",
+            Drop::EncapFailed => "encap_failed",
+            Drop::UnderlayUnreachable => "underlay_unreachable",
+            Drop::VxlanBadInner => "vxlan_bad_inner",
         }
     }
 }
@@ -158,10 +200,18 @@ pub enum Forward {
     /// An ICMP error about a translated connection: outer and embedded
     /// headers translated back, delivered into the container.
     IcmpErrorTranslated = 10,
+    /// Sent to another node: outer headers written by the program.
+    EncapBpf = 11,
+    /// Sent to another node through the collect-metadata vxlan device.
+    EncapTunnel = 12,
+    /// Arrived over VXLAN, delivered into its container.
+    DecapDelivered = 13,
+    /// Valid VXLAN left to the kernel's vxlan device (tunnel mode).
+    VxlanToKernel = 14,
 }
 
 impl Forward {
-    pub const ALL: [Forward; 10] = [
+    pub const ALL: [Forward; 14] = [
         Forward::Bridged,
         Forward::Routed,
         Forward::ArpReplied,
@@ -172,6 +222,10 @@ impl Forward {
         Forward::Dnat,
         Forward::ReverseDnat,
         Forward::IcmpErrorTranslated,
+        Forward::EncapBpf,
+        Forward::EncapTunnel,
+        Forward::DecapDelivered,
+        Forward::VxlanToKernel,
     ];
 
     pub const fn code(self) -> u32 {
@@ -194,6 +248,10 @@ impl Forward {
             Forward::Dnat => "dnat",
             Forward::ReverseDnat => "reverse_dnat",
             Forward::IcmpErrorTranslated => "icmp_error_translated",
+            Forward::EncapBpf => "encap_bpf",
+            Forward::EncapTunnel => "encap_tunnel",
+            Forward::DecapDelivered => "decap_delivered",
+            Forward::VxlanToKernel => "vxlan_to_kernel",
         }
     }
 }
@@ -201,4 +259,6 @@ impl Forward {
 const _: () = {
     assert!((Drop::PublishedEndpointMissing as u32) < crate::maps::MAX_REASONS);
     assert!((Forward::IcmpErrorTranslated as u32) < crate::maps::MAX_REASONS);
+    assert!((Drop::VxlanBadInner as u32) < crate::maps::MAX_REASONS);
+    assert!((Forward::VxlanToKernel as u32) < crate::maps::MAX_REASONS);
 };

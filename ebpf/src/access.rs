@@ -4,10 +4,12 @@
 //! datapath is safe code working with `Option`s.
 
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup, bpf_redir_neigh},
+    bindings::{
+        BPF_F_DONT_FRAGMENT, BPF_F_ZERO_CSUM_TX, bpf_fib_lookup, bpf_redir_neigh, bpf_tunnel_key,
+    },
     helpers::{
         bpf_fib_lookup as fib_lookup_helper, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh,
-        bpf_redirect_peer,
+        bpf_redirect_peer, bpf_skb_get_tunnel_key, bpf_skb_set_tunnel_key,
     },
     programs::TcContext,
 };
@@ -127,6 +129,51 @@ pub fn redirect_neigh(hop: &FibHop) -> i64 {
     };
     // SAFETY: `nh` is a valid struct of the size passed.
     unsafe { bpf_redirect_neigh(hop.ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0) }
+}
+
+/// Attaches tunnel metadata for the collect-metadata vxlan device: outer
+/// `local_be -> remote_be`, `vni`, TTL `ttl`, DF set, UDP checksum zero
+/// (`BPF_F_ZERO_CSUM_TX`, like the kernel's default `udpcsum off`).
+#[inline(always)]
+pub fn set_tunnel_key(ctx: &TcContext, local_be: u32, remote_be: u32, vni: u32, ttl: u8) -> i64 {
+    // SAFETY: `bpf_tunnel_key` is plain data (integers and unions of
+    // integers), for which all-zero bytes are a valid value.
+    let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
+    key.tunnel_id = vni;
+    // The helper takes the addresses in host order.
+    key.__bindgen_anon_1.remote_ipv4 = u32::from_be(remote_be);
+    key.__bindgen_anon_3.local_ipv4 = u32::from_be(local_be);
+    key.tunnel_ttl = ttl;
+    let flags = u64::from(BPF_F_ZERO_CSUM_TX | BPF_F_DONT_FRAGMENT);
+    // SAFETY: `skb` is the context pointer; `key` is a valid struct of the
+    // size passed.
+    unsafe {
+        bpf_skb_set_tunnel_key(
+            ctx.skb.skb.cast(),
+            &mut key,
+            size_of::<bpf_tunnel_key>() as u32,
+            flags,
+        )
+    }
+}
+
+/// The VNI of the tunnel metadata a collect-metadata vxlan device attached
+/// to the packet it decapsulated; `None` without metadata.
+#[inline(always)]
+pub fn tunnel_vni(ctx: &TcContext) -> Option<u32> {
+    // SAFETY: as in `set_tunnel_key`.
+    let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
+    // SAFETY: `skb` is the context pointer; `key` is a valid, writable
+    // struct of the size passed.
+    let rc = unsafe {
+        bpf_skb_get_tunnel_key(
+            ctx.skb.skb.cast(),
+            &mut key,
+            size_of::<bpf_tunnel_key>() as u32,
+            0,
+        )
+    };
+    (rc == 0).then_some(key.tunnel_id)
 }
 
 /// Copies the packet's first bytes (up to `dst.len()`, 128) into `dst`,

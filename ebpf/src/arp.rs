@@ -8,7 +8,7 @@ use weft_common::{maps::EndpointInfo, reason::Forward};
 
 use crate::{
     access::{load, redirect_egress, store},
-    maps::{endpoint_by_ip, network},
+    maps::{endpoint_by_ip, network, overlay_route},
     parse::{
         ARP_HTYPE_ETHERNET, ARP_OFF, ARP_OP_REPLY, ARP_OP_REQUEST, ARP_OPER_OFF, ARP_SHA_OFF,
         ARP_SPA_OFF, ARP_THA_OFF, ARP_TPA_OFF, ETH_DST_OFF, ETH_P_IP, ETH_SRC_OFF, be16,
@@ -62,6 +62,14 @@ fn owner_mac(src: &EndpointInfo, target: u32) -> Result<[u8; 6], Dropped> {
     }
     match endpoint_by_ip(target) {
         Some(peer) if peer.network_id == src.network_id => Ok(peer.mac),
+        // A peer on another node: answered with the gateway MAC (proxy
+        // ARP), so the frame takes the routed path into the overlay and
+        // nothing is flooded over the underlay.
+        None if overlay_route(target)
+            .is_some_and(|r| r.underlay_ip_be != 0 && r.network_id == src.network_id) =>
+        {
+            Ok(net.gateway_mac)
+        }
         _ => Err(drop_here!(ArpUnknownTarget)),
     }
 }

@@ -41,3 +41,18 @@ pub fn after_u16_change(check: [u8; 2], from: [u8; 2], to: [u8; 2]) -> [u8; 2] {
     sum = (sum & 0xffff) + (sum >> 16);
     (!(sum as u16)).to_be_bytes()
 }
+
+/// The checksum of a 20-byte IPv4 header whose checksum field is zero,
+/// from its bytes (RFC 1071).
+#[inline(always)]
+pub fn ipv4_header(header: &[u8; 20]) -> [u8; 2] {
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < 20 {
+        sum += u32::from(u16::from_be_bytes([header[i], header[i + 1]]));
+        i += 2;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    (!(sum as u16)).to_be_bytes()
+}

@@ -11,7 +11,9 @@ use aya_ebpf::{
 };
 use network_types::ip::Ipv4Hdr;
 use weft_common::{
-    maps::{EndpointInfo, FdbEntry, MAX_FLOOD, NET_FLAG_FLOOD, TAIL_NAT_EGRESS},
+    maps::{
+        EndpointInfo, FdbEntry, MAX_FLOOD, NET_FLAG_FLOOD, TAIL_NAT_EGRESS, TAIL_OVERLAY_ENCAP,
+    },
     reason::Forward,
 };
 
@@ -109,6 +111,9 @@ fn not_an_endpoint(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict
     if dst_net_id != src.network_id && !networks_linked(src.network_id, dst_net_id) {
         return Err(drop_here!(NetworkIsolated));
     }
+    // Maybe on another node: VXLAN encapsulation (its own program, by tail
+    // call); if it is not installed, nobody has the address.
+    tail_call(ctx, TAIL_OVERLAY_ENCAP);
     Err(drop_here!(NoSuchEndpoint))
 }
 

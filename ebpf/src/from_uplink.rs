@@ -1,7 +1,9 @@
 //! TC ingress on the node's uplink NIC: replies to masqueraded connections
 //! are translated back and delivered into their containers
 //! (`bpf_redirect_peer`); everything else is the node's own traffic and
-//! goes to its stack untouched (`TC_ACT_OK`).
+//! goes to its stack untouched (`TC_ACT_OK`). The uplink is also the
+//! overlay's underlay: VXLAN to the node's address is checked and, in bpf
+//! mode, decapsulated and delivered here (`decap`).
 
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use network_types::ip::Ipv4Hdr;
@@ -9,6 +11,7 @@ use weft_common::{maps::DIR_FROM_UPLINK, reason::Forward};
 
 use crate::{
     access::load,
+    decap,
     maps::node_config,
     nat,
     parse::{ETH_P_IP, ETH_PROTO_OFF, IP_MIN_LEN, IP_OFF},
@@ -33,6 +36,9 @@ fn try_from_uplink(ctx: &TcContext) -> Verdict {
     };
     if u32::from_ne_bytes(ip.dst_addr) != node_ip_be {
         return pass_to_stack(ctx);
+    }
+    if decap::is_vxlan(ctx, &ip) {
+        return decap::from_underlay(ctx, &ip);
     }
     nat::ingress(ctx, &ip)
 }

@@ -5,6 +5,7 @@
 //! accessors and raw helper calls), `parse` (header offsets), `arp`,
 //! `forward` (bridging, routing, flooding), `nat` (masquerade and
 //! published ports), `icmp_error` (errors about translated connections),
+//! `encap` and `decap` (VXLAN overlay; entries `overlay_encap`, `from_vxlan`),
 //! `conntrack`, `csum`, `maps` and `verdict` (counters and drop accounting). `calibrate` is a
 //! no-op used only to measure test-run overhead.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -34,6 +35,10 @@ mod conntrack;
 #[cfg(target_arch = "bpf")]
 mod csum;
 #[cfg(target_arch = "bpf")]
+mod decap;
+#[cfg(target_arch = "bpf")]
+mod encap;
+#[cfg(target_arch = "bpf")]
 mod events;
 #[cfg(target_arch = "bpf")]
 mod forward;
@@ -42,6 +47,8 @@ mod from_container;
 #[cfg(target_arch = "bpf")]
 mod from_uplink;
 #[cfg(target_arch = "bpf")]
+mod from_vxlan;
+#[cfg(target_arch = "bpf")]
 mod icmp_error;
 #[cfg(target_arch = "bpf")]
 mod maps;
@@ -49,6 +56,8 @@ mod maps;
 mod nat;
 #[cfg(target_arch = "bpf")]
 mod nat_egress;
+#[cfg(target_arch = "bpf")]
+mod overlay_encap;
 #[cfg(target_arch = "bpf")]
 mod parse;
 #[cfg(target_arch = "bpf")]

@@ -6,10 +6,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use weft_common::maps::{
-    COUNTER_SLOTS, CT_MAX_ENTRIES, Counter, CtEntry, CtKey, EP_CACHE_SLOTS, EndpointInfo,
-    EndpointStats, FdbEntry, FdbKey, FloodList, MAX_ENDPOINTS, MAX_NET_LINKS, MAX_NETWORKS,
-    MAX_PUBLISHED, NODE_FLAG_CONFIGURED, NetPairKey, NetworkInfo, NodeConfig, PublishKey,
-    PublishTarget, ifcache_slot, ipcache_slot,
+    COUNTER_SLOTS, CT_MAX_ENTRIES, Counter, CtEntry, CtKey, ENCAP_NONE, EP_CACHE_SLOTS,
+    EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList, MAX_ENDPOINTS, MAX_NET_LINKS,
+    MAX_NETWORKS, MAX_PUBLISHED, MAX_ROUTES, NODE_FLAG_CONFIGURED, NetPairKey, NetworkInfo,
+    NodeConfig, OverlayConfig, OverlayRoute, PublishKey, PublishTarget, ifcache_slot, ipcache_slot,
 };
 
 /// Tail-call targets (`weft_common::maps::TAIL_*`), filled by userspace.
@@ -77,6 +77,39 @@ pub fn published(proto: u8, port_be: [u8; 2]) -> Option<PublishTarget> {
     };
     // SAFETY: as in `network`.
     PUBLISH.get_ptr(key).map(|p| unsafe { *p })
+}
+
+/// Entry 0: this node's overlay (mode `ENCAP_NONE` until configured).
+#[map(name = "WEFT_OVERLAY")]
+pub static OVERLAY: Array<OverlayConfig> = Array::pinned(1, 0);
+
+/// Pod CIDRs of every node to the node that owns them.
+#[map(name = "WEFT_ROUTES")]
+pub static ROUTES: LpmTrie<u32, OverlayRoute> = LpmTrie::pinned(MAX_ROUTES, 0);
+
+/// VNI (host order) to this node's network id.
+#[map(name = "WEFT_VNIS")]
+pub static VNIS: HashMap<u32, u32> = HashMap::pinned(MAX_NETWORKS, 0);
+
+/// This node's overlay settings, once an encapsulation mode is set.
+#[inline(always)]
+pub fn overlay_config() -> Option<OverlayConfig> {
+    OVERLAY.get(0).copied().filter(|o| o.mode != ENCAP_NONE)
+}
+
+/// The overlay route (longest prefix) for `ip_be`.
+#[inline(always)]
+pub fn overlay_route(ip_be: u32) -> Option<OverlayRoute> {
+    ROUTES
+        .get(aya_ebpf::maps::lpm_trie::Key::new(32, ip_be))
+        .copied()
+}
+
+/// This node's network carried by VXLAN network identifier `vni`.
+#[inline(always)]
+pub fn network_of_vni(vni: u32) -> Option<u32> {
+    // SAFETY: as in `network`.
+    VNIS.get_ptr(vni).map(|p| unsafe { *p })
 }
 
 /// The node's masquerade settings, once userspace has configured them.

@@ -3,7 +3,7 @@
 
 use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
 use weft_common::{
-    events::PROGRAM_FROM_UPLINK,
+    events::{PROGRAM_FROM_UPLINK, PROGRAM_FROM_VXLAN},
     maps::{DIR_FROM_CONTAINER, DIR_FROM_UPLINK, counter_slot},
     reason::{Drop, Forward},
 };
@@ -52,7 +52,9 @@ pub type Verdict = Result<i32, Dropped>;
 #[inline(always)]
 pub fn drop_packet(ctx: &TcContext, dropped: Dropped, program: u8) -> i32 {
     let code = dropped.code();
-    let direction = if program == PROGRAM_FROM_UPLINK {
+    // Decapsulation (on the uplink or the vxlan device) is traffic from
+    // the underlay.
+    let direction = if program == PROGRAM_FROM_UPLINK || program == PROGRAM_FROM_VXLAN {
         DIR_FROM_UPLINK
     } else {
         DIR_FROM_CONTAINER

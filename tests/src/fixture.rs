@@ -15,10 +15,11 @@ use weft_common::{
         Counter, CtEntry, CtKey, DIRECTIONS, EndpointInfo, EndpointStats, FdbEntry, FdbKey,
         FloodList, MAP_CT, MAP_DROPS, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE,
         MAP_EP_STATS, MAP_FDB, MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS, MAP_NODE,
-        MAP_PUBLISH, MAP_SUBNETS, MAP_TAILS, MAX_FLOOD, NET_FLAG_FLOOD, NET_FLAG_MASQUERADE,
-        NetPairKey, NetworkInfo, NodeConfig, PROG_CALIBRATE, PROG_FROM_CONTAINER, PROG_FROM_UPLINK,
-        PROG_NAT_EGRESS, PublishKey, PublishTarget, TAIL_NAT_EGRESS, counter_slot, ifcache_slot,
-        ipcache_slot,
+        MAP_OVERLAY, MAP_PUBLISH, MAP_ROUTES, MAP_SUBNETS, MAP_TAILS, MAP_VNIS, MAX_FLOOD,
+        NET_FLAG_FLOOD, NET_FLAG_MASQUERADE, NetPairKey, NetworkInfo, NodeConfig, OverlayConfig,
+        OverlayRoute, PROG_CALIBRATE, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_NAT_EGRESS,
+        PROG_OVERLAY_ENCAP, PublishKey, PublishTarget, TAIL_NAT_EGRESS, TAIL_OVERLAY_ENCAP,
+        counter_slot, ifcache_slot, ipcache_slot,
     },
     reason::{Drop, Forward},
 };
@@ -86,7 +87,12 @@ impl Datapath {
             .default_map_pin_directory(pins.path())
             .load(weft::object::ebpf_object())
             .context("loading the weft eBPF object")?;
-        for name in [PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_NAT_EGRESS] {
+        for name in [
+            PROG_FROM_CONTAINER,
+            PROG_FROM_UPLINK,
+            PROG_NAT_EGRESS,
+            PROG_OVERLAY_ENCAP,
+        ] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the object"))?
@@ -105,6 +111,16 @@ impl Datapath {
                 .ok_or_else(|| anyhow!("map {MAP_TAILS} missing"))?,
         )?;
         tails.set(TAIL_NAT_EGRESS, &nat_fd, 0)?;
+        let encap: &SchedClassifier = ebpf
+            .program(PROG_OVERLAY_ENCAP)
+            .ok_or_else(|| anyhow!("program {PROG_OVERLAY_ENCAP} missing"))?
+            .try_into()?;
+        let encap_fd = encap.fd()?.try_clone()?;
+        let mut tails = aya::maps::ProgramArray::try_from(
+            ebpf.map_mut(MAP_TAILS)
+                .ok_or_else(|| anyhow!("map {MAP_TAILS} missing"))?,
+        )?;
+        tails.set(TAIL_OVERLAY_ENCAP, &encap_fd, 0)?;
         Ok(Self {
             ebpf,
             gateway_macs: StdHashMap::new(),
@@ -228,6 +244,28 @@ impl Datapath {
     /// Writes the node's masquerade settings (`WEFT_NODE` entry 0).
     pub fn set_node(&mut self, node: NodeConfig) -> Result<()> {
         Array::<_, NodeConfig>::try_from(self.map(MAP_NODE)?)?.set(0, node, 0)?;
+        Ok(())
+    }
+
+    /// Writes this node's overlay settings (`WEFT_OVERLAY` entry 0).
+    pub fn set_overlay(&mut self, overlay: OverlayConfig) -> Result<()> {
+        Array::<_, OverlayConfig>::try_from(self.map(MAP_OVERLAY)?)?.set(0, overlay, 0)?;
+        Ok(())
+    }
+
+    /// Adds an overlay route for `prefix/len`.
+    pub fn add_route(&mut self, prefix: Ipv4Addr, len: u32, route: OverlayRoute) -> Result<()> {
+        LpmTrie::<_, u32, OverlayRoute>::try_from(self.map(MAP_ROUTES)?)?.insert(
+            &Key::new(len, u32::from_ne_bytes(prefix.octets())),
+            route,
+            0,
+        )?;
+        Ok(())
+    }
+
+    /// Maps VXLAN network identifier `vni` to network `network_id`.
+    pub fn add_vni(&mut self, vni: u32, network_id: u32) -> Result<()> {
+        HashMap::<_, u32, u32>::try_from(self.map(MAP_VNIS)?)?.insert(vni, network_id, 0)?;
         Ok(())
     }
 

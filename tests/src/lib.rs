@@ -20,6 +20,7 @@ pub mod nat_frames;
 pub mod netns;
 pub mod node;
 pub mod outside;
+pub mod overlay;
 pub mod table;
 pub mod topology;
 pub mod traffic;

@@ -20,15 +20,19 @@ use weft_common::{
         Counter, DIRECTIONS, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList, MAP_DROPS,
         MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE, MAP_EP_STATS, MAP_FDB,
         MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS, MAP_PUBLISH, MAP_SUBNETS, MAP_TAILS,
-        NetPairKey, NetworkInfo, PROG_FROM_CONTAINER, PROG_NAT_EGRESS, PublishKey, PublishTarget,
-        TAIL_NAT_EGRESS, counter_slot, ifcache_slot, ipcache_slot,
+        NetPairKey, NetworkInfo, PROG_FROM_CONTAINER, PublishKey, PublishTarget, counter_slot,
+        ifcache_slot, ipcache_slot,
     },
     reason::{Drop, Forward},
 };
 
+mod overlay;
 mod uplink;
 
-pub use self::uplink::detach_uplink;
+pub use self::{
+    overlay::{VXLAN_LINK_PIN, detach_vxlan},
+    uplink::detach_uplink,
+};
 use crate::{
     error::{Error, Result},
     mac::Mac,
@@ -376,42 +380,42 @@ impl Datapath {
     /// unless they are pinned already; the pinned table keeps its entries
     /// after this process exits.
     fn install_tails(&mut self) -> Result<()> {
-        let pin = self.paths.prog_pin(PROG_NAT_EGRESS);
+        for (name, slot) in migrate::TAILS {
+            self.install_tail(name, slot)?;
+        }
+        Ok(())
+    }
+
+    fn install_tail(&mut self, name: &str, slot: u32) -> Result<()> {
+        let pin = self.paths.prog_pin(name);
         if pin.exists() {
             return Ok(());
         }
         let prog: &mut SchedClassifier = self
             .ebpf
-            .program_mut(PROG_NAT_EGRESS)
+            .program_mut(name)
             .ok_or_else(|| {
                 Error::Invalid(format!(
-                    "the embedded eBPF object has no program {PROG_NAT_EGRESS}; rebuild weft"
+                    "the embedded eBPF object has no program {name}; rebuild weft"
                 ))
             })?
             .try_into()
-            .map_err(|e| Error::program(format!("{PROG_NAT_EGRESS} is not a TC program"), e))?;
+            .map_err(|e| Error::program(format!("{name} is not a TC program"), e))?;
         prog.load()
-            .map_err(|e| Error::program(format!("the kernel rejected {PROG_NAT_EGRESS}"), e))?;
+            .map_err(|e| Error::program(format!("the kernel rejected {name}"), e))?;
         let fd = prog
             .fd()
             .and_then(|fd| fd.try_clone().map_err(Into::into))
-            .map_err(|e| Error::program(format!("cannot use {PROG_NAT_EGRESS}'s fd"), e))?;
-        prog.pin(&pin).map_err(|e| {
-            Error::pin(
-                format!("cannot pin {PROG_NAT_EGRESS} at {}", pin.display()),
-                e,
-            )
-        })?;
-        migrate::record_program(&self.paths, PROG_NAT_EGRESS)?;
+            .map_err(|e| Error::program(format!("cannot use {name}'s fd"), e))?;
+        prog.pin(&pin)
+            .map_err(|e| Error::pin(format!("cannot pin {name} at {}", pin.display()), e))?;
+        migrate::record_program(&self.paths, name)?;
         let map = self.map_mut(MAP_TAILS)?;
         let mut tails = aya::maps::ProgramArray::try_from(map)
             .map_err(|e| Error::map(format!("map {MAP_TAILS} has an unexpected type"), e))?;
-        tails.set(TAIL_NAT_EGRESS, &fd, 0).map_err(|e| {
-            Error::map(
-                format!("cannot install {PROG_NAT_EGRESS} in {MAP_TAILS}"),
-                e,
-            )
-        })
+        tails
+            .set(slot, &fd, 0)
+            .map_err(|e| Error::map(format!("cannot install {name} in {MAP_TAILS}"), e))
     }
 
     pub fn attach(&mut self, host_ifname: &str) -> Result<()> {

@@ -19,6 +19,7 @@ pub mod netns;
 pub mod object;
 pub mod objlock;
 pub mod output;
+pub mod overlay;
 pub mod paths;
 pub mod reconcile;
 pub mod rollback;

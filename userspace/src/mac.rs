@@ -1,7 +1,7 @@
 //! MAC addresses weft assigns.
 //!
-//! Both kinds are derived, never random, so they can be recomputed from state
-//! and are stable across restarts. Both are locally administered unicast
+//! All kinds are derived, never random, so they can be recomputed from state
+//! and are stable across restarts. All are locally administered unicast
 //! (second-lowest bit of the first octet set, lowest clear).
 
 use std::{fmt, str::FromStr};
@@ -22,6 +22,12 @@ impl Mac {
     pub fn gateway(id: u32) -> Self {
         let [_, _, hi, lo] = id.to_be_bytes();
         Mac([0x0a, 0x57, 0x46, 0x00, hi, lo])
+    }
+
+    /// A weft node's default VTEP MAC: `0a:56:` + its underlay IPv4 octets.
+    pub fn vtep(underlay_ip: std::net::Ipv4Addr) -> Self {
+        let [a, b, c, d] = underlay_ip.octets();
+        Mac([0x0a, 0x56, a, b, c, d])
     }
 
     /// A container's MAC: `02:57:` + its IPv4 octets, unique as its address.

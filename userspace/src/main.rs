@@ -12,7 +12,7 @@ use weft::{
         api::{AddEndpoint, CreateNetwork},
         client::{self, segment},
     },
-    cmd::{ct, endpoint, network, node, publish, stats, teardown},
+    cmd::{ct, endpoint, network, node, nodes, publish, stats, teardown},
     output::{Format, render},
     paths::{DEFAULT_BPFFS, DEFAULT_STATE_DIR},
 };
@@ -164,6 +164,10 @@ enum NetworkCmd {
         /// node's stack with the container's own address.
         #[arg(long, overrides_with = "masquerade")]
         no_masquerade: bool,
+        /// VXLAN network identifier (1-16777215) carrying this network
+        /// between nodes; the same on every node. Default: the network id.
+        #[arg(long)]
+        vni: Option<u32>,
     },
     /// Remove a network (refused while endpoints are attached).
     Rm { name: String },
@@ -197,6 +201,18 @@ enum NodeCmd {
         /// default ephemeral range, 32768-60999).
         #[arg(long, value_name = "MIN-MAX")]
         ports: Option<String>,
+        /// Turn the VXLAN overlay on, with the uplink as underlay and --ip
+        /// as this node's underlay address: `tunnel` (a collect-metadata
+        /// vxlan device does the encapsulation) or `bpf` (the program does).
+        #[arg(long, value_name = "tunnel|bpf")]
+        encap: Option<String>,
+        /// This node's pod CIDR of a network, a slice of the network's
+        /// subnet: endpoints of NET get addresses there. Repeatable.
+        #[arg(long = "subnet", value_name = "NET=CIDR")]
+        subnets: Vec<String>,
+        /// This node's VTEP MAC. Default: 0a:56: + the --ip octets.
+        #[arg(long, value_name = "MAC")]
+        vtep_mac: Option<String>,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -204,6 +220,29 @@ enum NodeCmd {
     Show(OutputArg),
     /// Remove the uplink: masquerade stops, its connections are dropped.
     Unset,
+    /// Add another node of the overlay: traffic to its pod CIDRs is sent
+    /// to it over VXLAN.
+    Add {
+        /// Node name: 1-32 of A-Z a-z 0-9 _ . -
+        name: String,
+        /// The node's underlay address (where its VXLAN endpoint listens).
+        #[arg(long)]
+        underlay: String,
+        /// One of the node's pod CIDRs. Repeatable.
+        #[arg(long = "subnet", value_name = "NET=CIDR")]
+        subnets: Vec<String>,
+        /// Its VTEP MAC, the inner destination MAC (a Flannel-style kernel
+        /// vxlan node: its vxlan device's MAC). Default: a weft node's,
+        /// 0a:56: + the underlay octets.
+        #[arg(long, value_name = "MAC")]
+        vtep_mac: Option<String>,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Remove a node of the overlay and its routes.
+    Rm { name: String },
+    /// List the overlay's other nodes.
+    Ls(OutputArg),
 }
 
 #[derive(Subcommand)]
@@ -351,6 +390,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                 flood,
                 masquerade: _,
                 no_masquerade,
+                vni,
             } => {
                 let req = CreateNetwork {
                     name,
@@ -358,6 +398,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                     gateway,
                     flood,
                     masquerade: !no_masquerade,
+                    vni,
                 };
                 let net = match ctx.agent("POST", "/v1/networks", Some(&req)).await? {
                     Some(net) => net,
@@ -369,6 +410,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                             gateway: req.gateway,
                             flood: req.flood,
                             masquerade: req.masquerade,
+                            vni: req.vni,
                         },
                     )?,
                 };
@@ -489,9 +531,19 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                 uplink,
                 ip,
                 ports,
+                encap,
+                subnets,
+                vtep_mac,
                 output,
             } => {
-                let req = node::SetArgs { uplink, ip, ports };
+                let req = node::SetArgs {
+                    uplink,
+                    ip,
+                    ports,
+                    encap,
+                    subnets,
+                    vtep_mac,
+                };
                 let view = match ctx.agent("PUT", "/v1/node", Some(&req)).await? {
                     Some(view) => view,
                     None => node::set(paths, &req).await?,
@@ -517,9 +569,46 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                     .await?
                     .is_none()
                 {
-                    node::unset(paths)?;
+                    node::unset(paths).await?;
                 }
                 println!("node uplink removed: masquerade is off");
+            }
+            NodeCmd::Add {
+                name,
+                underlay,
+                subnets,
+                vtep_mac,
+                output,
+            } => {
+                let req = nodes::AddArgs {
+                    name,
+                    underlay,
+                    subnets,
+                    vtep_mac,
+                };
+                let entry = match ctx.agent("POST", "/v1/nodes", Some(&req)).await? {
+                    Some(entry) => entry,
+                    None => nodes::add(paths, &req)?,
+                };
+                print!("{}", render(output.output, &entry));
+            }
+            NodeCmd::Rm { name } => {
+                let path = format!("/v1/nodes/{}", segment(&name));
+                if ctx
+                    .agent::<agent::api::Removed>("DELETE", &path, NO_BODY)
+                    .await?
+                    .is_none()
+                {
+                    nodes::remove(paths, &name)?;
+                }
+                println!("node {name} removed");
+            }
+            NodeCmd::Ls(o) => {
+                let list = match ctx.agent("GET", "/v1/nodes", NO_BODY).await? {
+                    Some(list) => list,
+                    None => nodes::list(paths)?,
+                };
+                print!("{}", render(o.output, &list));
             }
         },
         Command::Ct(cmd) => match cmd {

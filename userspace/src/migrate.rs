@@ -61,7 +61,8 @@ use weft_common::{
     maps::{
         COUNTER_SLOTS, CT_MAX_ENTRIES, Counter, CtEntry, CtKey, DIR_FROM_CONTAINER, FdbEntry,
         FloodList, MAP_CT, MAP_DROPS, MAP_FLOOD, MAP_FORWARDS, MAP_TAILS, MAX_NETWORKS,
-        MAX_REASONS, PROG_NAT_EGRESS, TAIL_NAT_EGRESS, counter_slot,
+        MAX_REASONS, PROG_NAT_EGRESS, PROG_OVERLAY_ENCAP, TAIL_NAT_EGRESS, TAIL_OVERLAY_ENCAP,
+        counter_slot,
     },
 };
 
@@ -87,7 +88,10 @@ pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 pub const TEMP_SUFFIX: &str = "-new";
 
 /// Tail-call targets: program name and its `WEFT_TAILS` slot.
-const TAILS: [(&str, u32); 1] = [(PROG_NAT_EGRESS, TAIL_NAT_EGRESS)];
+pub(crate) const TAILS: [(&str, u32); 2] = [
+    (PROG_NAT_EGRESS, TAIL_NAT_EGRESS),
+    (PROG_OVERLAY_ENCAP, TAIL_OVERLAY_ENCAP),
+];
 
 /// What the kernel knows of a map's shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -284,6 +284,8 @@ fn view(event: &PacketEvent, st: &State, clock: &Clock) -> EventView {
         PROGRAM_FROM_CONTAINER => "weft_from_container",
         PROGRAM_FROM_UPLINK => "weft_from_uplink",
         PROGRAM_NAT_EGRESS => "weft_nat_egress",
+        weft_common::events::PROGRAM_OVERLAY_ENCAP => weft_common::maps::PROG_OVERLAY_ENCAP,
+        weft_common::events::PROGRAM_FROM_VXLAN => weft_common::maps::PROG_FROM_VXLAN,
         _ if endpoint.is_some() => "weft_from_container",
         _ if uplink == Some(event.ifindex) => "weft_from_uplink",
         _ => "?",

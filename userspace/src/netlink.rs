@@ -9,8 +9,15 @@ use std::{
 };
 
 use futures::TryStreamExt;
-use netlink_packet_route::{address::AddressAttribute, link::LinkFlags, route::RouteScope};
-use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use netlink_packet_route::{
+    address::AddressAttribute,
+    link::{LinkAttribute, LinkFlags},
+    route::RouteScope,
+};
+use rtnetlink::{
+    AddressMessageBuilder, Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
+    RouteMessageBuilder,
+};
 
 use crate::{
     error::{Error, Result, netlink_errno},
@@ -228,5 +235,53 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| Error::netlink(format!("cannot add default route via {gateway}"), e))
+    }
+
+    /// The MTU of link `index`.
+    pub async fn link_mtu(&self, index: u32) -> Result<u32> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let msg = links
+            .try_next()
+            .await
+            .map_err(|e| Error::netlink(format!("cannot read link #{index}"), e))?
+            .ok_or_else(|| Error::NotFound(format!("link #{index} does not exist")))?;
+        msg.attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Mtu(mtu) => Some(*mtu),
+                _ => None,
+            })
+            .ok_or_else(|| Error::Invalid(format!("link #{index} reports no MTU")))
+    }
+
+    /// Creates a collect-metadata (`external`) vxlan device `name` on UDP
+    /// port `port`, without learning, with zero UDP checksums and outer
+    /// source ports in `sports`, MAC `mac` and MTU `mtu`, and sets it up:
+    /// `ip link add NAME address MAC mtu MTU type vxlan external dstport
+    /// PORT srcport MIN MAX nolearning noudpcsum`.
+    pub async fn add_vxlan_external(
+        &self,
+        name: &str,
+        port: u16,
+        sports: (u16, u16),
+        mac: Mac,
+        mtu: u32,
+    ) -> Result<()> {
+        let msg = LinkMessageBuilder::<LinkVxlan>::new(name)
+            .collect_metadata(true)
+            .port(port)
+            .port_range(sports.0, sports.1)
+            .learning(false)
+            .udp_csum(false)
+            .address(mac.octets().to_vec())
+            .mtu(mtu)
+            .up()
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("cannot create vxlan device {name}"), e))
     }
 }

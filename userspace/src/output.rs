@@ -84,6 +84,9 @@ pub struct NetworkView {
     pub masquerade: bool,
     pub connected: Vec<String>,
     pub endpoints: usize,
+    /// VXLAN network identifier on the overlay.
+    #[serde(default)]
+    pub vni: u32,
 }
 
 impl NetworkView {
@@ -99,6 +102,7 @@ impl NetworkView {
             masquerade: net.masquerade,
             connected: connected.into_iter().collect(),
             endpoints: state.endpoints_of(&net.name).count(),
+            vni: net.overlay_vni(),
         }
     }
 

@@ -46,6 +46,9 @@ pub struct State {
     /// Published ports (`weft publish`); absent in older state files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publications: Vec<Publication>,
+    /// Other nodes of the overlay (`weft node add`), with their pod CIDRs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_nodes: Vec<RemoteNode>,
 }
 
 /// A port published on the node's address to an endpoint's port.
@@ -67,6 +70,7 @@ impl Default for State {
             node: None,
             reservations: Vec::new(),
             publications: Vec::new(),
+            remote_nodes: Vec::new(),
         }
     }
 }
@@ -85,6 +89,48 @@ pub struct Reservation {
     pub stats_slot: u32,
 }
 
+/// How this node encapsulates overlay traffic.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Encap {
+    /// Tunnel metadata and the collect-metadata vxlan device.
+    Tunnel,
+    /// Outer headers written by the program.
+    Bpf,
+}
+
+/// A node's pod CIDR of one network: a slice of the network's
+/// cluster-wide subnet.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PodSubnet {
+    pub network: String,
+    pub cidr: Ipv4Net,
+}
+
+/// This node's side of the overlay (`weft node set --encap`); its underlay
+/// is the uplink, its underlay address the uplink's `ip`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeOverlay {
+    pub encap: Encap,
+    pub vtep_mac: Mac,
+    /// Largest inner packet: the uplink's MTU minus VXLAN's 50 bytes.
+    pub mtu: u32,
+    /// Tunnel mode: the collect-metadata vxlan device weft created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan_ifname: Option<String>,
+    #[serde(default)]
+    pub vxlan_ifindex: u32,
+}
+
+/// Another node of the overlay.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RemoteNode {
+    pub name: String,
+    pub underlay_ip: Ipv4Addr,
+    pub vtep_mac: Mac,
+    pub subnets: Vec<PodSubnet>,
+}
+
 /// The node's uplink: where masqueraded traffic leaves, with which address
 /// and NAT port range.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -101,6 +147,13 @@ pub struct NodeUplink {
     /// `node unset` and `teardown` put it back; `None` if it was on already.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forwarding_before: Option<String>,
+    /// The overlay, when `node set --encap` turned it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<NodeOverlay>,
+    /// This node's pod CIDRs (`node set --subnet`): endpoints get their
+    /// addresses there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnets: Vec<PodSubnet>,
 }
 
 /// A weft network.
@@ -118,11 +171,20 @@ pub struct Network {
     pub masquerade: bool,
     /// Names of the networks this one routes to (always symmetric).
     pub connected: Vec<String>,
+    /// VXLAN network identifier on the overlay; 0 (state files from before
+    /// the overlay) means the network id.
+    #[serde(default)]
+    pub vni: u32,
 }
 
 impl Network {
     pub fn gateway_mac(&self) -> Mac {
         Mac::gateway(self.id)
+    }
+
+    /// The VNI the overlay carries this network with.
+    pub fn overlay_vni(&self) -> u32 {
+        if self.vni == 0 { self.id } else { self.vni }
     }
 }
 
@@ -181,6 +243,16 @@ impl State {
                     .find(|r| r.ip == ip)
                     .map(|r| r.endpoint.as_str())
             })
+    }
+
+    /// This node's pod CIDR of network `name`, if it has one.
+    pub fn own_subnet(&self, network: &str) -> Option<Ipv4Net> {
+        self.node
+            .as_ref()?
+            .subnets
+            .iter()
+            .find(|s| s.network == network)
+            .map(|s| s.cidr)
     }
 
     /// The endpoints attached to network `name`, in creation order.
@@ -297,6 +369,7 @@ mod tests {
             flood: false,
             masquerade: true,
             connected: vec![],
+            vni: 0,
         });
         locked.commit(s.clone()).unwrap();
         drop(locked);

@@ -12,7 +12,9 @@
 //! | `GET /v1/endpoints`, `POST /v1/endpoints` | list; `{"network","netns","ip"?,"name"?,"ifname"?,"mtu"?}` -> 201 endpoint |
 //! | `DELETE /v1/endpoints/{name}` | `{"removed": name}` |
 //! | `GET /v1/stats` | counters |
-//! | `GET`, `PUT`, `DELETE /v1/node` | `node show`; `{"uplink","ip","ports"?}` -> node; `node unset` |
+//! | `GET`, `PUT`, `DELETE /v1/node` | `node show`; `{"uplink","ip","ports"?,"encap"?,"subnets"?,"vtep_mac"?}` -> node; `node unset` |
+//! | `GET /v1/nodes`, `POST /v1/nodes` | `node ls`; `{"name","underlay","subnets"?,"vtep_mac"?}` -> 201 node |
+//! | `DELETE /v1/nodes/{name}` | `{"removed": name}` |
 //! | `GET /v1/conntrack`, `POST /v1/conntrack/gc[?older_than=S]` | `ct ls`; `ct gc` |
 //! | `GET /v1/nat` | `nat ls` |
 //! | `GET`, `POST`, `DELETE /v1/publish` | `publish ls`; `{"endpoint","spec"}` -> 201 publication; `{"endpoint"?,"spec"}` -> the removed publication |
@@ -51,7 +53,7 @@ use weft_common::maps::CT_DIR_ORIGINAL;
 
 use super::{Startup, bench, client::AGENT_HEADER, drift};
 use crate::{
-    cmd::{ct, endpoint, network, node, publish, stats},
+    cmd::{ct, endpoint, network, node, nodes, publish, stats},
     error::{Error, Result, chain},
     output::Render,
     paths::Paths,
@@ -79,6 +81,9 @@ pub struct CreateNetwork {
     /// Default: on.
     #[serde(default = "default_masquerade")]
     pub masquerade: bool,
+    /// VXLAN network identifier; default: the network id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 fn default_masquerade() -> bool {
@@ -181,6 +186,8 @@ pub fn serve(
         )
         .route("/v1/stats", get(stats_handler))
         .route("/v1/node", get(show_node).put(set_node).delete(unset_node))
+        .route("/v1/nodes", get(list_nodes).post(add_node))
+        .route("/v1/nodes/{name}", axum::routing::delete(remove_node))
         .route("/v1/conntrack", get(conntrack_list))
         .route("/v1/conntrack/gc", post(conntrack_gc))
         .route("/v1/nat", get(nat_list))
@@ -318,6 +325,7 @@ async fn create_network(State(s): State<Arc<Shared>>, Body(req): Body<CreateNetw
         gateway: req.gateway,
         flood: req.flood,
         masquerade: req.masquerade,
+        vni: req.vni,
     };
     created(
         mutate(
@@ -409,8 +417,25 @@ async fn set_node(State(s): State<Arc<Shared>>, Body(req): Body<node::SetArgs>) 
     )
 }
 
+async fn list_nodes(State(s): State<Arc<Shared>>) -> Response {
+    respond(nodes::list(&s.paths))
+}
+
+async fn add_node(State(s): State<Arc<Shared>>, Body(req): Body<nodes::AddArgs>) -> Response {
+    created(mutate(&s, move |paths| async move { nodes::add(&paths, &req) }).await)
+}
+
+async fn remove_node(State(s): State<Arc<Shared>>, UrlPath(name): UrlPath<String>) -> Response {
+    respond(
+        mutate(&s, move |paths| async move {
+            nodes::remove(&paths, &name).map(|()| Removed { removed: name })
+        })
+        .await,
+    )
+}
+
 async fn unset_node(State(s): State<Arc<Shared>>) -> Response {
-    respond(mutate(&s, move |paths| async move { node::unset(&paths) }).await)
+    respond(mutate(&s, move |paths| async move { node::unset(&paths).await }).await)
 }
 
 async fn conntrack_list(State(s): State<Arc<Shared>>) -> Response {
@@ -541,7 +566,8 @@ async fn not_found() -> Response {
     error_response(
         StatusCode::NOT_FOUND,
         "no such route; the API serves /v1/status, /v1/networks[/{name}[/connect|disconnect/{other}]], \
-         /v1/endpoints[/{name}], /v1/stats, /v1/node, /v1/conntrack[/gc], /v1/nat and /v1/publish",
+         /v1/endpoints[/{name}], /v1/stats, /v1/node, /v1/nodes[/{name}], /v1/conntrack[/gc], \
+         /v1/nat and /v1/publish",
     )
 }
 

@@ -126,7 +126,7 @@ fn stale_link_pins(paths: &Paths, st: &State) -> Vec<String> {
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|name| !st.endpoints.iter().any(|ep| &ep.host_ifname == name))
-        .filter(|name| !name.starts_with('.') && name != crate::paths::UPLINK_LINK_PIN)
+        .filter(|name| !name.starts_with('.') && !name.starts_with(':'))
         .collect();
     stale.sort();
     stale

@@ -69,17 +69,19 @@ fn plan(st: &State, args: &AddArgs) -> Result<Plan> {
             "invalid MTU {mtu}: use a value from 68 to 65535"
         )));
     }
+    // With an overlay, this node's pod CIDR of the network; else all of it.
+    let pool = st.own_subnet(&net.name).unwrap_or(net.subnet);
     let ip = match &args.ip {
         Some(s) => {
             let ip: Ipv4Addr = s.parse().map_err(|_| {
                 Error::Invalid(format!("invalid address '{s}': expected an IPv4 address"))
             })?;
-            ipam::check_requested(&net.subnet, net.gateway, ip, |ip| {
+            ipam::check_requested(&pool, net.gateway, ip, |ip| {
                 st.ip_holder(ip).map(str::to_owned)
             })?;
             ip
         }
-        None => ipam::allocate(&net.subnet, net.gateway, |ip| st.ip_holder(ip).is_some())?,
+        None => ipam::allocate(&pool, net.gateway, |ip| st.ip_holder(ip).is_some())?,
     };
     let host = host_ifname(&name);
     let same_host = st

@@ -6,6 +6,7 @@ pub mod ct;
 pub mod endpoint;
 pub mod network;
 pub mod node;
+pub mod nodes;
 pub mod publish;
 pub mod stats;
 pub mod teardown;

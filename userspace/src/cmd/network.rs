@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use weft_common::maps::FloodList;
+use weft_common::{maps::FloodList, overlay::VNI_MAX};
 
 use crate::{
     datapath::Datapath,
@@ -27,6 +27,8 @@ pub struct CreateArgs {
     pub flood: bool,
     /// Masquerade traffic to non-weft destinations (Docker's default: on).
     pub masquerade: bool,
+    /// VXLAN network identifier on the overlay; default: the network id.
+    pub vni: Option<u32>,
 }
 
 /// Creates a network and publishes it to the datapath.
@@ -68,6 +70,18 @@ pub fn create(paths: &Paths, args: &CreateArgs) -> Result<NetworkView> {
             "network ids are exhausted in this state file (max {MAX_NETWORK_ID}); run `weft teardown` to start over"
         )));
     }
+    let vni = args.vni.unwrap_or(id);
+    if vni == 0 || vni > VNI_MAX {
+        return Err(Error::Invalid(format!(
+            "invalid VNI {vni}: a VXLAN network identifier is 1 to {VNI_MAX}"
+        )));
+    }
+    if let Some(other) = st.networks.iter().find(|n| n.overlay_vni() == vni) {
+        return Err(Error::Conflict(format!(
+            "VNI {vni} is already network '{}''s; pass another --vni",
+            other.name
+        )));
+    }
     let net = Network {
         name: args.name.clone(),
         id,
@@ -76,6 +90,7 @@ pub fn create(paths: &Paths, args: &CreateArgs) -> Result<NetworkView> {
         flood: args.flood,
         masquerade: args.masquerade,
         connected: Vec::new(),
+        vni,
     };
     let mut new = st.clone();
     new.next_network_id = id + 1;
@@ -90,6 +105,8 @@ pub fn create(paths: &Paths, args: &CreateArgs) -> Result<NetworkView> {
         undo.push("remove the subnet entry", move |dp| dp.del_subnet(subnet));
         dp.put_flood_list(id, &FloodList::default())?;
         undo.push("remove the flood list", move |dp| dp.del_flood_list(id));
+        dp.put_vni(vni, id)?;
+        undo.push("remove the VNI entry", move |dp| dp.del_vni(vni));
         locked.commit(new)
     })();
     match result {
@@ -122,6 +139,12 @@ pub fn remove(paths: &Paths, name: &str) -> Result<()> {
             eps.join(", ")
         )));
     }
+    if let Some(holder) = crate::overlay::subnet_holder(&locked.state, name) {
+        return Err(Error::Conflict(format!(
+            "network '{name}' has a pod CIDR on {holder}; remove it first (`weft node rm`, or \
+             `weft node set` without that --subnet)"
+        )));
+    }
     let mut new = locked.state.clone();
     new.networks.retain(|n| n.name != name);
     let mut peers = Vec::new();
@@ -151,6 +174,9 @@ pub fn remove(paths: &Paths, name: &str) -> Result<()> {
         undo.push("restore the subnet entry", move |dp| {
             dp.put_subnet(subnet, net.id)
         });
+        let vni = net.overlay_vni();
+        dp.del_vni(vni)?;
+        undo.push("restore the VNI entry", move |dp| dp.put_vni(vni, net.id));
         dp.del_network(net.id)?;
         let restore = net.clone();
         undo.push("restore the network entry", move |dp| {

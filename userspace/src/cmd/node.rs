@@ -18,10 +18,12 @@ use crate::{
     conntrack,
     datapath::{self, Datapath, ip_be},
     error::{Error, Result, chain},
-    netlink::Netlink,
+    mac::Mac,
+    netlink::{LinkSettings, Netlink},
     output::Render,
+    overlay::{self, VXLAN_IFNAME},
     paths::Paths,
-    state::{self, Locked, NodeUplink},
+    state::{self, Encap, Locked, NodeOverlay, NodeUplink, PodSubnet, State},
 };
 
 /// The NAT port range when `--ports` is not given.
@@ -41,6 +43,16 @@ pub struct SetArgs {
     /// `MIN-MAX`; default [`DEFAULT_PORTS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<String>,
+    /// `tunnel` or `bpf`: turns the overlay on, with the uplink as its
+    /// underlay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encap: Option<String>,
+    /// This node's pod CIDRs, `NET=CIDR`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnets: Vec<String>,
+    /// Default: `0a:56:` + the node's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep_mac: Option<String>,
 }
 
 /// `node show`.
@@ -63,6 +75,12 @@ pub struct NodeView {
     pub attached: bool,
     /// `net.ipv4.conf.all.forwarding` in the node namespace.
     pub forwarding: bool,
+    /// The overlay (`--encap`), if on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<NodeOverlay>,
+    /// This node's pod CIDRs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnets: Vec<PodSubnet>,
 }
 
 impl NodeView {
@@ -85,6 +103,8 @@ impl NodeView {
                 port_range_size: Some(u32::from(n.port_max - n.port_min) + 1),
                 attached,
                 forwarding,
+                overlay: n.overlay.clone(),
+                subnets: n.subnets.clone(),
             },
         }
     }
@@ -93,14 +113,33 @@ impl NodeView {
 impl Render for NodeView {
     fn table(&self) -> String {
         match (&self.uplink, self.ip, self.port_min, self.port_max) {
-            (Some(uplink), Some(ip), Some(min), Some(max)) => format!(
-                "uplink: {uplink} (ifindex {})\nmasquerade address: {ip}\nNAT ports: {min}-{max} \
-                 ({} ports)\nuplink program attached: {}\nIPv4 forwarding: {}\n",
-                self.uplink_ifindex.unwrap_or(0),
-                self.port_range_size.unwrap_or(0),
-                if self.attached { "yes" } else { "no" },
-                if self.forwarding { "on" } else { "off" },
-            ),
+            (Some(uplink), Some(ip), Some(min), Some(max)) => {
+                let mut out = format!(
+                    "uplink: {uplink} (ifindex {})\nmasquerade address: {ip}\nNAT ports: \
+                     {min}-{max} ({} ports)\nuplink program attached: {}\nIPv4 forwarding: {}\n",
+                    self.uplink_ifindex.unwrap_or(0),
+                    self.port_range_size.unwrap_or(0),
+                    if self.attached { "yes" } else { "no" },
+                    if self.forwarding { "on" } else { "off" },
+                );
+                match &self.overlay {
+                    Some(o) => out.push_str(&format!(
+                        "overlay: {} encapsulation, underlay {uplink} {ip}, VTEP MAC {}, inner \
+                         MTU {}\n",
+                        match o.encap {
+                            Encap::Tunnel => "tunnel",
+                            Encap::Bpf => "bpf",
+                        },
+                        o.vtep_mac,
+                        o.mtu
+                    )),
+                    None => out.push_str("overlay: off\n"),
+                }
+                for s in &self.subnets {
+                    out.push_str(&format!("pod subnet: {} {}\n", s.network, s.cidr));
+                }
+                out
+            }
             _ => "no node uplink set: masquerade is off (`weft node set --uplink IF --ip IP`)\n"
                 .to_owned(),
         }
@@ -159,8 +198,34 @@ pub async fn set(paths: &Paths, args: &SetArgs) -> Result<NodeView> {
         Some(p) => parse_ports(p)?,
         None => DEFAULT_PORTS,
     };
+    let encap = args
+        .encap
+        .as_deref()
+        .map(overlay::parse_encap)
+        .transpose()?;
+    let vtep_mac = match &args.vtep_mac {
+        Some(_) if encap.is_none() => {
+            return Err(Error::Invalid(
+                "--vtep-mac needs --encap: it is the overlay's address".into(),
+            ));
+        }
+        Some(m) => overlay::parse_vtep_mac(m)?,
+        None => Mac::vtep(ip),
+    };
 
     let mut locked = Locked::acquire(paths)?;
+    let subnets = own_subnets(&locked.state, &args.subnets)?;
+    if let Some(n) = locked
+        .state
+        .remote_nodes
+        .iter()
+        .find(|n| n.underlay_ip == ip)
+    {
+        return Err(Error::Conflict(format!(
+            "{ip} is the underlay address of node '{}'; give this node's own address",
+            n.name
+        )));
+    }
     let nl = Netlink::connect()?;
     let ifindex = nl.link_index(&args.uplink).await?.ok_or_else(|| {
         Error::NotFound(format!(
@@ -187,6 +252,35 @@ pub async fn set(paths: &Paths, args: &SetArgs) -> Result<NodeView> {
     }
 
     let previous = locked.state.node.clone();
+    let old_vxlan = previous
+        .as_ref()
+        .and_then(|p| p.overlay.as_ref())
+        .and_then(|o| o.vxlan_ifname.clone());
+    let mtu = nl
+        .link_mtu(ifindex)
+        .await?
+        .saturating_sub(weft_common::overlay::VXLAN_OVERHEAD);
+    let mut created_vxlan = false;
+    let overlay = match encap {
+        None => None,
+        Some(encap) => {
+            let vxlan_ifindex = if encap == Encap::Tunnel {
+                let (index, created) =
+                    vxlan_device(&nl, old_vxlan.is_some(), vtep_mac, mtu).await?;
+                created_vxlan = created;
+                index
+            } else {
+                0
+            };
+            Some(NodeOverlay {
+                encap,
+                vtep_mac,
+                mtu,
+                vxlan_ifname: (encap == Encap::Tunnel).then(|| VXLAN_IFNAME.to_string()),
+                vxlan_ifindex,
+            })
+        }
+    };
     let forwarding = read_sysctl(FORWARDING)?;
     let forwarding_before = match &previous {
         Some(p) => p.forwarding_before.clone(),
@@ -200,21 +294,43 @@ pub async fn set(paths: &Paths, args: &SetArgs) -> Result<NodeView> {
         port_min,
         port_max,
         forwarding_before,
+        overlay,
+        subnets,
     };
+    let old_state = locked.state.clone();
     let mut new = locked.state.clone();
     new.node = Some(node.clone());
+    let routes = overlay::routes(&new);
 
-    let mut dp = Datapath::open(paths)?;
+    let mut dp = match Datapath::open(paths) {
+        Ok(dp) => dp,
+        Err(e) => {
+            drop_new_vxlan(&nl, created_vxlan).await;
+            return Err(e);
+        }
+    };
     let result = (|| {
         if forwarding != "1" {
             write_sysctl(FORWARDING, "1")?;
         }
         dp.attach_uplink(&node.uplink)?;
         dp.put_node(&node_config(&node))?;
+        match node.overlay.as_ref().and_then(|o| o.vxlan_ifname.as_ref()) {
+            Some(vxlan) => dp.attach_vxlan(vxlan)?,
+            None => datapath::detach_vxlan(paths)?,
+        }
+        dp.put_overlay(&overlay::overlay_config(Some(&node)))?;
+        dp.sync_routes(&routes)?;
         locked.commit(new)
     })();
     if let Err(e) = result {
         let undo = (|| {
+            dp.put_overlay(&overlay::overlay_config(previous.as_ref()))?;
+            dp.sync_routes(&overlay::routes(&old_state))?;
+            match &old_vxlan {
+                Some(vxlan) => dp.attach_vxlan(vxlan)?,
+                None => datapath::detach_vxlan(paths)?,
+            }
             match &previous {
                 Some(p) => {
                     dp.attach_uplink(&p.uplink)?;
@@ -233,9 +349,79 @@ pub async fn set(paths: &Paths, args: &SetArgs) -> Result<NodeView> {
         if let Err(u) = undo {
             log::warn!("rollback of node set: {}", chain(&u));
         }
+        drop_new_vxlan(&nl, created_vxlan).await;
         return Err(e);
     }
+    if old_vxlan.is_some() && !matches!(encap, Some(Encap::Tunnel)) {
+        // Left tunnel mode: its device goes (its program was detached).
+        nl.delete_link_by_name(VXLAN_IFNAME).await?;
+    }
     Ok(NodeView::new(paths, locked.state.node.as_ref()))
+}
+
+/// This node's pod CIDRs from `--subnet`: checked against the other
+/// nodes' and against this node's endpoints, which must lie inside.
+fn own_subnets(st: &State, texts: &[String]) -> Result<Vec<PodSubnet>> {
+    let subnets = overlay::parse_pod_subnets(st, texts)?;
+    for s in &subnets {
+        if let Some(holder) = overlay::overlap(st, s.cidr, false) {
+            return Err(Error::Conflict(format!(
+                "pod subnet {} overlaps {holder}; pick a free slice of the network",
+                s.cidr
+            )));
+        }
+        if let Some(ep) = st
+            .endpoints_of(&s.network)
+            .find(|e| !s.cidr.contains(&e.ip))
+        {
+            return Err(Error::Conflict(format!(
+                "endpoint '{}' ({}) of network '{}' is outside pod subnet {}; remove it first \
+                 or pick a pod subnet that contains it",
+                ep.name, ep.ip, s.network, s.cidr
+            )));
+        }
+    }
+    Ok(subnets)
+}
+
+/// The tunnel mode's collect-metadata vxlan device: kept (MAC and MTU
+/// updated) if an earlier `node set` made it, else created. Returns its
+/// ifindex and whether this call created it.
+async fn vxlan_device(nl: &Netlink, ours: bool, mac: Mac, mtu: u32) -> Result<(u32, bool)> {
+    use weft_common::overlay::{VXLAN_PORT, VXLAN_SPORT_MAX, VXLAN_SPORT_MIN};
+    match nl.link_index(VXLAN_IFNAME).await? {
+        Some(index) if ours => {
+            let settings = LinkSettings {
+                name: None,
+                mac: Some(mac),
+                mtu: Some(mtu),
+            };
+            nl.configure_link(index, &settings).await?;
+            Ok((index, false))
+        }
+        Some(_) => Err(Error::Conflict(format!(
+            "interface {VXLAN_IFNAME} exists in the node namespace but weft did not create it; \
+             delete it (`ip link del {VXLAN_IFNAME}`) or run `weft teardown`"
+        ))),
+        None => {
+            nl.add_vxlan_external(
+                VXLAN_IFNAME,
+                VXLAN_PORT,
+                (VXLAN_SPORT_MIN, VXLAN_SPORT_MAX),
+                mac,
+                mtu,
+            )
+            .await?;
+            Ok((nl.require_link(VXLAN_IFNAME).await?, true))
+        }
+    }
+}
+
+/// Rollback: deletes the vxlan device if this command created it.
+async fn drop_new_vxlan(nl: &Netlink, created: bool) {
+    if created && let Err(e) = nl.delete_link_by_name(VXLAN_IFNAME).await {
+        log::warn!("rollback of node set: {}", chain(&e));
+    }
 }
 
 /// The datapath's view of `node`.
@@ -258,21 +444,36 @@ pub fn show(paths: &Paths) -> Result<NodeView> {
 /// Stops masquerade: clears `WEFT_NODE`, detaches the uplink program,
 /// flushes the connection table and restores IPv4 forwarding if `set`
 /// turned it on.
-pub fn unset(paths: &Paths) -> Result<NodeView> {
+/// The overlay goes with it: this node's pod CIDRs and the vxlan device.
+/// Each step tolerates its object being gone, so a failed `unset` can be
+/// run again.
+pub async fn unset(paths: &Paths) -> Result<NodeView> {
     let mut locked = Locked::acquire(paths)?;
     let Some(node) = locked.state.node.clone() else {
         return Err(Error::NotFound(
             "no node uplink is set (see `weft node show`)".into(),
         ));
     };
+    let mut new = locked.state.clone();
+    new.node = None;
     let mut dp = Datapath::open(paths)?;
+    dp.put_overlay(&overlay::overlay_config(None))?;
+    dp.sync_routes(&overlay::routes(&new))?;
+    datapath::detach_vxlan(paths)?;
+    if node
+        .overlay
+        .as_ref()
+        .is_some_and(|o| o.vxlan_ifname.is_some())
+    {
+        Netlink::connect()?
+            .delete_link_by_name(VXLAN_IFNAME)
+            .await?;
+    }
     dp.put_node(&NodeConfig::default())?;
     datapath::detach_uplink(paths)?;
     let flushed = conntrack::flush(paths)?;
     log::info!("node unset: {flushed} conntrack entries removed");
     restore_forwarding(&node)?;
-    let mut new = locked.state.clone();
-    new.node = None;
     locked.commit(new)?;
     Ok(NodeView::new(paths, None))
 }

@@ -31,7 +31,7 @@ pub async fn teardown(paths: &Paths) -> Result<Removed> {
         Ok(entries) => {
             for entry in entries.flatten() {
                 if let Some(name) = entry.file_name().to_str()
-                    && name != crate::paths::UPLINK_LINK_PIN
+                    && !name.starts_with(':')
                     && !hosts.iter().any(|h| h == name)
                 {
                     hosts.push(name.to_string());
@@ -49,6 +49,16 @@ pub async fn teardown(paths: &Paths) -> Result<Removed> {
     for host in &hosts {
         remove_file(&paths.link_pin(host))?;
         nl.delete_link_by_name(host).await?;
+    }
+
+    // The tunnel mode's vxlan device (its link pin goes with the pins).
+    if st
+        .node
+        .as_ref()
+        .and_then(|n| n.overlay.as_ref())
+        .is_some_and(|o| o.vxlan_ifname.is_some())
+    {
+        nl.delete_link_by_name(crate::overlay::VXLAN_IFNAME).await?;
     }
 
     if let Some(lo) = nl.link_index("lo").await? {

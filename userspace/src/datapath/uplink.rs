@@ -2,6 +2,8 @@
 //! on TC ingress of the uplink NIC, through a pinned TCX link like the
 //! endpoints' (kernel >= 6.6), so it stays attached after weft exits.
 
+use std::path::Path;
+
 use aya::{
     maps::Array,
     programs::{SchedClassifier, TcAttachType, links::FdLink},
@@ -28,30 +30,37 @@ impl Datapath {
     /// TC ingress of `ifname` and pins the link at
     /// [`Paths::uplink_link_pin`], replacing an earlier one.
     pub fn attach_uplink(&mut self, ifname: &str) -> Result<()> {
-        let prog_pin = self.paths.prog_pin(PROG_FROM_UPLINK);
+        let link_pin = self.paths.uplink_link_pin();
+        self.attach_node_program(PROG_FROM_UPLINK, ifname, &link_pin)
+    }
+
+    /// Loads and pins TC program `name` unless it is pinned, attaches it to
+    /// TC ingress of the node's interface `ifname` and pins the link at
+    /// `link_pin`, replacing an earlier one.
+    pub(crate) fn attach_node_program(
+        &mut self,
+        name: &str,
+        ifname: &str,
+        link_pin: &Path,
+    ) -> Result<()> {
+        let prog_pin = self.paths.prog_pin(name);
         if !prog_pin.exists() {
             let prog: &mut SchedClassifier = self
                 .ebpf
-                .program_mut(PROG_FROM_UPLINK)
+                .program_mut(name)
                 .ok_or_else(|| {
                     Error::Invalid(format!(
-                        "the embedded eBPF object has no program {PROG_FROM_UPLINK}; rebuild weft"
+                        "the embedded eBPF object has no program {name}; rebuild weft"
                     ))
                 })?
                 .try_into()
-                .map_err(|e| {
-                    Error::program(format!("{PROG_FROM_UPLINK} is not a TC program"), e)
-                })?;
-            prog.load().map_err(|e| {
-                Error::program(format!("the kernel rejected {PROG_FROM_UPLINK}"), e)
-            })?;
+                .map_err(|e| Error::program(format!("{name} is not a TC program"), e))?;
+            prog.load()
+                .map_err(|e| Error::program(format!("the kernel rejected {name}"), e))?;
             prog.pin(&prog_pin).map_err(|e| {
-                Error::pin(
-                    format!("cannot pin {PROG_FROM_UPLINK} at {}", prog_pin.display()),
-                    e,
-                )
+                Error::pin(format!("cannot pin {name} at {}", prog_pin.display()), e)
             })?;
-            crate::migrate::record_program(&self.paths, PROG_FROM_UPLINK)?;
+            crate::migrate::record_program(&self.paths, name)?;
         }
         let mut prog = SchedClassifier::from_pin(&prog_pin).map_err(|e| {
             Error::program(
@@ -59,12 +68,11 @@ impl Datapath {
                 e,
             )
         })?;
-        let link_pin = self.paths.uplink_link_pin();
         // Replacing the pin drops the old link (the kernel detaches a TCX
         // link nothing references); the new one is attached first.
-        let id = prog.attach(ifname, TcAttachType::Ingress).map_err(|e| {
-            Error::program(format!("cannot attach {PROG_FROM_UPLINK} to {ifname}"), e)
-        })?;
+        let id = prog
+            .attach(ifname, TcAttachType::Ingress)
+            .map_err(|e| Error::program(format!("cannot attach {name} to {ifname}"), e))?;
         let link: FdLink = prog
             .take_link(id)
             .map_err(|e| Error::program(format!("cannot take the link on {ifname}"), e))?
@@ -75,8 +83,8 @@ impl Datapath {
                     e,
                 )
             })?;
-        remove_pin(&link_pin)?;
-        link.pin(&link_pin).map_err(|e| {
+        remove_pin(link_pin)?;
+        link.pin(link_pin).map_err(|e| {
             Error::pin(
                 format!("cannot pin the link on {ifname} at {}", link_pin.display()),
                 e,

@@ -1,0 +1,34 @@
+//! VXLAN encapsulation as its own program, entered by tail call from
+//! `weft_from_container` for destinations in a weft network that have no
+//! endpoint on this node: the overlay's stack and registers stay off the
+//! bridging/routing fast path, as masquerade's do.
+
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use network_types::ip::Ipv4Hdr;
+use weft_common::events::PROGRAM_OVERLAY_ENCAP;
+
+use crate::{
+    access::{ifindex, load},
+    encap,
+    maps::endpoint_by_ifindex,
+    parse::IP_OFF,
+    verdict::{Verdict, drop_packet},
+};
+
+#[classifier]
+pub fn weft_overlay_encap(ctx: TcContext) -> i32 {
+    match try_overlay_encap(&ctx) {
+        Ok(action) => action,
+        Err(dropped) => drop_packet(&ctx, dropped, PROGRAM_OVERLAY_ENCAP),
+    }
+}
+
+/// `weft_from_container` validated the frame, counted it and checked that
+/// the sender's network may reach the destination's; this re-reads the
+/// sender and the IPv4 header.
+#[inline(always)]
+fn try_overlay_encap(ctx: &TcContext) -> Verdict {
+    let src = endpoint_by_ifindex(ifindex(ctx)).ok_or(drop_here!(UnknownEndpoint))?;
+    let ip: Ipv4Hdr = load(ctx, IP_OFF).ok_or(drop_here!(TruncatedIpv4))?;
+    encap::encapsulate(ctx, &src, &ip)
+}

@@ -1,0 +1,138 @@
+//! A weft overlay cluster for end-to-end tests: N weft nodes on one
+//! underlay ([`crate::underlay`]), the same networks (and VNIs) on each,
+//! every node with a /24 pod CIDR of every network and every other node
+//! added with `weft node add`, all in one encapsulation mode.
+
+use anyhow::{Context, Result};
+
+use crate::{
+    netns::NetNs,
+    underlay::{UNDERLAY_IF, Underlay, UnderlayNode, VXLAN_OVERHEAD},
+};
+
+/// A network of the cluster: name, its /16 is `10.<octet>.0.0/16`, VNI.
+#[derive(Clone, Copy, Debug)]
+pub struct ClusterNet {
+    pub name: &'static str,
+    pub octet: u8,
+    pub vni: u32,
+}
+
+impl ClusterNet {
+    pub fn subnet(&self) -> String {
+        format!("10.{}.0.0/16", self.octet)
+    }
+
+    /// Node `i`'s (1-based) pod CIDR of this network.
+    pub fn pod_cidr(&self, i: usize) -> String {
+        format!("10.{}.{i}.0/24", self.octet)
+    }
+}
+
+pub struct Cluster {
+    /// Keeps the switch namespace alive as long as the nodes.
+    pub underlay: Underlay,
+    pub nodes: Vec<UnderlayNode>,
+    pub nets: Vec<ClusterNet>,
+}
+
+impl Cluster {
+    /// `count` nodes named `n1`, `n2`, ... encapsulating with `encap`
+    /// (`tunnel` or `bpf`).
+    pub fn new(encap: &str, count: usize, nets: &[ClusterNet]) -> Result<Self> {
+        let underlay = Underlay::new(1500)?;
+        let mut nodes = Vec::new();
+        for _ in 0..count {
+            nodes.push(underlay.weft_node()?);
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            for net in nets {
+                let vni = net.vni.to_string();
+                n.node.weft(&[
+                    "network",
+                    "create",
+                    net.name,
+                    "--subnet",
+                    &net.subnet(),
+                    "--vni",
+                    &vni,
+                ])?;
+            }
+            let ip = n.underlay_ip.to_string();
+            let mut args = vec![
+                "node".to_string(),
+                "set".into(),
+                "--uplink".into(),
+                UNDERLAY_IF.into(),
+                "--ip".into(),
+                ip,
+                "--encap".into(),
+                encap.into(),
+            ];
+            for net in nets {
+                args.push("--subnet".into());
+                args.push(format!("{}={}", net.name, net.pod_cidr(i + 1)));
+            }
+            n.node
+                .weft(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        }
+        let cluster = Self {
+            underlay,
+            nodes,
+            nets: nets.to_vec(),
+        };
+        for i in 0..count {
+            for j in 0..count {
+                if i != j {
+                    cluster.add_peer(i, j)?;
+                }
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// `weft node add` of node `j` on node `i`, with all its pod CIDRs.
+    pub fn add_peer(&self, i: usize, j: usize) -> Result<()> {
+        let name = format!("n{}", j + 1);
+        let ip = self.nodes[j].underlay_ip.to_string();
+        let mut args = vec![
+            "node".to_string(),
+            "add".into(),
+            name,
+            "--underlay".into(),
+            ip,
+        ];
+        for net in &self.nets {
+            args.push("--subnet".into());
+            args.push(format!("{}={}", net.name, net.pod_cidr(j + 1)));
+        }
+        self.nodes[i]
+            .node
+            .weft(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        Ok(())
+    }
+
+    /// A container on node `i` (0-based) in `network`, with the overlay's
+    /// MTU (the underlay's less VXLAN's 50 bytes); returns it and its IP.
+    pub fn container(&self, i: usize, network: &str, name: &str) -> Result<(NetNs, String)> {
+        let ns = NetNs::new("wtc")?;
+        let mtu = (self.underlay.mtu - VXLAN_OVERHEAD).to_string();
+        let ep = self.nodes[i].node.weft_json(&[
+            "endpoint",
+            "add",
+            "--network",
+            network,
+            "--netns",
+            ns.name(),
+            "--name",
+            name,
+            "--mtu",
+            &mtu,
+        ])?;
+        let ip = ep["ip"]
+            .as_str()
+            .with_context(|| format!("endpoint add printed no ip: {ep}"))?
+            .to_owned();
+        Ok((ns, ip))
+    }
+}

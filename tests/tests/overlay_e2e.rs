@@ -1,0 +1,157 @@
+//! The VXLAN overlay end to end: weft nodes in their own namespaces on an
+//! underlay switch (tests/src/underlay.rs), containers on different nodes
+//! talking directly (ping, TCP, UDP), in both encapsulation modes; three
+//! nodes with routing between connected networks, VNI isolation, masquerade
+//! next to the overlay, and `node rm` stopping traffic to a node.
+
+use anyhow::Result;
+use weft_tests::{
+    overlay::{Cluster, ClusterNet},
+    traffic::{tcp_echo, udp_echo},
+};
+
+const BLUE: ClusterNet = ClusterNet {
+    name: "blue",
+    octet: 1,
+    vni: 100,
+};
+
+/// Two nodes, one network: ping, 1 MB TCP and UDP both ways, counted as
+/// encapsulated on the sender and delivered on the receiver.
+fn two_nodes_talk(encap: &str, encap_kind: &str) -> Result<()> {
+    let cluster = Cluster::new(encap, 2, &[BLUE])?;
+    let (a, b) = (&cluster.nodes[0].node, &cluster.nodes[1].node);
+    let (ca, ip_a) = cluster.container(0, "blue", "ca")?;
+    let (cb, ip_b) = cluster.container(1, "blue", "cb")?;
+    assert!(ip_a.starts_with("10.1.1."), "node 1's pod CIDR: {ip_a}");
+    assert!(ip_b.starts_with("10.1.2."), "node 2's pod CIDR: {ip_b}");
+
+    assert_eq!(ca.ping(&ip_b, 3)?, 3, "{encap}: ping a -> b");
+    assert_eq!(cb.ping(&ip_a, 3)?, 3, "{encap}: ping b -> a");
+    tcp_echo(&cb, &ip_b, &ca, 1 << 20)?;
+    tcp_echo(&ca, &ip_a, &cb, 1 << 20)?;
+    assert!(udp_echo(&cb, &ip_b, &ca)?, "{encap}: UDP a -> b");
+
+    assert!(
+        a.forwards(encap_kind)? > 0,
+        "a encapsulated with {encap_kind}"
+    );
+    assert!(
+        b.forwards(encap_kind)? > 0,
+        "b encapsulated with {encap_kind}"
+    );
+    assert!(
+        a.forwards("decap_delivered")? > 0,
+        "a delivered decapsulated"
+    );
+    assert!(
+        b.forwards("decap_delivered")? > 0,
+        "b delivered decapsulated"
+    );
+    Ok(())
+}
+
+#[test]
+fn bpf_encap_two_nodes() -> Result<()> {
+    two_nodes_talk("bpf", "encap_bpf")
+}
+
+#[test]
+fn tunnel_encap_two_nodes() -> Result<()> {
+    two_nodes_talk("tunnel", "encap_tunnel")
+}
+
+const RED: ClusterNet = ClusterNet {
+    name: "red",
+    octet: 2,
+    vni: 200,
+};
+const GREEN: ClusterNet = ClusterNet {
+    name: "green",
+    octet: 3,
+    vni: 300,
+};
+
+/// Three nodes, networks blue and red connected on every node, green
+/// isolated: same-network and cross-network traffic between nodes, VNI
+/// isolation, masquerade to outside still working while overlay traffic
+/// is never translated, and `node rm` stopping traffic to a node.
+fn three_nodes(encap: &str) -> Result<()> {
+    let cluster = Cluster::new(encap, 3, &[BLUE, RED, GREEN])?;
+    for n in &cluster.nodes {
+        n.node.weft(&["network", "connect", "blue", "red"])?;
+    }
+    let node = |i: usize| &cluster.nodes[i].node;
+    let (b1, ip_b1) = cluster.container(0, "blue", "b1")?;
+    let (b2, ip_b2) = cluster.container(1, "blue", "b2")?;
+    let (r3, ip_r3) = cluster.container(2, "red", "r3")?;
+    let (g3, ip_g3) = cluster.container(2, "green", "g3")?;
+    let (g1, ip_g1) = cluster.container(0, "green", "g1")?;
+
+    // Same network, nodes 1 <-> 2; blue -> red across nodes 1/2 -> 3.
+    assert_eq!(b1.ping(&ip_b2, 2)?, 2, "{encap}: blue n1 -> blue n2");
+    assert_eq!(
+        b1.ping(&ip_r3, 2)?,
+        2,
+        "{encap}: blue n1 -> red n3 (routed)"
+    );
+    assert_eq!(
+        r3.ping(&ip_b2, 2)?,
+        2,
+        "{encap}: red n3 -> blue n2 (routed)"
+    );
+    assert_eq!(
+        r3.ping(&ip_b1, 2)?,
+        2,
+        "{encap}: red n3 -> blue n1 (routed)"
+    );
+    assert_eq!(g1.ping(&ip_g3, 2)?, 2, "{encap}: green n1 -> green n3");
+    assert_eq!(g3.ping(&ip_g1, 2)?, 2, "{encap}: green n3 -> green n1");
+    tcp_echo(&r3, &ip_r3, &b1, 256 * 1024)?;
+    tcp_echo(&b2, &ip_b2, &r3, 256 * 1024)?;
+    assert!(udp_echo(&g3, &ip_g3, &g1)?, "{encap}: UDP green n1 -> n3");
+    assert!(
+        udp_echo(&r3, &ip_r3, &b2)?,
+        "{encap}: UDP blue n2 -> red n3"
+    );
+
+    // Isolation: green is connected to nothing, on any node.
+    let isolated = node(0).drops("network_isolated")?;
+    assert_eq!(b1.ping(&ip_g3, 2)?, 0, "{encap}: blue must not reach green");
+    assert!(
+        node(0).drops("network_isolated")? >= isolated + 2,
+        "the sending node drops it, counted"
+    );
+
+    // Overlay traffic is never masqueraded; traffic leaving weft still is
+    // (node 2's underlay address is outside every weft network).
+    assert_eq!(node(0).forwards("snat")?, 0, "overlay traffic was SNATed");
+    let outside = cluster.nodes[1].underlay_ip.to_string();
+    assert_eq!(b1.ping(&outside, 2)?, 2, "{encap}: masquerade to outside");
+    assert!(node(0).forwards("snat")? >= 2, "masqueraded, counted");
+
+    // Removing node 3 removes its routes on node 1: traffic stops, counted.
+    node(0).weft(&["node", "rm", "n3"])?;
+    let routes = node(0).weft_json(&["node", "ls"])?;
+    assert_eq!(routes.as_array().map(Vec::len), Some(1), "{routes}");
+    let no_route = node(0).drops("overlay_no_route")?;
+    assert_eq!(b1.ping(&ip_r3, 2)?, 0, "{encap}: n3 removed on n1");
+    assert!(
+        node(0).drops("overlay_no_route")? >= no_route + 2,
+        "traffic to a removed node is counted as overlay_no_route"
+    );
+    assert_eq!(b2.ping(&ip_r3, 2)?, 2, "{encap}: n2 still reaches n3");
+    cluster.add_peer(0, 2)?;
+    assert_eq!(b1.ping(&ip_r3, 2)?, 2, "{encap}: n3 added back");
+    Ok(())
+}
+
+#[test]
+fn bpf_encap_three_nodes() -> Result<()> {
+    three_nodes("bpf")
+}
+
+#[test]
+fn tunnel_encap_three_nodes() -> Result<()> {
+    three_nodes("tunnel")
+}

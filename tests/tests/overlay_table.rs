@@ -1,0 +1,458 @@
+//! VXLAN packet tables through BPF_PROG_TEST_RUN: encapsulation out of
+//! `weft_from_container` (the `weft_overlay_encap` tail call) in both
+//! modes, and decapsulation in `weft_from_uplink`, with exact bytes (outer
+//! headers built here byte by byte, the IPv4 checksum from scratch), the
+//! outer UDP source port stable per flow and different across flows, zero
+//! UDP checksum, and every malformed or misaddressed outer header dropped
+//! with its named reason, one counter moving per packet.
+//!
+//! Runs in a namespace with an uplink ([`NatNode`]), where
+//! `bpf_fib_lookup` finds the underlay; `bpf_redirect_neigh` returns
+//! TC_ACT_REDIRECT in a test run without transmitting.
+
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+use weft_common::{
+    maps::{ENCAP_BPF, ENCAP_TUNNEL, NodeConfig, OverlayConfig, OverlayRoute},
+    overlay::{VXLAN_PORT, VXLAN_SPORT_MIN, flow_src_port},
+    reason::{Drop, Forward},
+};
+use weft_tests::{
+    fixture::{Datapath, TC_ACT_OK, TC_ACT_REDIRECT},
+    frames::{ETH_HLEN, arp, arp_request, internet_checksum, tcp_syn, udp, udp_ports},
+    table::{self, Expect, Hook},
+    topology::{A1, A2, NET_A, NET_B, NODE_IP, NatNode, nat_topology},
+};
+
+/// The remote node's underlay address (on the uplink's /24).
+const REMOTE_UNDERLAY: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 3);
+const LOCAL_VTEP: [u8; 6] = [0x0a, 0x56, 192, 168, 77, 2];
+const REMOTE_VTEP: [u8; 6] = [0x0a, 0x56, 192, 168, 77, 3];
+const VNI_A: u32 = 100;
+const VNI_B: u32 = 200;
+/// Remote pod CIDRs: the upper halves of networks A and B (this node's
+/// endpoints are in the lower halves).
+const REMOTE_A: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 130);
+const REMOTE_B: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 130);
+/// In network A, outside this node's pod CIDR and every remote one.
+const UNROUTED_A: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 200);
+/// In this node's own pod CIDR of A, no endpoint.
+const EMPTY_LOCAL_A: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 100);
+
+fn check(dp: &mut Datapath, what: &str, hook: Hook, frame: &[u8], expect: Expect) -> Vec<u8> {
+    table::check(dp, what, hook, frame, &expect).unwrap()
+}
+
+/// `nat_topology` plus the overlay: this node at [`NODE_IP`] in `mode`,
+/// its own pod CIDRs 10.1.0.0/25 and 10.2.0.0/25, the remote node's
+/// 10.1.0.128/26 (A) and 10.2.0.128/25 (B), VNIs for A and B.
+/// `uplink` is the namespace's uplink ifindex (also standing in for the
+/// vxlan device in tunnel mode).
+fn overlay_topology(uplink: u32, config: NodeConfig, mode: u8) -> Result<Datapath> {
+    let mut dp = nat_topology(config)?;
+    dp.set_overlay(OverlayConfig {
+        underlay_ip_be: be(NODE_IP),
+        underlay_ifindex: uplink,
+        vxlan_ifindex: if mode == ENCAP_TUNNEL { uplink } else { 0 },
+        mtu: 1450,
+        vtep_mac: LOCAL_VTEP,
+        mode,
+        _pad: 0,
+    })?;
+    let local = |network_id, vni| OverlayRoute {
+        underlay_ip_be: 0,
+        vni,
+        network_id,
+        vtep_mac: [0; 6],
+        _pad: [0; 2],
+    };
+    let remote = |network_id, vni| OverlayRoute {
+        underlay_ip_be: be(REMOTE_UNDERLAY),
+        vni,
+        network_id,
+        vtep_mac: REMOTE_VTEP,
+        _pad: [0; 2],
+    };
+    dp.add_route(Ipv4Addr::new(10, 1, 0, 0), 25, local(NET_A.id, VNI_A))?;
+    dp.add_route(Ipv4Addr::new(10, 2, 0, 0), 25, local(NET_B.id, VNI_B))?;
+    dp.add_route(Ipv4Addr::new(10, 1, 0, 128), 26, remote(NET_A.id, VNI_A))?;
+    dp.add_route(Ipv4Addr::new(10, 2, 0, 128), 25, remote(NET_B.id, VNI_B))?;
+    dp.add_vni(VNI_A, NET_A.id)?;
+    dp.add_vni(VNI_B, NET_B.id)?;
+    Ok(dp)
+}
+
+fn be(ip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
+}
+
+/// The frame the bpf mode must produce for `inner` (an Ethernet frame,
+/// its IPv4 packet as it must travel) with outer UDP source port `sport`:
+/// outer Ethernet left to `bpf_redirect_neigh` (zeros), IPv4 (DF, TTL 64,
+/// id 0, checksum), UDP to 4789 with checksum 0, VXLAN with the I flag,
+/// inner Ethernet remote VTEP <- local VTEP.
+fn encapsulated(
+    inner: &[u8],
+    outer: (Ipv4Addr, Ipv4Addr),
+    sport: u16,
+    vni: u32,
+    flags: u8,
+) -> Vec<u8> {
+    let packet = &inner[ETH_HLEN..];
+    let ip_len = (20 + 8 + 8 + 14 + packet.len()) as u16;
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&ip_len.to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    ip.extend_from_slice(&outer.0.octets());
+    ip.extend_from_slice(&outer.1.octets());
+    let sum = internet_checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&VXLAN_PORT.to_be_bytes());
+    f.extend_from_slice(&(ip_len - 20).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    let v = vni.to_be_bytes();
+    f.extend_from_slice(&[flags, 0, 0, 0, v[1], v[2], v[3], 0]);
+    f.extend_from_slice(&REMOTE_VTEP);
+    f.extend_from_slice(&LOCAL_VTEP);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    f.extend_from_slice(packet);
+    f
+}
+
+/// A VXLAN frame from the remote node to this one carrying `inner`.
+fn arriving(inner: &[u8], vni: u32, flags: u8) -> Vec<u8> {
+    let mut f = encapsulated(inner, (REMOTE_UNDERLAY, NODE_IP), 50_000, vni, flags);
+    f[..6].copy_from_slice(&[0x02, 0x77, 0, 0, 0, 2]);
+    f[6..12].copy_from_slice(&[0x02, 0x77, 0, 0, 0, 3]);
+    f
+}
+
+/// The outer UDP source port the datapath must pick for `inner`.
+fn sport_of(inner: &[u8]) -> u16 {
+    let ip = &inner[ETH_HLEN..];
+    let l4 = usize::from(ip[0] & 0x0f) * 4;
+    let ports = match ip[9] {
+        6 | 17 => u32::from_ne_bytes([ip[l4], ip[l4 + 1], ip[l4 + 2], ip[l4 + 3]]),
+        _ => 0,
+    };
+    flow_src_port(
+        u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]),
+        u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]),
+        ports,
+        ip[9],
+    )
+}
+
+/// `frame` with its IPv4 TTL one lower and the header checksum redone.
+fn ttl_decremented(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[ETH_HLEN + 8] -= 1;
+    f[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&[0, 0]);
+    let sum = internet_checksum(&f[ETH_HLEN..ETH_HLEN + 20]);
+    f[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&sum.to_be_bytes());
+    f
+}
+
+fn to_gateway() -> ([u8; 6], [u8; 6]) {
+    (NET_A.gateway_mac, A1.mac)
+}
+
+#[test]
+fn bpf_encapsulation() -> Result<()> {
+    let node = NatNode::new()?;
+    let (uplink, config) = (node.uplink_ifindex, node.config(40_000, 40_999));
+    node.run(move || {
+        let mut dp = overlay_topology(uplink, config, ENCAP_BPF)?;
+        let frame = udp_ports(to_gateway(), (A1.ip, 40_000), (REMOTE_A, 53), 64, b"hi");
+        let sport = sport_of(&frame);
+        assert!(sport >= VXLAN_SPORT_MIN);
+        let want = encapsulated(&frame, (NODE_IP, REMOTE_UNDERLAY), sport, VNI_A, 0x08);
+        let out = check(
+            &mut dp,
+            "UDP to a remote peer of the same network: outer headers, VNI, zero UDP checksum, \
+             TTL kept (bridged)",
+            Hook::Container,
+            &frame,
+            Expect::Forward {
+                action: TC_ACT_REDIRECT,
+                kind: Forward::EncapBpf,
+                output: want.clone(),
+                delivered_to: None,
+            },
+        );
+        assert_eq!(&out[40..42], &[0, 0], "IPv4 VXLAN: UDP checksum zero");
+        let again = check(
+            &mut dp,
+            "the same flow again: the same source port",
+            Hook::Container,
+            &frame,
+            Expect::Forward {
+                action: TC_ACT_REDIRECT,
+                kind: Forward::EncapBpf,
+                output: want,
+                delivered_to: None,
+            },
+        );
+        assert_eq!(&again[34..36], &sport.to_be_bytes());
+
+        let mut ports = std::collections::BTreeSet::new();
+        for client_port in 40_000..40_016u16 {
+            let f = udp_ports(
+                to_gateway(),
+                (A1.ip, client_port),
+                (REMOTE_A, 53),
+                64,
+                b"hi",
+            );
+            let out = dp.run(&f)?.output;
+            ports.insert(u16::from_be_bytes([out[34], out[35]]));
+        }
+        assert!(
+            ports.len() >= 12,
+            "16 flows should spread over source ports, got {ports:?}"
+        );
+
+        let syn = tcp_syn(to_gateway(), A1.ip, REMOTE_B, 64);
+        check(
+            &mut dp,
+            "TCP SYN to a remote peer of a connected network: TTL decremented, VNI of the \
+             destination network",
+            Hook::Container,
+            &syn,
+            Expect::Forward {
+                action: TC_ACT_REDIRECT,
+                kind: Forward::EncapBpf,
+                output: encapsulated(
+                    &ttl_decremented(&syn),
+                    (NODE_IP, REMOTE_UNDERLAY),
+                    sport_of(&syn),
+                    VNI_B,
+                    0x08,
+                ),
+                delivered_to: None,
+            },
+        );
+
+        check(
+            &mut dp,
+            "a network-A address no node announced: no route",
+            Hook::Container,
+            &udp(to_gateway(), A1.ip, UNROUTED_A, 64, b"x"),
+            Expect::Drop(Drop::OverlayNoRoute),
+        );
+        check(
+            &mut dp,
+            "an empty address of this node's own pod CIDR: no such endpoint",
+            Hook::Container,
+            &udp(to_gateway(), A1.ip, EMPTY_LOCAL_A, 64, b"x"),
+            Expect::Drop(Drop::NoSuchEndpoint),
+        );
+        check(
+            &mut dp,
+            "TTL 1 across networks",
+            Hook::Container,
+            &tcp_syn(to_gateway(), A1.ip, REMOTE_B, 1),
+            Expect::Drop(Drop::TtlExceeded),
+        );
+
+        check(
+            &mut dp,
+            "ARP for a remote peer of the same network: answered with the gateway MAC \
+             (proxy ARP), nothing flooded",
+            Hook::Container,
+            &arp_request(A1.mac, A1.ip, REMOTE_A),
+            Expect::Forward {
+                action: TC_ACT_REDIRECT,
+                kind: Forward::ArpReplied,
+                output: arp(
+                    A1.mac,
+                    NET_A.gateway_mac,
+                    2,
+                    (NET_A.gateway_mac, REMOTE_A),
+                    (A1.mac, A1.ip),
+                ),
+                delivered_to: None,
+            },
+        );
+        check(
+            &mut dp,
+            "ARP for a remote address of another network is not answered",
+            Hook::Container,
+            &arp_request(A1.mac, A1.ip, REMOTE_B),
+            Expect::Drop(Drop::ArpUnknownTarget),
+        );
+        Ok(())
+    })
+}
+
+#[test]
+fn tunnel_encapsulation() -> Result<()> {
+    let node = NatNode::new()?;
+    let (uplink, config) = (node.uplink_ifindex, node.config(40_000, 40_999));
+    node.run(move || {
+        let mut dp = overlay_topology(uplink, config, ENCAP_TUNNEL)?;
+        let frame = udp_ports(to_gateway(), (A1.ip, 40_000), (REMOTE_A, 53), 64, b"hi");
+        // The vxlan device adds the outer headers; the program hands it the
+        // inner frame addressed VTEP to VTEP.
+        let mut want = frame.clone();
+        want[..6].copy_from_slice(&REMOTE_VTEP);
+        want[6..12].copy_from_slice(&LOCAL_VTEP);
+        check(
+            &mut dp,
+            "tunnel mode: inner frame VTEP to VTEP, redirected to the vxlan device",
+            Hook::Container,
+            &frame,
+            Expect::Forward {
+                action: TC_ACT_REDIRECT,
+                kind: Forward::EncapTunnel,
+                output: want,
+                delivered_to: None,
+            },
+        );
+        let valid = arriving(
+            &udp(vtep_to_vtep(), REMOTE_A, A2.ip, 63, b"in"),
+            VNI_A,
+            0x08,
+        );
+        check(
+            &mut dp,
+            "tunnel mode: valid VXLAN is left to the kernel's vxlan device",
+            Hook::Uplink,
+            &valid,
+            Expect::Forward {
+                action: TC_ACT_OK,
+                kind: Forward::VxlanToKernel,
+                output: valid.clone(),
+                delivered_to: None,
+            },
+        );
+        check(
+            &mut dp,
+            "tunnel mode: an unknown VNI is still dropped before the kernel sees it",
+            Hook::Uplink,
+            &arriving(&udp(vtep_to_vtep(), REMOTE_A, A2.ip, 63, b"in"), 999, 0x08),
+            Expect::Drop(Drop::VxlanUnknownVni),
+        );
+        Ok(())
+    })
+}
+
+/// Inner Ethernet addresses of what the remote node sends here.
+fn vtep_to_vtep() -> ([u8; 6], [u8; 6]) {
+    (LOCAL_VTEP, REMOTE_VTEP)
+}
+
+#[test]
+fn bpf_decapsulation() -> Result<()> {
+    let node = NatNode::new()?;
+    let (uplink, config) = (node.uplink_ifindex, node.config(40_000, 40_999));
+    node.run(move || {
+        let mut dp = overlay_topology(uplink, config, ENCAP_BPF)?;
+        let inner = udp(vtep_to_vtep(), REMOTE_A, A2.ip, 64, b"from afar");
+        let mut want = vec![];
+        want.extend_from_slice(&A2.mac);
+        want.extend_from_slice(&NET_A.gateway_mac);
+        want.extend_from_slice(&inner[12..]);
+        check(
+            &mut dp,
+            "VXLAN for A2 with A's VNI: outer headers stripped, delivered with A's MACs",
+            Hook::Uplink,
+            &arriving(&inner, VNI_A, 0x08),
+            Expect::Forward {
+                action: TC_ACT_REDIRECT,
+                kind: Forward::DecapDelivered,
+                output: want,
+                delivered_to: Some(A2.ifindex),
+            },
+        );
+        check(
+            &mut dp,
+            "unknown VNI",
+            Hook::Uplink,
+            &arriving(&inner, 999, 0x08),
+            Expect::Drop(Drop::VxlanUnknownVni),
+        );
+        check(
+            &mut dp,
+            "B's VNI carrying a packet for A's endpoint: a VNI only delivers into its network",
+            Hook::Uplink,
+            &arriving(&inner, VNI_B, 0x08),
+            Expect::Drop(Drop::VxlanWrongNetwork),
+        );
+        check(
+            &mut dp,
+            "VXLAN flags without the I bit",
+            Hook::Uplink,
+            &arriving(&inner, VNI_A, 0x00),
+            Expect::Drop(Drop::VxlanBadFlags),
+        );
+
+        let mut bad_len = arriving(&inner, VNI_A, 0x08);
+        let longer = u16::from_be_bytes([bad_len[38], bad_len[39]]) + 4;
+        bad_len[38..40].copy_from_slice(&longer.to_be_bytes());
+        check(
+            &mut dp,
+            "UDP length longer than the IPv4 packet",
+            Hook::Uplink,
+            &bad_len,
+            Expect::Drop(Drop::VxlanBadUdpLength),
+        );
+
+        // Outer IPv4 + UDP + 4 bytes of VXLAN: the header is cut short.
+        let mut cut = arriving(&inner, VNI_A, 0x08);
+        cut.truncate(14 + 20 + 8 + 4);
+        cut[16..18].copy_from_slice(&32u16.to_be_bytes());
+        cut[24..26].copy_from_slice(&[0, 0]);
+        let sum = internet_checksum(&cut[14..34]);
+        cut[24..26].copy_from_slice(&sum.to_be_bytes());
+        cut[38..40].copy_from_slice(&12u16.to_be_bytes());
+        check(
+            &mut dp,
+            "VXLAN header cut short",
+            Hook::Uplink,
+            &cut,
+            Expect::Drop(Drop::VxlanTruncated),
+        );
+
+        let arp_inside = arp(
+            REMOTE_VTEP,
+            LOCAL_VTEP,
+            1,
+            (LOCAL_VTEP, REMOTE_A),
+            ([0; 6], A2.ip),
+        );
+        let mut padded = arp_inside.clone();
+        padded.resize(60, 0);
+        check(
+            &mut dp,
+            "inner frame that is not IPv4",
+            Hook::Uplink,
+            &arriving(&padded, VNI_A, 0x08),
+            Expect::Drop(Drop::VxlanBadInner),
+        );
+
+        let mut to_other = arriving(&inner, VNI_A, 0x08);
+        to_other[30..34].copy_from_slice(&[192, 168, 77, 9]);
+        to_other[24..26].copy_from_slice(&[0, 0]);
+        let sum = internet_checksum(&to_other[14..34]);
+        to_other[24..26].copy_from_slice(&sum.to_be_bytes());
+        check(
+            &mut dp,
+            "VXLAN to another underlay address is not decapsulated (left to the stack)",
+            Hook::Uplink,
+            &to_other,
+            Expect::Forward {
+                action: TC_ACT_OK,
+                kind: Forward::PassedToStack,
+                output: to_other.clone(),
+                delivered_to: None,
+            },
+        );
+        Ok(())
+    })
+}
