@@ -433,8 +433,8 @@ fn programs_of_another_object_are_reloaded_and_of_this_one_adopted() -> Result<(
     let records = recorded(&paths)?;
     assert_eq!(
         records.len(),
-        2,
-        "from_container and nat_egress: {records:?}"
+        3,
+        "from_container and its tail calls nat_egress and overlay_encap: {records:?}"
     );
     assert!(records.contains(&(program, ours)), "{records:?}");
 
@@ -460,7 +460,7 @@ fn programs_of_another_object_are_reloaded_and_of_this_one_adopted() -> Result<(
     let names = reloaded(&node)?;
     assert_eq!(
         names,
-        serde_json::json!([PROG_FROM_CONTAINER, "weft_nat_egress"]),
+        serde_json::json!([PROG_FROM_CONTAINER, "weft_nat_egress", "weft_overlay_encap"]),
         "another object: reloaded"
     );
     let new_program = program_id(&node)?;
