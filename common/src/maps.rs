@@ -96,6 +96,9 @@ pub const PROG_OVERLAY_ENCAP: &str = "weft_overlay_encap";
 /// TC ingress on the collect-metadata vxlan device (tunnel mode): frames
 /// the kernel decapsulated, delivered into their containers.
 pub const PROG_FROM_VXLAN: &str = "weft_from_vxlan";
+/// XDP on the underlay NIC (`node set --xdp`): VXLAN not for this node or
+/// with an unknown VNI dropped before an skb exists.
+pub const PROG_XDP_UNDERLAY: &str = "weft_xdp_underlay";
 /// A no-op program, never attached: measures BPF_PROG_TEST_RUN's overhead.
 pub const PROG_CALIBRATE: &str = "weft_calibrate";
 

@@ -11,7 +11,7 @@ use aya_ebpf::{
         bpf_fib_lookup as fib_lookup_helper, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh,
         bpf_redirect_peer, bpf_skb_get_tunnel_key, bpf_skb_set_tunnel_key,
     },
-    programs::TcContext,
+    programs::{TcContext, XdpContext},
 };
 
 /// Reads a `T` at `offset` bytes into the packet, if the packet is that long.
@@ -24,6 +24,19 @@ pub fn load<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
     }
     // SAFETY: [start + offset, start + offset + size_of::<T>()) lies within
     // [data, data_end), checked above; read_unaligned tolerates any alignment.
+    Some(unsafe { ((start + offset) as *const T).read_unaligned() })
+}
+
+/// [`load`] for XDP: reads a `T` at `offset` bytes into the frame, if the
+/// frame is that long.
+#[inline(always)]
+pub fn xdp_load<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return None;
+    }
+    // SAFETY: as in `load`: the range lies within [data, data_end).
     Some(unsafe { ((start + offset) as *const T).read_unaligned() })
 }
 

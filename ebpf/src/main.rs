@@ -5,7 +5,8 @@
 //! accessors and raw helper calls), `parse` (header offsets), `arp`,
 //! `forward` (bridging, routing, flooding), `nat` (masquerade and
 //! published ports), `icmp_error` (errors about translated connections),
-//! `encap` and `decap` (VXLAN overlay; entries `overlay_encap`, `from_vxlan`),
+//! `encap` and `decap` (VXLAN overlay; entries `overlay_encap`, `from_vxlan`,
+//! and the XDP early drop `xdp_underlay`),
 //! `conntrack`, `csum`, `maps` and `verdict` (counters and drop accounting). `calibrate` is a
 //! no-op used only to measure test-run overhead.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -62,6 +63,8 @@ mod overlay_encap;
 mod parse;
 #[cfg(target_arch = "bpf")]
 mod verdict;
+#[cfg(target_arch = "bpf")]
+mod xdp_underlay;
 
 /// The eBPF panic handler must never be reachable: code uses `?` and `.get()`,
 /// and the verifier rejects a program whose panic path it can reach.

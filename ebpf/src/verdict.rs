@@ -72,6 +72,14 @@ pub fn drop_packet(ctx: &TcContext, dropped: Dropped, program: u8) -> i32 {
     TC_ACT_SHOT
 }
 
+/// Counts a drop decided in XDP on the underlay (direction `from_uplink`,
+/// the same counters the TC programs there use; no event: XDP has no skb
+/// to snapshot the way `emit_drop` does).
+#[inline(always)]
+pub fn count_drop_xdp(reason: Drop, len: u32) {
+    bump(&DROPS, counter_slot(DIR_FROM_UPLINK, reason.code()), len);
+}
+
 /// Counts a forwarding verdict of `kind` for a packet from a container.
 #[inline(always)]
 pub fn count_forward(ctx: &TcContext, kind: Forward) {

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuValues, lpm_trie::Key},
-    programs::{SchedClassifier, TestRun, TestRunOptions},
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
     util::nr_cpus,
 };
 use weft_common::{
@@ -18,8 +18,8 @@ use weft_common::{
         MAP_OVERLAY, MAP_PUBLISH, MAP_ROUTES, MAP_SUBNETS, MAP_TAILS, MAP_VNIS, MAX_FLOOD,
         NET_FLAG_FLOOD, NET_FLAG_MASQUERADE, NetPairKey, NetworkInfo, NodeConfig, OverlayConfig,
         OverlayRoute, PROG_CALIBRATE, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_NAT_EGRESS,
-        PROG_OVERLAY_ENCAP, PublishKey, PublishTarget, TAIL_NAT_EGRESS, TAIL_OVERLAY_ENCAP,
-        counter_slot, ifcache_slot, ipcache_slot,
+        PROG_OVERLAY_ENCAP, PROG_XDP_UNDERLAY, PublishKey, PublishTarget, TAIL_NAT_EGRESS,
+        TAIL_OVERLAY_ENCAP, counter_slot, ifcache_slot, ipcache_slot,
     },
     reason::{Drop, Forward},
 };
@@ -245,6 +245,33 @@ impl Datapath {
     pub fn set_node(&mut self, node: NodeConfig) -> Result<()> {
         Array::<_, NodeConfig>::try_from(self.map(MAP_NODE)?)?.set(0, node, 0)?;
         Ok(())
+    }
+
+    /// Runs `frame` once through the XDP early drop `weft_xdp_underlay`
+    /// (loaded on first use), as arriving on the underlay.
+    pub fn run_xdp(&mut self, frame: &[u8]) -> Result<RunOutcome> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROG_XDP_UNDERLAY)
+            .ok_or_else(|| anyhow!("program {PROG_XDP_UNDERLAY} missing"))?
+            .try_into()?;
+        if prog.fd().is_err() {
+            prog.load()
+                .with_context(|| format!("the verifier rejected {PROG_XDP_UNDERLAY}"))?;
+        }
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..TestRunOptions::default()
+        })?;
+        out.truncate(result.data_size_out as usize);
+        Ok(RunOutcome {
+            action: result.return_value,
+            output: out,
+            duration: result.duration,
+        })
     }
 
     /// Writes this node's overlay settings (`WEFT_OVERLAY` entry 0).

@@ -456,3 +456,72 @@ fn bpf_decapsulation() -> Result<()> {
         Ok(())
     })
 }
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+#[test]
+fn xdp_early_drop() -> Result<()> {
+    let node = NatNode::new()?;
+    let (uplink, config) = (node.uplink_ifindex, node.config(40_000, 40_999));
+    node.run(move || {
+        let mut dp = overlay_topology(uplink, config, ENCAP_BPF)?;
+        let inner = udp(vtep_to_vtep(), REMOTE_A, A2.ip, 64, b"in");
+        let mut to_other = arriving(&inner, VNI_A, 0x08);
+        to_other[30..34].copy_from_slice(&[192, 168, 77, 9]);
+        let rows: [(&str, Vec<u8>, u32, Option<&str>); 5] = [
+            (
+                "VXLAN with a known VNI to this node passes (TC decapsulates)",
+                arriving(&inner, VNI_A, 0x08),
+                XDP_PASS,
+                None,
+            ),
+            (
+                "unknown VNI is dropped in XDP",
+                arriving(&inner, 999, 0x08),
+                XDP_DROP,
+                Some("from_uplink drop:vxlan_unknown_vni"),
+            ),
+            (
+                "VXLAN to another underlay address is dropped in XDP",
+                to_other,
+                XDP_DROP,
+                Some("from_uplink drop:vxlan_not_for_node"),
+            ),
+            (
+                "malformed VXLAN (no I flag) is left to TC, which names it",
+                arriving(&inner, VNI_A, 0x00),
+                XDP_PASS,
+                None,
+            ),
+            (
+                "plain UDP to the node is not XDP's business",
+                udp_ports(
+                    ([0x02, 0x77, 0, 0, 0, 2], [0x02, 0x77, 0, 0, 0, 3]),
+                    (REMOTE_UNDERLAY, 5000),
+                    (NODE_IP, 53),
+                    64,
+                    b"q",
+                ),
+                XDP_PASS,
+                None,
+            ),
+        ];
+        for (what, frame, action, counter) in rows {
+            let before = dp.all_counters()?;
+            let got = dp.run_xdp(&frame)?;
+            let after = dp.all_counters()?;
+            let moved: Vec<String> = before
+                .iter()
+                .zip(&after)
+                .filter(|(b, a)| a.1 != b.1)
+                .map(|(b, a)| format!("{} +{}", b.0, a.1 - b.1))
+                .collect();
+            assert_eq!(got.action, action, "{what}: XDP verdict");
+            let want: Vec<String> = counter.iter().map(|c| format!("{c} +1")).collect();
+            assert_eq!(moved, want, "{what}: counters");
+            assert_eq!(got.output, frame, "{what}: XDP never changes the frame");
+        }
+        Ok(())
+    })
+}

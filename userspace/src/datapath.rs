@@ -30,7 +30,7 @@ mod overlay;
 mod uplink;
 
 pub use self::{
-    overlay::{VXLAN_LINK_PIN, detach_vxlan},
+    overlay::{VXLAN_LINK_PIN, detach_vxlan, detach_xdp},
     uplink::detach_uplink,
 };
 use crate::{

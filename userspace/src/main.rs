@@ -213,6 +213,12 @@ enum NodeCmd {
         /// This node's VTEP MAC. Default: 0a:56: + the --ip octets.
         #[arg(long, value_name = "MAC")]
         vtep_mac: Option<String>,
+        /// Also attach an XDP program to the uplink that drops VXLAN not
+        /// for this node or with an unknown VNI before an skb is built
+        /// (pays on a real NIC; on a veth underlay native XDP turns off
+        /// the peer's GSO, so it is opt-in).
+        #[arg(long)]
+        xdp: bool,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -534,6 +540,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                 encap,
                 subnets,
                 vtep_mac,
+                xdp,
                 output,
             } => {
                 let req = node::SetArgs {
@@ -543,6 +550,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                     encap,
                     subnets,
                     vtep_mac,
+                    xdp,
                 };
                 let view = match ctx.agent("PUT", "/v1/node", Some(&req)).await? {
                     Some(view) => view,

@@ -120,6 +120,9 @@ pub struct NodeOverlay {
     pub vxlan_ifname: Option<String>,
     #[serde(default)]
     pub vxlan_ifindex: u32,
+    /// The XDP early drop is attached to the underlay (`--xdp`).
+    #[serde(default)]
+    pub xdp: bool,
 }
 
 /// Another node of the overlay.

@@ -53,6 +53,9 @@ pub struct SetArgs {
     /// Default: `0a:56:` + the node's address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vtep_mac: Option<String>,
+    /// Attach the XDP early drop to the underlay.
+    #[serde(default)]
+    pub xdp: bool,
 }
 
 /// `node show`.
@@ -125,13 +128,14 @@ impl Render for NodeView {
                 match &self.overlay {
                     Some(o) => out.push_str(&format!(
                         "overlay: {} encapsulation, underlay {uplink} {ip}, VTEP MAC {}, inner \
-                         MTU {}\n",
+                         MTU {}, XDP early drop {}\n",
                         match o.encap {
                             Encap::Tunnel => "tunnel",
                             Encap::Bpf => "bpf",
                         },
                         o.vtep_mac,
-                        o.mtu
+                        o.mtu,
+                        if o.xdp { "on" } else { "off" }
                     )),
                     None => out.push_str("overlay: off\n"),
                 }
@@ -212,6 +216,11 @@ pub async fn set(paths: &Paths, args: &SetArgs) -> Result<NodeView> {
         Some(m) => overlay::parse_vtep_mac(m)?,
         None => Mac::vtep(ip),
     };
+    if args.xdp && encap.is_none() {
+        return Err(Error::Invalid(
+            "--xdp needs --encap: it drops VXLAN early on the underlay".into(),
+        ));
+    }
 
     let mut locked = Locked::acquire(paths)?;
     let subnets = own_subnets(&locked.state, &args.subnets)?;
@@ -278,6 +287,7 @@ pub async fn set(paths: &Paths, args: &SetArgs) -> Result<NodeView> {
                 mtu,
                 vxlan_ifname: (encap == Encap::Tunnel).then(|| VXLAN_IFNAME.to_string()),
                 vxlan_ifindex,
+                xdp: args.xdp,
             })
         }
     };
@@ -321,12 +331,24 @@ pub async fn set(paths: &Paths, args: &SetArgs) -> Result<NodeView> {
         }
         dp.put_overlay(&overlay::overlay_config(Some(&node)))?;
         dp.sync_routes(&routes)?;
+        if node.overlay.as_ref().is_some_and(|o| o.xdp) {
+            dp.attach_xdp(&node.uplink, xdp_was_on(previous.as_ref(), &node.uplink))?;
+        } else {
+            datapath::detach_xdp(paths)?;
+        }
         locked.commit(new)
     })();
     if let Err(e) = result {
         let undo = (|| {
             dp.put_overlay(&overlay::overlay_config(previous.as_ref()))?;
             dp.sync_routes(&overlay::routes(&old_state))?;
+            match previous
+                .as_ref()
+                .filter(|p| p.overlay.as_ref().is_some_and(|o| o.xdp))
+            {
+                Some(p) => dp.attach_xdp(&p.uplink, xdp_was_on(Some(&node), &p.uplink))?,
+                None => datapath::detach_xdp(paths)?,
+            }
             match &old_vxlan {
                 Some(vxlan) => dp.attach_vxlan(vxlan)?,
                 None => datapath::detach_vxlan(paths)?,
@@ -357,6 +379,11 @@ pub async fn set(paths: &Paths, args: &SetArgs) -> Result<NodeView> {
         nl.delete_link_by_name(VXLAN_IFNAME).await?;
     }
     Ok(NodeView::new(paths, locked.state.node.as_ref()))
+}
+
+/// Whether `node` (as saved) had the XDP early drop on `uplink`.
+fn xdp_was_on(node: Option<&NodeUplink>, uplink: &str) -> bool {
+    node.is_some_and(|n| n.uplink == uplink && n.overlay.as_ref().is_some_and(|o| o.xdp))
 }
 
 /// This node's pod CIDRs from `--subnet`: checked against the other
@@ -460,6 +487,7 @@ pub async fn unset(paths: &Paths) -> Result<NodeView> {
     dp.put_overlay(&overlay::overlay_config(None))?;
     dp.sync_routes(&overlay::routes(&new))?;
     datapath::detach_vxlan(paths)?;
+    datapath::detach_xdp(paths)?;
     if node
         .overlay
         .as_ref()

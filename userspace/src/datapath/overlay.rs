@@ -2,12 +2,16 @@
 //! `weft_from_vxlan` on the tunnel mode's vxlan device (a pinned TCX link
 //! under [`VXLAN_LINK_PIN`]).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, path::PathBuf};
 
-use aya::maps::{Array, LpmTrie, MapData, lpm_trie::Key};
+use aya::{
+    maps::{Array, LpmTrie, MapData, lpm_trie::Key},
+    programs::{Xdp, links::FdLink, xdp::XdpMode},
+};
 use ipnet::Ipv4Net;
 use weft_common::maps::{
     MAP_OVERLAY, MAP_ROUTES, MAP_VNIS, OverlayConfig, OverlayRoute, PROG_FROM_VXLAN,
+    PROG_XDP_UNDERLAY,
 };
 
 use super::{Datapath, absent_ok, ip_be, remove_pin};
@@ -19,6 +23,8 @@ use crate::{
 /// Link pin of `weft_from_vxlan`, a name no interface can have (see
 /// [`crate::paths::UPLINK_LINK_PIN`]).
 pub const VXLAN_LINK_PIN: &str = ":vxlan";
+/// Name of the XDP link pin in the bpffs directory.
+const XDP_LINK_PIN: &str = "xdp-underlay";
 
 fn route_key(cidr: Ipv4Net) -> Key<u32> {
     Key::new(u32::from(cidr.prefix_len()), ip_be(cidr.network()))
@@ -78,11 +84,65 @@ impl Datapath {
         Ok(())
     }
 
+    /// Attaches the XDP early drop to the underlay NIC `ifname`, unless it
+    /// is attached there already (its decisions come from the maps, which
+    /// are shared). An interface takes one XDP program: a link on another
+    /// interface is replaced.
+    /// `attached_here`: the saved state says it is on `ifname` (a link's
+    /// interface cannot be read back, and a replaced link is released
+    /// asynchronously, so re-attaching there could find it still busy).
+    pub fn attach_xdp(&mut self, ifname: &str, attached_here: bool) -> Result<()> {
+        let pin = xdp_link_pin(&self.paths);
+        if attached_here && pin.exists() {
+            return Ok(());
+        }
+        remove_pin(&pin)?;
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROG_XDP_UNDERLAY)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "the embedded eBPF object has no program {PROG_XDP_UNDERLAY}; rebuild weft"
+                ))
+            })?
+            .try_into()
+            .map_err(|e| Error::program(format!("{PROG_XDP_UNDERLAY} is not an XDP program"), e))?;
+        prog.load()
+            .map_err(|e| Error::program(format!("the kernel rejected {PROG_XDP_UNDERLAY}"), e))?;
+        let id = prog.attach(ifname, XdpMode::Default).map_err(|e| {
+            Error::program(format!("cannot attach {PROG_XDP_UNDERLAY} to {ifname}"), e)
+        })?;
+        let link: FdLink = prog
+            .take_link(id)
+            .map_err(|e| Error::program(format!("cannot take the XDP link on {ifname}"), e))?
+            .try_into()
+            .map_err(|e| Error::link(format!("the XDP link on {ifname} is not a bpf_link"), e))?;
+        link.pin(&pin).map_err(|e| {
+            Error::pin(
+                format!("cannot pin the XDP link on {ifname} at {}", pin.display()),
+                e,
+            )
+        })?;
+        Ok(())
+    }
+
     /// Attaches `weft_from_vxlan` to TC ingress of the vxlan device `ifname`.
     pub fn attach_vxlan(&mut self, ifname: &str) -> Result<()> {
         let pin = self.paths.link_pin(VXLAN_LINK_PIN);
         self.attach_node_program(PROG_FROM_VXLAN, ifname, &pin)
     }
+}
+
+/// Where the XDP link is pinned: outside `links/` and `progs/`, whose
+/// contents layout migrations reload and relink as TC programs; `node set`
+/// attaches it again.
+fn xdp_link_pin(paths: &Paths) -> PathBuf {
+    paths.bpffs.join(XDP_LINK_PIN)
+}
+
+/// Detaches the XDP early drop by removing its link pin.
+pub fn detach_xdp(paths: &Paths) -> Result<()> {
+    remove_pin(&xdp_link_pin(paths))
 }
 
 /// Detaches `weft_from_vxlan` by removing its link pin.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use aya::{
     maps::Array,
-    programs::{SchedClassifier, TcAttachType, links::FdLink},
+    programs::{ProgramError, SchedClassifier, TcAttachType, links::FdLink},
 };
 use weft_common::maps::{MAP_NODE, NodeConfig, PROG_FROM_UPLINK};
 
@@ -70,9 +70,22 @@ impl Datapath {
         })?;
         // Replacing the pin drops the old link (the kernel detaches a TCX
         // link nothing references); the new one is attached first.
-        let id = prog
-            .attach(ifname, TcAttachType::Ingress)
-            .map_err(|e| Error::program(format!("cannot attach {name} to {ifname}"), e))?;
+        let id = match prog.attach(ifname, TcAttachType::Ingress) {
+            Ok(id) => id,
+            // TCX takes a program once per interface: an earlier `node set`
+            // attached it here already, and its pinned link stays.
+            Err(ProgramError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::EEXIST) && link_pin.exists() =>
+            {
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(Error::program(
+                    format!("cannot attach {name} to {ifname}"),
+                    e,
+                ));
+            }
+        };
         let link: FdLink = prog
             .take_link(id)
             .map_err(|e| Error::program(format!("cannot take the link on {ifname}"), e))?
