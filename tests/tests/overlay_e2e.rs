@@ -241,3 +241,182 @@ fn xdp_early_drop_on_the_underlay() -> Result<()> {
     assert_eq!(ca.ping(&ip_b, 2)?, 2, "overlay traffic without XDP");
     Ok(())
 }
+
+/// Bad overlay arguments get a message naming the problem and leave
+/// state.json byte-identical; `node add/ls/rm` also work through the agent.
+#[test]
+fn bad_overlay_args_are_refused_and_the_agent_serves_nodes() -> Result<()> {
+    let cluster = Cluster::new("bpf", 2, &[BLUE])?;
+    let n1 = &cluster.nodes[0].node;
+    let state = std::fs::read(n1.state_file())?;
+    let cases: [(&[&str], &str); 14] = [
+        (
+            &[
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.9.0.0/16",
+                "--vni",
+                "0",
+            ],
+            "invalid VNI",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.9.0.0/16",
+                "--vni",
+                "16777216",
+            ],
+            "invalid VNI",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.9.0.0/16",
+                "--vni",
+                "100",
+            ],
+            "already network",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "n3",
+                "--underlay",
+                "172.30.0.9",
+                "--subnet",
+                "blue=10.1.2.0/24",
+            ],
+            "overlaps node 'n2'",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "n3",
+                "--underlay",
+                "172.30.0.9",
+                "--subnet",
+                "nosuch=10.1.3.0/24",
+            ],
+            "does not exist",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "n3",
+                "--underlay",
+                "172.30.0.9",
+                "--subnet",
+                "blue=10.2.0.0/24",
+            ],
+            "not inside",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "n3",
+                "--underlay",
+                "172.30.0.9",
+                "--subnet",
+                "blue=10.1.9.1/24",
+            ],
+            "host bits",
+        ),
+        (
+            &["node", "add", "n3", "--underlay", "nonsense"],
+            "invalid underlay address",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "n3",
+                "--underlay",
+                "172.30.0.9",
+                "--vtep-mac",
+                "01:00:5e:00:00:01",
+            ],
+            "not a unicast",
+        ),
+        (
+            &["node", "add", "n2", "--underlay", "172.30.0.9"],
+            "already exists",
+        ),
+        (
+            &["node", "add", "n3", "--underlay", "172.30.0.2"],
+            "already node 'n2'",
+        ),
+        (&["node", "rm", "nosuch"], "does not exist"),
+        (&["network", "rm", "blue"], "pod CIDR"),
+        (
+            &[
+                "node",
+                "set",
+                "--uplink",
+                UNDERLAY_IF,
+                "--ip",
+                "172.30.0.1",
+                "--encap",
+                "gre",
+            ],
+            "invalid encapsulation",
+        ),
+    ];
+    for (args, wants) in cases {
+        let out = n1.weft_unchecked(args)?;
+        assert!(!out.status.success(), "{args:?} must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(wants),
+            "{args:?}: expected '{wants}' in: {err}"
+        );
+        assert_eq!(
+            std::fs::read(n1.state_file())?,
+            state,
+            "{args:?} changed state.json"
+        );
+    }
+
+    let _agent = n1.start_agent()?;
+    n1.weft(&[
+        "node",
+        "add",
+        "n3",
+        "--underlay",
+        "172.30.0.9",
+        "--subnet",
+        "blue=10.1.3.0/24",
+    ])?;
+    let nodes = n1.weft_json(&["node", "ls"])?;
+    let n3 = nodes
+        .as_array()
+        .and_then(|l| l.iter().find(|n| n["name"] == "n3"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(n3["underlay_ip"], "172.30.0.9", "{nodes}");
+    assert_eq!(n3["vtep_mac"], "0a:56:ac:1e:00:09", "{nodes}");
+    assert_eq!(n3["subnets"][0]["vni"], 100, "{nodes}");
+    let out = n1.weft_unchecked(&["node", "add", "n3", "--underlay", "172.30.0.10"])?;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already exists"),
+        "the agent refuses a duplicate too"
+    );
+    n1.weft(&["node", "rm", "n3"])?;
+    assert_eq!(
+        n1.weft_json(&["node", "ls"])?.as_array().map(Vec::len),
+        Some(1)
+    );
+    Ok(())
+}
