@@ -26,6 +26,13 @@ fn two_nodes_talk(encap: &str, encap_kind: &str) -> Result<()> {
     let (cb, ip_b) = cluster.container(1, "blue", "cb")?;
     assert!(ip_a.starts_with("10.1.1."), "node 1's pod CIDR: {ip_a}");
     assert!(ip_b.starts_with("10.1.2."), "node 2's pod CIDR: {ip_b}");
+    for n in [a, b] {
+        let status = n.weft_json(&["status"])?;
+        assert_eq!(
+            status["kernel_matches_state"], true,
+            "overlay maps (routes, VNIs, overlay config) match state.json: {status}"
+        );
+    }
 
     assert_eq!(ca.ping(&ip_b, 3)?, 3, "{encap}: ping a -> b");
     assert_eq!(cb.ping(&ip_a, 3)?, 3, "{encap}: ping b -> a");
@@ -389,7 +396,28 @@ fn bad_overlay_args_are_refused_and_the_agent_serves_nodes() -> Result<()> {
         );
     }
 
+    // A route lost from the map is drift: `status` names it, the agent
+    // puts it back at start.
+    let routes = n1.pin_dir().join("maps").join("WEFT_ROUTES");
+    let routes = routes.to_string_lossy();
+    // LPM key: prefix length (u32, host order) and the address: 10.1.2.0/24.
+    // (bpftool runs outside the node namespace: `ip netns exec` hides bpffs.)
+    weft_tests::netns::run(
+        "bpftool",
+        &[
+            "map", "delete", "pinned", &routes, "key", "24", "0", "0", "0", "10", "1", "2", "0",
+        ],
+    )?;
+    let status = n1.weft_json(&["status"])?;
+    assert_eq!(status["kernel_matches_state"], false, "{status}");
+    let drift = status["drift"]["maps"].to_string();
+    assert!(
+        drift.contains("WEFT_ROUTES") && drift.contains("10.1.2.0/24"),
+        "{status}"
+    );
     let _agent = n1.start_agent()?;
+    let status = n1.weft_json(&["status"])?;
+    assert_eq!(status["kernel_matches_state"], true, "repaired: {status}");
     n1.weft(&[
         "node",
         "add",
@@ -418,5 +446,7 @@ fn bad_overlay_args_are_refused_and_the_agent_serves_nodes() -> Result<()> {
         n1.weft_json(&["node", "ls"])?.as_array().map(Vec::len),
         Some(1)
     );
+    let status = n1.weft_json(&["status"])?;
+    assert_eq!(status["kernel_matches_state"], true, "{status}");
     Ok(())
 }

@@ -4,9 +4,9 @@
 
 use weft_common::maps::{
     EndpointInfo, FdbEntry, FdbKey, FloodList, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_EP_IF_CACHE,
-    MAP_EP_IP_CACHE, MAP_FDB, MAP_FLOOD, MAP_NET_LINKS, MAP_NETWORKS, MAP_NODE, MAP_PUBLISH,
-    MAP_SUBNETS, NetPairKey, NetworkInfo, NodeConfig, PublishKey, PublishTarget, ifcache_slot,
-    ipcache_slot,
+    MAP_EP_IP_CACHE, MAP_FDB, MAP_FLOOD, MAP_NET_LINKS, MAP_NETWORKS, MAP_NODE, MAP_OVERLAY,
+    MAP_PUBLISH, MAP_ROUTES, MAP_SUBNETS, MAP_VNIS, NetPairKey, NetworkInfo, NodeConfig,
+    OverlayConfig, OverlayRoute, PublishKey, PublishTarget, ifcache_slot, ipcache_slot,
 };
 
 use super::{Hash, Prefixes, Slots, Table};
@@ -18,6 +18,7 @@ use crate::{
     },
     datapath::{fdb_key, network_info},
     mac::Mac,
+    overlay,
     state::State,
 };
 
@@ -40,6 +41,9 @@ static TABLES: &[&dyn Table] = &[
     &FLOOD,
     &NODE,
     &PUBLISH,
+    &VNIS,
+    &ROUTES,
+    &OVERLAY,
 ];
 
 static NETWORKS: Hash<u32, NetworkInfo> = Hash {
@@ -144,6 +148,27 @@ static FLOOD: Hash<u32, FloodList> = Hash {
 static NODE: Slots<NodeConfig> = Slots {
     map: MAP_NODE,
     desired: |st| vec![(0, st.node.as_ref().map(node_config).unwrap_or_default())],
+};
+
+static VNIS: Hash<u32, u32> = Hash {
+    map: MAP_VNIS,
+    desired: |st| {
+        st.networks
+            .iter()
+            .map(|n| (n.overlay_vni(), n.id))
+            .collect()
+    },
+    name: |vni| format!("VNI {vni}"),
+};
+
+static ROUTES: Prefixes<OverlayRoute> = Prefixes {
+    map: MAP_ROUTES,
+    desired: |st| overlay::routes(st).into_iter().collect(),
+};
+
+static OVERLAY: Slots<OverlayConfig> = Slots {
+    map: MAP_OVERLAY,
+    desired: |st| vec![(0, overlay::overlay_config(st.node.as_ref()))],
 };
 
 static PUBLISH: Hash<PublishKey, PublishTarget> = Hash {
