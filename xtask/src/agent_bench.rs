@@ -26,7 +26,7 @@ pub const ENDPOINTS: u32 = 10_000;
 const IDLE: Duration = Duration::from_secs(5);
 
 /// Kills the agent on drop (before the node's teardown).
-struct AgentProc(Child);
+pub struct AgentProc(Child);
 
 impl Drop for AgentProc {
     fn drop(&mut self) {
@@ -72,7 +72,7 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
 }
 
 /// One HTTP/1.1 request to the agent's unix socket; the body of a 2xx answer.
-fn request(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Result<String> {
+pub fn request(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Result<String> {
     let mut s = UnixStream::connect(socket)
         .with_context(|| format!("connecting to {}", socket.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
@@ -103,6 +103,29 @@ fn request(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Resul
     Ok(body.to_owned())
 }
 
+/// Starts `weft agent` for `weft`'s node and waits until it answers on
+/// `socket`; killed when the guard drops.
+pub fn start_agent(weft: &WeftNode, socket: &Path) -> Result<AgentProc> {
+    let child = weft
+        .cmd(&["agent"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting weft agent")?;
+    let agent = AgentProc(child);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while request(socket, "GET", "/v1/status", None).is_err() {
+        if Instant::now() > deadline {
+            bail!(
+                "weft agent did not answer on {} within 15 s",
+                socket.display()
+            );
+        }
+        proc::sleep(Duration::from_millis(50))?;
+    }
+    Ok(agent)
+}
+
 /// Runs the agent benchmark; the figures as JSON.
 pub fn run(bin: &Path, ns_name: &str, bpffs: PathBuf, state_dir: PathBuf) -> Result<Value> {
     println!(
@@ -112,24 +135,8 @@ pub fn run(bin: &Path, ns_name: &str, bpffs: PathBuf, state_dir: PathBuf) -> Res
     let node = Netns::create(ns_name)?;
     let weft = WeftNode::new(bin, node.name(), bpffs, state_dir.clone());
     let socket = state_dir.join("agent.sock");
-    let child = weft
-        .cmd(&["agent"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting weft agent")?;
-    let agent = AgentProc(child);
+    let agent = start_agent(&weft, &socket)?;
     let pid = agent.0.id();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while request(&socket, "GET", "/v1/status", None).is_err() {
-        if Instant::now() > deadline {
-            bail!(
-                "weft agent did not answer on {} within 15 s",
-                socket.display()
-            );
-        }
-        proc::sleep(Duration::from_millis(50))?;
-    }
     proc::sleep(Duration::from_secs(1))?;
 
     let cpu0 = cpu_seconds(pid)?;

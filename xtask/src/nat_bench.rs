@@ -22,9 +22,10 @@
 //! Clients and the outside use the whole port range with `tcp_tw_reuse`, so
 //! TIME_WAIT never runs them out of ports. weft's NAT range is widened to
 //! 10240-65535 (the node's own ephemeral range narrowed below it, as `node
-//! set` requires) and `weft ct gc` runs before each connection-rate run:
-//! without the agent's periodic GC, closed connections keep their NAT port
-//! until collected. The kernel's MASQUERADE keeps the source port when it
+//! set` requires) and `weft ct gc` runs before each connection-rate run
+//! (besides the agent's periodic GC): closed connections keep their NAT
+//! port until collected. weft's agent runs throughout, and ports are
+//! published through its API. The kernel's MASQUERADE keeps the source port when it
 //! can, and its conntrack recycles closed entries by itself.
 
 use std::{
@@ -38,6 +39,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::{
+    agent_bench::{self, AgentProc},
     bench::{Target, median},
     netns::Netns,
     proc,
@@ -57,12 +59,14 @@ const CRR_THREADS: &str = "4";
 /// weft's NAT ports, above the node's (narrowed) ephemeral range.
 const WEFT_NAT_PORTS: &str = "10240-65535";
 const NODE_LOCAL_PORTS: &str = "1024 10239";
-/// Longest we wait for 10,000 `weft publish` calls.
+/// Longest publishing 10,000 ports may take.
 const PUBLISH_BUDGET: Duration = Duration::from_secs(300);
 
 /// One side of the comparison.
 struct Side {
     name: &'static str,
+    /// weft's agent, killed before the node's teardown.
+    agent: Option<(AgentProc, PathBuf)>,
     weft: Option<WeftNode>,
     container: Netns,
     outside: Netns,
@@ -126,8 +130,8 @@ pub fn run(weft_bin: Option<&Path>, prefix: &str, reps: u32, secs: u32) -> Resul
             continue;
         }
         let started = Instant::now();
-        let published = match &s.weft {
-            Some(w) => weft_publish_range(w, FIRST_HOST_PORT + 1, MANY_PORTS - 1),
+        let published = match &s.agent {
+            Some((_, socket)) => weft_publish_range(socket, FIRST_HOST_PORT + 1, MANY_PORTS - 1),
             None => iptables_publish(&s.node, &rules, s.container_ip, MANY_PORTS),
         };
         match published {
@@ -255,6 +259,7 @@ fn weft_side(bin: &Path, prefix: &str, exe: &Path) -> Result<Side> {
     );
     let mut side = Side {
         name: "weft",
+        agent: None,
         weft: Some(weft),
         container,
         outside,
@@ -294,27 +299,38 @@ fn weft_side(bin: &Path, prefix: &str, exe: &Path) -> Result<Side> {
         "--ports",
         WEFT_NAT_PORTS,
     ])?;
-    side.no_publish = weft_publish_range(weft, FIRST_HOST_PORT, 1)
-        .err()
-        .map(|e| format!("{e:#}"));
+    // Through the agent, as a runtime would: each `weft publish` is a
+    // process that loads the pinned maps and state (tens of ms per call).
+    let socket = PathBuf::from(format!("/tmp/weft-bench-{pid}-nat/agent.sock"));
+    let agent = agent_bench::start_agent(weft, &socket)?;
+    side.no_publish = if proc::succeeds(&mut weft.cmd(&["publish", "--help"]), T) {
+        weft_publish_range(&socket, FIRST_HOST_PORT, 1)
+            .err()
+            .map(|e| format!("{e:#}"))
+    } else {
+        Some("this weft has no `weft publish` yet".to_owned())
+    };
+    side.agent = Some((agent, socket));
     side._servers = servers(exe, &side.container, &side.outside)?;
     Ok(side)
 }
 
-/// `weft publish c FIRST-LAST:CONTAINER/tcp`: `count` host ports from
-/// `first`, in one call (a port range, every host port to the container's
-/// port), held to `PUBLISH_BUDGET`.
-fn weft_publish_range(weft: &WeftNode, first: u16, count: u16) -> Result<()> {
-    if !proc::succeeds(&mut weft.cmd(&["publish", "--help"]), T) {
-        bail!("this weft has no `weft publish` yet");
-    }
+/// Publishes host ports `first`.. (`count` of them) to `c:CONTAINER_PORT/tcp`
+/// through the agent in one request (`POST /v1/publish` with the range
+/// `FIRST-LAST:CONTAINER/tcp`), held to `PUBLISH_BUDGET`.
+fn weft_publish_range(socket: &Path, first: u16, count: u16) -> Result<()> {
     let last = first + (count - 1);
-    let spec = format!("{first}-{last}:{CONTAINER_PORT}/tcp");
+    let spec = if count == 1 {
+        format!("{first}:{CONTAINER_PORT}/tcp")
+    } else {
+        format!("{first}-{last}:{CONTAINER_PORT}/tcp")
+    };
+    let body = json!({"endpoint": "c", "spec": spec});
     let started = Instant::now();
-    weft.quiet(&["publish", "c", &spec])?;
+    agent_bench::request(socket, "POST", "/v1/publish", Some(&body.to_string()))?;
     if started.elapsed() > PUBLISH_BUDGET {
         bail!(
-            "`weft publish` of {count} ports took {:.0} s, budget {} s",
+            "publishing {count} ports took {:.0} s, budget {} s",
             started.elapsed().as_secs_f64(),
             PUBLISH_BUDGET.as_secs()
         );
@@ -363,6 +379,7 @@ fn iptables_side(prefix: &str, exe: &Path, rules: &Path) -> Result<Side> {
     let servers = servers(exe, &container, &outside)?;
     Ok(Side {
         name: "iptables",
+        agent: None,
         weft: None,
         container,
         outside,
