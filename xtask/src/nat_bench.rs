@@ -16,7 +16,8 @@
 //! container to outside, new connections per second (connect, exchange,
 //! close) and transactions per second on one kept-open connection; outside
 //! to a published port, new connections per second with 1 published port
-//! and with 10,000 (spread round-robin over all of them). Repetitions are
+//! and with 10,000 (spread round-robin over all of them). Every loadgen
+//! process is pinned to the last CPU. Repetitions are
 //! interleaved across the two topologies; medians are reported.
 //!
 //! Clients and the outside use the whole port range with `tcp_tw_reuse`, so
@@ -237,9 +238,10 @@ fn servers(exe: &Path, container: &Netns, outside: &Netns) -> Result<Vec<proc::B
         ),
     ] {
         let exe = exe.to_string_lossy();
-        v.push(proc::Background::spawn(
-            &mut ns.exec(&[&exe, "loadgen", "serve", "--listen", &listen]),
-        )?);
+        let cpu = pinned_cpu();
+        v.push(proc::Background::spawn(&mut ns.exec(&[
+            "taskset", "-c", &cpu, &exe, "loadgen", "serve", "--listen", &listen,
+        ]))?);
         ns.wait_listening(false, port, Duration::from_secs(5))?;
     }
     Ok(v)
@@ -446,10 +448,20 @@ fn iptables_publish(node: &Netns, rules: &Path, container_ip: &str, ports: u16) 
     Ok(())
 }
 
+/// The CPU every loadgen process runs on (the last one): client, server
+/// and the datapath's softirq work share it, so a rate is one CPU's worth
+/// of work per connection or transaction, free of cross-CPU wakeups (tens
+/// of microseconds on this kind of VM, as with the sockperf pinning).
+fn pinned_cpu() -> String {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cpus.saturating_sub(1).to_string()
+}
+
 /// One `loadgen` client run in `ns`; its rate per second.
 fn client(ns: &Netns, exe: &Path, args: &[&str], secs: u32) -> Result<(f64, u64)> {
     let exe = exe.to_string_lossy();
-    let mut all = vec![exe.as_ref(), "loadgen"];
+    let cpu = pinned_cpu();
+    let mut all = vec!["taskset", "-c", &cpu, exe.as_ref(), "loadgen"];
     all.extend(args);
     let secs_s = secs.to_string();
     all.extend(["--secs", &secs_s]);
@@ -652,7 +664,7 @@ fn results(
     }
     NatResults {
         json: json!({
-            "method": "cargo xtask loadgen, 64-byte TCP request/response; conn = connect, one exchange, close (4 client threads); RR = one kept-open connection; in conn spread round-robin over the published ports; weft NAT ports 10240-65535 with `weft ct gc` before each conn run; iptables = Docker's MASQUERADE/DNAT/filter layout on a Linux bridge",
+            "method": "cargo xtask loadgen pinned to the last CPU (clients and servers), 64-byte TCP request/response; conn = connect, one exchange, close (4 client threads); RR = one kept-open connection; in conn spread round-robin over the published ports; weft NAT ports 10240-65535 with `weft ct gc` before each conn run; iptables = Docker's MASQUERADE/DNAT/filter layout on a Linux bridge",
             "sides": Value::Object(per_side),
         }),
         targets,
