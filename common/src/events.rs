@@ -70,7 +70,7 @@ const _: () = assert!(size_of::<PacketEvent>() == 32 + EVENT_SNAP_LEN);
 
 /// The eBPF source files a drop can come from; an event stores the index.
 /// Index 0 means unknown.
-pub const SOURCE_FILES: [&str; 16] = [
+pub const SOURCE_FILES: [&str; 18] = [
     "?",
     "ebpf/src/from_container.rs",
     "ebpf/src/arp.rs",
@@ -87,6 +87,8 @@ pub const SOURCE_FILES: [&str; 16] = [
     "ebpf/src/decap.rs",
     "ebpf/src/from_vxlan.rs",
     "ebpf/src/xdp_underlay.rs",
+    "ebpf/src/icmp_error.rs",
+    "ebpf/src/mtu.rs",
 ];
 
 /// The [`SOURCE_FILES`] index of `path` (as `file!()` spells it), at

@@ -80,10 +80,14 @@ pub enum Drop {
     UnderlayUnreachable = 38,
     /// The inner frame of a VXLAN packet is not Ethernet + IPv4.
     VxlanBadInner = 39,
+    /// Bigger than the overlay's inner MTU and without Don't Fragment: the
+    /// overlay never fragments (RFC 7348 section 4.3). With DF set the
+    /// sender gets an ICMP fragmentation-needed instead (`frag_needed_sent`).
+    OverlayMtuExceeded = 40,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 34] = [
+    pub const ALL: [Drop; 35] = [
         Drop::TruncatedEthernet,
         Drop::TruncatedArp,
         Drop::UnsupportedArp,
@@ -118,6 +122,7 @@ impl Drop {
         Drop::EncapFailed,
         Drop::UnderlayUnreachable,
         Drop::VxlanBadInner,
+        Drop::OverlayMtuExceeded,
     ];
 
     pub const fn code(self) -> u32 {
@@ -166,6 +171,7 @@ impl Drop {
             Drop::EncapFailed => "encap_failed",
             Drop::UnderlayUnreachable => "underlay_unreachable",
             Drop::VxlanBadInner => "vxlan_bad_inner",
+            Drop::OverlayMtuExceeded => "overlay_mtu_exceeded",
         }
     }
 }
@@ -208,10 +214,14 @@ pub enum Forward {
     DecapDelivered = 13,
     /// Valid VXLAN left to the kernel's vxlan device (tunnel mode).
     VxlanToKernel = 14,
+    /// Too big for the overlay with Don't Fragment set: answered with an
+    /// ICMP fragmentation-needed carrying the overlay's MTU, built from the
+    /// packet and sent back to its sender (RFC 1191).
+    FragNeededSent = 15,
 }
 
 impl Forward {
-    pub const ALL: [Forward; 14] = [
+    pub const ALL: [Forward; 15] = [
         Forward::Bridged,
         Forward::Routed,
         Forward::ArpReplied,
@@ -226,6 +236,7 @@ impl Forward {
         Forward::EncapTunnel,
         Forward::DecapDelivered,
         Forward::VxlanToKernel,
+        Forward::FragNeededSent,
     ];
 
     pub const fn code(self) -> u32 {
@@ -252,6 +263,7 @@ impl Forward {
             Forward::EncapTunnel => "encap_tunnel",
             Forward::DecapDelivered => "decap_delivered",
             Forward::VxlanToKernel => "vxlan_to_kernel",
+            Forward::FragNeededSent => "frag_needed_sent",
         }
     }
 }
@@ -259,6 +271,6 @@ impl Forward {
 const _: () = {
     assert!((Drop::PublishedEndpointMissing as u32) < crate::maps::MAX_REASONS);
     assert!((Forward::IcmpErrorTranslated as u32) < crate::maps::MAX_REASONS);
-    assert!((Drop::VxlanBadInner as u32) < crate::maps::MAX_REASONS);
-    assert!((Forward::VxlanToKernel as u32) < crate::maps::MAX_REASONS);
+    assert!((Drop::OverlayMtuExceeded as u32) < crate::maps::MAX_REASONS);
+    assert!((Forward::FragNeededSent as u32) < crate::maps::MAX_REASONS);
 };

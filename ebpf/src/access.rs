@@ -211,3 +211,79 @@ pub fn copy_head(ctx: &TcContext, dst: &mut [u8; 128]) -> u32 {
     };
     if rc == 0 { want } else { 0 }
 }
+
+/// The size of each segment's payload if the packet is a GSO super-packet
+/// (e.g. TSO from a container's TCP socket), 0 otherwise.
+#[inline(always)]
+pub fn gso_size(ctx: &TcContext) -> u32 {
+    // SAFETY: `skb` is the context pointer the kernel passed in; reading
+    // `gso_size` is a plain context load the verifier rewrites (kernel 5.7).
+    unsafe { (*ctx.skb.skb).gso_size }
+}
+
+/// Longest packet excerpt [`load_excerpt`] and [`store_excerpt`] move.
+pub const EXCERPT_MAX: usize = 68;
+
+/// Copies `len` bytes at `offset` (from linear or paged data) into the
+/// start of `dst`; `None` if `len` is 0, over [`EXCERPT_MAX`] or past the
+/// packet's end.
+#[inline(always)]
+pub fn load_excerpt(
+    ctx: &TcContext,
+    offset: usize,
+    dst: &mut [u8; EXCERPT_MAX],
+    len: usize,
+) -> Option<()> {
+    // The helper takes a size in 1..=68: the verifier must see both bounds.
+    if len == 0 || len > EXCERPT_MAX {
+        return None;
+    }
+    // SAFETY: `dst` is a writable buffer of EXCERPT_MAX bytes and `len` is
+    // in 1..=EXCERPT_MAX; the helper checks the packet side itself.
+    let rc = unsafe {
+        aya_ebpf::helpers::bpf_skb_load_bytes(
+            ctx.skb.skb.cast(),
+            offset as u32,
+            dst.as_mut_ptr().cast(),
+            len as u32,
+        )
+    };
+    (rc == 0).then_some(())
+}
+
+/// Writes the first `len` bytes of `src` at `offset` into the packet;
+/// `None` if `len` is 0, over [`EXCERPT_MAX`] or past the packet's end.
+/// Packet pointers are invalid afterwards (`load`/`store` re-read them).
+#[inline(always)]
+pub fn store_excerpt(
+    ctx: &TcContext,
+    offset: usize,
+    src: &[u8; EXCERPT_MAX],
+    len: usize,
+) -> Option<()> {
+    if len == 0 || len > EXCERPT_MAX {
+        return None;
+    }
+    // SAFETY: `src` is a readable buffer of EXCERPT_MAX bytes and `len` is
+    // in 1..=EXCERPT_MAX; the helper checks the packet side itself.
+    let rc = unsafe {
+        aya_ebpf::helpers::bpf_skb_store_bytes(
+            ctx.skb.skb.cast(),
+            offset as u32,
+            src.as_ptr().cast(),
+            len as u32,
+            0,
+        )
+    };
+    (rc == 0).then_some(())
+}
+
+/// Trims (or grows) the packet to `len` bytes; meant for answering with a
+/// control message built in place. Drops GSO state and linearizes.
+/// Packet pointers are invalid afterwards.
+#[inline(always)]
+pub fn change_tail(ctx: &TcContext, len: u32) -> Option<()> {
+    // SAFETY: `skb` is the context pointer; the helper takes plain integers.
+    let rc = unsafe { aya_ebpf::helpers::bpf_skb_change_tail(ctx.skb.skb.cast(), len, 0) };
+    (rc == 0).then_some(())
+}

@@ -46,12 +46,24 @@ pub fn after_u16_change(check: [u8; 2], from: [u8; 2], to: [u8; 2]) -> [u8; 2] {
 /// from its bytes (RFC 1071).
 #[inline(always)]
 pub fn ipv4_header(header: &[u8; 20]) -> [u8; 2] {
-    let mut sum = 0u32;
+    finish(add_words(header, 0))
+}
+
+/// Adds the 16-bit big-endian words of `bytes` (an even length) to `sum`
+/// (RFC 1071); fold with [`finish`].
+#[inline(always)]
+pub fn add_words<const N: usize>(bytes: &[u8; N], mut sum: u32) -> u32 {
     let mut i = 0;
-    while i < 20 {
-        sum += u32::from(u16::from_be_bytes([header[i], header[i + 1]]));
+    while i + 1 < N {
+        sum += u32::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]));
         i += 2;
     }
+    sum
+}
+
+/// The checksum field for a running sum from [`add_words`].
+#[inline(always)]
+pub fn finish(mut sum: u32) -> [u8; 2] {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     (!(sum as u16)).to_be_bytes()

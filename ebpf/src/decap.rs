@@ -21,6 +21,7 @@ use weft_common::{
 use crate::{
     access::{load, redirect_peer, store},
     maps::{endpoint_by_ip, network_of_vni, overlay_config},
+    mtu,
     parse::{
         ETH_DST_OFF, ETH_LEN, ETH_P_IP, ETH_PROTO_OFF, ETH_SRC_OFF, IP_MIN_LEN, IP_OFF, UDP_LEN,
     },
@@ -90,7 +91,7 @@ pub fn from_underlay(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
         u64::from(BPF_F_ADJ_ROOM_DECAP_L3_IPV4),
     )
     .map_err(|_| drop_here!(EncapFailed))?;
-    deliver(ctx, &target)
+    deliver(ctx, &target, overlay.mtu)
 }
 
 /// The endpoint of network `network_id` that the inner IPv4 packet at
@@ -119,9 +120,16 @@ pub fn inner_target(
 }
 
 /// Delivers a decapsulated frame (Ethernet + IPv4 at offset 0) into the
-/// container `dst` ([`inner_target`]), with its network's MACs.
+/// container `dst` ([`inner_target`]), with its network's MACs; a TCP
+/// SYN's MSS is clamped to this node's overlay MTU `mtu` (0: unknown) on
+/// the way, for senders that did not clamp (e.g. a kernel VXLAN node).
 #[inline(always)]
-pub fn deliver(ctx: &TcContext, dst: &EndpointInfo) -> Verdict {
+pub fn deliver(ctx: &TcContext, dst: &EndpointInfo, mtu: u32) -> Verdict {
+    if mtu != 0
+        && let Some(ip) = load::<Ipv4Hdr>(ctx, IP_OFF)
+    {
+        mtu::clamp_mss(ctx, IP_OFF, &ip, mtu::max_mss(mtu));
+    }
     store(ctx, ETH_DST_OFF, dst.mac).ok_or(drop_here!(VxlanTruncated))?;
     store(ctx, ETH_SRC_OFF, dst.gateway_mac).ok_or(drop_here!(VxlanTruncated))?;
     if redirect_peer(dst.ifindex) != i64::from(TC_ACT_REDIRECT) {

@@ -32,6 +32,7 @@ use crate::{
     access::{fib_lookup, ifindex, load, redirect_egress, redirect_neigh, set_tunnel_key, store},
     csum,
     maps::{overlay_config, overlay_route},
+    mtu,
     parse::{
         ETH_DST_OFF, ETH_LEN, ETH_P_IP, ETH_SRC_OFF, IP_CSUM_OFF, IP_FRAG_OFFSET_MASK, IP_MIN_LEN,
         IP_OFF, IP_TTL_OFF,
@@ -61,6 +62,10 @@ pub fn encapsulate(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict
         // This node's own pod CIDR: nobody else has the address either.
         return Err(drop_here!(NoSuchEndpoint));
     }
+    // Checked before the TTL changes: an error quotes the packet as sent.
+    if let Some(action) = mtu::enforce(ctx, src, ip, overlay.mtu)? {
+        return Ok(action);
+    }
     if route.network_id != src.network_id {
         // Routed between networks (the link was checked by the caller).
         if ip.ttl <= 1 {
@@ -69,6 +74,9 @@ pub fn encapsulate(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict
         store(ctx, IP_TTL_OFF, ip.ttl - 1).ok_or(drop_here!(TruncatedIpv4))?;
         store(ctx, IP_CSUM_OFF, csum::after_ttl_decrement(ip.check))
             .ok_or(drop_here!(TruncatedIpv4))?;
+    }
+    if overlay.mtu != 0 {
+        mtu::clamp_mss(ctx, IP_OFF, ip, mtu::max_mss(overlay.mtu));
     }
     match overlay.mode {
         ENCAP_TUNNEL => tunnel(ctx, &overlay, &route),

@@ -9,7 +9,7 @@ use weft_common::events::PROGRAM_FROM_VXLAN;
 use crate::{
     access::{load, tunnel_vni},
     decap,
-    maps::network_of_vni,
+    maps::{network_of_vni, overlay_config},
     parse::{ETH_P_IP, ETH_PROTO_OFF, IP_OFF},
     verdict::{Verdict, drop_packet},
 };
@@ -31,5 +31,6 @@ fn try_from_vxlan(ctx: &TcContext) -> Verdict {
         return Err(drop_here!(VxlanBadInner));
     }
     let target = decap::inner_target(ctx, IP_OFF, network_id)?;
-    decap::deliver(ctx, &target)
+    let mtu = overlay_config().map_or(0, |o| o.mtu);
+    decap::deliver(ctx, &target, mtu)
 }

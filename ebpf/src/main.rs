@@ -6,7 +6,8 @@
 //! `forward` (bridging, routing, flooding), `nat` (masquerade and
 //! published ports), `icmp_error` (errors about translated connections),
 //! `encap` and `decap` (VXLAN overlay; entries `overlay_encap`, `from_vxlan`,
-//! and the XDP early drop `xdp_underlay`),
+//! and the XDP early drop `xdp_underlay`), `mtu` (the overlay's MTU:
+//! fragmentation-needed answers and TCP MSS clamping),
 //! `conntrack`, `csum`, `maps` and `verdict` (counters and drop accounting). `calibrate` is a
 //! no-op used only to measure test-run overhead.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -53,6 +54,8 @@ mod from_vxlan;
 mod icmp_error;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod mtu;
 #[cfg(target_arch = "bpf")]
 mod nat;
 #[cfg(target_arch = "bpf")]

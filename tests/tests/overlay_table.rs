@@ -20,7 +20,10 @@ use weft_common::{
 };
 use weft_tests::{
     fixture::{Datapath, TC_ACT_OK, TC_ACT_REDIRECT},
-    frames::{ETH_HLEN, arp, arp_request, internet_checksum, tcp_syn, udp, udp_ports},
+    frames::{
+        ETH_HLEN, arp, arp_request, frag_needed, internet_checksum, l4_checksum_valid, tcp_syn,
+        tcp_with_options, udp, udp_ports, with_ipv4_options, without_df,
+    },
     table::{self, Expect, Hook},
     topology::{A1, A2, NET_A, NET_B, NODE_IP, NatNode, nat_topology},
 };
@@ -450,6 +453,273 @@ fn bpf_decapsulation() -> Result<()> {
                 action: TC_ACT_OK,
                 kind: Forward::PassedToStack,
                 output: to_other.clone(),
+                delivered_to: None,
+            },
+        );
+        Ok(())
+    })
+}
+
+/// The overlay's inner MTU in [`overlay_topology`].
+const OVERLAY_MTU: usize = 1450;
+/// The MSS that fits it: the MTU less IPv4 and TCP headers.
+const CLAMPED_MSS: u16 = 1410;
+
+/// A UDP frame from A1 to `dst` whose IPv4 packet is `ip_len` bytes.
+fn udp_of_ip_len(dst: Ipv4Addr, ip_len: usize) -> Vec<u8> {
+    udp_ports(
+        to_gateway(),
+        (A1.ip, 40_000),
+        (dst, 53),
+        64,
+        &vec![0x5a; ip_len - 28],
+    )
+}
+
+/// The MSS option bytes for `mss`.
+fn mss(mss: u16) -> [u8; 4] {
+    let v = mss.to_be_bytes();
+    [2, 4, v[0], v[1]]
+}
+
+/// TCP options: `before`, then the MSS option, then `after`.
+fn options(before: &[u8], value: u16, after: &[u8]) -> Vec<u8> {
+    [before, &mss(value), after].concat()
+}
+
+/// Packets too big for the overlay: with DF an ICMP fragmentation-needed
+/// goes back to the sender from its gateway (exact bytes: the builder in
+/// `frames` follows RFC 792/1191 and Linux's TOS/TTL, checksums computed
+/// here from scratch), quoting the packet as it was sent (IPv4 options
+/// included, TTL not yet decremented when routed); without DF a named
+/// drop; a packet of exactly the MTU is encapsulated.
+#[test]
+fn oversized_packets_get_frag_needed_or_a_named_drop() -> Result<()> {
+    let node = NatNode::new()?;
+    let (uplink, config) = (node.uplink_ifindex, node.config(40_000, 40_999));
+    node.run(move || {
+        for mode in [ENCAP_BPF, ENCAP_TUNNEL] {
+            let mut dp = overlay_topology(uplink, config, mode)?;
+            let fits = udp_of_ip_len(REMOTE_A, OVERLAY_MTU);
+            let out = dp.run(&fits)?;
+            assert_eq!(
+                out.action, TC_ACT_REDIRECT,
+                "mode {mode}: a packet of exactly the overlay MTU is encapsulated"
+            );
+
+            let rows = [
+                (
+                    "one byte over the MTU, DF set",
+                    udp_of_ip_len(REMOTE_A, OVERLAY_MTU + 1),
+                ),
+                (
+                    "over the MTU with IPv4 options: the quote keeps them",
+                    with_ipv4_options(
+                        &udp_of_ip_len(REMOTE_A, OVERLAY_MTU - 7),
+                        &[0x94, 0x04, 0, 0, 0x01, 0x01, 0x01, 0x00],
+                    ),
+                ),
+                (
+                    "routed to a connected network: quoted with its TTL as sent",
+                    udp_of_ip_len(REMOTE_B, 1500),
+                ),
+                ("a TCP segment over the MTU", {
+                    let mut f =
+                        tcp_with_options(to_gateway(), A1.ip, REMOTE_A, true, &[1, 1, 1, 1]);
+                    f.extend_from_slice(&vec![0; 1500 - (f.len() - ETH_HLEN)]);
+                    let len = (f.len() - ETH_HLEN) as u16;
+                    f[ETH_HLEN + 2..ETH_HLEN + 4].copy_from_slice(&len.to_be_bytes());
+                    weft_tests::frames::refresh_ipv4_checksum(&mut f);
+                    f
+                }),
+            ];
+            for (what, frame) in rows {
+                let want =
+                    frag_needed(&frame, NET_A.gateway, NET_A.gateway_mac, OVERLAY_MTU as u16);
+                assert!(l4_checksum_valid(&want), "the expected ICMP is well formed");
+                check(
+                    &mut dp,
+                    &format!("mode {mode}: {what}"),
+                    Hook::Container,
+                    &frame,
+                    Expect::Forward {
+                        action: TC_ACT_REDIRECT,
+                        kind: Forward::FragNeededSent,
+                        output: want,
+                        delivered_to: None,
+                    },
+                );
+            }
+            check(
+                &mut dp,
+                &format!("mode {mode}: one byte over the MTU without DF"),
+                Hook::Container,
+                &without_df(&udp_of_ip_len(REMOTE_A, OVERLAY_MTU + 1)),
+                Expect::Drop(Drop::OverlayMtuExceeded),
+            );
+        }
+        Ok(())
+    })
+}
+
+/// TCP MSS clamping: a SYN (or SYN-ACK) entering the overlay from a
+/// container, or leaving it into one, has an MSS option above the overlay
+/// MTU less 40 lowered to it, wherever the option sits (an odd offset
+/// included: the checksum update is checked by etherparse's checksum of
+/// the expected frame); smaller values, non-SYN segments and malformed
+/// option lists are left alone.
+#[test]
+fn tcp_mss_is_clamped_to_the_overlay() -> Result<()> {
+    let node = NatNode::new()?;
+    let (uplink, config) = (node.uplink_ifindex, node.config(40_000, 40_999));
+    node.run(move || {
+        let mut dp = overlay_topology(uplink, config, ENCAP_BPF)?;
+        let syn = |opts: &[u8]| tcp_with_options(to_gateway(), A1.ip, REMOTE_A, false, opts);
+        let syn_ack = |opts: &[u8]| tcp_with_options(to_gateway(), A1.ip, REMOTE_A, true, opts);
+        // Linux's SYN options: MSS, SACK permitted, timestamps, NOP, window scale.
+        let linux_tail = [4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7];
+        let rows: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
+            (
+                "SYN with MSS 1460 first, as Linux sends it",
+                syn(&options(&[], 1460, &linux_tail)),
+                syn(&options(&[], CLAMPED_MSS, &linux_tail)),
+            ),
+            (
+                "SYN-ACK with MSS 65495 (a loopback-sized MTU)",
+                syn_ack(&options(&[], 65495, &[])),
+                syn_ack(&options(&[], CLAMPED_MSS, &[])),
+            ),
+            (
+                "MSS value at an odd offset (after one NOP)",
+                syn(&options(&[1], 1460, &[1, 1, 1])),
+                syn(&options(&[1], CLAMPED_MSS, &[1, 1, 1])),
+            ),
+            (
+                "MSS after window scale and SACK permitted",
+                syn(&options(&[1, 3, 3, 7, 4, 2], 9000, &[1, 1])),
+                syn(&options(&[1, 3, 3, 7, 4, 2], CLAMPED_MSS, &[1, 1])),
+            ),
+            (
+                "MSS below the clamp is kept",
+                syn(&options(&[], 1200, &[])),
+                syn(&options(&[], 1200, &[])),
+            ),
+            (
+                "MSS equal to the clamp is kept",
+                syn(&options(&[], CLAMPED_MSS, &[])),
+                syn(&options(&[], CLAMPED_MSS, &[])),
+            ),
+            (
+                "an option of length 0 ends the walk: nothing changed",
+                syn(&[3, 0, 2, 4, 5, 0xb4, 1, 1]),
+                syn(&[3, 0, 2, 4, 5, 0xb4, 1, 1]),
+            ),
+            (
+                "end-of-options before the MSS: nothing changed",
+                syn(&[0, 0, 0, 0, 2, 4, 5, 0xb4]),
+                syn(&[0, 0, 0, 0, 2, 4, 5, 0xb4]),
+            ),
+            (
+                "SYN without options",
+                tcp_syn(to_gateway(), A1.ip, REMOTE_A, 64),
+                tcp_syn(to_gateway(), A1.ip, REMOTE_A, 64),
+            ),
+        ];
+        for (what, frame, clamped) in rows {
+            assert!(
+                l4_checksum_valid(&clamped),
+                "{what}: expected frame is valid"
+            );
+            check(
+                &mut dp,
+                &format!("into the overlay: {what}"),
+                Hook::Container,
+                &frame,
+                Expect::Forward {
+                    action: TC_ACT_REDIRECT,
+                    kind: Forward::EncapBpf,
+                    output: encapsulated(
+                        &clamped,
+                        (NODE_IP, REMOTE_UNDERLAY),
+                        sport_of(&frame),
+                        VNI_A,
+                        0x08,
+                    ),
+                    delivered_to: None,
+                },
+            );
+        }
+
+        // A segment that is not a SYN keeps even an oversized MSS option.
+        let mut ack = tcp_with_options(to_gateway(), A1.ip, REMOTE_A, true, &mss(1460));
+        ack[ETH_HLEN + 20 + 13] = 0x10;
+        weft_tests::frames::refresh_l4_checksum(&mut ack);
+        check(
+            &mut dp,
+            "into the overlay: an ACK with an MSS option is not touched",
+            Hook::Container,
+            &ack,
+            Expect::Forward {
+                action: TC_ACT_REDIRECT,
+                kind: Forward::EncapBpf,
+                output: encapsulated(
+                    &ack,
+                    (NODE_IP, REMOTE_UNDERLAY),
+                    sport_of(&ack),
+                    VNI_A,
+                    0x08,
+                ),
+                delivered_to: None,
+            },
+        );
+
+        // Out of the overlay: a SYN-ACK from a peer that did not clamp
+        // (e.g. a kernel VXLAN node) is clamped before delivery.
+        let from_peer = |opts: &[u8]| tcp_with_options(vtep_to_vtep(), REMOTE_A, A2.ip, true, opts);
+        let delivered = |frame: Vec<u8>| {
+            let mut want = vec![];
+            want.extend_from_slice(&A2.mac);
+            want.extend_from_slice(&NET_A.gateway_mac);
+            want.extend_from_slice(&frame[12..]);
+            want
+        };
+        check(
+            &mut dp,
+            "out of the overlay: SYN-ACK with MSS 1460 is clamped",
+            Hook::Uplink,
+            &arriving(&from_peer(&options(&[], 1460, &[1, 1, 1, 1])), VNI_A, 0x08),
+            Expect::Forward {
+                action: TC_ACT_REDIRECT,
+                kind: Forward::DecapDelivered,
+                output: delivered(from_peer(&options(&[], CLAMPED_MSS, &[1, 1, 1, 1]))),
+                delivered_to: Some(A2.ifindex),
+            },
+        );
+        Ok(())
+    })
+}
+
+/// Tunnel mode clamps too: the inner frame handed to the vxlan device
+/// carries the lowered MSS.
+#[test]
+fn tunnel_mode_clamps_mss() -> Result<()> {
+    let node = NatNode::new()?;
+    let (uplink, config) = (node.uplink_ifindex, node.config(40_000, 40_999));
+    node.run(move || {
+        let mut dp = overlay_topology(uplink, config, ENCAP_TUNNEL)?;
+        let syn = |v| tcp_with_options(to_gateway(), A1.ip, REMOTE_A, false, &options(&[], v, &[]));
+        let mut want = syn(CLAMPED_MSS);
+        want[..6].copy_from_slice(&REMOTE_VTEP);
+        want[6..12].copy_from_slice(&LOCAL_VTEP);
+        check(
+            &mut dp,
+            "tunnel mode: SYN with MSS 1460 handed to the vxlan device with 1410",
+            Hook::Container,
+            &syn(1460),
+            Expect::Forward {
+                action: TC_ACT_REDIRECT,
+                kind: Forward::EncapTunnel,
+                output: want,
                 delivered_to: None,
             },
         );

@@ -314,9 +314,11 @@ enum EndpointCmd {
         /// Interface name inside the container.
         #[arg(long, default_value = endpoint::DEFAULT_IFNAME)]
         ifname: String,
-        /// MTU of both veth ends.
-        #[arg(long, default_value_t = endpoint::DEFAULT_MTU)]
-        mtu: u32,
+        /// MTU of both veth ends. Default: the overlay's inner MTU (the
+        /// underlay's less VXLAN's 50 bytes) on a node with an overlay,
+        /// else 1500.
+        #[arg(long)]
+        mtu: Option<u32>,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -495,7 +497,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                     ip,
                     name,
                     ifname: Some(ifname),
-                    mtu: Some(mtu),
+                    mtu,
                 };
                 let ep = match ctx.agent("POST", "/v1/endpoints", Some(&req)).await? {
                     Some(ep) => ep,

@@ -18,8 +18,21 @@ use crate::{
     state::{self, Endpoint, Locked, Network, Reservation, State},
 };
 
-/// Default MTU of both veth ends.
+/// Default MTU of both veth ends on a node without an overlay; with one,
+/// the overlay's inner MTU ([`default_mtu`]).
 pub const DEFAULT_MTU: u32 = 1500;
+
+/// The MTU an endpoint gets unless it asks: on a node with an overlay, the
+/// largest packet the overlay carries without fragmenting (the underlay's
+/// MTU less VXLAN's 50 bytes), as Flannel and Docker's overlay set it, so
+/// nothing a container sends needs the datapath's MSS clamp or
+/// fragmentation-needed answer.
+fn default_mtu(st: &State) -> u32 {
+    st.node
+        .as_ref()
+        .and_then(|n| n.overlay.as_ref())
+        .map_or(DEFAULT_MTU, |o| o.mtu)
+}
 /// Default interface name inside the container.
 pub const DEFAULT_IFNAME: &str = "eth0";
 
@@ -63,7 +76,7 @@ fn plan(st: &State, args: &AddArgs) -> Result<Plan> {
     }
     let ifname = args.ifname.clone().unwrap_or_else(|| DEFAULT_IFNAME.into());
     validate_ifname(&ifname)?;
-    let mtu = args.mtu.unwrap_or(DEFAULT_MTU);
+    let mtu = args.mtu.unwrap_or_else(|| default_mtu(st));
     if !(68..=65535).contains(&mtu) {
         return Err(Error::Invalid(format!(
             "invalid MTU {mtu}: use a value from 68 to 65535"
