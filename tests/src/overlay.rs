@@ -38,9 +38,14 @@ pub struct Cluster {
 
 impl Cluster {
     /// `count` nodes named `n1`, `n2`, ... encapsulating with `encap`
-    /// (`tunnel` or `bpf`).
+    /// (`tunnel` or `bpf`), on an underlay of MTU 1500.
     pub fn new(encap: &str, count: usize, nets: &[ClusterNet]) -> Result<Self> {
-        let underlay = Underlay::new(1500)?;
+        Self::with_mtu(encap, count, nets, 1500)
+    }
+
+    /// [`Cluster::new`] on an underlay of MTU `mtu`.
+    pub fn with_mtu(encap: &str, count: usize, nets: &[ClusterNet], mtu: u32) -> Result<Self> {
+        let underlay = Underlay::new(mtu)?;
         let mut nodes = Vec::new();
         for _ in 0..count {
             nodes.push(underlay.weft_node()?);
@@ -115,9 +120,21 @@ impl Cluster {
     /// A container on node `i` (0-based) in `network`, with the overlay's
     /// MTU (the underlay's less VXLAN's 50 bytes); returns it and its IP.
     pub fn container(&self, i: usize, network: &str, name: &str) -> Result<(NetNs, String)> {
+        self.container_with_mtu(i, network, name, Some(self.underlay.mtu - VXLAN_OVERHEAD))
+    }
+
+    /// A container on node `i` (0-based) in `network` with MTU `mtu`, or
+    /// weft's default when `None`; returns it and its IP.
+    pub fn container_with_mtu(
+        &self,
+        i: usize,
+        network: &str,
+        name: &str,
+        mtu: Option<u32>,
+    ) -> Result<(NetNs, String)> {
         let ns = NetNs::new("wtc")?;
-        let mtu = (self.underlay.mtu - VXLAN_OVERHEAD).to_string();
-        let ep = self.nodes[i].node.weft_json(&[
+        let mtu = mtu.map(|m| m.to_string());
+        let mut args = vec![
             "endpoint",
             "add",
             "--network",
@@ -126,9 +143,11 @@ impl Cluster {
             ns.name(),
             "--name",
             name,
-            "--mtu",
-            &mtu,
-        ])?;
+        ];
+        if let Some(mtu) = &mtu {
+            args.extend(["--mtu", mtu]);
+        }
+        let ep = self.nodes[i].node.weft_json(&args)?;
         let ip = ep["ip"]
             .as_str()
             .with_context(|| format!("endpoint add printed no ip: {ep}"))?
