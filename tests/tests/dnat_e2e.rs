@@ -8,23 +8,17 @@
 //! UDP socket gets ECONNREFUSED from the outside's ICMP port unreachable,
 //! which only works if the quoted header is translated back.
 
-use std::{
-    io::{ErrorKind, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
-    sync::mpsc,
-    thread::JoinHandle,
-    time::Duration,
-};
+use std::io::ErrorKind;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 use weft_tests::{
-    netns::NetNs,
     node::Node,
     outside::{NODE_UPLINK_IP, OUTSIDE_IP, Outside, UPLINK},
+    traffic::{
+        connected_udp_error, join, tcp_echo_from, tcp_echo_server, udp_echo_from, udp_echo_server,
+    },
 };
-
-const WAIT: Duration = Duration::from_secs(3);
 
 /// A node with network blue and its uplink set.
 fn node_with_uplink() -> Result<(Node, Outside)> {
@@ -33,116 +27,6 @@ fn node_with_uplink() -> Result<(Node, Outside)> {
     node.weft(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
     node.weft(&["node", "set", "--uplink", UPLINK, "--ip", NODE_UPLINK_IP])?;
     Ok((node, outside))
-}
-
-/// A TCP echo server on `0.0.0.0:port` in `ns` for `conns` connections;
-/// reports the peers it saw.
-fn tcp_echo_server(
-    ns: &NetNs,
-    port: u16,
-    conns: usize,
-) -> Result<JoinHandle<Result<Vec<SocketAddr>>>> {
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let thread = ns.run_in(move || {
-        let listener = TcpListener::bind(("0.0.0.0", port))?;
-        ready_tx.send(())?;
-        let mut peers = Vec::new();
-        for _ in 0..conns {
-            let (mut conn, peer) = listener.accept()?;
-            peers.push(peer);
-            conn.set_read_timeout(Some(WAIT))?;
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = conn.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                conn.write_all(&buf[..n])?;
-            }
-        }
-        Ok(peers)
-    })?;
-    ready_rx
-        .recv_timeout(WAIT)
-        .context("TCP server never bound")?;
-    Ok(thread)
-}
-
-/// A UDP echo server on `0.0.0.0:port` in `ns` for one datagram; reports
-/// the peer.
-fn udp_echo_server(ns: &NetNs, port: u16) -> Result<JoinHandle<Result<SocketAddr>>> {
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let thread = ns.run_in(move || {
-        let sock = UdpSocket::bind(("0.0.0.0", port))?;
-        sock.set_read_timeout(Some(WAIT * 2))?;
-        ready_tx.send(())?;
-        let mut buf = [0u8; 2048];
-        let (n, peer) = sock.recv_from(&mut buf)?;
-        sock.send_to(&buf[..n], peer)?;
-        Ok(peer)
-    })?;
-    ready_rx
-        .recv_timeout(WAIT)
-        .context("UDP server never bound")?;
-    Ok(thread)
-}
-
-/// Sends `msg` over TCP from `ns` to `to` and checks the echo: `Ok(false)`
-/// when the connection is refused or times out.
-fn tcp_echo_from(ns: &NetNs, to: &str, msg: &'static [u8]) -> Result<bool> {
-    let to: SocketAddr = to.parse()?;
-    ns.run_in(move || {
-        let mut s = match TcpStream::connect_timeout(&to, WAIT) {
-            Ok(s) => s,
-            Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::TimedOut) => {
-                return Ok(false);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        s.set_read_timeout(Some(WAIT))?;
-        s.write_all(msg)?;
-        s.shutdown(std::net::Shutdown::Write)?;
-        let mut got = Vec::new();
-        s.read_to_end(&mut got)?;
-        Ok(got == msg)
-    })?
-    .join()
-    .map_err(|_| anyhow::anyhow!("client thread panicked"))?
-}
-
-/// Sends `msg` over UDP from `ns` to `to`; whether the echo came back.
-fn udp_echo_from(ns: &NetNs, to: &str, msg: &'static [u8]) -> Result<bool> {
-    let to: SocketAddr = to.parse()?;
-    ns.run_in(move || {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
-        s.set_read_timeout(Some(WAIT))?;
-        s.send_to(msg, to)?;
-        let mut buf = [0u8; 2048];
-        Ok(matches!(s.recv_from(&mut buf), Ok((n, _)) if &buf[..n] == msg))
-    })?
-    .join()
-    .map_err(|_| anyhow::anyhow!("client thread panicked"))?
-}
-
-/// Sends a datagram from a connected UDP socket in `ns` to `to` and waits
-/// for an answer: the error kind the socket reports, `None` if data came.
-fn connected_udp_error(ns: &NetNs, to: &str) -> Result<Option<ErrorKind>> {
-    let to: SocketAddr = to.parse()?;
-    ns.run_in(move || {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
-        s.connect(to)?;
-        s.set_read_timeout(Some(WAIT))?;
-        s.send(b"anyone?")?;
-        let mut buf = [0u8; 64];
-        Ok(s.recv(&mut buf).err().map(|e| e.kind()))
-    })?
-    .join()
-    .map_err(|_| anyhow::anyhow!("client thread panicked"))?
-}
-
-fn join<T>(h: JoinHandle<Result<T>>) -> Result<T> {
-    h.join()
-        .map_err(|_| anyhow::anyhow!("server thread panicked"))?
 }
 
 fn published(node: &Node) -> Result<Vec<Value>> {

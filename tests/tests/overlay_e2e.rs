@@ -7,7 +7,9 @@
 use anyhow::Result;
 use weft_tests::{
     overlay::{Cluster, ClusterNet},
-    traffic::{tcp_echo, udp_echo},
+    traffic::{
+        join, tcp_echo, tcp_echo_from, tcp_echo_server, udp_echo, udp_echo_from, udp_echo_server,
+    },
     underlay::UNDERLAY_IF,
 };
 
@@ -67,6 +69,67 @@ fn bpf_encap_two_nodes() -> Result<()> {
 #[test]
 fn tunnel_encap_two_nodes() -> Result<()> {
     two_nodes_talk("tunnel", "encap_tunnel")
+}
+
+/// NAT next to the overlay: a container on node 2 reaches a port published
+/// on node 1's address (the address is outside weft's networks, so node 2
+/// masquerades it, node 1 DNATs it, and both replies are translated back),
+/// TCP and UDP; the server sees node 2's address; `unpublish` stops it.
+fn published_port_across_nodes(encap: &str) -> Result<()> {
+    let cluster = Cluster::new(encap, 2, &[BLUE])?;
+    let node = |i: usize| &cluster.nodes[i].node;
+    let (s1, _) = cluster.container(0, "blue", "s1")?;
+    let (c2, _) = cluster.container(1, "blue", "c2")?;
+    node(0).weft(&["publish", "s1", "8080:8000"])?;
+    node(0).weft(&["publish", "s1", "5353:5300/udp"])?;
+    let n1 = cluster.nodes[0].underlay_ip.to_string();
+    let n2 = cluster.nodes[1].underlay_ip;
+
+    let server = tcp_echo_server(&s1, 8000, 1)?;
+    assert!(
+        tcp_echo_from(&c2, &format!("{n1}:8080"), b"across nodes")?,
+        "{encap}: TCP to node 1's published port from node 2's container"
+    );
+    assert_eq!(join(server)?[0].ip(), n2, "masqueraded by node 2");
+    let server = udp_echo_server(&s1, 5300)?;
+    assert!(
+        udp_echo_from(&c2, &format!("{n1}:5353"), b"udp across nodes")?,
+        "{encap}: UDP to node 1's published port from node 2's container"
+    );
+    assert_eq!(join(server)?.ip(), n2);
+    for (i, kind) in [
+        (1, "snat"),
+        (1, "reverse_snat"),
+        (0, "dnat"),
+        (0, "reverse_dnat"),
+    ] {
+        assert!(
+            node(i).forwards(kind)? > 0,
+            "{encap}: node {} {kind}",
+            i + 1
+        );
+    }
+    assert_eq!(
+        node(0).forwards("encap_bpf")? + node(0).forwards("encap_tunnel")?,
+        0
+    );
+
+    node(0).weft(&["unpublish", "s1", "8080:8000"])?;
+    assert!(
+        !tcp_echo_from(&c2, &format!("{n1}:8080"), b"unpublished")?,
+        "{encap}: unpublished port must not reach the container"
+    );
+    Ok(())
+}
+
+#[test]
+fn bpf_encap_published_port_across_nodes() -> Result<()> {
+    published_port_across_nodes("bpf")
+}
+
+#[test]
+fn tunnel_encap_published_port_across_nodes() -> Result<()> {
+    published_port_across_nodes("tunnel")
 }
 
 const RED: ClusterNet = ClusterNet {
