@@ -21,6 +21,7 @@ pub mod netns;
 pub mod node;
 pub mod outside;
 pub mod overlay;
+pub mod overlay_frames;
 pub mod table;
 pub mod topology;
 pub mod traffic;

@@ -14,8 +14,8 @@ use std::net::Ipv4Addr;
 
 use anyhow::Result;
 use weft_common::{
-    maps::{ENCAP_BPF, ENCAP_TUNNEL, NodeConfig, OverlayConfig, OverlayRoute},
-    overlay::{VXLAN_PORT, VXLAN_SPORT_MIN, flow_src_port},
+    maps::{ENCAP_BPF, ENCAP_TUNNEL},
+    overlay::VXLAN_SPORT_MIN,
     reason::{Drop, Forward},
 };
 use weft_tests::{
@@ -24,131 +24,16 @@ use weft_tests::{
         ETH_HLEN, arp, arp_request, frag_needed, internet_checksum, l4_checksum_valid, tcp_syn,
         tcp_with_options, udp, udp_ports, with_ipv4_options, without_df,
     },
+    overlay_frames::{
+        EMPTY_LOCAL_A, LOCAL_VTEP, REMOTE_A, REMOTE_B, REMOTE_UNDERLAY, REMOTE_VTEP, UNROUTED_A,
+        VNI_A, VNI_B, arriving, encapsulated, overlay_topology, sport_of, vtep_to_vtep,
+    },
     table::{self, Expect, Hook},
-    topology::{A1, A2, NET_A, NET_B, NODE_IP, NatNode, nat_topology},
+    topology::{A1, A2, NET_A, NODE_IP, NatNode},
 };
-
-/// The remote node's underlay address (on the uplink's /24).
-const REMOTE_UNDERLAY: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 3);
-const LOCAL_VTEP: [u8; 6] = [0x0a, 0x56, 192, 168, 77, 2];
-const REMOTE_VTEP: [u8; 6] = [0x0a, 0x56, 192, 168, 77, 3];
-const VNI_A: u32 = 100;
-const VNI_B: u32 = 200;
-/// Remote pod CIDRs: the upper halves of networks A and B (this node's
-/// endpoints are in the lower halves).
-const REMOTE_A: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 130);
-const REMOTE_B: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 130);
-/// In network A, outside this node's pod CIDR and every remote one.
-const UNROUTED_A: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 200);
-/// In this node's own pod CIDR of A, no endpoint.
-const EMPTY_LOCAL_A: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 100);
 
 fn check(dp: &mut Datapath, what: &str, hook: Hook, frame: &[u8], expect: Expect) -> Vec<u8> {
     table::check(dp, what, hook, frame, &expect).unwrap()
-}
-
-/// `nat_topology` plus the overlay: this node at [`NODE_IP`] in `mode`,
-/// its own pod CIDRs 10.1.0.0/25 and 10.2.0.0/25, the remote node's
-/// 10.1.0.128/26 (A) and 10.2.0.128/25 (B), VNIs for A and B.
-/// `uplink` is the namespace's uplink ifindex (also standing in for the
-/// vxlan device in tunnel mode).
-fn overlay_topology(uplink: u32, config: NodeConfig, mode: u8) -> Result<Datapath> {
-    let mut dp = nat_topology(config)?;
-    dp.set_overlay(OverlayConfig {
-        underlay_ip_be: be(NODE_IP),
-        underlay_ifindex: uplink,
-        vxlan_ifindex: if mode == ENCAP_TUNNEL { uplink } else { 0 },
-        mtu: 1450,
-        vtep_mac: LOCAL_VTEP,
-        mode,
-        _pad: 0,
-    })?;
-    let local = |network_id, vni| OverlayRoute {
-        underlay_ip_be: 0,
-        vni,
-        network_id,
-        vtep_mac: [0; 6],
-        _pad: [0; 2],
-    };
-    let remote = |network_id, vni| OverlayRoute {
-        underlay_ip_be: be(REMOTE_UNDERLAY),
-        vni,
-        network_id,
-        vtep_mac: REMOTE_VTEP,
-        _pad: [0; 2],
-    };
-    dp.add_route(Ipv4Addr::new(10, 1, 0, 0), 25, local(NET_A.id, VNI_A))?;
-    dp.add_route(Ipv4Addr::new(10, 2, 0, 0), 25, local(NET_B.id, VNI_B))?;
-    dp.add_route(Ipv4Addr::new(10, 1, 0, 128), 26, remote(NET_A.id, VNI_A))?;
-    dp.add_route(Ipv4Addr::new(10, 2, 0, 128), 25, remote(NET_B.id, VNI_B))?;
-    dp.add_vni(VNI_A, NET_A.id)?;
-    dp.add_vni(VNI_B, NET_B.id)?;
-    Ok(dp)
-}
-
-fn be(ip: Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(ip.octets())
-}
-
-/// The frame the bpf mode must produce for `inner` (an Ethernet frame,
-/// its IPv4 packet as it must travel) with outer UDP source port `sport`:
-/// outer Ethernet left to `bpf_redirect_neigh` (zeros), IPv4 (DF, TTL 64,
-/// id 0, checksum), UDP to 4789 with checksum 0, VXLAN with the I flag,
-/// inner Ethernet remote VTEP <- local VTEP.
-fn encapsulated(
-    inner: &[u8],
-    outer: (Ipv4Addr, Ipv4Addr),
-    sport: u16,
-    vni: u32,
-    flags: u8,
-) -> Vec<u8> {
-    let packet = &inner[ETH_HLEN..];
-    let ip_len = (20 + 8 + 8 + 14 + packet.len()) as u16;
-    let mut f = vec![0u8; 12];
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&ip_len.to_be_bytes());
-    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
-    ip.extend_from_slice(&outer.0.octets());
-    ip.extend_from_slice(&outer.1.octets());
-    let sum = internet_checksum(&ip);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&sport.to_be_bytes());
-    f.extend_from_slice(&VXLAN_PORT.to_be_bytes());
-    f.extend_from_slice(&(ip_len - 20).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    let v = vni.to_be_bytes();
-    f.extend_from_slice(&[flags, 0, 0, 0, v[1], v[2], v[3], 0]);
-    f.extend_from_slice(&REMOTE_VTEP);
-    f.extend_from_slice(&LOCAL_VTEP);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    f.extend_from_slice(packet);
-    f
-}
-
-/// A VXLAN frame from the remote node to this one carrying `inner`.
-fn arriving(inner: &[u8], vni: u32, flags: u8) -> Vec<u8> {
-    let mut f = encapsulated(inner, (REMOTE_UNDERLAY, NODE_IP), 50_000, vni, flags);
-    f[..6].copy_from_slice(&[0x02, 0x77, 0, 0, 0, 2]);
-    f[6..12].copy_from_slice(&[0x02, 0x77, 0, 0, 0, 3]);
-    f
-}
-
-/// The outer UDP source port the datapath must pick for `inner`.
-fn sport_of(inner: &[u8]) -> u16 {
-    let ip = &inner[ETH_HLEN..];
-    let l4 = usize::from(ip[0] & 0x0f) * 4;
-    let ports = match ip[9] {
-        6 | 17 => u32::from_ne_bytes([ip[l4], ip[l4 + 1], ip[l4 + 2], ip[l4 + 3]]),
-        _ => 0,
-    };
-    flow_src_port(
-        u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]),
-        u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]),
-        ports,
-        ip[9],
-    )
 }
 
 /// `frame` with its IPv4 TTL one lower and the header checksum redone.
@@ -343,11 +228,6 @@ fn tunnel_encapsulation() -> Result<()> {
         );
         Ok(())
     })
-}
-
-/// Inner Ethernet addresses of what the remote node sends here.
-fn vtep_to_vtep() -> ([u8; 6], [u8; 6]) {
-    (LOCAL_VTEP, REMOTE_VTEP)
 }
 
 #[test]

@@ -54,7 +54,34 @@ pub struct Args {
     /// Directory for the JSON report [default: bench-results/ in the repo].
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run only these sections, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',', value_enum)]
+    only: Vec<Section>,
 }
+
+/// The bench's sections, for `--only`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    /// weft vs veth vs Linux bridge on one node.
+    SameNode,
+    /// Masquerade and published ports vs iptables.
+    Nat,
+    /// Cross-node overlay vs kernel vxlan + bridge vs routed underlay.
+    Overlay,
+    /// Per-packet program cost (prog_cost).
+    Prog,
+    /// The agent's RSS/CPU and map programming.
+    Agent,
+}
+
+impl Args {
+    fn wants(&self, section: Section) -> bool {
+        self.only.is_empty() || self.only.contains(&section)
+    }
+}
+
+/// What a section left out by `--only` reports instead of figures.
+const NOT_RUN: &str = "not run (--only)";
 
 /// One topology under test. Fields drop in declaration order: weft's
 /// teardown first, while its namespaces still exist.
@@ -91,7 +118,9 @@ pub fn run(args: &Args) -> Result<()> {
     let ns = |s: &str| format!("{NS_PREFIX}{pid}-{s}");
     let mut topologies = Vec::new();
     let mut unavailable = Vec::new();
+    let same_node = args.wants(Section::SameNode);
     match &weft_bin {
+        _ if !same_node => {}
         Ok(bin) => match weft_topology(bin, &ns("weft")) {
             Ok(t) => topologies.push(t),
             Err(err) => {
@@ -136,32 +165,47 @@ pub fn run(args: &Args) -> Result<()> {
         eprintln!("xtask: warning: namespaces left behind: {}", left.join(" "));
     }
 
-    let nat = nat_bench::run(weft_bin.as_deref().ok(), &ns("nat"), reps, secs)
-        .map_err(|e| format!("{e:#}"));
-    if let Err(e) = &nat {
+    let nat = if args.wants(Section::Nat) {
+        nat_bench::run(weft_bin.as_deref().ok(), &ns("nat"), reps, secs)
+            .map_err(|e| format!("{e:#}"))
+    } else {
+        Err(NOT_RUN.to_owned())
+    };
+    if let (Err(e), true) = (&nat, args.wants(Section::Nat)) {
         proc::check_interrupted()?;
         eprintln!("xtask bench: NAT measurement unavailable: {e}");
     }
 
-    let overlay = bench_overlay::run(
-        weft_bin.as_deref().ok(),
-        &ns("ovl"),
-        (
-            &format!("{BPFFS_PREFIX}{pid}-ovl-"),
-            &format!("{STATE_PREFIX}{pid}-ovl-"),
-        ),
-        reps,
-        secs,
-    )?;
+    let overlay = if args.wants(Section::Overlay) {
+        bench_overlay::run(
+            weft_bin.as_deref().ok(),
+            &ns("ovl"),
+            (
+                &format!("{BPFFS_PREFIX}{pid}-ovl-"),
+                &format!("{STATE_PREFIX}{pid}-ovl-"),
+            ),
+            reps,
+            secs,
+        )?
+    } else {
+        bench_overlay::OverlayBench {
+            json: json!({ "unavailable": NOT_RUN }),
+            targets: Vec::new(),
+        }
+    };
 
-    println!("\n== per-packet cost of each program path (prog_cost)");
-    let prog_cost = prog_cost();
+    let prog_cost = if args.wants(Section::Prog) {
+        println!("\n== per-packet cost of each program path (prog_cost)");
+        prog_cost()
+    } else {
+        Err(NOT_RUN.to_owned())
+    };
     let names: Vec<&str> = ["weft", "veth", "bridge"]
         .into_iter()
-        .filter(|n| !unavailable.iter().any(|(u, _)| u == n))
+        .filter(|n| same_node && !unavailable.iter().any(|(u, _)| u == n))
         .collect();
-    println!("\n== agent: idle, and programming endpoints");
     let agent = match &weft_bin {
+        _ if !args.wants(Section::Agent) => Err(NOT_RUN.to_owned()),
         Ok(bin) => agent_bench::run(
             bin,
             &ns("agent"),
@@ -171,7 +215,7 @@ pub fn run(args: &Args) -> Result<()> {
         .map_err(|e| format!("{e:#}")),
         Err(e) => Err(format!("weft could not be built: {e}")),
     };
-    if let Err(e) = &agent {
+    if let (Err(e), true) = (&agent, args.wants(Section::Agent)) {
         proc::check_interrupted()?;
         eprintln!("xtask bench: agent measurement unavailable: {e}");
     }
@@ -184,6 +228,10 @@ pub fn run(args: &Args) -> Result<()> {
     }
     report.targets.extend(nat_bench::targets(&nat));
     report.targets.extend(overlay.targets.iter().cloned());
+    if !args.only.is_empty() {
+        // Targets of the sections left out have no figures: leave them out.
+        report.targets.retain(|t| t.value.is_some());
+    }
     report.print();
 
     let stamp = timestamp();

@@ -17,6 +17,12 @@
 //! a first run), as the median of single runs of a fresh frame, on a thread
 //! inside a namespace with an uplink so `bpf_fib_lookup` finds a route.
 //!
+//! The overlay (`encap_bpf` and `encap_tunnel` out of `weft_from_container`
+//! through the `weft_overlay_encap` tail call, `decap_bpf` into
+//! `weft_from_uplink`) is measured the same way: a UDP packet to a remote
+//! node's container and one arriving from it, median of single runs, in a
+//! namespace whose uplink is the underlay.
+//!
 //! Every figure includes the test-run loop's own per-run overhead; a no-op
 //! program (`weft_calibrate`) measures it, and `program_ns` is the figure
 //! with that overhead subtracted: the cost of weft's code itself.
@@ -26,9 +32,11 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::{Result, bail};
+use weft_common::maps::{ENCAP_BPF, ENCAP_TUNNEL};
 use weft_tests::{
     fixture::{Datapath, Ep, Net, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TEST_RUN_IFINDEX},
     frames::{arp_request, udp, udp_ports},
+    overlay_frames::{REMOTE_A, VNI_A, arriving, overlay_topology, vtep_to_vtep},
     topology::{
         A1, A2, B1, C1, NET_A, NET_B, NODE_IP, NatNode, OUTSIDE, ROUTER_MAC, UPLINK_MAC,
         nat_topology, topology,
@@ -165,6 +173,21 @@ fn main() -> Result<()> {
         program_ns: reverse_snat - nat_noop,
         method: nat_method,
     });
+    let overlay = overlay_ns(single_runs)?;
+    for (name, ns) in [
+        ("encap_bpf", overlay.encap_bpf),
+        ("encap_tunnel", overlay.encap_tunnel),
+        ("decap_bpf", overlay.decap_bpf),
+    ] {
+        results.push(Measured {
+            name,
+            ns_per_packet: ns,
+            program_ns: ns - overlay.noop,
+            method: format!(
+                "median of {single_runs} single runs, in a namespace whose uplink is the underlay"
+            ),
+        });
+    }
     let bridge_single = median_single(&mut dp, &paths[0].frame, single_runs)?;
     results.push(Measured {
         name: "bridge_single",
@@ -285,6 +308,67 @@ fn nat_ns(runs: usize) -> Result<(f64, f64, f64)> {
             .collect::<Result<_>>()?;
         noop.sort_by(f64::total_cmp);
         Ok((snat, reverse, noop[runs / 2]))
+    })
+}
+
+/// Medians of single runs of the overlay paths and of the no-op program.
+struct OverlayCost {
+    encap_bpf: f64,
+    encap_tunnel: f64,
+    decap_bpf: f64,
+    noop: f64,
+}
+
+/// A 64-byte-payload UDP packet from A1 to a remote node's container, in
+/// each encapsulation mode, and one from there to A2 arriving over VXLAN
+/// (bpf mode decapsulates it), on a thread inside a [`NatNode`] namespace.
+fn overlay_ns(runs: usize) -> Result<OverlayCost> {
+    let node = NatNode::new()?;
+    let (uplink, config) = (node.uplink_ifindex, node.config(40_000, 40_999));
+    node.run(move || {
+        let out = udp_ports(
+            (NET_A.gateway_mac, A1.mac),
+            (A1.ip, 40_001),
+            (REMOTE_A, 53),
+            64,
+            &[0u8; 18],
+        );
+        let inner = udp(vtep_to_vtep(), REMOTE_A, A2.ip, 64, &[0u8; 18]);
+        let arriving = arriving(&inner, VNI_A, 0x08);
+        let cost = |mode: u8, hook_uplink: bool, frame: &[u8]| -> Result<f64> {
+            let mut dp = overlay_topology(uplink, config, mode)?;
+            let mut durations = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                let run = if hook_uplink {
+                    dp.run_uplink(frame)?
+                } else {
+                    dp.run(frame)?
+                };
+                if run.action != TC_ACT_REDIRECT {
+                    bail!(
+                        "overlay mode {mode}: expected a redirect, got {}",
+                        run.action
+                    );
+                }
+                durations.push(run.duration);
+            }
+            durations.sort();
+            Ok(durations[runs / 2].as_nanos() as f64)
+        };
+        let encap_bpf = cost(ENCAP_BPF, false, &out)?;
+        let encap_tunnel = cost(ENCAP_TUNNEL, false, &out)?;
+        let decap_bpf = cost(ENCAP_BPF, true, &arriving)?;
+        let mut dp = overlay_topology(uplink, config, ENCAP_BPF)?;
+        let mut noop: Vec<f64> = (0..runs)
+            .map(|_| dp.calibration_ns(&out, 1))
+            .collect::<Result<_>>()?;
+        noop.sort_by(f64::total_cmp);
+        Ok(OverlayCost {
+            encap_bpf,
+            encap_tunnel,
+            decap_bpf,
+            noop: noop[runs / 2],
+        })
     })
 }
 
