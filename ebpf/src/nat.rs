@@ -258,6 +258,51 @@ pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
     send_out(ctx, &hop, kind)
 }
 
+/// A container's reply on a connection to a published port whose client
+/// is a pod address on another node (a client that reached the node's
+/// address without masquerade, e.g. from a kernel-VXLAN node or a
+/// `--no-masquerade` network): the source becomes the node's address and
+/// published port, as on the uplink, before the packet is encapsulated
+/// toward the client's node. Returns whether it translated; anything but
+/// such a reply is left as it is.
+#[inline(always)]
+pub fn reverse_dnat_to_overlay(
+    ctx: &TcContext,
+    src: &EndpointInfo,
+    ip: &Ipv4Hdr,
+) -> Result<bool, Dropped> {
+    if ip.proto == IPPROTO_ICMP || is_later_fragment(ip) {
+        return Ok(false);
+    }
+    let Some(node) = node_config() else {
+        return Ok(false);
+    };
+    let l4_off = l4_offset(ip);
+    pull_l4(ctx, l4_off);
+    let Some(l4) = parse_l4(ctx, ip, l4_off, Way::Out)? else {
+        return Ok(false);
+    };
+    let orig = CtKey::new(
+        ip.proto,
+        src.ip_be,
+        u32::from_ne_bytes(ip.dst_addr),
+        l4.sport,
+        l4.dport,
+    );
+    let Some(entry) = conntrack::established(&orig, src, &node, l4.tcp_flags, now_ns(), ctx.len())
+        .filter(|entry| entry.flags & CT_FLAG_DNAT != 0)
+    else {
+        return Ok(false);
+    };
+    if ip.ttl <= 1 {
+        return Err(drop_here!(TtlExceeded));
+    }
+    retarget_ipv4(ctx, ip, IP_SRC_OFF, src.ip_be, node.node_ip_be)?;
+    rewrite_l4(ctx, &l4, ip.proto, src.ip_be, node.node_ip_be)?;
+    rewrite_port(ctx, &l4, l4.sport, entry.xlate_port_be)?;
+    Ok(true)
+}
+
 /// Whether `src`'s network masquerades traffic leaving weft.
 #[inline(always)]
 fn masquerades(src: &EndpointInfo) -> bool {

@@ -11,6 +11,7 @@ use crate::{
     access::{ifindex, load},
     encap,
     maps::endpoint_by_ifindex,
+    nat,
     parse::IP_OFF,
     verdict::{Verdict, drop_packet},
 };
@@ -25,10 +26,14 @@ pub fn weft_overlay_encap(ctx: TcContext) -> i32 {
 
 /// `weft_from_container` validated the frame, counted it and checked that
 /// the sender's network may reach the destination's; this re-reads the
-/// sender and the IPv4 header.
+/// sender and the IPv4 header. A reply to a published port's client on
+/// another node is translated first (`nat::reverse_dnat_to_overlay`).
 #[inline(always)]
 fn try_overlay_encap(ctx: &TcContext) -> Verdict {
     let src = endpoint_by_ifindex(ifindex(ctx)).ok_or(drop_here!(UnknownEndpoint))?;
-    let ip: Ipv4Hdr = load(ctx, IP_OFF).ok_or(drop_here!(TruncatedIpv4))?;
+    let mut ip: Ipv4Hdr = load(ctx, IP_OFF).ok_or(drop_here!(TruncatedIpv4))?;
+    if nat::reverse_dnat_to_overlay(ctx, &src, &ip)? {
+        ip = load(ctx, IP_OFF).ok_or(drop_here!(TruncatedIpv4))?;
+    }
     encap::encapsulate(ctx, &src, &ip)
 }

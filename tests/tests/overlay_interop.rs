@@ -3,11 +3,17 @@
 //! onlink routes (the way Flannel's vxlan backend sets it up), on one
 //! underlay, one network and VNI. Ping, 1 MB TCP and UDP both ways, in both
 //! of weft's encapsulation modes, with no fragments and both ends agreeing
-//! on an MSS the overlay carries.
+//! on an MSS the overlay carries; and a port published on the weft node
+//! reached by the kernel node's container, which does not masquerade: the
+//! request comes over the underlay from a pod address, the reply goes back
+//! translated through the overlay.
 
 use anyhow::{Context, Result};
 use weft_tests::{
-    traffic::{tcp_echo, tcp_mss, udp_echo},
+    traffic::{
+        join, tcp_echo, tcp_echo_from, tcp_echo_server, tcp_mss, udp_echo, udp_echo_from,
+        udp_echo_server,
+    },
     underlay::{KERNEL_VTEP, PeerKind, Underlay, frag_creates, reassembly_requests},
 };
 
@@ -98,6 +104,32 @@ fn with_kernel_vxlan_node(encap: &str, encap_kind: &str) -> Result<()> {
         client <= 1410 && server <= 1410,
         "{encap}: MSS {client}/{server}"
     );
+
+    // A published port on the weft node, from the kernel node's container:
+    // its request reaches the node's address over the underlay with the
+    // pod address as source (no masquerade there), so the reply must be
+    // translated (source: node address and published port) and sent
+    // through the overlay.
+    weft.node.weft(&["publish", "c1", "8080:8000"])?;
+    weft.node.weft(&["publish", "c1", "5353:5300/udp"])?;
+    let node_ip = weft.underlay_ip.to_string();
+    let server = tcp_echo_server(&c1, 8000, 1)?;
+    assert!(
+        tcp_echo_from(&k1, &format!("{node_ip}:8080"), b"published, from a pod")?,
+        "{encap}: TCP to a published port from the kernel node's container"
+    );
+    assert_eq!(
+        join(server)?[0].ip().to_string(),
+        ip_k1,
+        "the client's own address"
+    );
+    let server = udp_echo_server(&c1, 5300)?;
+    assert!(
+        udp_echo_from(&k1, &format!("{node_ip}:5353"), b"udp from a pod")?,
+        "{encap}: UDP to a published port from the kernel node's container"
+    );
+    assert_eq!(join(server)?.ip().to_string(), ip_k1);
+    assert!(weft.node.forwards("dnat")? >= 2, "DNAT counted");
     Ok(())
 }
 

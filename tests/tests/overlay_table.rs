@@ -14,22 +14,22 @@ use std::net::Ipv4Addr;
 
 use anyhow::Result;
 use weft_common::{
-    maps::{ENCAP_BPF, ENCAP_TUNNEL},
+    maps::{ENCAP_BPF, ENCAP_TUNNEL, IPPROTO_TCP},
     overlay::VXLAN_SPORT_MIN,
     reason::{Drop, Forward},
 };
 use weft_tests::{
     fixture::{Datapath, TC_ACT_OK, TC_ACT_REDIRECT},
     frames::{
-        ETH_HLEN, arp, arp_request, frag_needed, internet_checksum, l4_checksum_valid, tcp_syn,
-        tcp_with_options, udp, udp_ports, with_ipv4_options, without_df,
+        ETH_HLEN, TcpFlags, arp, arp_request, frag_needed, internet_checksum, l4_checksum_valid,
+        tcp, tcp_syn, tcp_with_options, udp, udp_ports, with_ipv4_options, without_df,
     },
     overlay_frames::{
         EMPTY_LOCAL_A, LOCAL_VTEP, REMOTE_A, REMOTE_B, REMOTE_UNDERLAY, REMOTE_VTEP, UNROUTED_A,
         VNI_A, VNI_B, arriving, encapsulated, overlay_topology, sport_of, vtep_to_vtep,
     },
     table::{self, Expect, Hook},
-    topology::{A1, A2, NET_A, NODE_IP, NatNode},
+    topology::{A1, A2, NET_A, NODE_IP, NatNode, ROUTER_MAC, UPLINK_MAC},
 };
 
 fn check(dp: &mut Datapath, what: &str, hook: Hook, frame: &[u8], expect: Expect) -> Vec<u8> {
@@ -600,6 +600,81 @@ fn tunnel_mode_clamps_mss() -> Result<()> {
                 action: TC_ACT_REDIRECT,
                 kind: Forward::EncapTunnel,
                 output: want,
+                delivered_to: None,
+            },
+        );
+        Ok(())
+    })
+}
+
+/// A published port's client that is a pod on the remote node and did
+/// not masquerade: its SYN arrives on the uplink from its pod address and
+/// is DNATed into A1; A1's SYN-ACK to that pod address goes into the
+/// overlay, so it is translated (source: the node's address and published
+/// port, TTL - 1, checksums as etherparse computes them) and then
+/// encapsulated toward the client's node.
+#[test]
+fn reply_to_a_remote_pod_client_of_a_published_port() -> Result<()> {
+    let node = NatNode::new()?;
+    let (uplink, config) = (node.uplink_ifindex, node.config(40_000, 40_999));
+    node.run(move || {
+        let mut dp = overlay_topology(uplink, config, ENCAP_BPF)?;
+        dp.publish(IPPROTO_TCP, 8080, A1.ip, 80)?;
+        let client = (REMOTE_A, 50_001);
+        let syn = TcpFlags {
+            syn: true,
+            ..TcpFlags::default()
+        };
+        let syn_ack = TcpFlags { ack: true, ..syn };
+        check(
+            &mut dp,
+            "SYN from a remote pod to the published port, over the underlay",
+            Hook::Uplink,
+            &tcp((UPLINK_MAC, ROUTER_MAC), client, (NODE_IP, 8080), syn, 64),
+            Expect::Forward {
+                action: TC_ACT_REDIRECT,
+                kind: Forward::Dnat,
+                output: tcp((A1.mac, NET_A.gateway_mac), client, (A1.ip, 80), syn, 63),
+                delivered_to: Some(A1.ifindex),
+            },
+        );
+        let translated = tcp(to_gateway(), (NODE_IP, 8080), client, syn_ack, 63);
+        check(
+            &mut dp,
+            "A1's SYN-ACK: translated back, then encapsulated to the client's node",
+            Hook::Container,
+            &tcp(to_gateway(), (A1.ip, 80), client, syn_ack, 64),
+            Expect::Forward {
+                action: TC_ACT_REDIRECT,
+                kind: Forward::EncapBpf,
+                output: encapsulated(
+                    &translated,
+                    (NODE_IP, REMOTE_UNDERLAY),
+                    sport_of(&translated),
+                    VNI_A,
+                    0x08,
+                ),
+                delivered_to: None,
+            },
+        );
+        // Another flow to the same remote pod is not a published port's
+        // reply: encapsulated unchanged.
+        let plain = tcp(to_gateway(), (A1.ip, 81), client, syn_ack, 64);
+        check(
+            &mut dp,
+            "A1's unrelated segment to the same pod: encapsulated untranslated",
+            Hook::Container,
+            &plain,
+            Expect::Forward {
+                action: TC_ACT_REDIRECT,
+                kind: Forward::EncapBpf,
+                output: encapsulated(
+                    &plain,
+                    (NODE_IP, REMOTE_UNDERLAY),
+                    sport_of(&plain),
+                    VNI_A,
+                    0x08,
+                ),
                 delivered_to: None,
             },
         );
