@@ -2,6 +2,10 @@
 //! `weft monitor`: one per dropped packet, with its named reason, the eBPF
 //! source location that dropped it, and the packet's first bytes.
 
+// Both maps here are pinned: their layout versions are in
+// `crate::maps::LAYOUT_VERSIONS`, bumped with any change of meaning of
+// [`PacketEvent`] or [`TraceConfig`].
+
 /// The ring buffer of [`PacketEvent`]s.
 pub const MAP_EVENTS: &str = "WEFT_EVENTS";
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).

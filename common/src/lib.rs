@@ -11,9 +11,14 @@ pub mod maps;
 pub mod overlay;
 pub mod reason;
 
-/// Bumped whenever a map's key or value layout changes, or maps are added.
+/// Bumped whenever a map's key or value layout changes (in size or in
+/// meaning: bump that map's version in `maps::LAYOUT_VERSIONS` too), or
+/// maps are added.
 /// v3: `WEFT_NODE`, `WEFT_CT`, `NET_FLAG_MASQUERADE`.
 /// v4: `WEFT_DROPS`/`WEFT_FORWARDS` counted per direction (twice the slots).
 /// v5: `WEFT_PUBLISH`; `CtEntry` grows `flags`, `peer_port_be`, `created_ns`.
 /// v6: `WEFT_OVERLAY`, `WEFT_ROUTES`, `WEFT_VNIS` (VXLAN overlay).
-pub const ABI_VERSION: u32 = 6;
+/// v7: per-map layout versions (`maps::LAYOUT_VERSIONS`), recorded in
+/// `WEFT_META` in what was the padding of its record (same size; a v6
+/// record reads as "no version": version 1).
+pub const ABI_VERSION: u32 = 7;

@@ -1,4 +1,19 @@
-//! Map names, sizes, keys and values.
+//! Map names, sizes, keys and values, and each pinned map's layout version.
+//!
+//! **Layout versions.** Pinned maps outlive weft processes, so a new weft
+//! may find entries an older one wrote. The kernel tells it a map's type,
+//! key size, value size and max entries, but not what the bytes mean: two
+//! `u32` fields swapped, a unit changed or padding given a meaning keep
+//! every size. So every map has a version in [`LAYOUT_VERSIONS`], recorded
+//! in `WEFT_META` when it is pinned. **Bump a map's version whenever the
+//! meaning of its key or value changes, sizes changed or not** (a field
+//! added, removed, moved, renamed to something else, a unit or encoding
+//! changed, padding given a meaning), and bump `ABI_VERSION` with it.
+//! Then register a migration from the old version in
+//! `userspace/src/migrate.rs`, or accept that weft refuses pinned maps of
+//! the old version (naming the map and both versions, changing nothing).
+//! Versions started at 1 with map ABI v7; maps pinned before carry no
+//! version and count as version 1 (their earlier layouts differ in size).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -73,6 +88,72 @@ pub const ALL_MAPS: [&str; 21] = [
     MAP_ROUTES,
     MAP_VNIS,
 ];
+
+/// Layout version of each map of [`ALL_MAPS`], in the same order (checked
+/// at compile time): the version of the meaning of its key and value types.
+/// See the module documentation for when to bump one.
+pub const LAYOUT_VERSIONS: [(&str, u16); ALL_MAPS.len()] = [
+    (MAP_TAILS, 1),
+    (MAP_NETWORKS, 1),
+    (MAP_SUBNETS, 1),
+    (MAP_EP_BY_IP, 1),
+    (MAP_EP_IP_CACHE, 1),
+    (MAP_EP_BY_IF, 1),
+    (MAP_EP_IF_CACHE, 1),
+    (MAP_FDB, 1),
+    (MAP_NET_LINKS, 1),
+    (MAP_FLOOD, 1),
+    (MAP_DROPS, 1),
+    (MAP_FORWARDS, 1),
+    (MAP_EP_STATS, 1),
+    (MAP_NODE, 1),
+    (MAP_CT, 1),
+    (crate::events::MAP_EVENTS, 1),
+    (crate::events::MAP_TRACE, 1),
+    (MAP_PUBLISH, 1),
+    (MAP_OVERLAY, 1),
+    (MAP_ROUTES, 1),
+    (MAP_VNIS, 1),
+];
+
+/// The layout version of pinned map `name` (see [`LAYOUT_VERSIONS`]), or
+/// `None` if weft pins no map of that name.
+pub const fn layout_version(name: &str) -> Option<u16> {
+    let mut i = 0;
+    while i < LAYOUT_VERSIONS.len() {
+        if str_eq(LAYOUT_VERSIONS[i].0, name) {
+            return Some(LAYOUT_VERSIONS[i].1);
+        }
+        i += 1;
+    }
+    None
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+// Every pinned map has a version: a map added to `ALL_MAPS` without one
+// (or listed out of order) does not compile.
+const _: () = {
+    let mut i = 0;
+    while i < ALL_MAPS.len() {
+        assert!(str_eq(LAYOUT_VERSIONS[i].0, ALL_MAPS[i]));
+        assert!(LAYOUT_VERSIONS[i].1 >= 1);
+        i += 1;
+    }
+};
 
 /// The TC program attached to the host side of every container veth.
 pub const PROG_FROM_CONTAINER: &str = "weft_from_container";

@@ -1,7 +1,8 @@
 //! Map layout versioning end to end: a node whose pinned maps have an older
-//! layout is migrated with every entry intact and keeps forwarding (by the
-//! agent and by the CLI), and a layout weft has no migration for is refused
-//! with a clear message, every pinned map left exactly as it was.
+//! layout (other sizes, or the same sizes at an older layout version) is
+//! migrated with every entry intact and keeps forwarding (by the agent and
+//! by the CLI), and a layout or version weft has no migration for is
+//! refused with a clear message, every pinned map left exactly as it was.
 
 use std::{
     collections::BTreeMap,
@@ -18,11 +19,12 @@ use aya::{
     },
 };
 use weft::migrate::{
-    self, BPF_MAP_TYPE_HASH, FLOOD_16_LAYOUT, FLOOD_16_MEMBERS, FLOOD_LAYOUT, FloodList16, Layout,
+    self, BPF_MAP_TYPE_HASH, FDB_LAYOUT, FDB_V0, FLOOD_16_LAYOUT, FLOOD_16_MEMBERS, FLOOD_LAYOUT,
+    FdbEntryV0, FloodList16, Layout,
 };
 use weft_common::maps::{
-    FloodList, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_FDB, MAP_FLOOD, MAP_NET_LINKS, MAP_NETWORKS,
-    MAX_NETWORKS, PROG_FROM_CONTAINER,
+    FdbEntry, FdbKey, FloodList, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_FDB, MAP_FLOOD, MAP_NET_LINKS,
+    MAP_NETWORKS, MAX_NETWORKS, PROG_FROM_CONTAINER,
 };
 use weft_tests::node::Node;
 
@@ -477,5 +479,343 @@ fn programs_of_another_object_are_reloaded_and_of_this_one_adopted() -> Result<(
     let _agent = node.start_agent()?;
     assert_eq!(reloaded(&node)?, serde_json::json!([]), "now adopted");
     assert_eq!(program_id(&node)?, new_program);
+    Ok(())
+}
+
+/// Every pinned map byte for byte: its kernel id and what `bpftool map
+/// dump` prints of it (every entry; per-CPU maps per CPU). The event ring
+/// cannot be dumped; its id stands for it.
+fn every_map(node: &Node) -> Result<BTreeMap<String, (u32, Vec<u8>)>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(node.pin_dir().join("maps"))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let info = MapInfo::from_pin(entry.path())?;
+        let dump = if info.map_type()? == aya::maps::MapType::RingBuf {
+            Vec::new()
+        } else {
+            let path = entry.path();
+            let path = path.to_string_lossy();
+            weft_tests::netns::run("bpftool", &["map", "dump", "pinned", &path])?.stdout
+        };
+        out.insert(name, (info.id(), dump));
+    }
+    Ok(out)
+}
+
+/// Fails naming each map that is not as it was.
+fn assert_maps_unchanged(
+    before: &BTreeMap<String, (u32, Vec<u8>)>,
+    node: &Node,
+    after_what: &str,
+) -> Result<()> {
+    let after = every_map(node)?;
+    let names = |m: &BTreeMap<String, _>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        names(&after),
+        names(before),
+        "{after_what}: the pins changed"
+    );
+    let changed: Vec<&String> = before
+        .iter()
+        .filter(|(name, was)| after.get(*name) != Some(was))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "{after_what} must change nothing, but these maps changed (id or bytes): {changed:?}"
+    );
+    Ok(())
+}
+
+fn node_paths(node: &Node) -> weft::Paths {
+    weft::Paths::new(node.pin_dir(), "/nonexistent")
+}
+
+/// Rewrites `map`'s WEFT_META record as if a weft of layout version
+/// `version` had pinned it (the pin itself is left alone).
+fn record_version(node: &Node, map: &str, version: u16) -> Result<()> {
+    let paths = node_paths(node);
+    let mut records = migrate::read_meta(&paths)?;
+    let rec = records
+        .iter_mut()
+        .find(|r| r.name() == map)
+        .with_context(|| format!("WEFT_META has no {map} record"))?;
+    rec.layout_version = version;
+    rec.flags |= migrate::META_FLAG_VERSIONED;
+    Ok(migrate::write_meta(&paths, &records)?)
+}
+
+/// The layout version WEFT_META records for `map`.
+fn recorded_version(node: &Node, map: &str) -> Result<Option<u16>> {
+    Ok(migrate::read_meta(&node_paths(node))?
+        .iter()
+        .find(|r| r.name() == map)
+        .with_context(|| format!("WEFT_META has no {map} record"))?
+        .version())
+}
+
+/// The kernel cannot tell a change of meaning that keeps every size: only
+/// the recorded layout version can. WEFT_NETWORKS recorded at version 0
+/// (same type and sizes as this weft's version 1, no migration known) is
+/// refused by the agent and by the CLI, naming the map and both versions,
+/// and every pinned map, WEFT_META included, stays byte for byte as it
+/// was; a version newer than this weft's is refused the same way.
+#[test]
+fn older_layout_version_with_the_same_sizes_is_refused_and_changes_nothing() -> Result<()> {
+    let node = Node::new()?;
+    node.weft(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
+    let (a, _) = node.container("blue", "a")?;
+    let (_b, ip_b) = node.container("blue", "b")?;
+    let layout = pinned(&node, MAP_NETWORKS)?;
+    assert_eq!(
+        recorded_version(&node, MAP_NETWORKS)?,
+        weft_common::maps::layout_version(MAP_NETWORKS),
+        "a node set up by this weft records its versions"
+    );
+
+    for (version, needles) in [
+        (
+            0,
+            &[
+                "WEFT_NETWORKS: pinned hash, key 4 B, value 16 B, 1024 entries, layout version 0 \
+                 (by map ABI v",
+                "this weft needs hash, key 4 B, value 16 B, 1024 entries, layout version 1",
+                "the sizes match but the entries mean something else",
+                "no migration from layout version 0",
+            ][..],
+        ),
+        (
+            2,
+            &[
+                "WEFT_NETWORKS: pinned hash, key 4 B, value 16 B, 1024 entries, layout version 2",
+                "this weft needs hash, key 4 B, value 16 B, 1024 entries, layout version 1",
+                "pinned by a newer weft",
+            ][..],
+        ),
+    ] {
+        record_version(&node, MAP_NETWORKS, version)?;
+        assert_eq!(pinned(&node, MAP_NETWORKS)?, layout, "sizes unchanged");
+        let before = every_map(&node)?;
+        let check = |stderr: &str| {
+            for needle in needles
+                .iter()
+                .chain(&["Nothing was changed", "weft teardown"])
+            {
+                assert!(
+                    stderr.contains(needle),
+                    "version {version}: the refusal must say {needle:?}; it said: {stderr}"
+                );
+            }
+        };
+
+        check(&agent_refusal(&node)?);
+        assert_maps_unchanged(&before, &node, "a refused agent")?;
+
+        let out = node.weft_unchecked(&["network", "create", "red", "--subnet", "10.2.0.0/24"])?;
+        assert!(!out.status.success(), "the CLI must refuse too");
+        check(&String::from_utf8_lossy(&out.stderr));
+        assert_maps_unchanged(&before, &node, "a refused CLI command")?;
+        assert_eq!(recorded_version(&node, MAP_NETWORKS)?, Some(version));
+    }
+
+    // The running programs never noticed: traffic is untouched.
+    assert_eq!(a.ping(&ip_b, 3)?, 3);
+    Ok(())
+}
+
+/// What the forwarding table holds, typed.
+fn fdb(node: &Node) -> Result<BTreeMap<(u32, [u8; 6]), FdbEntry>> {
+    let data = MapData::from_pin(map_pin(node, MAP_FDB))?;
+    let map: HashMap<MapData, FdbKey, FdbEntry> =
+        HashMap::try_from(aya::maps::Map::from_map_data(data)?)?;
+    map.iter()
+        .map(|r| {
+            let (k, v) = r?;
+            Ok(((k.network_id, k.mac), v))
+        })
+        .collect()
+}
+
+/// Replaces the pinned forwarding table with one of the synthetic layout
+/// version 0 holding the same entries (each entry's two fields in v0's
+/// order: same sizes, other bytes), and records it as version 0.
+fn pin_fdb_v0(node: &Node, entries: &BTreeMap<(u32, [u8; 6]), FdbEntry>) -> Result<()> {
+    let data = migrate::create_map(MAP_FDB, FDB_LAYOUT, 0)?;
+    let mut old: HashMap<MapData, FdbKey, FdbEntryV0> =
+        HashMap::try_from(aya::maps::Map::from_map_data(data)?)?;
+    for (&(network_id, mac), e) in entries {
+        let key = FdbKey {
+            network_id,
+            mac,
+            _pad: [0; 2],
+        };
+        let v0 = FdbEntryV0 {
+            stats_slot: e.stats_slot,
+            ifindex: e.ifindex,
+        };
+        old.insert(key, v0, 0)?;
+    }
+    migrate::replace_pin(old.map(), &map_pin(node, MAP_FDB))?;
+    assert_eq!(pinned(node, MAP_FDB)?, FDB_LAYOUT, "same sizes");
+    record_version(node, MAP_FDB, FDB_V0)?;
+    // Read as version 1 the bytes are wrong: the migration has to convert.
+    let misread = fdb(node)?;
+    assert!(
+        entries.iter().all(|(k, e)| misread.get(k) != Some(e)),
+        "v0 bytes must differ from v1's for every entry: {misread:?}"
+    );
+    Ok(())
+}
+
+/// After a migration of the forwarding table from version 0: the same
+/// entries in version 1's layout, recorded as version 1, a reloaded
+/// program on every link using the new map, and traffic across it.
+fn check_fdb_migrated(
+    node: &Node,
+    entries: &BTreeMap<(u32, [u8; 6]), FdbEntry>,
+    old_program: u32,
+    traffic: impl Fn() -> Result<()>,
+) -> Result<u32> {
+    assert_eq!(
+        &fdb(node)?,
+        entries,
+        "every forwarding entry must come through the migration intact"
+    );
+    assert_eq!(recorded_version(node, MAP_FDB)?, Some(1));
+    let program = program_id(node)?;
+    assert_ne!(program, old_program, "the program must be reloaded");
+    let links = link_programs(node)?;
+    assert!(
+        !links.is_empty() && links.values().all(|&p| p == program),
+        "every link must run the reloaded program #{program}: {links:?}"
+    );
+    let fdb_id = MapInfo::from_pin(map_pin(node, MAP_FDB))?.id();
+    let maps = ProgramInfo::from_pin(node.pin_dir().join("progs").join(PROG_FROM_CONTAINER))?
+        .map_ids()?
+        .context("kernel gives no map ids")?;
+    assert!(
+        maps.contains(&fdb_id),
+        "the reloaded program must use the migrated WEFT_FDB #{fdb_id}: {maps:?}"
+    );
+    traffic()?;
+    Ok(program)
+}
+
+/// A same-size change of meaning, migrated: WEFT_FDB pinned at the
+/// synthetic layout version 0 (its entry's two `u32`s in the other order;
+/// the registry's stand-in, never pinned by a real weft) is converted
+/// field by field to version 1 by the agent at start and by the CLI, every
+/// entry intact, the programs reloaded onto it and bridged traffic (which
+/// looks up every frame's destination in it) flowing.
+#[test]
+fn same_size_layout_version_change_is_migrated_field_by_field() -> Result<()> {
+    let node = Node::new()?;
+    node.weft(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
+    node.weft(&["network", "create", "red", "--subnet", "10.2.0.0/24"])?;
+    let (a, _) = node.container("blue", "a")?;
+    let (b, ip_b) = node.container("blue", "b")?;
+    let (_c, _) = node.container("red", "c")?;
+    let entries = fdb(&node)?;
+    assert_eq!(entries.len(), 3, "one FDB entry per endpoint: {entries:?}");
+    let traffic = || -> Result<()> {
+        assert_eq!(a.ping(&ip_b, 3)?, 3, "bridged ping a -> b");
+        weft_tests::traffic::tcp_echo(&b, &ip_b, &a, 1 << 20)
+    };
+    traffic()?;
+
+    // The agent migrates at start.
+    let program = program_id(&node)?;
+    pin_fdb_v0(&node, &entries)?;
+    let agent = node.start_agent()?;
+    let status = node.weft_json(&["status"])?;
+    let migrated = &status["migrated_at_start"]["migrated"];
+    assert_eq!(migrated.as_array().map(Vec::len), Some(1), "{status}");
+    assert_eq!(migrated[0]["map"], MAP_FDB, "{status}");
+    assert_eq!(migrated[0]["from_version"], 0, "{status}");
+    assert_eq!(migrated[0]["to_version"], 1, "{status}");
+    assert_eq!(migrated[0]["entries"], 3, "{status}");
+    let program = check_fdb_migrated(&node, &entries, program, traffic)?;
+    agent.kill()?;
+
+    // Nothing left to do: the next agent adopts without reloading.
+    let agent = node.start_agent()?;
+    let status = node.weft_json(&["status"])?;
+    assert_eq!(
+        status["migrated_at_start"]["migrated"],
+        serde_json::json!([]),
+        "{status}"
+    );
+    assert_eq!(program_id(&node)?, program, "a second start must adopt");
+    agent.kill()?;
+
+    // The CLI migrates too, on its first command that opens the datapath.
+    pin_fdb_v0(&node, &entries)?;
+    node.weft(&["network", "create", "green", "--subnet", "10.3.0.0/24"])?;
+    check_fdb_migrated(&node, &entries, program, traffic)?;
+    Ok(())
+}
+
+/// A WEFT_META written by map ABI v6 (no layout versions: zeros where v7
+/// keeps them) needs no migration: its maps count as layout version 1, so
+/// the agent adopts every map and program as they are and the next write
+/// adds the versions, keeping the ABI version that pinned each map.
+#[test]
+fn map_abi_v6_records_count_as_version_1_and_are_adopted() -> Result<()> {
+    let node = Node::new()?;
+    node.weft(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
+    let (a, _) = node.container("blue", "a")?;
+    let (_b, ip_b) = node.container("blue", "b")?;
+    let paths = node_paths(&node);
+    let v6: Vec<migrate::MetaRecord> = migrate::read_meta(&paths)?
+        .into_iter()
+        .map(|mut r| {
+            if r.program_object().is_none() {
+                r.layout_version = 0;
+                r.flags = 0;
+                r.abi_version = 6;
+            }
+            r
+        })
+        .collect();
+    migrate::write_meta(&paths, &v6)?;
+    assert_eq!(recorded_version(&node, MAP_FDB)?, None);
+    let program = program_id(&node)?;
+    let maps: BTreeMap<String, u32> = every_map(&node)?
+        .into_iter()
+        .map(|(name, (id, _))| (name, id))
+        .collect();
+
+    let _agent = node.start_agent()?;
+    let status = node.weft_json(&["status"])?;
+    assert_eq!(
+        status["migrated_at_start"]["migrated"],
+        serde_json::json!([]),
+        "{status}"
+    );
+    assert_eq!(
+        status["migrated_at_start"]["reloaded_programs"],
+        serde_json::json!([]),
+        "{status}"
+    );
+    assert_eq!(program_id(&node)?, program, "adopted, not reloaded");
+    let now: BTreeMap<String, u32> = every_map(&node)?
+        .into_iter()
+        .map(|(name, (id, _))| (name, id))
+        .collect();
+    assert_eq!(now, maps, "no map recreated");
+    for r in migrate::read_meta(&paths)?
+        .iter()
+        .filter(|r| r.program_object().is_none())
+    {
+        let name = r.name();
+        assert_eq!(
+            r.version(),
+            weft_common::maps::layout_version(&name),
+            "{name}: the agent records the version"
+        );
+        assert_eq!(r.abi_version, 6, "{name}: still pinned by v6");
+    }
+    assert_eq!(a.ping(&ip_b, 3)?, 3);
     Ok(())
 }

@@ -5,18 +5,23 @@
 //! weft whose map layout changed would read and write a map of another
 //! shape. Before the loader runs, [`plan`] compares every pinned map's
 //! kernel layout (type, key size, value size, max entries, from
-//! `BPF_OBJ_GET_INFO_BY_FD` on the pin) with the embedded object's
-//! definition of it:
+//! `BPF_OBJ_GET_INFO_BY_FD` on the pin) and its layout version (recorded
+//! in [`MAP_META`]) with the embedded object's definition of it and the
+//! version `weft_common::maps::LAYOUT_VERSIONS` gives it. The version
+//! catches what sizes cannot: a change of meaning with every size kept
+//! (fields swapped, a unit changed, padding given a meaning):
 //!
-//! - identical: reused as before;
-//! - different, and [`MIGRATIONS`] knows that (map, from, to) change: a new
+//! - identical layout and version: reused as before;
+//! - different, and [`MIGRATIONS`] knows that (map, from version and
+//!   layout, to version and layout) change: a new
 //!   map is created from the object's definition, every entry is copied
 //!   through the migration's conversion, the new map is pinned under a
 //!   temporary name and renamed over the old pin (bpffs supports rename, so
 //!   the pin never goes missing);
 //! - different otherwise (including any change of a per-CPU counter map
-//!   that no migration describes): refused with [`Error::Conflict`] naming
-//!   each map, both layouts and what to do, before anything is changed.
+//!   that no migration describes, and any version newer than this weft's):
+//!   refused with [`Error::Conflict`] naming each map, both layouts and
+//!   versions and what to do, before anything is changed.
 //!
 //! Programs keep the maps they were loaded with, so after a migration (or
 //! whenever a pinned program or attached link refers to maps or programs
@@ -30,12 +35,21 @@
 //! the maps (bpffs holds only BPF objects, and a record there lives and dies
 //! with the pins it describes: `weft teardown` or a reboot removes both,
 //! where a file in the state directory would outlive them). Each slot is a
-//! [`MetaRecord`]: map name, the map ABI version that pinned it, and its
-//! layout. The kernel's view of each pin is what [`plan`] compares (it is
-//! the truth); the record adds which ABI version pinned a map, so a newer
-//! weft's layout is never "migrated" by an older one, and errors can say
-//! which version to run. `bpftool map dump pinned <bpffs>/maps/WEFT_META`
-//! shows it.
+//! [`MetaRecord`]: map name, the map ABI version that pinned it, its
+//! layout and its layout version. The kernel's view of each pin's layout is
+//! what [`plan`] compares (it is the truth for sizes); the record adds what
+//! the kernel cannot know: the layout version, and which ABI version pinned
+//! a map, so a newer weft's layout is never "migrated" by an older one, and
+//! errors can say which version to run. A record speaks for a pin only if
+//! it describes the pin's kernel layout.
+//!
+//! Map ABI v7 introduced layout versions. Its record has the shape (and
+//! size) of v6's: the version sits in what was v6's zeroed padding, next to
+//! a flag saying it is there ([`META_FLAG_VERSIONED`]). So a `WEFT_META`
+//! pinned by v6 is read as it is, its records (and pins with no record)
+//! count as [`UNRECORDED_VERSION`], the version every map had when versions
+//! began, and the next write adds the versions; nothing needs migrating.
+//! `bpftool map dump pinned <bpffs>/maps/WEFT_META` shows the records.
 
 use std::{
     collections::{BTreeMap, HashMap as StdHashMap},
@@ -60,9 +74,9 @@ use weft_common::{
     ABI_VERSION,
     maps::{
         COUNTER_SLOTS, CT_MAX_ENTRIES, Counter, CtEntry, CtKey, DIR_FROM_CONTAINER, FdbEntry,
-        FloodList, MAP_CT, MAP_DROPS, MAP_FLOOD, MAP_FORWARDS, MAP_TAILS, MAX_NETWORKS,
-        MAX_REASONS, PROG_NAT_EGRESS, PROG_OVERLAY_ENCAP, TAIL_NAT_EGRESS, TAIL_OVERLAY_ENCAP,
-        counter_slot,
+        FdbKey, FloodList, MAP_CT, MAP_DROPS, MAP_FDB, MAP_FLOOD, MAP_FORWARDS, MAP_TAILS,
+        MAX_ENDPOINTS, MAX_NETWORKS, MAX_REASONS, PROG_NAT_EGRESS, PROG_OVERLAY_ENCAP,
+        TAIL_NAT_EGRESS, TAIL_OVERLAY_ENCAP, counter_slot, layout_version,
     },
 };
 
@@ -148,8 +162,22 @@ pub struct MetaRecord {
     pub key_size: u32,
     pub value_size: u32,
     pub max_entries: u32,
-    pub _pad: u32,
+    /// The map's layout version (`weft_common::maps::LAYOUT_VERSIONS`),
+    /// valid if `flags` has [`META_FLAG_VERSIONED`]. Map ABI <= v6 had
+    /// zeroed padding here.
+    pub layout_version: u16,
+    /// `META_FLAG_*`.
+    pub flags: u16,
 }
+
+/// `MetaRecord::flags`: `layout_version` holds the map's layout version
+/// (map ABI >= 7). A record without it counts as [`UNRECORDED_VERSION`].
+pub const META_FLAG_VERSIONED: u16 = 1;
+
+/// The layout version of a pinned map that has no record of one: pinned
+/// before map ABI v7, where versions began (every map at version 1), or
+/// by a weft that left no record describing the pin's layout.
+pub const UNRECORDED_VERSION: u16 = 1;
 
 // SAFETY: `#[repr(C)]`, no padding (asserted below), every field an integer.
 unsafe impl aya::Pod for MetaRecord {}
@@ -169,6 +197,30 @@ impl MetaRecord {
             value_size: self.value_size,
             max_entries: self.max_entries,
         }
+    }
+
+    /// The recorded layout version, if the record has one (map ABI >= 7).
+    pub fn version(&self) -> Option<u16> {
+        (self.flags & META_FLAG_VERSIONED != 0).then_some(self.layout_version)
+    }
+
+    /// The record of map `name` pinned with `layout` at layout version
+    /// `version` by map ABI `abi_version`.
+    pub fn map(name: &str, layout: Layout, version: u16, abi_version: u32) -> Self {
+        let mut rec = Self {
+            abi_version,
+            map_type: layout.map_type,
+            key_size: layout.key_size,
+            value_size: layout.value_size,
+            max_entries: layout.max_entries,
+            layout_version: version,
+            flags: META_FLAG_VERSIONED,
+            ..Self::default()
+        };
+        let bytes = name.as_bytes();
+        let n = bytes.len().min(15);
+        rec.name[..n].copy_from_slice(&bytes[..n]);
+        rec
     }
 
     /// The record of pinned program `program` (kernel id `id`), loaded from
@@ -250,10 +302,13 @@ fn foreign_programs(paths: &Paths, programs: &[(String, u32)]) -> Result<Option<
     Ok(None)
 }
 
-/// A known change of one map's layout and how entries cross it.
+/// A known change of one map's layout (sizes, version or both) and how
+/// entries cross it.
 pub struct Migration {
     pub map: &'static str,
+    pub from_version: u16,
     pub from: Layout,
+    pub to_version: u16,
     pub to: Layout,
     /// What changes, for the report.
     pub what: &'static str,
@@ -355,38 +410,121 @@ pub const CT_LAYOUT: Layout = Layout {
     max_entries: CT_MAX_ENTRIES,
 };
 
-/// Every layout change weft can carry entries across.
-pub static MIGRATIONS: [Migration; 4] = [
+/// [`FdbEntry`] at the synthetic layout version 0 of [`MAP_FDB`]: the same
+/// two `u32`s in the other order, so the same 8 bytes, and only the
+/// recorded version tells them apart. No weft ever pinned it (versions
+/// began at 1, see [`UNRECORDED_VERSION`]): like [`FloodList16`], it is
+/// the worked example, and the test case, of a same-size change whose
+/// entries are converted field by field. A real migration looks the same.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FdbEntryV0 {
+    pub stats_slot: u32,
+    pub ifindex: u32,
+}
+
+// SAFETY: `#[repr(C)]`, `Pod`: any byte pattern is a valid value.
+unsafe impl aya::Pod for FdbEntryV0 {}
+
+const _: () = assert!(size_of::<FdbEntryV0>() == size_of::<FdbEntry>());
+
+/// The synthetic layout version of [`MAP_FDB`] before the current one.
+pub const FDB_V0: u16 = 0;
+
+/// The layout of [`MAP_FDB`] (both versions).
+pub const FDB_LAYOUT: Layout = Layout {
+    map_type: BPF_MAP_TYPE_HASH,
+    key_size: size_of::<FdbKey>() as u32,
+    value_size: size_of::<FdbEntry>() as u32,
+    max_entries: MAX_ENDPOINTS,
+};
+
+/// Layout version 1 of the maps of [`MIGRATIONS`]: the layout changes
+/// below that predate versions are told apart by their sizes alone.
+const V1: u16 = 1;
+
+/// Every layout change weft can carry entries across. A migration leads to
+/// the map's current version and layout; a map two changes behind is
+/// refused unless one migration covers both.
+pub static MIGRATIONS: [Migration; 5] = [
     Migration {
         map: MAP_FLOOD,
+        from_version: V1,
         from: FLOOD_16_LAYOUT,
+        to_version: V1,
         to: FLOOD_LAYOUT,
         what: "flood lists grow from 16 to 32 members (new members zeroed)",
         copy: flood_16_to_32,
     },
     Migration {
         map: MAP_DROPS,
+        from_version: V1,
         from: UNDIRECTED_COUNTERS_LAYOUT,
+        to_version: V1,
         to: COUNTERS_LAYOUT,
         what: COUNTERS_SPLIT,
         copy: counters_to_directed,
     },
     Migration {
         map: MAP_FORWARDS,
+        from_version: V1,
         from: UNDIRECTED_COUNTERS_LAYOUT,
+        to_version: V1,
         to: COUNTERS_LAYOUT,
         what: COUNTERS_SPLIT,
         copy: counters_to_directed,
     },
     Migration {
         map: MAP_CT,
+        from_version: V1,
         from: CT_V3_LAYOUT,
+        to_version: V1,
         to: CT_LAYOUT,
         what: "conntrack entries gain a creation time (taken as their last-seen time), \
                NAT flags and a hairpin port (zero)",
         copy: ct_add_creation_time,
     },
+    Migration {
+        map: MAP_FDB,
+        from_version: FDB_V0,
+        from: FDB_LAYOUT,
+        to_version: V1,
+        to: FDB_LAYOUT,
+        what: "forwarding entries put the ifindex before the counter slot (same size; \
+               converted field by field)",
+        copy: fdb_v0_to_v1,
+    },
 ];
+
+// The registry leads to the versions the maps have now.
+const _: () = {
+    let mut i = 0;
+    while i < MIGRATIONS.len() {
+        match layout_version(MIGRATIONS[i].map) {
+            Some(v) => assert!(v == MIGRATIONS[i].to_version),
+            None => panic!("a migration names a map weft does not pin"),
+        }
+        i += 1;
+    }
+};
+
+/// Every forwarding entry of version 0, its two fields put in version 1's
+/// order.
+fn fdb_v0_to_v1(old: &Map, new: &mut Map) -> Result<usize, MapError> {
+    let old: HashMap<&MapData, FdbKey, FdbEntryV0> = HashMap::try_from(old)?;
+    let mut new: HashMap<&mut MapData, FdbKey, FdbEntry> = HashMap::try_from(new)?;
+    let mut n = 0;
+    for entry in old.iter() {
+        let (key, v0) = entry?;
+        let entry = FdbEntry {
+            ifindex: v0.ifindex,
+            stats_slot: v0.stats_slot,
+        };
+        new.insert(key, entry, 0)?;
+        n += 1;
+    }
+    Ok(n)
+}
 
 /// Each per-CPU counter of the undirected array becomes the same reason's
 /// `from_container` counter. Under map ABI v3 `weft_from_uplink` counted
@@ -457,7 +595,9 @@ fn flood_16_to_32(old: &Map, new: &mut Map) -> Result<usize, MapError> {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Migrated {
     pub map: String,
+    pub from_version: u16,
     pub from: Layout,
+    pub to_version: u16,
     pub to: Layout,
     pub what: String,
     /// Entries copied.
@@ -548,8 +688,65 @@ pub fn pinned_layout(pin: &Path) -> Result<Option<(Layout, u32)>> {
     }
 }
 
-/// Compares every pinned map with the embedded object. Changes nothing;
-/// fails naming every map whose layout changed with no known migration.
+/// A pinned map [`plan`] cannot use.
+struct Refused {
+    map: String,
+    have: Layout,
+    have_version: u16,
+    want: Layout,
+    want_version: u16,
+    /// The map ABI version that recorded the pin, if a record describes it.
+    pinned_by: Option<u32>,
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let by = match self.pinned_by {
+            Some(v) => format!("by map ABI v{v}"),
+            None => "by a weft that left no matching layout record, so taken as version \
+                     1"
+            .to_owned(),
+        };
+        write!(
+            f,
+            "{}: pinned {}, layout version {} ({by}); this weft needs {}, layout version {}",
+            self.map, self.have, self.have_version, self.want, self.want_version
+        )?;
+        if self.newer() {
+            write!(f, "; pinned by a newer weft")
+        } else if self.have == self.want {
+            write!(
+                f,
+                "; the sizes match but the entries mean something else, and this weft knows \
+                 no migration from layout version {}",
+                self.have_version
+            )
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Refused {
+    fn newer(&self) -> bool {
+        self.have_version > self.want_version || self.pinned_by.is_some_and(|v| v > ABI_VERSION)
+    }
+}
+
+/// The layout version `weft_common` gives map `name` of the object.
+fn object_version(name: &str) -> Result<u16> {
+    layout_version(name).ok_or_else(|| {
+        Error::Invalid(format!(
+            "the embedded eBPF object pins map {name}, which has no layout version in \
+             weft_common::maps::LAYOUT_VERSIONS; this weft build is broken, rebuild it"
+        ))
+    })
+}
+
+/// Compares every pinned map (kernel layout, recorded layout version) with
+/// the embedded object's (layout, version in `LAYOUT_VERSIONS`). Changes
+/// nothing; fails naming every map whose layout or version changed with no
+/// known migration, or is newer than this weft's.
 pub fn plan(paths: &Paths) -> Result<Plan> {
     let recorded = read_meta(paths)?;
     let mut plan = Plan::default();
@@ -559,21 +756,32 @@ pub fn plan(paths: &Paths) -> Result<Plan> {
         let Some((have, _)) = pinned_layout(&pin)? else {
             continue;
         };
-        if have == want.layout {
+        let want_version = object_version(name)?;
+        // The record speaks for the pin only if it describes this layout.
+        let record = recorded
+            .iter()
+            .find(|r| &r.name() == name && r.layout() == have);
+        let have_version = record
+            .and_then(MetaRecord::version)
+            .unwrap_or(UNRECORDED_VERSION);
+        if have == want.layout && have_version == want_version {
             continue;
         }
-        // The record speaks for the pin only if it describes this layout.
-        let pinned_by = recorded
-            .iter()
-            .find(|r| &r.name() == name && r.layout() == have)
-            .map(|r| r.abi_version);
-        let newer = pinned_by.is_some_and(|v| v > ABI_VERSION);
-        match MIGRATIONS
-            .iter()
-            .find(|m| m.map == name && m.from == have && m.to == want.layout)
-        {
-            Some(m) if !newer => plan.steps.push(m),
-            _ => refused.push((name.clone(), have, want.layout, pinned_by)),
+        let refusal = Refused {
+            map: name.clone(),
+            have,
+            have_version,
+            want: want.layout,
+            want_version,
+            pinned_by: record.map(|r| r.abi_version),
+        };
+        match MIGRATIONS.iter().find(|m| {
+            m.map == name
+                && (m.from_version, m.from) == (have_version, have)
+                && (m.to_version, m.to) == (want_version, want.layout)
+        }) {
+            Some(m) if !refusal.newer() => plan.steps.push(m),
+            _ => refused.push(refusal),
         }
     }
     if refused.is_empty() {
@@ -585,17 +793,9 @@ pub fn plan(paths: &Paths) -> Result<Plan> {
         paths.maps_dir().display()
     );
     let mut versions = Vec::new();
-    for (name, have, want, by) in &refused {
-        let by = match by {
-            Some(v) => {
-                versions.push(*v);
-                format!("by map ABI v{v}")
-            }
-            None => "by a weft that left no matching layout record".to_owned(),
-        };
-        msg.push_str(&format!(
-            "\n  {name}: pinned {have} ({by}); this weft needs {want}"
-        ));
+    for r in &refused {
+        versions.extend(r.pinned_by.filter(|&v| v != ABI_VERSION));
+        msg.push_str(&format!("\n  {r}"));
     }
     versions.sort_unstable();
     versions.dedup();
@@ -647,7 +847,9 @@ pub fn migrate_maps(paths: &Paths, plan: &Plan) -> Result<Vec<Migrated>> {
             staged.push((temp, pin));
             done.push(Migrated {
                 map: step.map.to_owned(),
+                from_version: step.from_version,
                 from: step.from,
+                to_version: step.to_version,
                 to: step.to,
                 what: step.what.to_owned(),
                 entries,
@@ -671,9 +873,11 @@ pub fn migrate_maps(paths: &Paths, plan: &Plan) -> Result<Vec<Migrated>> {
     }
     for m in &done {
         log::warn!(
-            "migrated map {}: {} -> {} ({}; {} entries copied)",
+            "migrated map {}: layout version {} ({}) -> {} ({}) ({}; {} entries copied)",
             m.map,
+            m.from_version,
             m.from,
+            m.to_version,
             m.to,
             m.what,
             m.entries
@@ -933,10 +1137,14 @@ pub fn read_meta(paths: &Paths) -> Result<Vec<MetaRecord>> {
         .collect())
 }
 
-/// Records the layout of every pinned map of the object in [`MAP_META`]
-/// (creating it), keeping the ABI version a map was recorded with while its
-/// layout is unchanged, and stamping this weft's version on new or migrated
-/// maps.
+/// Records the layout and layout version of every pinned map of the
+/// object in [`MAP_META`] (creating it), keeping the ABI version a map was
+/// recorded with while its layout and version are unchanged, and stamping
+/// this weft's on new or migrated maps. Runs after [`plan`] and
+/// [`migrate_maps`], so every pinned map has the object's version (a map
+/// the loader has just created is empty: if this weft dies before its
+/// record is written, the next one takes it as [`UNRECORDED_VERSION`]
+/// with nothing in it to misread).
 pub fn record(paths: &Paths) -> Result<()> {
     let old = read_meta(paths)?;
     let mut records = Vec::new();
@@ -944,22 +1152,16 @@ pub fn record(paths: &Paths) -> Result<()> {
         let Some((layout, _)) = pinned_layout(&paths.maps_dir().join(name))? else {
             continue;
         };
+        let version = object_version(name)?;
         let abi_version = old
             .iter()
-            .find(|r| &r.name() == name && r.layout() == layout)
+            .find(|r| {
+                &r.name() == name
+                    && r.layout() == layout
+                    && r.version().unwrap_or(UNRECORDED_VERSION) == version
+            })
             .map_or(ABI_VERSION, |r| r.abi_version);
-        let mut rec = MetaRecord {
-            abi_version,
-            map_type: layout.map_type,
-            key_size: layout.key_size,
-            value_size: layout.value_size,
-            max_entries: layout.max_entries,
-            ..MetaRecord::default()
-        };
-        let bytes = name.as_bytes();
-        let n = bytes.len().min(15);
-        rec.name[..n].copy_from_slice(&bytes[..n]);
-        records.push(rec);
+        records.push(MetaRecord::map(name, layout, version, abi_version));
     }
     records.extend(old.iter().filter(|r| r.program_object().is_some()));
     if records == old {
@@ -1004,4 +1206,36 @@ pub fn at_agent_start(paths: &Paths) -> Result<Report> {
     let _locked = crate::state::Locked::acquire(paths)?;
     let (_, report) = crate::datapath::Datapath::open_migrating(paths)?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_pinned_map_of_the_object_has_a_layout_version() {
+        for name in object_maps().expect("the object parses").keys() {
+            assert!(
+                layout_version(name).is_some(),
+                "{name} has no entry in LAYOUT_VERSIONS"
+            );
+        }
+    }
+
+    /// A map ABI v6 record (zeroed padding where v7 keeps the version) has
+    /// no version; a v7 record has its own, even version 0.
+    #[test]
+    fn records_without_the_flag_have_no_version() {
+        let v7 = MetaRecord::map(MAP_FDB, FDB_LAYOUT, FDB_V0, ABI_VERSION);
+        assert_eq!(v7.version(), Some(FDB_V0));
+        assert_eq!(v7.name(), MAP_FDB);
+        let v6 = MetaRecord {
+            layout_version: 0,
+            flags: 0,
+            abi_version: 6,
+            ..v7
+        };
+        assert_eq!(v6.version(), None);
+        assert_eq!(v6.layout(), FDB_LAYOUT);
+    }
 }
