@@ -245,6 +245,12 @@ pub const NET_FLAG_MASQUERADE: u8 = 2;
 /// `NodeConfig::flags`: userspace has filled the entry; until then nothing
 /// is masqueraded.
 pub const NODE_FLAG_CONFIGURED: u32 = 1;
+/// `NodeConfig::flags`: some port is published on this node. Only then
+/// does a container's packet into the overlay pay for a conntrack lookup
+/// (a reply to a published port's client that is a pod on another node
+/// must be translated back first); a flag bit that an older weft left 0
+/// only turns that check off.
+pub const NODE_FLAG_PUBLISHES: u32 = 2;
 
 /// The node's uplink and masquerade port range: entry 0 of [`MAP_NODE`].
 #[repr(C)]
@@ -259,7 +265,7 @@ pub struct NodeConfig {
     /// cannot see the node's own sockets.
     pub port_min: u16,
     pub port_max: u16,
-    /// [`NODE_FLAG_CONFIGURED`].
+    /// [`NODE_FLAG_CONFIGURED`], [`NODE_FLAG_PUBLISHES`].
     pub flags: u32,
 }
 

@@ -23,7 +23,8 @@ use network_types::ip::Ipv4Hdr;
 use weft_common::{
     maps::{
         CT_DIR_ORIGINAL, CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CtKey, DIR_FROM_CONTAINER, DIR_FROM_UPLINK,
-        EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NET_FLAG_MASQUERADE, NodeConfig,
+        EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NET_FLAG_MASQUERADE,
+        NODE_FLAG_PUBLISHES, NodeConfig,
     },
     reason::Forward,
 };
@@ -271,12 +272,13 @@ pub fn reverse_dnat_to_overlay(
     src: &EndpointInfo,
     ip: &Ipv4Hdr,
 ) -> Result<bool, Dropped> {
+    // Only a node that publishes ports pays for the lookup below.
+    let Some(node) = node_config().filter(|n| n.flags & NODE_FLAG_PUBLISHES != 0) else {
+        return Ok(false);
+    };
     if ip.proto == IPPROTO_ICMP || is_later_fragment(ip) {
         return Ok(false);
     }
-    let Some(node) = node_config() else {
-        return Ok(false);
-    };
     let l4_off = l4_offset(ip);
     pull_l4(ctx, l4_off);
     let Some(l4) = parse_l4(ctx, ip, l4_off, Way::Out)? else {

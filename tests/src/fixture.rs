@@ -16,10 +16,11 @@ use weft_common::{
         FloodList, MAP_CT, MAP_DROPS, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE,
         MAP_EP_STATS, MAP_FDB, MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS, MAP_NODE,
         MAP_OVERLAY, MAP_PUBLISH, MAP_ROUTES, MAP_SUBNETS, MAP_TAILS, MAP_VNIS, MAX_FLOOD,
-        NET_FLAG_FLOOD, NET_FLAG_MASQUERADE, NetPairKey, NetworkInfo, NodeConfig, OverlayConfig,
-        OverlayRoute, PROG_CALIBRATE, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_NAT_EGRESS,
-        PROG_OVERLAY_ENCAP, PROG_XDP_UNDERLAY, PublishKey, PublishTarget, TAIL_NAT_EGRESS,
-        TAIL_OVERLAY_ENCAP, counter_slot, ifcache_slot, ipcache_slot,
+        NET_FLAG_FLOOD, NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED, NODE_FLAG_PUBLISHES, NetPairKey,
+        NetworkInfo, NodeConfig, OverlayConfig, OverlayRoute, PROG_CALIBRATE, PROG_FROM_CONTAINER,
+        PROG_FROM_UPLINK, PROG_NAT_EGRESS, PROG_OVERLAY_ENCAP, PROG_XDP_UNDERLAY, PublishKey,
+        PublishTarget, TAIL_NAT_EGRESS, TAIL_OVERLAY_ENCAP, counter_slot, ifcache_slot,
+        ipcache_slot,
     },
     reason::{Drop, Forward},
 };
@@ -318,8 +319,22 @@ impl Datapath {
         Ok(())
     }
 
-    /// Publishes `host_port` of `proto` to `ip:port` (`WEFT_PUBLISH`).
+    /// Publishes `host_port` of `proto` to `ip:port` (`WEFT_PUBLISH`) and,
+    /// as `weft publish` does, sets `NODE_FLAG_PUBLISHES` on a configured
+    /// node.
     pub fn publish(&mut self, proto: u8, host_port: u16, ip: Ipv4Addr, port: u16) -> Result<()> {
+        let mut node = Array::<_, NodeConfig>::try_from(self.map(MAP_NODE)?)?;
+        let config = node.get(&0, 0)?;
+        if config.flags & NODE_FLAG_CONFIGURED != 0 {
+            node.set(
+                0,
+                NodeConfig {
+                    flags: config.flags | NODE_FLAG_PUBLISHES,
+                    ..config
+                },
+                0,
+            )?;
+        }
         let key = PublishKey {
             port_be: host_port.to_be_bytes(),
             proto,

@@ -3,11 +3,21 @@
 //! run; `weft teardown` and the namespaces go away on drop.
 
 use std::{
-    path::PathBuf,
+    collections::BTreeMap,
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
     process::{Command, Output},
 };
 
 use anyhow::{Context, Result, bail};
+use aya::{
+    maps::MapInfo,
+    programs::{
+        ProgramInfo,
+        links::{FdLink, PinnedLink},
+    },
+};
 use serde_json::Value;
 
 use crate::{
@@ -43,11 +53,18 @@ impl Node {
 
     /// Starts `weft agent` for this node and waits until its API answers.
     pub fn start_agent(&self) -> Result<Agent> {
+        self.start_agent_with(&[])
+    }
+
+    /// Starts `weft agent ARGS` (e.g. `--config FILE`) for this node and
+    /// waits until its API answers.
+    pub fn start_agent_with(&self, args: &[&str]) -> Result<Agent> {
         let child = Command::new(weft_binary()?)
             .env("WEFT_NETNS", self.ns.name())
             .env("WEFT_BPFFS", self.pins.path())
             .env("WEFT_STATE_DIR", &self.state_dir)
             .arg("agent")
+            .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -77,6 +94,74 @@ impl Node {
     /// The agent's API socket (the default, `<state dir>/agent.sock`).
     pub fn agent_socket(&self) -> PathBuf {
         self.state_dir.join("agent.sock")
+    }
+
+    /// One raw HTTP/1.1 request to the agent's socket: (status, JSON body).
+    pub fn api_raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> Result<(u16, Value)> {
+        let mut s = UnixStream::connect(self.agent_socket()).context("connecting to the agent")?;
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: weft\r\nConnection: close\r\n");
+        if let Some(ct) = content_type {
+            req.push_str(&format!("Content-Type: {ct}\r\n"));
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        s.write_all(req.as_bytes())?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .with_context(|| format!("malformed answer: {text}"))?;
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .with_context(|| format!("no status in: {head}"))?;
+        let json =
+            serde_json::from_str(body).with_context(|| format!("body is not JSON: {body}"))?;
+        Ok((code, json))
+    }
+
+    /// A JSON request to the agent's API that must answer `want`; returns
+    /// the answer's body.
+    pub fn api(&self, method: &str, path: &str, body: &Value, want: u16) -> Result<Value> {
+        let (code, answer) =
+            self.api_raw(method, path, Some("application/json"), &body.to_string())?;
+        if code != want {
+            bail!("{method} {path} {body}: expected {want}, got {code}: {answer}");
+        }
+        Ok(answer)
+    }
+
+    /// The kernel id of every pinned program, map and link of this node,
+    /// by pin path: a reload, recreation or re-attachment changes one.
+    pub fn pinned_ids(&self) -> Result<BTreeMap<String, u32>> {
+        let mut ids = BTreeMap::new();
+        let mut walk = |dir: &str, id: &dyn Fn(&Path) -> Result<u32>| -> Result<()> {
+            let path = self.pin_dir().join(dir);
+            let entries = std::fs::read_dir(&path)
+                .with_context(|| format!("reading pins in {}", path.display()))?;
+            for entry in entries {
+                let entry = entry?;
+                let pin = entry.path();
+                let name = format!("{dir}/{}", entry.file_name().to_string_lossy());
+                ids.insert(
+                    name,
+                    id(&pin).with_context(|| format!("{}", pin.display()))?,
+                );
+            }
+            Ok(())
+        };
+        walk("progs", &|p| Ok(ProgramInfo::from_pin(p)?.id()))?;
+        walk("maps", &|p| Ok(MapInfo::from_pin(p)?.id()))?;
+        walk("links", &|p| {
+            Ok(FdLink::from(PinnedLink::from_pin(p)?).info()?.id())
+        })?;
+        Ok(ids)
     }
 
     /// Starts `weft ARGS` in the background (e.g. `monitor`), output piped.

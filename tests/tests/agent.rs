@@ -8,14 +8,26 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use weft_tests::{load::restart_agent_under_load, node::Node};
+use serde_json::json;
+use weft_tests::{
+    load::restart_agent_under_load,
+    netns::NetNs,
+    node::Node,
+    outside::{NODE_UPLINK_IP, Outside, UPLINK},
+    traffic::{join, tcp_echo_from, tcp_echo_server},
+};
 
 /// Scrapes the agent's /metrics from inside the node namespace (the agent
 /// listens on the node's loopback, never the machine's).
 fn scrape(node: &Node) -> Result<String> {
+    scrape_at(node, "127.0.0.1:9965")
+}
+
+/// Scrapes /metrics at `addr` inside the node namespace.
+fn scrape_at(node: &Node, addr: &'static str) -> Result<String> {
     node.ns
-        .run_in(|| {
-            let mut s = TcpStream::connect("127.0.0.1:9965")?;
+        .run_in(move || {
+            let mut s = TcpStream::connect(addr)?;
             s.write_all(b"GET /metrics HTTP/1.0\r\nHost: weft\r\n\r\n")?;
             let mut text = String::new();
             s.read_to_string(&mut text)?;
@@ -161,6 +173,119 @@ fn agent_adopts_pins_survives_sigkill_and_repairs_drift() -> Result<()> {
     );
     assert_eq!(program_id(&node)?, program);
     assert_eq!(a.ping(&ip_b, 2)?, 2, "forwarding after the repair");
+    Ok(())
+}
+
+/// The lifecycle through the API alone: an agent started from a TOML file
+/// (metrics on a non-default address), then the node's uplink, a network,
+/// two endpoints and a published port created with HTTP requests on its
+/// socket; SIGKILL; with no agent the datapath still bridges and serves
+/// the published port from outside; a restarted agent adopts every pinned
+/// program, map and link (kernel ids unchanged: nothing reloaded or
+/// recreated) and finds the kernel matching the state; metrics on the
+/// configured address move with the traffic, program run time included.
+#[test]
+fn agent_lifecycle_through_the_api() -> Result<()> {
+    const METRICS: &str = "127.0.0.1:19965";
+    let node = Node::new()?;
+    let outside = Outside::new(&node)?;
+    let config = std::env::temp_dir().join(format!("weft-agent-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!("# weft agent settings\nmetrics_addr = \"{METRICS}\"\n"),
+    )?;
+    let config_arg = config.to_str().context("config path")?.to_owned();
+    let agent = node.start_agent_with(&["--config", &config_arg]);
+    let _ = std::fs::remove_file(&config);
+    let agent = agent?;
+
+    node.api(
+        "PUT",
+        "/v1/node",
+        &json!({"uplink": UPLINK, "ip": NODE_UPLINK_IP}),
+        200,
+    )?;
+    node.api(
+        "POST",
+        "/v1/networks",
+        &json!({"name": "blue", "subnet": "10.1.0.0/24"}),
+        201,
+    )?;
+    let (a, b) = (NetNs::new("wtc")?, NetNs::new("wtc")?);
+    let mut ips = Vec::new();
+    for (ns, name) in [(&a, "a"), (&b, "b")] {
+        let netns = format!("/run/netns/{}", ns.name());
+        let ep = node.api(
+            "POST",
+            "/v1/endpoints",
+            &json!({"network": "blue", "netns": netns, "name": name}),
+            201,
+        )?;
+        ips.push(ep["ip"].as_str().context("endpoint ip")?.to_owned());
+    }
+    node.api(
+        "POST",
+        "/v1/publish",
+        &json!({"endpoint": "b", "spec": "8080:8000"}),
+        201,
+    )?;
+    let ip_b = &ips[1];
+    assert_eq!(a.ping(ip_b, 2)?, 2, "bridged with the agent up");
+    let pinned = node.pinned_ids()?;
+    assert!(
+        pinned.keys().any(|k| k.starts_with("progs/"))
+            && pinned.keys().any(|k| k.starts_with("maps/"))
+            && pinned.keys().filter(|k| k.starts_with("links/")).count() >= 3,
+        "programs, maps and the endpoints' and uplink's links are pinned: {pinned:?}"
+    );
+
+    agent.kill()?;
+    assert_eq!(node.weft_json(&["status"])?["agent"], "not running");
+    assert_eq!(a.ping(ip_b, 3)?, 3, "bridged with no agent at all");
+    let server = tcp_echo_server(&b, 8000, 1)?;
+    assert!(
+        tcp_echo_from(
+            &outside.ns,
+            &format!("{NODE_UPLINK_IP}:8080"),
+            b"published, agent dead"
+        )?,
+        "the published port answers with no agent"
+    );
+    join(server)?;
+
+    let config = std::env::temp_dir().join(format!("weft-agent2-{}.toml", std::process::id()));
+    std::fs::write(&config, format!("metrics_addr = \"{METRICS}\"\n"))?;
+    let agent = node.start_agent_with(&["--config", config.to_str().context("path")?]);
+    let _ = std::fs::remove_file(&config);
+    let _agent = agent?;
+    assert_eq!(
+        node.pinned_ids()?,
+        pinned,
+        "the restarted agent must adopt every program, map and link as pinned"
+    );
+    let status = node.api("GET", "/v1/status", &json!(null), 200)?;
+    assert_eq!(status["kernel_matches_state"], true, "{status}");
+    assert_eq!(status["endpoints"].as_u64(), Some(2), "{status}");
+    assert_eq!(
+        status["migrated_at_start"]["reloaded_programs"],
+        json!([]),
+        "{status}"
+    );
+
+    let runs = r#"weft_program_runs_total{program="weft_from_container"}"#;
+    let time = r#"weft_program_run_time_seconds_total{program="weft_from_container"}"#;
+    let before = scrape_at(&node, METRICS)?;
+    assert_eq!(a.ping(ip_b, 3)?, 3, "bridged after the restart");
+    let after = scrape_at(&node, METRICS)?;
+    assert!(
+        sample(&after, runs)? >= sample(&before, runs)? + 6.0,
+        "program runs move with traffic"
+    );
+    assert!(
+        sample(&after, time)? > sample(&before, time)?,
+        "program run time moves with traffic"
+    );
+    promtool_accepts(&after)?;
     Ok(())
 }
 

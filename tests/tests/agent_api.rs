@@ -5,11 +5,7 @@
 //! malformed requests get a clear 4xx and change nothing; without the agent
 //! the CLI works directly again.
 
-use std::{
-    io::{Read, Write},
-    os::unix::net::UnixStream,
-    process::Output,
-};
+use std::process::Output;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -62,35 +58,6 @@ fn direct(node: &Node, args: &[&str]) -> Result<String> {
         "weft {args:?} must work directly; its log: {stderr}"
     );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// One raw HTTP/1.1 request to the agent's socket: (status, JSON body).
-fn raw(
-    node: &Node,
-    method: &str,
-    path: &str,
-    content_type: Option<&str>,
-    body: &str,
-) -> Result<(u16, Value)> {
-    let mut s = UnixStream::connect(node.agent_socket()).context("connecting to the agent")?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: weft\r\nConnection: close\r\n");
-    if let Some(ct) = content_type {
-        req.push_str(&format!("Content-Type: {ct}\r\n"));
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes())?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("malformed answer: {text}"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("no status in: {head}"))?;
-    let json = serde_json::from_str(body).with_context(|| format!("body is not JSON: {body}"))?;
-    Ok((code, json))
 }
 
 /// The node namespace's interfaces, one `name` per line, for "the kernel
@@ -623,7 +590,7 @@ fn malformed_requests_get_clear_errors_and_change_nothing() -> Result<()> {
         ),
     ];
     for &(method, path, ct, body, want, words) in cases {
-        let (code, answer) = raw(&node, method, path, ct, body)?;
+        let (code, answer) = node.api_raw(method, path, ct, body)?;
         let error = answer["error"].as_str().unwrap_or_default();
         assert_eq!(
             code, want,

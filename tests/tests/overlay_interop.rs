@@ -130,6 +130,20 @@ fn with_kernel_vxlan_node(encap: &str, encap_kind: &str) -> Result<()> {
     );
     assert_eq!(join(server)?.ip().to_string(), ip_k1);
     assert!(weft.node.forwards("dnat")? >= 2, "DNAT counted");
+
+    // The node's flags follow its publications (only a publishing node
+    // pays for the reply check): the kernel matches the state with ports
+    // published and after the last one is gone.
+    let matches = || -> Result<bool> {
+        Ok(weft.node.weft_json(&["status"])?["kernel_matches_state"] == true)
+    };
+    assert!(matches()?, "{encap}: WEFT_NODE carries the publishing flag");
+    weft.node.weft(&["unpublish", "8080/tcp"])?;
+    weft.node.weft(&["unpublish", "5353/udp"])?;
+    assert!(
+        matches()?,
+        "{encap}: WEFT_NODE lost the flag with the last port"
+    );
     Ok(())
 }
 

@@ -7,16 +7,7 @@
 //! recreated) and finds the kernel matching the saved state, before and
 //! after the restarts.
 
-use std::{collections::BTreeMap, path::Path};
-
-use anyhow::{Context, Result};
-use aya::{
-    maps::MapInfo,
-    programs::{
-        ProgramInfo,
-        links::{FdLink, PinnedLink},
-    },
-};
+use anyhow::Result;
 use weft_tests::{
     load::restart_agents_under_load,
     node::Node,
@@ -29,38 +20,11 @@ const BLUE: ClusterNet = ClusterNet {
     vni: 100,
 };
 
-/// The kernel id of every pinned program, map and link of `node`, by pin
-/// path: a reload, recreation or re-attachment changes one.
-fn pinned_ids(node: &Node) -> Result<BTreeMap<String, u32>> {
-    let mut ids = BTreeMap::new();
-    let mut walk = |dir: &str, id: &dyn Fn(&Path) -> Result<u32>| -> Result<()> {
-        let path = node.pin_dir().join(dir);
-        let entries = std::fs::read_dir(&path)
-            .with_context(|| format!("reading pins in {}", path.display()))?;
-        for entry in entries {
-            let entry = entry?;
-            let pin = entry.path();
-            let name = format!("{dir}/{}", entry.file_name().to_string_lossy());
-            ids.insert(
-                name,
-                id(&pin).with_context(|| format!("{}", pin.display()))?,
-            );
-        }
-        Ok(())
-    };
-    walk("progs", &|p| Ok(ProgramInfo::from_pin(p)?.id()))?;
-    walk("maps", &|p| Ok(MapInfo::from_pin(p)?.id()))?;
-    walk("links", &|p| {
-        Ok(FdLink::from(PinnedLink::from_pin(p)?).info()?.id())
-    })?;
-    Ok(ids)
-}
-
 /// Starts `node`'s agent and checks it adopted the overlay node as it is:
 /// same pinned objects, nothing migrated, reloaded or repaired, and the
 /// kernel matching the saved state (overlay maps included).
 fn agent_adopts(node: &Node, what: &str) -> Result<()> {
-    let before = pinned_ids(node)?;
+    let before = node.pinned_ids()?;
     let agent = node.start_agent()?;
     let status = node.weft_json(&["status"])?;
     assert_eq!(status["agent"], "running", "{what}: {status}");
@@ -88,7 +52,7 @@ fn agent_adopts(node: &Node, what: &str) -> Result<()> {
         "{what}: {status}"
     );
     assert_eq!(
-        pinned_ids(node)?,
+        node.pinned_ids()?,
         before,
         "{what}: the agent must adopt every program, map and link as pinned"
     );
@@ -105,7 +69,7 @@ fn restart_under_load_through_the_overlay(encap: &str, encap_kind: &str) -> Resu
     for (i, n) in [n1, n2].into_iter().enumerate() {
         agent_adopts(n, &format!("{encap}: n{} before the load", i + 1))?;
     }
-    let pins = [pinned_ids(n1)?, pinned_ids(n2)?];
+    let pins = [n1.pinned_ids()?, n2.pinned_ids()?];
     assert!(
         pins[0].contains_key("progs/weft_overlay_encap") && pins[0].contains_key("links/:uplink"),
         "{encap}: n1 is an overlay node: {:?}",
@@ -128,7 +92,7 @@ fn restart_under_load_through_the_overlay(encap: &str, encap_kind: &str) -> Resu
     );
     // Ten agent starts reloaded, recreated or re-attached nothing.
     assert_eq!(
-        [pinned_ids(n1)?, pinned_ids(n2)?],
+        [n1.pinned_ids()?, n2.pinned_ids()?],
         pins,
         "{encap}: pinned objects after the restarts"
     );

@@ -31,7 +31,7 @@ mod uplink;
 
 pub use self::{
     overlay::{VXLAN_LINK_PIN, detach_vxlan, detach_xdp},
-    uplink::detach_uplink,
+    uplink::{detach_uplink, put_node_pinned},
 };
 use crate::{
     error::{Error, Result},

@@ -134,19 +134,19 @@ pub fn run(args: &Args) -> Result<()> {
             unavailable.push(("weft", format!("build failed: {err}")));
         }
     }
-    topologies.push(veth_topology(&ns("veth"))?);
-    topologies.push(bridge_topology(&ns("bridge"))?);
-
-    let bridge_nf = proc::stdout(
-        &mut topologies
-            .last()
-            .and_then(|t| t._node.as_ref())
-            .expect("bridge topology has a node")
-            .exec(&["cat", "/proc/sys/net/bridge/bridge-nf-call-iptables"]),
-        T,
-    )
-    .map(|s| s.trim().to_owned())
-    .unwrap_or_else(|_| "n/a (br_netfilter not loaded)".into());
+    if same_node {
+        topologies.push(veth_topology(&ns("veth"))?);
+        topologies.push(bridge_topology(&ns("bridge"))?);
+    }
+    let bridge_nf = match topologies.last().and_then(|t| t._node.as_ref()) {
+        Some(node) => proc::stdout(
+            &mut node.exec(&["cat", "/proc/sys/net/bridge/bridge-nf-call-iptables"]),
+            T,
+        )
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "n/a (br_netfilter not loaded)".into()),
+        None => NOT_RUN.into(),
+    };
 
     let mut samples: Vec<Samples> = topologies.iter().map(|_| Samples::default()).collect();
     println!("\n== {reps} interleaved repetition(s), {secs} s per measurement");

@@ -100,7 +100,7 @@ pub async fn repair(paths: &Paths) -> Result<Repair> {
     }
     if let (Some(uplink), Some(node)) = (&found.missing_uplink_link, &st.node) {
         dp.attach_uplink(uplink)?;
-        dp.put_node(&crate::cmd::node::node_config(node))?;
+        dp.put_node(&crate::cmd::node::node_config(node, &st.publications))?;
         done.reattached_uplink = Some(uplink.clone());
     }
     for ifname in &found.stale_links {

@@ -6,6 +6,7 @@ use std::{fs::File, net::Ipv4Addr, os::fd::AsRawFd, path::Path};
 use weft_common::maps::{EndpointInfo, FdbEntry, FloodList, MAX_ENDPOINTS, MAX_FLOOD};
 
 use crate::{
+    cmd::publish::NodeFlags,
     datapath::{self, Datapath, ip_be},
     error::{Error, Result, chain},
     ipam,
@@ -530,13 +531,18 @@ pub async fn remove_holding(paths: &Paths, name: &str, hold: Hold) -> Result<()>
         nl.del_address(lo, net.gateway, 32).await?;
     }
     match whole.as_mut() {
-        Some(locked) => locked.commit(new),
+        Some(locked) => {
+            NodeFlags::between(&locked.state, &new).apply(paths)?;
+            locked.commit(new)
+        }
         // Others' changes since the read stay: only this endpoint goes.
         None => {
             let mut locked = Locked::acquire(paths)?;
             let mut now = locked.state.clone();
             now.endpoints.retain(|e| e.name != name);
             now.publications.retain(|p| p.endpoint != name);
+            // Under the state lock: no publish can slip in between.
+            NodeFlags::between(&locked.state, &now).apply(paths)?;
             locked.commit(now)
         }
     }

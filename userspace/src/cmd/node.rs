@@ -12,7 +12,7 @@
 use std::{fs, net::Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
-use weft_common::maps::{NODE_FLAG_CONFIGURED, NodeConfig};
+use weft_common::maps::{NODE_FLAG_CONFIGURED, NODE_FLAG_PUBLISHES, NodeConfig};
 
 use crate::{
     conntrack,
@@ -23,7 +23,7 @@ use crate::{
     output::Render,
     overlay::{self, VXLAN_IFNAME},
     paths::Paths,
-    state::{self, Encap, Locked, NodeOverlay, NodeUplink, PodSubnet, State},
+    state::{self, Encap, Locked, NodeOverlay, NodeUplink, PodSubnet, Publication, State},
 };
 
 /// The NAT port range when `--ports` is not given.
@@ -324,7 +324,7 @@ pub async fn set(paths: &Paths, args: &SetArgs) -> Result<NodeView> {
             write_sysctl(FORWARDING, "1")?;
         }
         dp.attach_uplink(&node.uplink)?;
-        dp.put_node(&node_config(&node))?;
+        dp.put_node(&node_config(&node, &old_state.publications))?;
         match node.overlay.as_ref().and_then(|o| o.vxlan_ifname.as_ref()) {
             Some(vxlan) => dp.attach_vxlan(vxlan)?,
             None => datapath::detach_vxlan(paths)?,
@@ -356,7 +356,7 @@ pub async fn set(paths: &Paths, args: &SetArgs) -> Result<NodeView> {
             match &previous {
                 Some(p) => {
                     dp.attach_uplink(&p.uplink)?;
-                    dp.put_node(&node_config(p))?;
+                    dp.put_node(&node_config(p, &old_state.publications))?;
                 }
                 None => {
                     dp.put_node(&NodeConfig::default())?;
@@ -451,15 +451,25 @@ async fn drop_new_vxlan(nl: &Netlink, created: bool) {
     }
 }
 
-/// The datapath's view of `node`.
-pub fn node_config(node: &NodeUplink) -> NodeConfig {
+/// The datapath's view of `node`, which has `publications`.
+pub fn node_config(node: &NodeUplink, publications: &[Publication]) -> NodeConfig {
+    let publishes = if publications.is_empty() {
+        0
+    } else {
+        NODE_FLAG_PUBLISHES
+    };
     NodeConfig {
         uplink_ifindex: node.uplink_ifindex,
         node_ip_be: ip_be(node.ip),
         port_min: node.port_min,
         port_max: node.port_max,
-        flags: NODE_FLAG_CONFIGURED,
+        flags: NODE_FLAG_CONFIGURED | publishes,
     }
+}
+
+/// The node's `WEFT_NODE` entry for state `st`, if the node is set.
+pub fn node_config_of(st: &State) -> Option<NodeConfig> {
+    st.node.as_ref().map(|n| node_config(n, &st.publications))
 }
 
 /// The node's uplink as saved, with whether it is attached.

@@ -15,10 +15,13 @@ use std::{collections::HashMap as StdHashMap, fmt, net::Ipv4Addr};
 
 use aya::maps::{HashMap, MapData};
 use serde::{Deserialize, Serialize};
-use weft_common::maps::{IPPROTO_TCP, IPPROTO_UDP, MAP_PUBLISH, PublishKey, PublishTarget};
+use weft_common::maps::{
+    IPPROTO_TCP, IPPROTO_UDP, MAP_PUBLISH, NodeConfig, PublishKey, PublishTarget,
+};
 
 use crate::{
-    datapath::{Datapath, absent_ok, ip_be, open_pinned},
+    cmd::node::node_config_of,
+    datapath::{Datapath, absent_ok, ip_be, open_pinned, put_node_pinned},
     error::{Error, Result},
     output::Render,
     paths::Paths,
@@ -280,6 +283,38 @@ impl PublishMap {
     }
 }
 
+/// The node's `WEFT_NODE` entry before and after a change of the
+/// publications: `NODE_FLAG_PUBLISHES` follows whether any port is
+/// published (written only when it flips).
+pub(crate) struct NodeFlags {
+    before: Option<NodeConfig>,
+    after: Option<NodeConfig>,
+}
+
+impl NodeFlags {
+    pub(crate) fn between(old: &State, new: &State) -> Self {
+        Self {
+            before: node_config_of(old),
+            after: node_config_of(new),
+        }
+    }
+
+    pub(crate) fn apply(&self, paths: &Paths) -> Result<()> {
+        match self.after {
+            Some(after) if self.before != self.after => put_node_pinned(paths, &after),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn undo(&self, paths: &Paths) {
+        if let Some(before) = self.before.filter(|_| self.before != self.after)
+            && let Err(e) = put_node_pinned(paths, &before)
+        {
+            log::warn!("rollback of the node's flags: {}", crate::error::chain(&e));
+        }
+    }
+}
+
 /// Publishes `spec` to endpoint `endpoint`: one port or a range, all or
 /// nothing. Refused, changing nothing, when any of its host ports is
 /// already published for the protocol.
@@ -335,11 +370,13 @@ pub fn publish(paths: &Paths, endpoint: &str, spec: &str) -> Result<Vec<PublishV
     let mut map = PublishMap::open(paths)?;
     let entries: Vec<_> = adding.iter().map(|p| entry(p, ep.ip)).collect();
     let mut done = Vec::with_capacity(entries.len());
+    let flags = NodeFlags::between(&locked.state, &new);
     let result = (|| {
         for (key, target) in &entries {
             map.put(*key, *target)?;
             done.push(*key);
         }
+        flags.apply(paths)?;
         locked.commit(new)
     })();
     if let Err(e) = result {
@@ -348,6 +385,7 @@ pub fn publish(paths: &Paths, endpoint: &str, spec: &str) -> Result<Vec<PublishV
                 log::warn!("rollback of publish: {}", crate::error::chain(&u));
             }
         }
+        flags.undo(paths);
         return Err(e);
     }
     Ok(adding.iter().map(|p| view(&locked.state, p)).collect())
@@ -406,11 +444,13 @@ pub fn unpublish(paths: &Paths, endpoint: Option<&str>, spec: &str) -> Result<Ve
         })
         .collect();
     let mut done = Vec::with_capacity(entries.len());
+    let flags = NodeFlags::between(&locked.state, &new);
     let result = (|| {
         for (key, target) in &entries {
             map.del(*key)?;
             done.push((*key, *target));
         }
+        flags.apply(paths)?;
         locked.commit(new)
     })();
     if let Err(e) = result {
@@ -419,6 +459,7 @@ pub fn unpublish(paths: &Paths, endpoint: Option<&str>, spec: &str) -> Result<Ve
                 log::warn!("rollback of unpublish: {}", crate::error::chain(&u));
             }
         }
+        flags.undo(paths);
         return Err(e);
     }
     Ok(shown)

@@ -111,3 +111,17 @@ impl Datapath {
 pub fn detach_uplink(paths: &Paths) -> Result<()> {
     remove_pin(&paths.uplink_link_pin())
 }
+
+/// Writes `WEFT_NODE[0]` through its pin alone, without loading the eBPF
+/// object: for commands that change only the node's flags (publishing a
+/// first port or removing the last), where a load per call would dominate.
+/// Nothing to do when the map is not pinned yet (no node was ever set).
+pub fn put_node_pinned(paths: &Paths, config: &NodeConfig) -> Result<()> {
+    let Some(map) = super::open_pinned(paths, MAP_NODE)? else {
+        return Ok(());
+    };
+    let mut node: Array<_, NodeConfig> = Array::try_from(map)
+        .map_err(|e| Error::map(format!("map {MAP_NODE} has an unexpected type"), e))?;
+    node.set(0, *config, 0)
+        .map_err(|e| Error::map(format!("cannot write {MAP_NODE}"), e))
+}

@@ -13,7 +13,7 @@ use super::{Hash, Prefixes, Slots, Table};
 use crate::{
     cmd::{
         endpoint::{endpoint_info, fdb_entry, flood_list},
-        node::node_config,
+        node::node_config_of,
         publish,
     },
     datapath::{fdb_key, network_info},
@@ -147,7 +147,7 @@ static FLOOD: Hash<u32, FloodList> = Hash {
 
 static NODE: Slots<NodeConfig> = Slots {
     map: MAP_NODE,
-    desired: |st| vec![(0, st.node.as_ref().map(node_config).unwrap_or_default())],
+    desired: |st| vec![(0, node_config_of(st).unwrap_or_default())],
 };
 
 static VNIS: Hash<u32, u32> = Hash {
