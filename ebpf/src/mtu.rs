@@ -216,7 +216,7 @@ fn rewrite_mss(ctx: &TcContext, l4_off: usize, value_off: usize, max: u16) {
     }
     // The checksum sums 16-bit words from the TCP header's start: a value
     // at an odd offset straddles two words and counts byte-swapped.
-    let (from, to) = if (value_off - l4_off) % 2 == 0 {
+    let (from, to) = if (value_off - l4_off).is_multiple_of(2) {
         (old, new)
     } else {
         ([old[1], old[0]], [new[1], new[0]])
