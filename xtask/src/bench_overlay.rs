@@ -26,6 +26,7 @@ use crate::{
     bench::{self, Samples, Target, Topology},
     netns::Netns,
     proc,
+    traffic::{self, Pin},
     weft::WeftNode,
 };
 
@@ -104,32 +105,66 @@ pub fn run(
     attempt("routed", kernel_overlay("routed", false, prefix))?;
 
     let mut samples: Vec<Samples> = built.iter().map(|_| Samples::default()).collect();
+    let mut one_cpu: Vec<Vec<f64>> = built.iter().map(|_| Vec::new()).collect();
     println!("\n== overlay: {reps} interleaved repetition(s), {secs} s per measurement");
     for rep in 1..=reps {
-        for (o, s) in built.iter().zip(&mut samples) {
+        for ((o, s), one) in built.iter().zip(&mut samples).zip(&mut one_cpu) {
             bench::measure(&o.t, s, rep, secs)?;
+            match stream_on_one_cpu(&o.t, secs) {
+                Ok(gbps) => {
+                    println!(
+                        "rep {rep} {:<8} stream on one CPU {gbps:7.2} Gbit/s",
+                        o.t.name
+                    );
+                    one.push(gbps);
+                }
+                Err(e) => s.errors.push(format!("stream on one CPU: {e:#}")),
+            }
         }
     }
     let names: Vec<&str> = built.iter().map(|o| o.t.name).collect();
     drop(built);
-    Ok(report(&names, &samples, &unavailable))
+    Ok(report(&names, &samples, &one_cpu, &unavailable))
+}
+
+/// The stream again with sender and receiver on the same CPU: every packet
+/// of the flow is then handled in order on that CPU, so the figure is the
+/// path's CPU cost per byte. With them on different CPUs (`measure`),
+/// TCP sends from both CPUs (the application's and the one processing
+/// ACKs), the veths' per-CPU backlogs reorder segments, and spurious
+/// retransmits (DSACKed) swing single runs by +-20% on a 2-core VM.
+fn stream_on_one_cpu(t: &Topology, secs: u32) -> Result<f64> {
+    let cpu = bench::cpus().saturating_sub(1);
+    let pin = Pin {
+        server_cpu: cpu,
+        client_cpu: cpu,
+    };
+    Ok(traffic::iperf3(&t.server, &t.client, t.server_ip, secs, None, Some(pin))?.gbps)
 }
 
 /// Median stream, p50 and p99 of one topology.
 struct Row<'a> {
     name: &'a str,
     stream: Option<f64>,
+    stream_one_cpu: Option<f64>,
     p50: Option<f64>,
     p99: Option<f64>,
 }
 
-fn report(names: &[&str], samples: &[Samples], unavailable: &[(String, String)]) -> OverlayBench {
+fn report(
+    names: &[&str],
+    samples: &[Samples],
+    one_cpu: &[Vec<f64>],
+    unavailable: &[(String, String)],
+) -> OverlayBench {
     let rows: Vec<Row> = names
         .iter()
         .zip(samples)
-        .map(|(name, s)| Row {
+        .zip(one_cpu)
+        .map(|((name, s), one)| Row {
             name,
             stream: bench::median(s.streams.iter().map(|x| x.gbps).collect()),
+            stream_one_cpu: bench::median(one.clone()),
             p50: bench::median(s.latencies.iter().map(|x| x.p50_us).collect()),
             p99: bench::median(s.latencies.iter().map(|x| x.p99_us).collect()),
         })
@@ -165,17 +200,28 @@ fn report(names: &[&str], samples: &[Samples], unavailable: &[(String, String)])
 
     let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
     println!(
-        "\n{:<9} {:>16} {:>14} {:>14}",
-        "overlay", "stream Gbit/s", "rtt p50 us", "rtt p99 us"
+        "\n{:<9} {:>16} {:>16} {:>14} {:>14}",
+        "overlay", "stream Gbit/s", "1-CPU stream", "rtt p50 us", "rtt p99 us"
     );
     for r in &rows {
         println!(
-            "{:<9} {:>16} {:>14} {:>14}",
+            "{:<9} {:>16} {:>16} {:>14} {:>14}",
             r.name,
             fmt(r.stream),
+            fmt(r.stream_one_cpu),
             fmt(r.p50),
             fmt(r.p99)
         );
+    }
+    // Not targets: the path's CPU cost per byte, without the cross-CPU
+    // reordering that dominates the stream's run-to-run spread here.
+    for weft in ["weft-tun", "weft-bpf"] {
+        for base in ["kvxlan", "routed"] {
+            let one = |n: &str| get(n).and_then(|r| r.stream_one_cpu);
+            if let Some(v) = ratio(one(weft), one(base)) {
+                println!("1-CPU stream {weft}/{base}: {v:.3}x");
+            }
+        }
     }
     for (name, why) in unavailable {
         println!(
@@ -190,6 +236,7 @@ fn report(names: &[&str], samples: &[Samples], unavailable: &[(String, String)])
             r.name.to_owned(),
             json!({
                 "stream_gbps_median": r.stream,
+                "stream_one_cpu_gbps_median": r.stream_one_cpu,
                 "rtt_p50_us_median": r.p50,
                 "rtt_p99_us_median": r.p99,
                 "samples": {"stream": s.streams, "latency": s.latencies, "errors": s.errors},
@@ -202,7 +249,8 @@ fn report(names: &[&str], samples: &[Samples], unavailable: &[(String, String)])
     let json = json!({
         "underlay_mtu": UNDERLAY_MTU,
         "method": "two node namespaces on an underlay switch namespace (Linux bridge); \
-                   iperf3/sockperf as in the main section between a container on each node",
+                   iperf3/sockperf as in the main section between a container on each node; \
+                   plus the stream with client and server on the same CPU (stream_one_cpu)",
         "topologies": topologies,
     });
     OverlayBench { json, targets }
