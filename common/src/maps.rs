@@ -52,6 +52,15 @@ pub const MAP_NODE: &str = "WEFT_NODE";
 /// Connection tracking for masquerade: LRU hash of [`CtKey`] to [`CtEntry`],
 /// two entries per connection (see [`CtEntry`]).
 pub const MAP_CT: &str = "WEFT_CT";
+/// The conntrack table's connection budget: a per-CPU array of `u64` slots
+/// (`CT_BUDGET_*`). A new connection is refused (`conntrack_full`) while
+/// the live estimate `created - removed` is at the limit, so the LRU table
+/// never has to evict a live connection to make room; the estimate counts
+/// only while a conntrack GC has refreshed it within
+/// [`CT_BUDGET_FRESH_NS`] (with no GC running, e.g. no agent, expired
+/// entries are never counted out, and the table falls back to plain LRU
+/// eviction instead of refusing everything).
+pub const MAP_CT_BUDGET: &str = "WEFT_CT_BUDGET";
 
 /// Published ports (DNAT): [`PublishKey`] to [`PublishTarget`].
 pub const MAP_PUBLISH: &str = "WEFT_PUBLISH";
@@ -65,7 +74,7 @@ pub const MAP_ROUTES: &str = "WEFT_ROUTES";
 pub const MAP_VNIS: &str = "WEFT_VNIS";
 
 /// Every map weft pins, in a stable order (for dumps and cleanup).
-pub const ALL_MAPS: [&str; 21] = [
+pub const ALL_MAPS: [&str; 22] = [
     MAP_TAILS,
     MAP_NETWORKS,
     MAP_SUBNETS,
@@ -81,6 +90,7 @@ pub const ALL_MAPS: [&str; 21] = [
     MAP_EP_STATS,
     MAP_NODE,
     MAP_CT,
+    MAP_CT_BUDGET,
     crate::events::MAP_EVENTS,
     crate::events::MAP_TRACE,
     MAP_PUBLISH,
@@ -108,6 +118,7 @@ pub const LAYOUT_VERSIONS: [(&str, u16); ALL_MAPS.len()] = [
     (MAP_EP_STATS, 1),
     (MAP_NODE, 1),
     (MAP_CT, 1),
+    (MAP_CT_BUDGET, 1),
     (crate::events::MAP_EVENTS, 1),
     (crate::events::MAP_TRACE, 1),
     (MAP_PUBLISH, 1),
@@ -189,6 +200,30 @@ pub const MAX_ENDPOINTS: u32 = 16_384;
 pub const MAX_NET_LINKS: u32 = 4096;
 /// Entries of [`MAP_CT`]: two per connection.
 pub const CT_MAX_ENTRIES: u32 = 65_536;
+/// [`MAP_CT_BUDGET`] slot: connections the datapath created on this CPU,
+/// ever (each CPU adds to its own copy; their sum is the total; nothing
+/// else writes it).
+pub const CT_BUDGET_CREATED: u32 = 0;
+/// [`MAP_CT_BUDGET`] slot, the same on every CPU: the total `created`
+/// less the live connections the last GC counted (the GC writes it), so
+/// `created - removed` estimates the live connections now.
+pub const CT_BUDGET_REMOVED: u32 = 1;
+/// [`MAP_CT_BUDGET`] slot, the same on every CPU: `CLOCK_MONOTONIC` ns of
+/// the last GC that wrote `removed`; 0: never.
+pub const CT_BUDGET_REFRESHED: u32 = 2;
+/// [`MAP_CT_BUDGET`] slot, the same on every CPU: connections allowed; 0:
+/// [`CT_DEFAULT_LIMIT`].
+pub const CT_BUDGET_LIMIT: u32 = 3;
+/// CPUs whose `created` counts the datapath sums (more than any node
+/// this runs on; the sum stops at the first CPU the kernel does not have).
+pub const CT_BUDGET_MAX_CPUS: u32 = 512;
+pub const CT_BUDGET_SLOTS: u32 = 4;
+/// Connections allowed by default: 90% of the table's pairs, leaving the
+/// LRU's per-CPU free lists room so an insert never evicts a live entry.
+pub const CT_DEFAULT_LIMIT: u64 = (CT_MAX_ENTRIES as u64 / 2) * 9 / 10;
+/// How long a GC's count stays trusted: three of the agent's 10 s GC
+/// rounds and then some.
+pub const CT_BUDGET_FRESH_NS: u64 = 60_000_000_000;
 /// Entries of [`MAP_PUBLISH`]: published ports per node.
 pub const MAX_PUBLISHED: u32 = 16_384;
 /// Entries of [`MAP_ROUTES`]: pod CIDRs of all nodes, all networks.

@@ -11,6 +11,7 @@ use aya_ebpf::{
         bpf_fib_lookup as fib_lookup_helper, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh,
         bpf_redirect_peer, bpf_skb_get_tunnel_key, bpf_skb_set_tunnel_key,
     },
+    maps::PerCpuArray,
     programs::{TcContext, XdpContext},
 };
 
@@ -286,4 +287,23 @@ pub fn change_tail(ctx: &TcContext, len: u32) -> Option<()> {
     // SAFETY: `skb` is the context pointer; the helper takes plain integers.
     let rc = unsafe { aya_ebpf::helpers::bpf_skb_change_tail(ctx.skb.skb.cast(), len, 0) };
     (rc == 0).then_some(())
+}
+
+/// The `u64` at `index` of CPU `cpu`'s copy of the per-CPU array `map`;
+/// `None` past the last CPU.
+#[inline(always)]
+pub fn percpu_u64(map: &PerCpuArray<u64>, index: u32, cpu: u32) -> Option<u64> {
+    // SAFETY: a `PerCpuArray` is `repr(transparent)` over its map
+    // definition, whose address the loader relocates to the map (as
+    // aya-ebpf's own lookups pass it); the helper returns a pointer to
+    // that CPU's value, valid for the program run, or null.
+    let value = unsafe {
+        aya_ebpf::helpers::bpf_map_lookup_percpu_elem(
+            core::ptr::from_ref(map).cast_mut().cast(),
+            core::ptr::from_ref(&index).cast(),
+            cpu,
+        )
+    };
+    // SAFETY: non-null: a valid, aligned `u64` of the map.
+    (!value.is_null()).then(|| unsafe { *value.cast::<u64>() })
 }

@@ -6,18 +6,57 @@
 
 use aya_ebpf::bindings::BPF_NOEXIST;
 use weft_common::maps::{
-    CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FIN_ORIGINAL, CT_FIN_REPLY, CT_FLAG_DNAT, CT_FLAG_HAIRPIN,
-    CT_TCP_CLOSED, CT_TCP_ESTABLISHED, CT_TCP_FIN_WAIT, CT_TCP_NONE, CT_TCP_SYN_SENT, CtEntry,
-    CtKey, EndpointInfo, IPPROTO_TCP, NAT_PORT_PROBES, NodeConfig, PublishTarget,
+    CT_BUDGET_CREATED, CT_BUDGET_FRESH_NS, CT_BUDGET_LIMIT, CT_BUDGET_MAX_CPUS,
+    CT_BUDGET_REFRESHED, CT_BUDGET_REMOVED, CT_DEFAULT_LIMIT, CT_DIR_ORIGINAL, CT_DIR_REPLY,
+    CT_FIN_ORIGINAL, CT_FIN_REPLY, CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CT_TCP_CLOSED,
+    CT_TCP_ESTABLISHED, CT_TCP_FIN_WAIT, CT_TCP_NONE, CT_TCP_SYN_SENT, CtEntry, CtKey,
+    EndpointInfo, IPPROTO_TCP, NAT_PORT_PROBES, NodeConfig, PublishTarget,
 };
 
 use crate::{
-    maps::{CT, endpoint_by_ip},
+    access::percpu_u64,
+    maps::{CT, CT_BUDGET, endpoint_by_ip},
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     verdict::Dropped,
 };
 
 const EEXIST: i32 = -17;
+
+/// Whether one more connection fits the table's budget
+/// (`weft_common::maps::MAP_CT_BUDGET`): always, unless a GC refreshed the
+/// live estimate recently and it is at the limit. Only new connections
+/// ask, so summing every CPU's count here costs the fast path nothing.
+#[inline(always)]
+fn within_budget(now: u64) -> bool {
+    let slot = |i| CT_BUDGET.get(i).copied().unwrap_or(0);
+    let refreshed = slot(CT_BUDGET_REFRESHED);
+    if refreshed == 0 || now.saturating_sub(refreshed) > CT_BUDGET_FRESH_NS {
+        return true;
+    }
+    let limit = match slot(CT_BUDGET_LIMIT) {
+        0 => CT_DEFAULT_LIMIT,
+        set => set,
+    };
+    let mut created = 0u64;
+    // The verifier needs a bound: at most CT_BUDGET_MAX_CPUS CPUs.
+    for cpu in 0..CT_BUDGET_MAX_CPUS {
+        match percpu_u64(&CT_BUDGET, CT_BUDGET_CREATED, cpu) {
+            Some(n) => created = created.wrapping_add(n),
+            None => break,
+        }
+    }
+    created.saturating_sub(slot(CT_BUDGET_REMOVED)) < limit
+}
+
+/// Counts a created connection in this CPU's copy of the budget.
+#[inline(always)]
+fn count_created() {
+    if let Some(created) = CT_BUDGET.get_ptr_mut(CT_BUDGET_CREATED) {
+        // SAFETY: this CPU's slot of a per-CPU array, valid for the program
+        // run; BPF programs do not migrate between CPUs.
+        unsafe { *created += 1 };
+    }
+}
 
 /// Whether the connection is alive: this entry or its partner was seen
 /// within its timeout (a one-way flow refreshes only one of them).
@@ -149,6 +188,9 @@ pub fn create(
     now: u64,
     len: u32,
 ) -> Result<[u8; 2], Dropped> {
+    if !within_budget(now) {
+        return Err(drop_here!(ConntrackFull));
+    }
     let (tcp_state, fin_seen) = if orig.proto == IPPROTO_TCP {
         let start = if tcp_flags & TCP_SYN != 0 {
             CT_TCP_SYN_SENT
@@ -191,6 +233,7 @@ pub fn create(
         let _ = CT.remove(orig.reply(node.node_ip_be, nat_port));
         return Err(drop_here!(ConntrackFull));
     }
+    count_created();
     Ok(nat_port)
 }
 
@@ -234,6 +277,9 @@ pub fn create_dnat(
     now: u64,
     len: u32,
 ) -> Result<CtEntry, Dropped> {
+    if !within_budget(now) {
+        return Err(drop_here!(ConntrackFull));
+    }
     let (tcp_state, fin_seen) = initial_tcp(inbound.proto, tcp_flags);
     let entry = CtEntry {
         last_seen_ns: now,
@@ -266,6 +312,7 @@ pub fn create_dnat(
         let _ = CT.remove(outbound_key);
         return Err(drop_here!(ConntrackFull));
     }
+    count_created();
     Ok(entry)
 }
 
@@ -284,6 +331,9 @@ pub fn create_hairpin(
     now: u64,
     len: u32,
 ) -> Result<CtEntry, Dropped> {
+    if !within_budget(now) {
+        return Err(drop_here!(ConntrackFull));
+    }
     let dst = endpoint_by_ip(target.ip_be).ok_or(drop_here!(PublishedEndpointMissing))?;
     let (tcp_state, fin_seen) = initial_tcp(orig.proto, tcp_flags);
     let back = CtEntry {
@@ -325,6 +375,7 @@ pub fn create_hairpin(
         let _ = CT.remove(towards.reply(node.node_ip_be, port));
         return Err(drop_here!(ConntrackFull));
     }
+    count_created();
     Ok(forth)
 }
 

@@ -6,10 +6,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use weft_common::maps::{
-    COUNTER_SLOTS, CT_MAX_ENTRIES, Counter, CtEntry, CtKey, ENCAP_NONE, EP_CACHE_SLOTS,
-    EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList, MAX_ENDPOINTS, MAX_NET_LINKS,
-    MAX_NETWORKS, MAX_PUBLISHED, MAX_ROUTES, NODE_FLAG_CONFIGURED, NetPairKey, NetworkInfo,
-    NodeConfig, OverlayConfig, OverlayRoute, PublishKey, PublishTarget, ifcache_slot, ipcache_slot,
+    COUNTER_SLOTS, CT_BUDGET_SLOTS, CT_MAX_ENTRIES, Counter, CtEntry, CtKey, ENCAP_NONE,
+    EP_CACHE_SLOTS, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList, MAX_ENDPOINTS,
+    MAX_NET_LINKS, MAX_NETWORKS, MAX_PUBLISHED, MAX_ROUTES, NODE_FLAG_CONFIGURED, NetPairKey,
+    NetworkInfo, NodeConfig, OverlayConfig, OverlayRoute, PublishKey, PublishTarget, ifcache_slot,
+    ipcache_slot,
 };
 
 /// Tail-call targets (`weft_common::maps::TAIL_*`), filled by userspace.
@@ -57,10 +58,16 @@ pub static EP_STATS: PerCpuArray<EndpointStats> = PerCpuArray::pinned(MAX_ENDPOI
 #[map(name = "WEFT_NODE")]
 pub static NODE: Array<NodeConfig> = Array::pinned(1, 0);
 
-/// Masquerade connection tracking; LRU so a full table evicts the least
-/// recently used connection instead of refusing new ones.
+/// Masquerade connection tracking. LRU, so entries nobody collected
+/// (no agent running) make room for new ones by themselves; while a GC
+/// keeps `CT_BUDGET` fresh, new connections are refused before the table
+/// is full, so no live connection is ever evicted.
 #[map(name = "WEFT_CT")]
 pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(CT_MAX_ENTRIES, 0);
+
+/// The connection budget of [`CT`] (`weft_common::maps::MAP_CT_BUDGET`).
+#[map(name = "WEFT_CT_BUDGET")]
+pub static CT_BUDGET: PerCpuArray<u64> = PerCpuArray::pinned(CT_BUDGET_SLOTS, 0);
 
 /// Published ports (DNAT): a hash, so a lookup costs the same for one
 /// published port as for ten thousand.

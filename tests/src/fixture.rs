@@ -12,15 +12,16 @@ use aya::{
 };
 use weft_common::{
     maps::{
-        Counter, CtEntry, CtKey, DIRECTIONS, EndpointInfo, EndpointStats, FdbEntry, FdbKey,
-        FloodList, MAP_CT, MAP_DROPS, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE,
-        MAP_EP_STATS, MAP_FDB, MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS, MAP_NETWORKS, MAP_NODE,
-        MAP_OVERLAY, MAP_PUBLISH, MAP_ROUTES, MAP_SUBNETS, MAP_TAILS, MAP_VNIS, MAX_FLOOD,
-        NET_FLAG_FLOOD, NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED, NODE_FLAG_PUBLISHES, NetPairKey,
-        NetworkInfo, NodeConfig, OverlayConfig, OverlayRoute, PROG_CALIBRATE, PROG_FROM_CONTAINER,
-        PROG_FROM_UPLINK, PROG_NAT_EGRESS, PROG_OVERLAY_ENCAP, PROG_XDP_UNDERLAY, PublishKey,
-        PublishTarget, TAIL_NAT_EGRESS, TAIL_OVERLAY_ENCAP, counter_slot, ifcache_slot,
-        ipcache_slot,
+        CT_BUDGET_CREATED, CT_BUDGET_LIMIT, CT_BUDGET_REFRESHED, CT_BUDGET_REMOVED, Counter,
+        CtEntry, CtKey, DIRECTIONS, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList,
+        MAP_CT, MAP_CT_BUDGET, MAP_DROPS, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_EP_IF_CACHE,
+        MAP_EP_IP_CACHE, MAP_EP_STATS, MAP_FDB, MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS,
+        MAP_NETWORKS, MAP_NODE, MAP_OVERLAY, MAP_PUBLISH, MAP_ROUTES, MAP_SUBNETS, MAP_TAILS,
+        MAP_VNIS, MAX_FLOOD, NET_FLAG_FLOOD, NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED,
+        NODE_FLAG_PUBLISHES, NetPairKey, NetworkInfo, NodeConfig, OverlayConfig, OverlayRoute,
+        PROG_CALIBRATE, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_NAT_EGRESS, PROG_OVERLAY_ENCAP,
+        PROG_XDP_UNDERLAY, PublishKey, PublishTarget, TAIL_NAT_EGRESS, TAIL_OVERLAY_ENCAP,
+        counter_slot, ifcache_slot, ipcache_slot,
     },
     reason::{Drop, Forward},
 };
@@ -311,6 +312,28 @@ impl Datapath {
     pub fn ct_entries(&mut self) -> Result<Vec<(CtKey, CtEntry)>> {
         let map = HashMap::<_, CtKey, CtEntry>::try_from(self.map(MAP_CT)?)?;
         Ok(map.iter().collect::<Result<_, _>>()?)
+    }
+
+    /// Connections the datapath counted as created in the conntrack
+    /// budget, all CPUs together.
+    pub fn ct_created(&mut self) -> Result<u64> {
+        let map = PerCpuArray::<_, u64>::try_from(self.map(MAP_CT_BUDGET)?)?;
+        Ok(map.get(&CT_BUDGET_CREATED, 0)?.iter().sum())
+    }
+
+    /// Writes the conntrack budget's `removed`, `refreshed` and `limit`
+    /// slots on every CPU, as a GC does.
+    pub fn set_ct_budget(&mut self, removed: u64, refreshed_ns: u64, limit: u64) -> Result<()> {
+        let cpus = nr_cpus().map_err(|(_, e)| e)?;
+        let mut map = PerCpuArray::<_, u64>::try_from(self.map(MAP_CT_BUDGET)?)?;
+        for (slot, value) in [
+            (CT_BUDGET_REMOVED, removed),
+            (CT_BUDGET_REFRESHED, refreshed_ns),
+            (CT_BUDGET_LIMIT, limit),
+        ] {
+            map.set(slot, PerCpuValues::try_from(vec![value; cpus])?, 0)?;
+        }
+        Ok(())
     }
 
     /// Writes a conntrack entry, e.g. to age one.

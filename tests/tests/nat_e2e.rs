@@ -323,6 +323,84 @@ fn a_tiny_port_range_exhausts_cleanly_and_recovers_after_gc() -> Result<()> {
     Ok(())
 }
 
+/// Conntrack pressure: with `node set --conntrack-max 2`, two UDP flows to
+/// the outside keep working while a third is dropped as `conntrack_full`
+/// (the LRU table never evicts a live flow to make room), `nat ls` shows
+/// the table at its limit, and after a GC takes the two idle flows out
+/// the third goes through.
+#[test]
+fn a_full_conntrack_table_refuses_new_flows_and_recovers() -> Result<()> {
+    let (node, outside) = masquerading_node(None)?;
+    node.weft(&[
+        "node",
+        "set",
+        "--uplink",
+        UPLINK,
+        "--ip",
+        NODE_UPLINK_IP,
+        "--conntrack-max",
+        "2",
+    ])?;
+    let (c1, _) = node.container("blue", "c1")?;
+    let echo = outside.udp_echo()?;
+    let to = echo.addr();
+    let (a, b, c) = (
+        udp_socket_in(&c1)?,
+        udp_socket_in(&c1)?,
+        udp_socket_in(&c1)?,
+    );
+    assert!(udp_roundtrip(&a, to, b"a")?, "first flow");
+    assert!(udp_roundtrip(&b, to, b"b")?, "second flow");
+    let full = node.drops("conntrack_full")?;
+    assert!(
+        !udp_roundtrip(&c, to, b"c")?,
+        "a third flow must be refused"
+    );
+    assert!(
+        node.drops("conntrack_full")? > full,
+        "conntrack_full must count the drop"
+    );
+    assert!(udp_roundtrip(&a, to, b"a2")?, "first flow keeps working");
+    assert!(udp_roundtrip(&b, to, b"b2")?, "second flow keeps working");
+    let nat = node.weft_json(&["nat", "ls"])?;
+    assert_eq!(
+        (
+            nat["conntrack"]["connections"].as_u64(),
+            nat["conntrack"]["limit"].as_u64()
+        ),
+        (Some(2), Some(2)),
+        "{nat}"
+    );
+    assert_eq!(
+        node.weft_json(&["node", "show"])?["conntrack_max"].as_u64(),
+        Some(2)
+    );
+
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let gc = node.weft_json(&["ct", "gc", "--older-than", "1"])?;
+    assert_eq!(gc["removed"].as_u64(), Some(4), "two pairs collected: {gc}");
+    assert!(udp_roundtrip(&c, to, b"c2")?, "the third flow after gc");
+
+    let bad = node.weft_unchecked(&[
+        "node",
+        "set",
+        "--uplink",
+        UPLINK,
+        "--ip",
+        NODE_UPLINK_IP,
+        "--conntrack-max",
+        "0",
+    ])?;
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--conntrack-max 0"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    echo.finish()?;
+    Ok(())
+}
+
 /// Scrapes the agent's /metrics inside the node namespace.
 fn scrape(node: &Node) -> Result<String> {
     node.ns

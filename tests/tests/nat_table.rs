@@ -13,9 +13,9 @@ use std::net::Ipv4Addr;
 use anyhow::Result;
 use weft_common::{
     maps::{
-        CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FIN_ORIGINAL, CT_FIN_REPLY, CT_TCP_CLOSED,
-        CT_TCP_ESTABLISHED, CT_TCP_FIN_WAIT, CT_TCP_NONE, CT_TCP_SYN_SENT, CtEntry, CtKey,
-        IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+        CT_BUDGET_FRESH_NS, CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FIN_ORIGINAL, CT_FIN_REPLY,
+        CT_TCP_CLOSED, CT_TCP_ESTABLISHED, CT_TCP_FIN_WAIT, CT_TCP_NONE, CT_TCP_SYN_SENT, CtEntry,
+        CtKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
     },
     reason::{Drop, Forward},
 };
@@ -301,6 +301,95 @@ fn exhausted_range() -> Result<()> {
         let got = dp.run(&elsewhere)?;
         assert_eq!(got.action, TC_ACT_REDIRECT);
         assert_eq!(port_at(&got.output, true), PORT_MIN);
+        Ok(())
+    })
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime(2) writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The conntrack budget: every connection made is counted; with a fresh
+/// GC count at the limit a new connection (masqueraded or to a published
+/// port) is dropped as `conntrack_full` with no entry made, while an
+/// established one keeps being translated both ways; below the limit, or
+/// with a count older than `CT_BUDGET_FRESH_NS` (no GC running), new
+/// connections go through.
+#[test]
+fn conntrack_budget_refuses_only_new_connections() -> Result<()> {
+    let node = NatNode::new()?;
+    let config = node.config(PORT_MIN, PORT_MAX);
+    node.run(move || {
+        let mut dp = nat_topology(config)?;
+        let first = udp_ports(to_outside(), (A1.ip, 40_001), (OUTSIDE, 53), 64, b"one");
+        let out = out_and_back(&mut dp, "first flow", &first);
+        assert_eq!(dp.ct_created()?, 1, "counted");
+
+        // A GC just counted one live connection; the limit is one.
+        dp.set_ct_budget(0, monotonic_ns(), 1)?;
+        let second = udp_ports(to_outside(), (A1.ip, 40_002), (OUTSIDE, 53), 64, b"two");
+        check(
+            &mut dp,
+            "a new flow at the limit",
+            Hook::Container,
+            &second,
+            Expect::Drop(Drop::ConntrackFull),
+        );
+        let key = CtKey::new(
+            IPPROTO_UDP,
+            u32::from_ne_bytes(A1.ip.octets()),
+            u32::from_ne_bytes(OUTSIDE.octets()),
+            40_002u16.to_be_bytes(),
+            53u16.to_be_bytes(),
+        );
+        assert!(dp.ct_get(&key)?.is_none(), "no entry for the refused flow");
+        dp.publish(IPPROTO_TCP, 8080, A1.ip, 80)?;
+        check(
+            &mut dp,
+            "a new connection to a published port at the limit",
+            Hook::Uplink,
+            &tcp(
+                (UPLINK_MAC, ROUTER_MAC),
+                (OUTSIDE, 50_000),
+                (NODE_IP, 8080),
+                syn(),
+                64,
+            ),
+            Expect::Drop(Drop::ConntrackFull),
+        );
+        let again = dp.run(&first)?;
+        assert_eq!(
+            again.output, out,
+            "the established flow is still translated"
+        );
+        back_in(&mut dp, "established flow at the limit", &out, &first);
+
+        // Below the limit again (a GC counted it out, or the limit grew).
+        dp.set_ct_budget(0, monotonic_ns(), 2)?;
+        assert_eq!(
+            dp.run(&second)?.action,
+            TC_ACT_REDIRECT,
+            "room for one more"
+        );
+        assert_eq!(dp.ct_created()?, 2);
+
+        // A count from over a minute ago: no GC is running, the limit is off.
+        let third = udp_ports(to_outside(), (A1.ip, 40_003), (OUTSIDE, 53), 64, b"three");
+        let stale = monotonic_ns().saturating_sub(CT_BUDGET_FRESH_NS + 1_000_000_000);
+        dp.set_ct_budget(0, stale.max(1), 2)?;
+        assert_eq!(
+            dp.run(&third)?.action,
+            TC_ACT_REDIRECT,
+            "stale count: LRU rules"
+        );
+        assert_eq!(dp.ct_created()?, 3);
         Ok(())
     })
 }

@@ -18,6 +18,7 @@ use weft_common::maps::{
 };
 
 use crate::{
+    ct_budget,
     datapath::open_pinned,
     error::{Error, Result},
     paths::Paths,
@@ -217,7 +218,9 @@ pub fn gc(paths: &Paths, max_idle_ns: Option<u64>) -> Result<GcResult> {
     let Some(mut map) = open(paths)? else {
         return Ok(GcResult::default());
     };
+    let created_before = ct_budget::created(paths)?;
     let entries = snapshot(paths)?;
+    let mut live = connection_count(&entries);
     let by_key: StdHashMap<CtKey, CtEntry> = entries.iter().copied().collect();
     let now = now_ns();
     let mut result = GcResult::default();
@@ -235,7 +238,12 @@ pub fn gc(paths: &Paths, max_idle_ns: Option<u64>) -> Result<GcResult> {
             continue;
         }
         match map.remove(k) {
-            Ok(()) => result.removed += 1,
+            Ok(()) => {
+                result.removed += 1;
+                if e.direction == CT_DIR_ORIGINAL {
+                    live = live.saturating_sub(1);
+                }
+            }
             Err(aya::maps::MapError::KeyNotFound) => {}
             Err(aya::maps::MapError::SyscallError(e))
                 if e.io_error.kind() == std::io::ErrorKind::NotFound => {}
@@ -243,7 +251,32 @@ pub fn gc(paths: &Paths, max_idle_ns: Option<u64>) -> Result<GcResult> {
         }
     }
     result.remaining = entries.len().saturating_sub(result.removed);
+    ct_budget::record(paths, created_before, live, configured_limit(paths))?;
     Ok(result)
+}
+
+/// Counts the live connections for the datapath's connection budget
+/// (`ct_budget`), removing nothing; e.g. when `node set` changes the limit.
+pub fn refresh_budget(paths: &Paths) -> Result<()> {
+    let created_before = ct_budget::created(paths)?;
+    let live = connection_count(&snapshot(paths)?);
+    ct_budget::record(paths, created_before, live, configured_limit(paths))
+}
+
+/// Connections in `entries` (a [`snapshot`]): one original-direction
+/// entry each.
+pub fn connection_count(entries: &[(CtKey, CtEntry)]) -> u64 {
+    entries
+        .iter()
+        .filter(|(_, e)| e.direction == CT_DIR_ORIGINAL)
+        .count() as u64
+}
+
+/// The node's `--conntrack-max`, from saved state (`None`: the default).
+fn configured_limit(paths: &Paths) -> Option<u32> {
+    crate::state::read(paths)
+        .ok()
+        .and_then(|st| st.node.and_then(|n| n.conntrack_max))
 }
 
 /// Removes every entry (the node's uplink went away): returns how many.
@@ -251,8 +284,11 @@ pub fn flush(paths: &Paths) -> Result<usize> {
     let Some(mut map) = open(paths)? else {
         return Ok(0);
     };
+    let created_before = ct_budget::created(paths)?;
     let keys: Vec<CtKey> = map.keys().filter_map(|k| k.ok()).collect();
-    Ok(keys.iter().filter(|k| map.remove(k).is_ok()).count())
+    let removed = keys.iter().filter(|k| map.remove(k).is_ok()).count();
+    ct_budget::record(paths, created_before, 0, configured_limit(paths))?;
+    Ok(removed)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod cmd;
 pub mod conntrack;
+pub mod ct_budget;
 pub mod datapath;
 pub mod error;
 pub mod ipam;

@@ -219,6 +219,11 @@ enum NodeCmd {
         /// the peer's GSO, so it is opt-in).
         #[arg(long)]
         xdp: bool,
+        /// Connections the conntrack table may hold; past it new ones are
+        /// dropped (conntrack_full) and established ones keep working.
+        /// Default and maximum: 29491 (90% of the table's 32768 pairs).
+        #[arg(long, value_name = "N")]
+        conntrack_max: Option<u32>,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -543,6 +548,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                 subnets,
                 vtep_mac,
                 xdp,
+                conntrack_max,
                 output,
             } => {
                 let req = node::SetArgs {
@@ -553,6 +559,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                     subnets,
                     vtep_mac,
                     xdp,
+                    conntrack_max,
                 };
                 let view = match ctx.agent("PUT", "/v1/node", Some(&req)).await? {
                     Some(view) => view,

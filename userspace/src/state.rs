@@ -146,6 +146,10 @@ pub struct NodeUplink {
     /// NAT port range, inclusive.
     pub port_min: u16,
     pub port_max: u16,
+    /// Connections the conntrack table may hold (`--conntrack-max`); `None`:
+    /// `weft_common::maps::CT_DEFAULT_LIMIT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack_max: Option<u32>,
     /// `net.ipv4.conf.all.forwarding` before `node set` turned it on, so
     /// `node unset` and `teardown` put it back; `None` if it was on already.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -246,6 +246,22 @@ pub fn render(paths: &Paths, reconcile: &ReconcileTally) -> Result<String> {
         "Masquerade conntrack entries (two per connection)",
         ct_entries,
     );
+    let connections = Gauge::<i64>::default();
+    connections.set(crate::conntrack::connection_count(&entries) as i64);
+    registry.register(
+        "conntrack_connections",
+        "Connections in the conntrack table (masqueraded, published, hairpin)",
+        connections,
+    );
+    let limit = Gauge::<i64>::default();
+    limit.set(
+        crate::ct_budget::effective_limit(st.node.as_ref().and_then(|n| n.conntrack_max)) as i64,
+    );
+    registry.register(
+        "conntrack_connection_limit",
+        "Connections past which new ones are dropped (conntrack_full)",
+        limit,
+    );
     let ports_used = Family::<Labels, Gauge<i64>>::default();
     let range_size = Gauge::<i64>::default();
     if let Some(node) = &st.node {

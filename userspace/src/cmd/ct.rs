@@ -189,6 +189,17 @@ pub struct NatView {
     pub ports: Option<String>,
     pub range_size: u32,
     pub protocols: Vec<PortUse>,
+    /// Connections in the conntrack table (all kinds, published ports
+    /// included) against the limit past which new ones are refused.
+    #[serde(default)]
+    pub conntrack: ConntrackFill,
+}
+
+/// How full the conntrack table is, in connections.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct ConntrackFill {
+    pub connections: u64,
+    pub limit: u64,
 }
 
 /// Port use by protocol, for the node's address and range.
@@ -200,6 +211,7 @@ pub fn nat(paths: &Paths) -> Result<NatView> {
             ports: None,
             range_size: 0,
             protocols: Vec::new(),
+            conntrack: ConntrackFill::default(),
         });
     };
     let size = u32::from(node.port_max - node.port_min) + 1;
@@ -226,6 +238,10 @@ pub fn nat(paths: &Paths) -> Result<NatView> {
         ports: Some(format!("{}-{}", node.port_min, node.port_max)),
         range_size: size,
         protocols,
+        conntrack: ConntrackFill {
+            connections: conntrack::connection_count(&entries),
+            limit: crate::ct_budget::effective_limit(node.conntrack_max),
+        },
     })
 }
 
@@ -252,6 +268,10 @@ impl Render for NatView {
         out.push_str(&crate::output::table(
             &["PROTO", "PORTS USED", "CONNECTIONS"],
             &rows,
+        ));
+        out.push_str(&format!(
+            "conntrack: {} of {} connections\n",
+            self.conntrack.connections, self.conntrack.limit
         ));
         out
     }

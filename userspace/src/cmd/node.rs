@@ -12,7 +12,12 @@
 use std::{fs, net::Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
-use weft_common::maps::{NODE_FLAG_CONFIGURED, NODE_FLAG_PUBLISHES, NodeConfig};
+use weft_common::maps::{
+    CT_DEFAULT_LIMIT, CT_MAX_ENTRIES, NODE_FLAG_CONFIGURED, NODE_FLAG_PUBLISHES, NodeConfig,
+};
+
+/// The largest `--conntrack-max`: the default, 90% of the table's pairs.
+const MAX_CONNTRACK: u64 = CT_DEFAULT_LIMIT;
 
 use crate::{
     conntrack,
@@ -56,6 +61,10 @@ pub struct SetArgs {
     /// Attach the XDP early drop to the underlay.
     #[serde(default)]
     pub xdp: bool,
+    /// Connections the conntrack table may hold; default
+    /// `weft_common::maps::CT_DEFAULT_LIMIT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack_max: Option<u32>,
 }
 
 /// `node show`.
@@ -74,6 +83,10 @@ pub struct NodeView {
     pub port_max: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_range_size: Option<u32>,
+    /// Connections the conntrack table may hold before new ones are
+    /// refused (`conntrack_full`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack_max: Option<u64>,
     /// Whether `weft_from_uplink`'s link is pinned.
     pub attached: bool,
     /// `net.ipv4.conf.all.forwarding` in the node namespace.
@@ -104,6 +117,7 @@ impl NodeView {
                 port_min: Some(n.port_min),
                 port_max: Some(n.port_max),
                 port_range_size: Some(u32::from(n.port_max - n.port_min) + 1),
+                conntrack_max: Some(crate::ct_budget::effective_limit(n.conntrack_max)),
                 attached,
                 forwarding,
                 overlay: n.overlay.clone(),
@@ -221,6 +235,15 @@ pub async fn set(paths: &Paths, args: &SetArgs) -> Result<NodeView> {
             "--xdp needs --encap: it drops VXLAN early on the underlay".into(),
         ));
     }
+    if let Some(max) = args.conntrack_max
+        && !(1..=MAX_CONNTRACK).contains(&u64::from(max))
+    {
+        return Err(Error::Invalid(format!(
+            "invalid --conntrack-max {max}: use 1 to {MAX_CONNTRACK} connections (the table \
+             holds {CT_MAX_ENTRIES} entries, two per connection, with room for the LRU's free \
+             lists)"
+        )));
+    }
 
     let mut locked = Locked::acquire(paths)?;
     let subnets = own_subnets(&locked.state, &args.subnets)?;
@@ -303,6 +326,7 @@ pub async fn set(paths: &Paths, args: &SetArgs) -> Result<NodeView> {
         ip,
         port_min,
         port_max,
+        conntrack_max: args.conntrack_max,
         forwarding_before,
         overlay,
         subnets,
@@ -378,6 +402,8 @@ pub async fn set(paths: &Paths, args: &SetArgs) -> Result<NodeView> {
         // Left tunnel mode: its device goes (its program was detached).
         nl.delete_link_by_name(VXLAN_IFNAME).await?;
     }
+    // The limit counts from now, with the connections that exist.
+    crate::conntrack::refresh_budget(paths)?;
     Ok(NodeView::new(paths, locked.state.node.as_ref()))
 }
 
