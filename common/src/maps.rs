@@ -54,8 +54,10 @@ pub const MAP_NODE: &str = "WEFT_NODE";
 pub const MAP_CT: &str = "WEFT_CT";
 /// The conntrack table's connection budget: a per-CPU array of `u64` slots
 /// (`CT_BUDGET_*`). A new connection is refused (`conntrack_full`) while
-/// the live estimate `created - removed` is at the limit, so the LRU table
-/// never has to evict a live connection to make room; the estimate counts
+/// the estimate of open connections, `created - closed - removed`, is at
+/// the limit, so new connections never crowd out open ones; a closed TCP
+/// connection stops counting at once (connect-per-request churn never
+/// hits the limit, and the LRU recycles closed entries). The estimate counts
 /// only while a conntrack GC has refreshed it within
 /// [`CT_BUDGET_FRESH_NS`] (with no GC running, e.g. no agent, expired
 /// entries are never counted out, and the table falls back to plain LRU
@@ -204,20 +206,24 @@ pub const CT_MAX_ENTRIES: u32 = 65_536;
 /// ever (each CPU adds to its own copy; their sum is the total; nothing
 /// else writes it).
 pub const CT_BUDGET_CREATED: u32 = 0;
-/// [`MAP_CT_BUDGET`] slot, the same on every CPU: the total `created`
-/// less the live connections the last GC counted (the GC writes it), so
-/// `created - removed` estimates the live connections now.
-pub const CT_BUDGET_REMOVED: u32 = 1;
+/// [`MAP_CT_BUDGET`] slot: TCP connections the datapath saw close (both
+/// FINs, or an RST) on this CPU, ever; summed like `created`.
+pub const CT_BUDGET_CLOSED: u32 = 1;
+/// [`MAP_CT_BUDGET`] slot, the same on every CPU: the total `created -
+/// closed` less the open connections the last GC counted (the GC writes
+/// it: flows that expired or were evicted), so `created - closed -
+/// removed` estimates the open connections now.
+pub const CT_BUDGET_REMOVED: u32 = 2;
 /// [`MAP_CT_BUDGET`] slot, the same on every CPU: `CLOCK_MONOTONIC` ns of
 /// the last GC that wrote `removed`; 0: never.
-pub const CT_BUDGET_REFRESHED: u32 = 2;
-/// [`MAP_CT_BUDGET`] slot, the same on every CPU: connections allowed; 0:
-/// [`CT_DEFAULT_LIMIT`].
-pub const CT_BUDGET_LIMIT: u32 = 3;
+pub const CT_BUDGET_REFRESHED: u32 = 3;
+/// [`MAP_CT_BUDGET`] slot, the same on every CPU: open connections
+/// allowed; 0: [`CT_DEFAULT_LIMIT`].
+pub const CT_BUDGET_LIMIT: u32 = 4;
 /// CPUs whose `created` counts the datapath sums (more than any node
 /// this runs on; the sum stops at the first CPU the kernel does not have).
 pub const CT_BUDGET_MAX_CPUS: u32 = 512;
-pub const CT_BUDGET_SLOTS: u32 = 4;
+pub const CT_BUDGET_SLOTS: u32 = 5;
 /// Connections allowed by default: 90% of the table's pairs, leaving the
 /// LRU's per-CPU free lists room so an insert never evicts a live entry.
 pub const CT_DEFAULT_LIMIT: u64 = (CT_MAX_ENTRIES as u64 / 2) * 9 / 10;

@@ -6,7 +6,7 @@
 
 use aya_ebpf::bindings::BPF_NOEXIST;
 use weft_common::maps::{
-    CT_BUDGET_CREATED, CT_BUDGET_FRESH_NS, CT_BUDGET_LIMIT, CT_BUDGET_MAX_CPUS,
+    CT_BUDGET_CLOSED, CT_BUDGET_CREATED, CT_BUDGET_FRESH_NS, CT_BUDGET_LIMIT, CT_BUDGET_MAX_CPUS,
     CT_BUDGET_REFRESHED, CT_BUDGET_REMOVED, CT_DEFAULT_LIMIT, CT_DIR_ORIGINAL, CT_DIR_REPLY,
     CT_FIN_ORIGINAL, CT_FIN_REPLY, CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CT_TCP_CLOSED,
     CT_TCP_ESTABLISHED, CT_TCP_FIN_WAIT, CT_TCP_NONE, CT_TCP_SYN_SENT, CtEntry, CtKey,
@@ -37,25 +37,38 @@ fn within_budget(now: u64) -> bool {
         0 => CT_DEFAULT_LIMIT,
         set => set,
     };
-    let mut created = 0u64;
+    let (mut created, mut closed) = (0u64, 0u64);
     // The verifier needs a bound: at most CT_BUDGET_MAX_CPUS CPUs.
     for cpu in 0..CT_BUDGET_MAX_CPUS {
-        match percpu_u64(&CT_BUDGET, CT_BUDGET_CREATED, cpu) {
-            Some(n) => created = created.wrapping_add(n),
-            None => break,
-        }
+        let (Some(c), Some(d)) = (
+            percpu_u64(&CT_BUDGET, CT_BUDGET_CREATED, cpu),
+            percpu_u64(&CT_BUDGET, CT_BUDGET_CLOSED, cpu),
+        ) else {
+            break;
+        };
+        created = created.wrapping_add(c);
+        closed = closed.wrapping_add(d);
     }
-    created.saturating_sub(slot(CT_BUDGET_REMOVED)) < limit
+    created
+        .wrapping_sub(closed)
+        .saturating_sub(slot(CT_BUDGET_REMOVED))
+        < limit
 }
 
-/// Counts a created connection in this CPU's copy of the budget.
+/// Counts an event (`CT_BUDGET_CREATED` or `CT_BUDGET_CLOSED`) in this
+/// CPU's copy of the budget.
 #[inline(always)]
-fn count_created() {
-    if let Some(created) = CT_BUDGET.get_ptr_mut(CT_BUDGET_CREATED) {
+fn count(slot: u32) {
+    if let Some(n) = CT_BUDGET.get_ptr_mut(slot) {
         // SAFETY: this CPU's slot of a per-CPU array, valid for the program
         // run; BPF programs do not migrate between CPUs.
-        unsafe { *created += 1 };
+        unsafe { *n += 1 };
     }
+}
+
+#[inline(always)]
+fn count_created() {
+    count(CT_BUDGET_CREATED);
 }
 
 /// Whether the connection is alive: this entry or its partner was seen
@@ -125,6 +138,12 @@ fn touch(k: &CtKey, p: *mut CtEntry, tcp_flags: u8, now: u64, len: u32) -> CtEnt
     if k.proto == IPPROTO_TCP {
         let (state, fins) = tcp_next(entry.tcp_state, entry.fin_seen, tcp_flags, entry.direction);
         if state != entry.tcp_state || fins != entry.fin_seen {
+            if state == CT_TCP_CLOSED && entry.tcp_state != CT_TCP_CLOSED {
+                count(CT_BUDGET_CLOSED);
+            } else if entry.tcp_state == CT_TCP_CLOSED && state != CT_TCP_CLOSED {
+                // A new SYN reopened the tuple: a connection again.
+                count_created();
+            }
             entry.tcp_state = state;
             entry.fin_seen = fins;
             if let Some(partner) = CT.get_ptr_mut(k.partner(entry)) {

@@ -394,6 +394,71 @@ fn conntrack_budget_refuses_only_new_connections() -> Result<()> {
     })
 }
 
+/// A TCP connection stops counting against the budget as soon as it
+/// closes (both FINs, or an RST), with no GC in between: with the limit
+/// at one open connection, a second connection is refused while the first
+/// is open and goes through once it closed; a new SYN reopening a closed
+/// tuple counts again.
+#[test]
+fn closed_tcp_connections_free_the_budget() -> Result<()> {
+    let node = NatNode::new()?;
+    let config = node.config(PORT_MIN, PORT_MAX);
+    node.run(move || {
+        let mut dp = nat_topology(config)?;
+        dp.set_ct_budget(0, monotonic_ns(), 1)?;
+        let (c, o, n) = ((A1.ip, 40_100), (OUTSIDE, 80), (NODE_IP, 40_100));
+        let up = (UPLINK_MAC, ROUTER_MAC);
+        let flags = |syn, ack, fin, rst| TcpFlags { syn, ack, fin, rst };
+        let second = tcp(to_outside(), (A1.ip, 40_200), o, syn(), 64);
+
+        assert_eq!(
+            dp.run(&tcp(to_outside(), c, o, syn(), 64))?.action,
+            TC_ACT_REDIRECT
+        );
+        dp.run_uplink(&tcp(up, o, n, flags(true, true, false, false), 60))?;
+        check(
+            &mut dp,
+            "a second connection while the first is open",
+            Hook::Container,
+            &second,
+            Expect::Drop(Drop::ConntrackFull),
+        );
+        dp.run(&tcp(
+            to_outside(),
+            c,
+            o,
+            flags(false, true, true, false),
+            64,
+        ))?;
+        dp.run_uplink(&tcp(up, o, n, flags(false, true, true, false), 60))?;
+        assert_eq!(
+            dp.run(&second)?.action,
+            TC_ACT_REDIRECT,
+            "the first closed: room for the second"
+        );
+        dp.run_uplink(&tcp(
+            up,
+            o,
+            (NODE_IP, 40_200),
+            flags(false, true, false, true),
+            60,
+        ))?;
+        // Both closed; a SYN reopening the first tuple is a connection again.
+        assert_eq!(
+            dp.run(&tcp(to_outside(), c, o, syn(), 64))?.action,
+            TC_ACT_REDIRECT
+        );
+        check(
+            &mut dp,
+            "a third while the reopened one is open",
+            Hook::Container,
+            &tcp(to_outside(), (A1.ip, 40_300), o, syn(), 64),
+            Expect::Drop(Drop::ConntrackFull),
+        );
+        Ok(())
+    })
+}
+
 fn states(dp: &mut Datapath, orig: &CtKey, reply: &CtKey) -> ((u8, u8), (u8, u8)) {
     let o = dp.ct_get(orig).unwrap().expect("original entry");
     let r = dp.ct_get(reply).unwrap().expect("reply entry");

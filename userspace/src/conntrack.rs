@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap};
 use aya::maps::{HashMap, MapData};
 use nix::time::{ClockId, clock_gettime};
 use weft_common::maps::{
-    CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CtEntry, CtKey, IPPROTO_ICMP,
-    MAP_CT,
+    CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CT_TCP_CLOSED, CtEntry, CtKey,
+    IPPROTO_ICMP, IPPROTO_TCP, MAP_CT,
 };
 
 use crate::{
@@ -218,7 +218,7 @@ pub fn gc(paths: &Paths, max_idle_ns: Option<u64>) -> Result<GcResult> {
     let Some(mut map) = open(paths)? else {
         return Ok(GcResult::default());
     };
-    let created_before = ct_budget::created(paths)?;
+    let created_before = ct_budget::created_not_closed(paths)?;
     let entries = snapshot(paths)?;
     let mut live = connection_count(&entries);
     let by_key: StdHashMap<CtKey, CtEntry> = entries.iter().copied().collect();
@@ -240,7 +240,7 @@ pub fn gc(paths: &Paths, max_idle_ns: Option<u64>) -> Result<GcResult> {
         match map.remove(k) {
             Ok(()) => {
                 result.removed += 1;
-                if e.direction == CT_DIR_ORIGINAL {
+                if is_open_connection(k, e) {
                     live = live.saturating_sub(1);
                 }
             }
@@ -258,18 +258,25 @@ pub fn gc(paths: &Paths, max_idle_ns: Option<u64>) -> Result<GcResult> {
 /// Counts the live connections for the datapath's connection budget
 /// (`ct_budget`), removing nothing; e.g. when `node set` changes the limit.
 pub fn refresh_budget(paths: &Paths) -> Result<()> {
-    let created_before = ct_budget::created(paths)?;
+    let created_before = ct_budget::created_not_closed(paths)?;
     let live = connection_count(&snapshot(paths)?);
     ct_budget::record(paths, created_before, live, configured_limit(paths))
 }
 
-/// Connections in `entries` (a [`snapshot`]): one original-direction
-/// entry each.
+/// Open connections in `entries` (a [`snapshot`]): one original-direction
+/// entry each, TCP ones only until they close; what the datapath's
+/// connection budget counts.
 pub fn connection_count(entries: &[(CtKey, CtEntry)]) -> u64 {
     entries
         .iter()
-        .filter(|(_, e)| e.direction == CT_DIR_ORIGINAL)
+        .filter(|(k, e)| is_open_connection(k, e))
         .count() as u64
+}
+
+/// Whether `e` is the original-direction entry of a connection that is not
+/// a closed TCP one.
+fn is_open_connection(k: &CtKey, e: &CtEntry) -> bool {
+    e.direction == CT_DIR_ORIGINAL && !(k.proto == IPPROTO_TCP && e.tcp_state == CT_TCP_CLOSED)
 }
 
 /// The node's `--conntrack-max`, from saved state (`None`: the default).
@@ -284,7 +291,7 @@ pub fn flush(paths: &Paths) -> Result<usize> {
     let Some(mut map) = open(paths)? else {
         return Ok(0);
     };
-    let created_before = ct_budget::created(paths)?;
+    let created_before = ct_budget::created_not_closed(paths)?;
     let keys: Vec<CtKey> = map.keys().filter_map(|k| k.ok()).collect();
     let removed = keys.iter().filter(|k| map.remove(k).is_ok()).count();
     ct_budget::record(paths, created_before, 0, configured_limit(paths))?;

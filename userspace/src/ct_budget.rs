@@ -1,9 +1,10 @@
 //! The conntrack table's connection budget (`WEFT_CT_BUDGET`, see
 //! `weft_common::maps::MAP_CT_BUDGET`): the datapath counts every
-//! connection it creates and refuses new ones (`conntrack_full`) while
-//! `created - removed` is at the limit; this side writes `removed` (so the
-//! difference is the live connections a GC just counted), the time of
-//! that count, and the limit (`node set --conntrack-max`).
+//! connection it creates and every TCP connection it sees close, and
+//! refuses new ones (`conntrack_full`) while `created - closed - removed`
+//! is at the limit; this side writes `removed` (so that estimate is the
+//! open connections a GC just counted), the time of that count, and the
+//! limit (`node set --conntrack-max`).
 //!
 //! The count is refreshed by every conntrack GC (the agent's, every 10 s,
 //! and `weft ct gc`), by `node set` and by a flush. Connections the
@@ -15,8 +16,8 @@ use aya::{
     util::nr_cpus,
 };
 use weft_common::maps::{
-    CT_BUDGET_CREATED, CT_BUDGET_LIMIT, CT_BUDGET_REFRESHED, CT_BUDGET_REMOVED, CT_DEFAULT_LIMIT,
-    MAP_CT_BUDGET,
+    CT_BUDGET_CLOSED, CT_BUDGET_CREATED, CT_BUDGET_LIMIT, CT_BUDGET_REFRESHED, CT_BUDGET_REMOVED,
+    CT_DEFAULT_LIMIT, MAP_CT_BUDGET,
 };
 
 use crate::{
@@ -38,22 +39,25 @@ fn open(paths: &Paths) -> Result<Option<BudgetMap>> {
         .transpose()
 }
 
-/// Connections the datapath has created so far, all CPUs together (0
-/// without a pinned map): read before counting the live ones, for
-/// [`record`].
-pub fn created(paths: &Paths) -> Result<u64> {
+/// Connections the datapath has created less those it saw close so far,
+/// all CPUs together (0 without a pinned map): read before counting the
+/// open ones, for [`record`].
+pub fn created_not_closed(paths: &Paths) -> Result<u64> {
     let Some(map) = open(paths)? else {
         return Ok(0);
     };
-    let per_cpu = map
-        .get(&CT_BUDGET_CREATED, 0)
-        .map_err(|e| Error::map(format!("cannot read {MAP_CT_BUDGET}"), e))?;
-    Ok(per_cpu.iter().fold(0u64, |sum, n| sum.wrapping_add(*n)))
+    let sum = |slot: u32| -> Result<u64> {
+        let per_cpu = map
+            .get(&slot, 0)
+            .map_err(|e| Error::map(format!("cannot read {MAP_CT_BUDGET}"), e))?;
+        Ok(per_cpu.iter().fold(0u64, |sum, n| sum.wrapping_add(*n)))
+    };
+    Ok(sum(CT_BUDGET_CREATED)?.wrapping_sub(sum(CT_BUDGET_CLOSED)?))
 }
 
-/// Records that `live` connections existed when the datapath had created
-/// `created_before` (read before the count), and the limit: `limit`
-/// connections (`None`: the default).
+/// Records that `live` connections were open when the datapath's
+/// created-not-closed count was `created_before` (read before counting),
+/// and the limit: `limit` connections (`None`: the default).
 pub fn record(paths: &Paths, created_before: u64, live: u64, limit: Option<u32>) -> Result<()> {
     let Some(mut map) = open(paths)? else {
         return Ok(());
