@@ -52,6 +52,12 @@ pub const MAP_NODE: &str = "WEFT_NODE";
 /// Connection tracking for masquerade: LRU hash of [`CtKey`] to [`CtEntry`],
 /// two entries per connection (see [`CtEntry`]).
 pub const MAP_CT: &str = "WEFT_CT";
+/// Closed TCP connections, moved out of [`MAP_CT`] when they close (same
+/// key and value): their late packets (a final ACK, a retransmitted FIN)
+/// are still translated and their NAT ports stay taken until they expire,
+/// while churn of short connections never fills [`MAP_CT`], whose LRU
+/// would otherwise evict open connections (new ones first) to make room.
+pub const MAP_CT_CLOSING: &str = "WEFT_CT_CLOSING";
 /// The conntrack table's connection budget: a per-CPU array of `u64` slots
 /// (`CT_BUDGET_*`). A new connection is refused (`conntrack_full`) while
 /// the estimate of open connections, `created - closed - removed`, is at
@@ -76,7 +82,7 @@ pub const MAP_ROUTES: &str = "WEFT_ROUTES";
 pub const MAP_VNIS: &str = "WEFT_VNIS";
 
 /// Every map weft pins, in a stable order (for dumps and cleanup).
-pub const ALL_MAPS: [&str; 22] = [
+pub const ALL_MAPS: [&str; 23] = [
     MAP_TAILS,
     MAP_NETWORKS,
     MAP_SUBNETS,
@@ -92,6 +98,7 @@ pub const ALL_MAPS: [&str; 22] = [
     MAP_EP_STATS,
     MAP_NODE,
     MAP_CT,
+    MAP_CT_CLOSING,
     MAP_CT_BUDGET,
     crate::events::MAP_EVENTS,
     crate::events::MAP_TRACE,
@@ -120,6 +127,7 @@ pub const LAYOUT_VERSIONS: [(&str, u16); ALL_MAPS.len()] = [
     (MAP_EP_STATS, 1),
     (MAP_NODE, 1),
     (MAP_CT, 1),
+    (MAP_CT_CLOSING, 1),
     (MAP_CT_BUDGET, 1),
     (crate::events::MAP_EVENTS, 1),
     (crate::events::MAP_TRACE, 1),
@@ -202,6 +210,8 @@ pub const MAX_ENDPOINTS: u32 = 16_384;
 pub const MAX_NET_LINKS: u32 = 4096;
 /// Entries of [`MAP_CT`]: two per connection.
 pub const CT_MAX_ENTRIES: u32 = 65_536;
+/// Entries of [`MAP_CT_CLOSING`]: two per closed connection.
+pub const CT_CLOSING_MAX_ENTRIES: u32 = 65_536;
 /// [`MAP_CT_BUDGET`] slot: connections the datapath created on this CPU,
 /// ever (each CPU adds to its own copy; their sum is the total; nothing
 /// else writes it).

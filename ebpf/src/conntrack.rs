@@ -14,8 +14,8 @@ use weft_common::maps::{
 };
 
 use crate::{
-    access::percpu_u64,
-    maps::{CT, CT_BUDGET, endpoint_by_ip},
+    access::{now_ns, percpu_u64},
+    maps::{CT, CT_BUDGET, CT_CLOSING, endpoint_by_ip},
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     verdict::Dropped,
 };
@@ -66,35 +66,133 @@ fn count(slot: u32) {
     }
 }
 
+/// Looks both entries of a new connection up once. An LRU map marks an
+/// entry referenced only on lookup, never on insert, and when it is full
+/// its shrinking evicts unreferenced entries first: under churn a pair
+/// inserted microseconds ago was evicted before its first reply (seen with
+/// connect-per-request after 90,000 masqueraded connections had filled
+/// the table: the SYN-ACK found no entry and left untranslated).
+#[inline(always)]
+fn mark_used(a: &CtKey, b: &CtKey) {
+    let _ = CT.get_ptr(a);
+    let _ = CT.get_ptr(b);
+}
+
 #[inline(always)]
 fn count_created() {
     count(CT_BUDGET_CREATED);
 }
 
-/// Whether the connection is alive: this entry or its partner was seen
-/// within its timeout (a one-way flow refreshes only one of them).
+/// Which table holds a connection's entries: `CT` while it is open,
+/// `CT_CLOSING` once a TCP connection closed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Table {
+    Open,
+    Closing,
+}
+
+/// The entry at `k` in `table` (a map is named at each call: the verifier
+/// wants one known map per helper call).
 #[inline(always)]
-fn alive(k: &CtKey, entry: &CtEntry, now: u64) -> bool {
+fn entry_ptr(table: Table, k: &CtKey) -> Option<*mut CtEntry> {
+    match table {
+        Table::Open => CT.get_ptr_mut(k),
+        Table::Closing => CT_CLOSING.get_ptr_mut(k),
+    }
+}
+
+/// The entry at `k`, open connections first, and the table it is in. A
+/// closed connection counts only whole: the closing table is an LRU that
+/// churn keeps full, and it evicts the two entries of a pair separately;
+/// half a pair (say the inbound half of a published port's connection,
+/// reopened by a client reusing its port) would translate one way only.
+#[inline(always)]
+fn find(k: &CtKey) -> Option<(Table, *mut CtEntry)> {
+    if let Some(p) = CT.get_ptr_mut(k) {
+        return Some((Table::Open, p));
+    }
+    let p = CT_CLOSING.get_ptr_mut(k)?;
+    // SAFETY: as in `alive`: copied out at once.
+    let entry = unsafe { *p };
+    CT_CLOSING.get_ptr(k.partner(&entry))?;
+    Some((Table::Closing, p))
+}
+
+/// Whether the connection is alive: this entry or its partner (in the same
+/// table) was seen within its timeout (a one-way flow refreshes only one
+/// of them).
+#[inline(always)]
+fn alive(table: Table, k: &CtKey, entry: &CtEntry, now: u64) -> bool {
     if entry.fresh(k.proto, now, u64::MAX) {
         return true;
     }
     // SAFETY: a successful lookup returns a pointer valid for this program
     // run; the value is copied out at once.
-    match CT.get_ptr(k.partner(entry)).map(|p| unsafe { *p }) {
+    match entry_ptr(table, &k.partner(entry)).map(|p| unsafe { *p }) {
         Some(partner) => partner.fresh(k.proto, now, u64::MAX),
         None => false,
     }
 }
 
-/// The TCP state after a packet with `flags` in `direction`.
+/// Moves both entries of a connection, with their new TCP state, into
+/// `to` and out of the other table (its partner is looked up in `from`).
+/// `entry` may be the map value itself: values are inserted straight from
+/// map memory, never copied to the stack, which NAT's 512 bytes could not
+/// spare.
 #[inline(always)]
-fn tcp_next(state: u8, fin_seen: u8, flags: u8, direction: u8) -> (u8, u8) {
+fn move_pair(k: &CtKey, entry: &CtEntry, from: Table, to: Table) {
+    let partner_key = k.partner(entry);
+    let moved = match to {
+        Table::Open => CT.insert(k, entry, 0),
+        Table::Closing => CT_CLOSING.insert(k, entry, 0),
+    };
+    if moved.is_err() {
+        // Left where it was: still translated, just not moved.
+        return;
+    }
+    if let Some(partner) = entry_ptr(from, &partner_key) {
+        // SAFETY: a value pointer from this run's lookup: the state is
+        // written in place and the value inserted straight from the map
+        // (no copy on this frame's stack).
+        unsafe {
+            (*partner).tcp_state = entry.tcp_state;
+            (*partner).fin_seen = entry.fin_seen;
+            let _ = match to {
+                Table::Open => CT.insert(partner_key, *partner, 0),
+                Table::Closing => CT_CLOSING.insert(partner_key, *partner, 0),
+            };
+        }
+    }
+    let _ = match from {
+        Table::Open => CT.remove(k).and(CT.remove(partner_key)),
+        Table::Closing => CT_CLOSING.remove(k).and(CT_CLOSING.remove(partner_key)),
+    };
+}
+
+/// The direction whose entry sees a connection's opening SYN: a published
+/// port's connection opens from outside, its reply-direction entry (the
+/// container-side entry is the original one); masqueraded and hairpin
+/// ones from the container.
+#[inline(always)]
+fn initiator(entry: &CtEntry) -> u8 {
+    if entry.flags & CT_FLAG_DNAT != 0 && entry.flags & CT_FLAG_HAIRPIN == 0 {
+        CT_DIR_REPLY
+    } else {
+        CT_DIR_ORIGINAL
+    }
+}
+
+/// The TCP state after a packet with `flags` in `direction`, on a
+/// connection opened from `initiator`.
+#[inline(always)]
+fn tcp_next(state: u8, fin_seen: u8, flags: u8, direction: u8, initiator: u8) -> (u8, u8) {
     if flags & TCP_RST != 0 {
         return (CT_TCP_CLOSED, fin_seen);
     }
     if state == CT_TCP_CLOSED {
-        // A new SYN on a closing tuple starts a new connection.
-        if direction == CT_DIR_ORIGINAL && flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        // A new SYN on a closing tuple from the side that opens this kind
+        // of connection starts a new one (a client reusing its port).
+        if direction == initiator && flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
             return (CT_TCP_SYN_SENT, 0);
         }
         return (state, fin_seen);
@@ -119,10 +217,12 @@ fn tcp_next(state: u8, fin_seen: u8, flags: u8, direction: u8) -> (u8, u8) {
     (state, fin_seen)
 }
 
-/// Refreshes the entry at `k` for a packet of `len` bytes, tracks TCP
-/// state (written to both entries when it changes) and returns a copy.
+/// Refreshes the entry at `k` (in `table`) for a packet of `len` bytes,
+/// tracks TCP state (written to both entries when it changes; a closing
+/// connection moves to `CT_CLOSING`, one a SYN reopens back) and returns
+/// a copy.
 #[inline(always)]
-fn touch(k: &CtKey, p: *mut CtEntry, tcp_flags: u8, now: u64, len: u32) -> CtEntry {
+fn touch(k: &CtKey, table: Table, p: *mut CtEntry, tcp_flags: u8, now: u64, len: u32) -> CtEntry {
     // SAFETY: `p` is a map value pointer from a lookup in this program run.
     // Concurrent CPUs may race on the counters (plain adds, as per-CPU
     // counters cannot be used in a hash value); a lost increment is benign.
@@ -136,23 +236,41 @@ fn touch(k: &CtKey, p: *mut CtEntry, tcp_flags: u8, now: u64, len: u32) -> CtEnt
         entry.bytes_reply += u64::from(len);
     }
     if k.proto == IPPROTO_TCP {
-        let (state, fins) = tcp_next(entry.tcp_state, entry.fin_seen, tcp_flags, entry.direction);
+        let (state, fins) = tcp_next(
+            entry.tcp_state,
+            entry.fin_seen,
+            tcp_flags,
+            entry.direction,
+            initiator(entry),
+        );
         if state != entry.tcp_state || fins != entry.fin_seen {
-            if state == CT_TCP_CLOSED && entry.tcp_state != CT_TCP_CLOSED {
-                count(CT_BUDGET_CLOSED);
-            } else if entry.tcp_state == CT_TCP_CLOSED && state != CT_TCP_CLOSED {
-                // A new SYN reopened the tuple: a connection again.
-                count_created();
-            }
+            let closes = state == CT_TCP_CLOSED && entry.tcp_state != CT_TCP_CLOSED;
+            let reopens = entry.tcp_state == CT_TCP_CLOSED && state != CT_TCP_CLOSED;
             entry.tcp_state = state;
             entry.fin_seen = fins;
-            if let Some(partner) = CT.get_ptr_mut(k.partner(entry)) {
+            let copy = *entry;
+            if closes && table == Table::Open {
+                count(CT_BUDGET_CLOSED);
+                // Moved from the map value, removed last.
+                move_pair(k, entry, Table::Open, Table::Closing);
+                return copy;
+            }
+            if reopens {
+                // A new SYN on a closed tuple: a connection again.
+                count_created();
+                if table == Table::Closing {
+                    move_pair(k, entry, Table::Closing, Table::Open);
+                    return copy;
+                }
+            }
+            if let Some(partner) = entry_ptr(table, &k.partner(&copy)) {
                 // SAFETY: as above, a value pointer from this run's lookup.
                 unsafe {
                     (*partner).tcp_state = state;
                     (*partner).fin_seen = fins;
                 }
             }
+            return copy;
         }
     }
     *entry
@@ -161,13 +279,13 @@ fn touch(k: &CtKey, p: *mut CtEntry, tcp_flags: u8, now: u64, len: u32) -> CtEnt
 /// The live entry at `k`, refreshed for this packet.
 #[inline(always)]
 pub fn hit(k: &CtKey, tcp_flags: u8, now: u64, len: u32) -> Option<CtEntry> {
-    let p = CT.get_ptr_mut(k)?;
+    let (table, p) = find(k)?;
     // SAFETY: as in `alive`.
     let entry = unsafe { *p };
-    if !alive(k, &entry, now) {
+    if !alive(table, k, &entry, now) {
         return None;
     }
-    Some(touch(k, p, tcp_flags, now, len))
+    Some(touch(k, table, p, tcp_flags, now, len))
 }
 
 /// The live connection `orig` from endpoint `src` through `node`, refreshed
@@ -217,7 +335,13 @@ pub fn create(
             // Picked up mid-stream (e.g. after an LRU eviction).
             CT_TCP_ESTABLISHED
         };
-        tcp_next(start, 0, tcp_flags & (TCP_RST | TCP_FIN), CT_DIR_ORIGINAL)
+        tcp_next(
+            start,
+            0,
+            tcp_flags & (TCP_RST | TCP_FIN),
+            CT_DIR_ORIGINAL,
+            CT_DIR_ORIGINAL,
+        )
     } else {
         (CT_TCP_NONE, 0)
     };
@@ -252,6 +376,7 @@ pub fn create(
         let _ = CT.remove(orig.reply(node.node_ip_be, nat_port));
         return Err(drop_here!(ConntrackFull));
     }
+    mark_used(orig, &orig.reply(node.node_ip_be, nat_port));
     count_created();
     Ok(nat_port)
 }
@@ -260,9 +385,10 @@ pub fn create(
 /// about a connection are not part of it).
 #[inline(always)]
 pub fn peek(k: &CtKey, now: u64) -> Option<CtEntry> {
+    let (table, p) = find(k)?;
     // SAFETY: as in `alive`.
-    let entry = CT.get_ptr(k).map(|p| unsafe { *p })?;
-    alive(k, &entry, now).then_some(entry)
+    let entry = unsafe { *p };
+    alive(table, k, &entry, now).then_some(entry)
 }
 
 /// The TCP state a connection starts in, made by a packet with `flags`.
@@ -331,6 +457,7 @@ pub fn create_dnat(
         let _ = CT.remove(outbound_key);
         return Err(drop_here!(ConntrackFull));
     }
+    mark_used(inbound, &outbound_key);
     count_created();
     Ok(entry)
 }
@@ -394,6 +521,7 @@ pub fn create_hairpin(
         let _ = CT.remove(towards.reply(node.node_ip_be, port));
         return Err(drop_here!(ConntrackFull));
     }
+    mark_used(orig, &towards.reply(node.node_ip_be, port));
     count_created();
     Ok(forth)
 }
@@ -433,6 +561,14 @@ fn claim_port(orig: &CtKey, node: &NodeConfig, reply: &CtEntry) -> Result<[u8; 2
 #[inline(always)]
 fn try_claim(orig: &CtKey, node: &NodeConfig, reply: &CtEntry, port: u16) -> Result<bool, Dropped> {
     let k = orig.reply(node.node_ip_be, port.to_be_bytes());
+    // A closed connection keeps its port until it expires: the peer may
+    // still hold the old connection (TIME_WAIT).
+    // SAFETY: as in `alive`.
+    if let Some(closed) = CT_CLOSING.get_ptr(k).map(|p| unsafe { *p })
+        && alive(Table::Closing, &k, &closed, now_ns())
+    {
+        return Ok(false);
+    }
     match CT.insert(k, reply, u64::from(BPF_NOEXIST)) {
         Ok(()) => Ok(true),
         Err(EEXIST) => Ok(false),

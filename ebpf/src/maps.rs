@@ -6,11 +6,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use weft_common::maps::{
-    COUNTER_SLOTS, CT_BUDGET_SLOTS, CT_MAX_ENTRIES, Counter, CtEntry, CtKey, ENCAP_NONE,
-    EP_CACHE_SLOTS, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList, MAX_ENDPOINTS,
-    MAX_NET_LINKS, MAX_NETWORKS, MAX_PUBLISHED, MAX_ROUTES, NODE_FLAG_CONFIGURED, NetPairKey,
-    NetworkInfo, NodeConfig, OverlayConfig, OverlayRoute, PublishKey, PublishTarget, ifcache_slot,
-    ipcache_slot,
+    COUNTER_SLOTS, CT_BUDGET_SLOTS, CT_CLOSING_MAX_ENTRIES, CT_MAX_ENTRIES, Counter, CtEntry,
+    CtKey, ENCAP_NONE, EP_CACHE_SLOTS, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList,
+    MAX_ENDPOINTS, MAX_NET_LINKS, MAX_NETWORKS, MAX_PUBLISHED, MAX_ROUTES, NODE_FLAG_CONFIGURED,
+    NetPairKey, NetworkInfo, NodeConfig, OverlayConfig, OverlayRoute, PublishKey, PublishTarget,
+    ifcache_slot, ipcache_slot,
 };
 
 /// Tail-call targets (`weft_common::maps::TAIL_*`), filled by userspace.
@@ -58,12 +58,17 @@ pub static EP_STATS: PerCpuArray<EndpointStats> = PerCpuArray::pinned(MAX_ENDPOI
 #[map(name = "WEFT_NODE")]
 pub static NODE: Array<NodeConfig> = Array::pinned(1, 0);
 
-/// Masquerade connection tracking. LRU, so entries nobody collected
-/// (no agent running) make room for new ones by themselves; while a GC
-/// keeps `CT_BUDGET` fresh, new connections are refused before the table
-/// is full, so no live connection is ever evicted.
+/// Connection tracking of open connections. LRU, so entries nobody
+/// collected (no agent running) make room for new ones by themselves; a
+/// TCP connection moves to [`CT_CLOSING`] when it closes, and while a GC
+/// keeps `CT_BUDGET` fresh new connections are refused before the table
+/// is full, so no open connection is ever evicted.
 #[map(name = "WEFT_CT")]
 pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(CT_MAX_ENTRIES, 0);
+
+/// Closed TCP connections (`weft_common::maps::MAP_CT_CLOSING`).
+#[map(name = "WEFT_CT_CLOSING")]
+pub static CT_CLOSING: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(CT_CLOSING_MAX_ENTRIES, 0);
 
 /// The connection budget of [`CT`] (`weft_common::maps::MAP_CT_BUDGET`).
 #[map(name = "WEFT_CT_BUDGET")]

@@ -14,10 +14,10 @@ use weft_common::{
     maps::{
         CT_BUDGET_CREATED, CT_BUDGET_LIMIT, CT_BUDGET_REFRESHED, CT_BUDGET_REMOVED, Counter,
         CtEntry, CtKey, DIRECTIONS, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList,
-        MAP_CT, MAP_CT_BUDGET, MAP_DROPS, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_EP_IF_CACHE,
-        MAP_EP_IP_CACHE, MAP_EP_STATS, MAP_FDB, MAP_FLOOD, MAP_FORWARDS, MAP_NET_LINKS,
-        MAP_NETWORKS, MAP_NODE, MAP_OVERLAY, MAP_PUBLISH, MAP_ROUTES, MAP_SUBNETS, MAP_TAILS,
-        MAP_VNIS, MAX_FLOOD, NET_FLAG_FLOOD, NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED,
+        MAP_CT, MAP_CT_BUDGET, MAP_CT_CLOSING, MAP_DROPS, MAP_EP_BY_IF, MAP_EP_BY_IP,
+        MAP_EP_IF_CACHE, MAP_EP_IP_CACHE, MAP_EP_STATS, MAP_FDB, MAP_FLOOD, MAP_FORWARDS,
+        MAP_NET_LINKS, MAP_NETWORKS, MAP_NODE, MAP_OVERLAY, MAP_PUBLISH, MAP_ROUTES, MAP_SUBNETS,
+        MAP_TAILS, MAP_VNIS, MAX_FLOOD, NET_FLAG_FLOOD, NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED,
         NODE_FLAG_PUBLISHES, NetPairKey, NetworkInfo, NodeConfig, OverlayConfig, OverlayRoute,
         PROG_CALIBRATE, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_NAT_EGRESS, PROG_OVERLAY_ENCAP,
         PROG_XDP_UNDERLAY, PublishKey, PublishTarget, TAIL_NAT_EGRESS, TAIL_OVERLAY_ENCAP,
@@ -298,20 +298,47 @@ impl Datapath {
         Ok(())
     }
 
-    /// The conntrack entry at `key`, if there is one.
+    /// The conntrack entry at `key`, if there is one: an open connection's
+    /// (`WEFT_CT`) or a closed one's (`WEFT_CT_CLOSING`).
     pub fn ct_get(&mut self, key: &CtKey) -> Result<Option<CtEntry>> {
-        let map = HashMap::<_, CtKey, CtEntry>::try_from(self.map(MAP_CT)?)?;
-        match map.get(key, 0) {
-            Ok(entry) => Ok(Some(entry)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(e.into()),
+        for table in [MAP_CT, MAP_CT_CLOSING] {
+            let map = HashMap::<_, CtKey, CtEntry>::try_from(self.map(table)?)?;
+            match map.get(key, 0) {
+                Ok(entry) => return Ok(Some(entry)),
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(None)
     }
 
-    /// Every conntrack entry.
-    pub fn ct_entries(&mut self) -> Result<Vec<(CtKey, CtEntry)>> {
+    /// Removes `key` from the closed connections' table, as its LRU does
+    /// under churn.
+    pub fn ct_evict_closing(&mut self, key: &CtKey) -> Result<()> {
+        HashMap::<_, CtKey, CtEntry>::try_from(self.map(MAP_CT_CLOSING)?)?.remove(key)?;
+        Ok(())
+    }
+
+    /// Whether `key` is in the open connections' table.
+    pub fn ct_open(&mut self, key: &CtKey) -> Result<bool> {
         let map = HashMap::<_, CtKey, CtEntry>::try_from(self.map(MAP_CT)?)?;
-        Ok(map.iter().collect::<Result<_, _>>()?)
+        Ok(map.get(key, 0).is_ok())
+    }
+
+    /// Whether `key` is in the closed connections' table.
+    pub fn ct_closing(&mut self, key: &CtKey) -> Result<bool> {
+        let map = HashMap::<_, CtKey, CtEntry>::try_from(self.map(MAP_CT_CLOSING)?)?;
+        Ok(map.get(key, 0).is_ok())
+    }
+
+    /// Every conntrack entry, open connections' and closed ones'.
+    pub fn ct_entries(&mut self) -> Result<Vec<(CtKey, CtEntry)>> {
+        let mut all = Vec::new();
+        for table in [MAP_CT, MAP_CT_CLOSING] {
+            let map = HashMap::<_, CtKey, CtEntry>::try_from(self.map(table)?)?;
+            all.extend(map.iter().collect::<Result<Vec<_>, _>>()?);
+        }
+        Ok(all)
     }
 
     /// Connections the datapath counted as created in the conntrack

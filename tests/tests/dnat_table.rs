@@ -14,8 +14,8 @@ use std::net::Ipv4Addr;
 use anyhow::Result;
 use weft_common::{
     maps::{
-        CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CtKey, IPPROTO_TCP,
-        IPPROTO_UDP,
+        CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CT_TCP_SYN_SENT, CtKey,
+        IPPROTO_TCP, IPPROTO_UDP,
     },
     reason::{Drop, Forward},
 };
@@ -204,6 +204,114 @@ fn dnat_in_and_reply_out() -> Result<()> {
             forward(Forward::Dnat, want, Some(A1.ifindex)),
         );
         assert_eq!(got[csum..csum + 2], [0, 0], "a UDP checksum of 0 stays 0");
+        Ok(())
+    })
+}
+
+/// A published port's connection that closed moves to the closing table
+/// and still translates its last packets; a client reusing its port
+/// reopens it (its SYN comes from outside, the reply direction of a DNAT
+/// connection), back among the open ones, and the container's SYN-ACK is
+/// translated back; half a closed pair (the LRU evicted the other half)
+/// counts as nothing, so a new connection on the tuple gets both halves
+/// anew instead of replying untranslated.
+#[test]
+fn closed_published_connections_reopen_whole() -> Result<()> {
+    let node = NatNode::new()?;
+    let config = node.config(PORT_MIN, PORT_MAX);
+    node.run(move || {
+        let mut dp = nat_topology(config)?;
+        dp.publish(IPPROTO_TCP, 8080, A1.ip, 80)?;
+        let flags = |syn, ack, fin| TcpFlags {
+            syn,
+            ack,
+            fin,
+            rst: false,
+        };
+        for (client, evict) in [((OUTSIDE, 50_101), false), ((OUTSIDE, 50_102), true)] {
+            let inbound = key(IPPROTO_TCP, client, (NODE_IP, 8080));
+            let outbound = key(IPPROTO_TCP, (A1.ip, 80), client);
+            let open = |dp: &mut Datapath, what: &str| {
+                let syn_in = tcp(from_router(), client, (NODE_IP, 8080), syn(), 60);
+                let want = translated(&syn_in, false, A1.ip, 80, Some(into_a1()));
+                check(
+                    dp,
+                    &format!("{what}: SYN in"),
+                    Hook::Uplink,
+                    &syn_in,
+                    forward(Forward::Dnat, want, Some(A1.ifindex)),
+                );
+                let reply = tcp(to_gateway(), (A1.ip, 80), client, syn_ack(), 64);
+                let want = translated(&reply, true, NODE_IP, 8080, None);
+                check(
+                    dp,
+                    &format!("{what}: SYN-ACK out"),
+                    Hook::Container,
+                    &reply,
+                    forward(Forward::ReverseDnat, want, None),
+                );
+            };
+            open(&mut dp, "first connection");
+            dp.run_uplink(&tcp(
+                from_router(),
+                client,
+                (NODE_IP, 8080),
+                flags(false, true, true),
+                60,
+            ))?;
+            dp.run(&tcp(
+                to_gateway(),
+                (A1.ip, 80),
+                client,
+                flags(false, true, true),
+                64,
+            ))?;
+            assert!(
+                dp.ct_closing(&inbound)? && dp.ct_closing(&outbound)?,
+                "closed: both halves in the closing table"
+            );
+            let last_ack = tcp(
+                from_router(),
+                client,
+                (NODE_IP, 8080),
+                flags(false, true, false),
+                60,
+            );
+            let want = translated(&last_ack, false, A1.ip, 80, Some(into_a1()));
+            check(
+                &mut dp,
+                "the last ACK of a closed connection",
+                Hook::Uplink,
+                &last_ack,
+                forward(Forward::Dnat, want, Some(A1.ifindex)),
+            );
+            if evict {
+                dp.ct_evict_closing(&outbound)?;
+            }
+            open(
+                &mut dp,
+                if evict {
+                    "half a pair left: a new connection"
+                } else {
+                    "the client reuses its port"
+                },
+            );
+            assert!(
+                dp.ct_open(&inbound)? && dp.ct_open(&outbound)?,
+                "open again: both halves among the open connections"
+            );
+            if !evict {
+                assert!(
+                    !dp.ct_closing(&inbound)? && !dp.ct_closing(&outbound)?,
+                    "reopened: moved, not copied"
+                );
+            }
+            assert_eq!(
+                dp.ct_get(&outbound)?.map(|e| e.tcp_state),
+                Some(CT_TCP_SYN_SENT),
+                "a new connection's state"
+            );
+        }
         Ok(())
     })
 }

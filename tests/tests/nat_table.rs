@@ -503,6 +503,10 @@ fn tcp_state_tracking() -> Result<()> {
         dp.run_uplink(&tcp(up, o, n, flags(false, true, true, false), 60))?;
         let closed = (CT_TCP_CLOSED, CT_FIN_ORIGINAL | CT_FIN_REPLY);
         assert_eq!(states(&mut dp, &orig, &reply), (closed, closed));
+        assert!(
+            dp.ct_closing(&orig)? && dp.ct_closing(&reply)?,
+            "a closed connection moves to the closing table"
+        );
         // The last ACK still goes through while the entry is closing.
         let ack = dp.run(&tcp(
             to_outside(),

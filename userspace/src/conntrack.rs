@@ -1,4 +1,5 @@
-//! Masquerade's connection table (`WEFT_CT`) from userspace: reading it as
+//! Masquerade's connection tables (`WEFT_CT`, open connections, and
+//! `WEFT_CT_CLOSING`, closed TCP ones) from userspace: reading them as
 //! connections, NAT port use, and garbage collection.
 //!
 //! The datapath treats an entry as absent once it and its partner are both
@@ -14,7 +15,7 @@ use aya::maps::{HashMap, MapData};
 use nix::time::{ClockId, clock_gettime};
 use weft_common::maps::{
     CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CT_TCP_CLOSED, CtEntry, CtKey,
-    IPPROTO_ICMP, IPPROTO_TCP, MAP_CT,
+    IPPROTO_ICMP, IPPROTO_TCP, MAP_CT, MAP_CT_CLOSING,
 };
 
 use crate::{
@@ -33,29 +34,46 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// The pinned table, or `None` when nothing was ever set up.
-fn open(paths: &Paths) -> Result<Option<CtMap>> {
-    open_pinned(paths, MAP_CT)?
-        .map(|m| {
-            HashMap::try_from(m)
-                .map_err(|e| Error::map(format!("map {MAP_CT} has an unexpected type"), e))
-        })
-        .transpose()
+/// The tables a connection's entries live in: open connections, then
+/// closed TCP ones (the datapath moves a connection when it closes).
+const TABLES: [&str; 2] = [MAP_CT, MAP_CT_CLOSING];
+
+/// The pinned tables (`TABLES` order), or `None` when nothing was ever set
+/// up.
+fn open(paths: &Paths) -> Result<Option<Vec<(&'static str, CtMap)>>> {
+    let mut maps = Vec::new();
+    for name in TABLES {
+        let Some(m) = open_pinned(paths, name)? else {
+            return Ok(None);
+        };
+        let map = HashMap::try_from(m)
+            .map_err(|e| Error::map(format!("map {name} has an unexpected type"), e))?;
+        maps.push((name, map));
+    }
+    Ok(Some(maps))
 }
 
-/// Every entry now. Entries the datapath adds or the LRU evicts while this
-/// runs may or may not be seen.
+/// Every entry now, open connections' first; a key in both tables (a
+/// moment of a move) is listed once. Entries the datapath adds, moves or
+/// the LRU evicts while this runs may or may not be seen.
 pub fn snapshot(paths: &Paths) -> Result<Vec<(CtKey, CtEntry)>> {
-    let Some(map) = open(paths)? else {
+    let Some(maps) = open(paths)? else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for item in map.iter() {
-        match item {
-            Ok(pair) => out.push(pair),
-            // Deleted between the key walk and the lookup.
-            Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(Error::map(format!("cannot read {MAP_CT}"), e)),
+    let mut seen = std::collections::HashSet::new();
+    for (name, map) in &maps {
+        for item in map.iter() {
+            match item {
+                Ok((k, e)) => {
+                    if seen.insert(k) {
+                        out.push((k, e));
+                    }
+                }
+                // Deleted between the key walk and the lookup.
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(Error::map(format!("cannot read {name}"), e)),
+            }
         }
     }
     Ok(out)
@@ -215,7 +233,7 @@ pub struct GcResult {
 /// pairs idle longer than that. Each entry is read again just before its
 /// removal, so one the datapath refreshed meanwhile is kept.
 pub fn gc(paths: &Paths, max_idle_ns: Option<u64>) -> Result<GcResult> {
-    let Some(mut map) = open(paths)? else {
+    let Some(mut maps) = open(paths)? else {
         return Ok(GcResult::default());
     };
     let created_before = ct_budget::created_not_closed(paths)?;
@@ -229,9 +247,12 @@ pub fn gc(paths: &Paths, max_idle_ns: Option<u64>) -> Result<GcResult> {
         if !expired(k, e, partner, now, max_idle_ns) {
             continue;
         }
-        let current = match map.get(k, 0) {
-            Ok(current) => current,
-            Err(_) => continue,
+        // The table it is in now (it may have moved since the snapshot).
+        let Some((name, map, current)) = maps
+            .iter_mut()
+            .find_map(|(name, map)| map.get(k, 0).ok().map(|c| (*name, map, c)))
+        else {
+            continue;
         };
         let partner_now = map.get(&k.partner(&current), 0).ok();
         if !expired(k, &current, partner_now.as_ref(), now_ns(), max_idle_ns) {
@@ -247,7 +268,7 @@ pub fn gc(paths: &Paths, max_idle_ns: Option<u64>) -> Result<GcResult> {
             Err(aya::maps::MapError::KeyNotFound) => {}
             Err(aya::maps::MapError::SyscallError(e))
                 if e.io_error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::map(format!("cannot remove from {MAP_CT}"), e)),
+            Err(e) => return Err(Error::map(format!("cannot remove from {name}"), e)),
         }
     }
     result.remaining = entries.len().saturating_sub(result.removed);
@@ -288,12 +309,15 @@ fn configured_limit(paths: &Paths) -> Option<u32> {
 
 /// Removes every entry (the node's uplink went away): returns how many.
 pub fn flush(paths: &Paths) -> Result<usize> {
-    let Some(mut map) = open(paths)? else {
+    let Some(mut maps) = open(paths)? else {
         return Ok(0);
     };
     let created_before = ct_budget::created_not_closed(paths)?;
-    let keys: Vec<CtKey> = map.keys().filter_map(|k| k.ok()).collect();
-    let removed = keys.iter().filter(|k| map.remove(k).is_ok()).count();
+    let mut removed = 0;
+    for (_, map) in &mut maps {
+        let keys: Vec<CtKey> = map.keys().filter_map(|k| k.ok()).collect();
+        removed += keys.iter().filter(|k| map.remove(k).is_ok()).count();
+    }
     ct_budget::record(paths, created_before, 0, configured_limit(paths))?;
     Ok(removed)
 }
