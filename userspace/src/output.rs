@@ -111,6 +111,7 @@ impl NetworkView {
             self.name.clone(),
             self.id.to_string(),
             self.subnet.clone(),
+            self.vni.to_string(),
             self.gateway.to_string(),
             self.gateway_mac.to_string(),
             if self.flood { "yes" } else { "no" }.into(),
@@ -125,10 +126,11 @@ impl NetworkView {
     }
 }
 
-const NETWORK_HEADERS: [&str; 9] = [
+const NETWORK_HEADERS: [&str; 10] = [
     "NAME",
     "ID",
     "SUBNET",
+    "VNI",
     "GATEWAY",
     "GATEWAY MAC",
     "FLOOD",

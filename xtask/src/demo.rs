@@ -6,9 +6,14 @@
 //! between networks (and the drop counter that proves it), routing once the
 //! networks are connected, a TCP and a UDP transfer, and c1's port
 //! published on the node's uplink address, reached from an "outside"
-//! namespace with no route to any container (DNAT). Every expected
-//! outcome is checked; the run fails if one didn't happen. Everything is
-//! torn down on success, error and Ctrl-C alike (RAII guards; see `proc`).
+//! namespace with no route to any container (DNAT). Then a second node
+//! (its own namespace, uplink and weft) joins through the outside
+//! namespace, which routes between the two uplinks: blue spans both nodes
+//! over weft's VXLAN overlay, and c1 reaches c5 on the second node (ping
+//! and TCP, encapsulated and decapsulated in BPF, MSS clamped). Every
+//! expected outcome is checked; the run fails if one didn't happen.
+//! Everything is torn down on success, error and Ctrl-C alike (RAII
+//! guards; see `proc`).
 
 use std::{path::PathBuf, time::Duration};
 
@@ -33,15 +38,23 @@ const CONTAINERS: [(&str, &str, &str); 4] = [
 /// `weft teardown` runs while the namespaces it cleans up still exist.
 struct Demo {
     weft: WeftNode,
+    /// The second node's weft, for the overlay.
+    weft2: WeftNode,
     containers: Vec<Netns>,
-    /// Beyond the node's uplink.
+    /// On the second node.
+    c5: Netns,
+    /// Beyond the nodes' uplinks: routes between them.
     outside: Netns,
     node: Netns,
+    node2: Netns,
 }
 
 /// The node's uplink address and the outside end of the uplink.
 const NODE_UPLINK_IP: &str = "198.18.0.1";
 const OUTSIDE_IP: &str = "198.18.0.2";
+/// The second node's uplink address and the outside end of its uplink.
+const NODE2_UPLINK_IP: &str = "198.19.0.1";
+const OUTSIDE2_IP: &str = "198.19.0.2";
 
 pub fn run() -> Result<()> {
     if !proc::is_root() {
@@ -60,17 +73,27 @@ pub fn run() -> Result<()> {
         ns("c4")
     );
     let node = Netns::create(&ns("node"))?;
+    let node2 = Netns::create(&ns("node2"))?;
     let weft = WeftNode::new(
         &built.weft,
         node.name(),
         PathBuf::from(format!("{BPFFS_PREFIX}{pid}")),
         PathBuf::from(format!("{STATE_PREFIX}{pid}")),
     );
+    let weft2 = WeftNode::new(
+        &built.weft,
+        node2.name(),
+        PathBuf::from(format!("{BPFFS_PREFIX}{pid}-node2")),
+        PathBuf::from(format!("{STATE_PREFIX}{pid}-node2")),
+    );
     let mut demo = Demo {
         weft,
+        weft2,
         containers: Vec::new(),
+        c5: Netns::create(&ns("c5"))?,
         outside: Netns::create(&ns("out"))?,
         node,
+        node2,
     };
     for (name, _, _) in CONTAINERS {
         demo.containers.push(Netns::create(&ns(name))?);
@@ -167,6 +190,166 @@ fn publish_and_reach(demo: &Demo) -> Result<bool> {
     println!("dnat counter: +{dnat} packets");
     weft.run(&["ct", "ls"])?;
     Ok(ok && dnat > 0)
+}
+
+/// A second node joined to the outside namespace, which routes between the
+/// two uplinks; blue across both nodes over the VXLAN overlay (bpf mode):
+/// c1 on the first node pings c5 on the second and sends it TCP.
+/// Returns (expected outcome, happened?) pairs.
+fn overlay_to_second_node(demo: &Demo) -> Result<Vec<(String, bool)>> {
+    let (weft, weft2) = (&demo.weft, &demo.weft2);
+    let (node2, out, c1, c5) = (&demo.node2, &demo.outside, &demo.containers[0], &demo.c5);
+    let t = Duration::from_secs(10);
+    println!(
+        "\n== a second node, routed to the first through the outside namespace; \
+         blue spans both over VXLAN"
+    );
+    proc::run(
+        &mut node2.ip(&[
+            "link",
+            "add",
+            "uplink",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth1",
+            "netns",
+            out.name(),
+        ]),
+        t,
+    )?;
+    let addr = format!("{NODE2_UPLINK_IP}/24");
+    proc::run(&mut node2.ip(&["addr", "add", &addr, "dev", "uplink"]), t)?;
+    proc::run(&mut node2.ip(&["link", "set", "uplink", "up"]), t)?;
+    let addr = format!("{OUTSIDE2_IP}/24");
+    proc::run(&mut out.ip(&["addr", "add", &addr, "dev", "eth1"]), t)?;
+    proc::run(&mut out.ip(&["link", "set", "eth1", "up"]), t)?;
+    proc::run(
+        &mut out.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]),
+        t,
+    )?;
+    proc::run(
+        &mut node2.ip(&["route", "add", "default", "via", OUTSIDE2_IP]),
+        t,
+    )?;
+
+    // blue's VNI on the first node, for the second.
+    let nets = weft.json(&["network", "ls"])?;
+    let vni = nets
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["name"] == "blue"))
+        .and_then(|n| n["vni"].as_u64())
+        .ok_or_else(|| anyhow::anyhow!("network ls shows no VNI for blue: {nets}"))?
+        .to_string();
+    let (pod1, pod2) = ("blue=10.1.0.0/25", "blue=10.1.0.128/25");
+    weft.run(&[
+        "node",
+        "set",
+        "--uplink",
+        "uplink",
+        "--ip",
+        NODE_UPLINK_IP,
+        "--encap",
+        "bpf",
+        "--subnet",
+        pod1,
+    ])?;
+    weft2.run(&[
+        "network",
+        "create",
+        "blue",
+        "--subnet",
+        "10.1.0.0/24",
+        "--vni",
+        &vni,
+    ])?;
+    weft2.run(&[
+        "node",
+        "set",
+        "--uplink",
+        "uplink",
+        "--ip",
+        NODE2_UPLINK_IP,
+        "--encap",
+        "bpf",
+        "--subnet",
+        pod2,
+    ])?;
+    weft.run(&[
+        "node",
+        "add",
+        "node2",
+        "--underlay",
+        NODE2_UPLINK_IP,
+        "--subnet",
+        pod2,
+    ])?;
+    weft2.run(&[
+        "node",
+        "add",
+        "node1",
+        "--underlay",
+        NODE_UPLINK_IP,
+        "--subnet",
+        pod1,
+    ])?;
+    let c5_ep = weft2.json(&[
+        "endpoint",
+        "add",
+        "--network",
+        "blue",
+        "--netns",
+        c5.name(),
+        "--name",
+        "c5",
+    ])?;
+    let c5_ip = c5_ep["ip"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("endpoint add printed no ip: {c5_ep}"))?
+        .to_owned();
+    weft.run(&["node", "ls"])?;
+
+    let mut checks = Vec::new();
+    let before = (weft.json(&["stats"])?, weft2.json(&["stats"])?);
+    let ok = ping(c1, &c5_ip)?;
+    checks.push((
+        format!("ping c1 (node 1) -> c5 {c5_ip} (node 2) over VXLAN"),
+        ok,
+    ));
+    match traffic::iperf3(c5, c1, &c5_ip, 2, None, None) {
+        Ok(s) => {
+            println!("TCP c1 -> c5 across nodes: {:.2} Gbit/s", s.gbps);
+            checks.push((
+                format!(
+                    "TCP c1 -> c5 across nodes moved data ({:.2} Gbit/s)",
+                    s.gbps
+                ),
+                s.gbps > 0.0,
+            ));
+        }
+        Err(err) => {
+            proc::check_interrupted()?;
+            println!("TCP c1 -> c5 failed: {err:#}");
+            checks.push(("TCP c1 -> c5 across nodes moved data".into(), false));
+        }
+    }
+    let after = (weft.json(&["stats"])?, weft2.json(&["stats"])?);
+    let encap = counter(&after.0, "forwards", "encap_bpf").saturating_sub(counter(
+        &before.0,
+        "forwards",
+        "encap_bpf",
+    ));
+    let decap = counter(&after.1, "forwards", "decap_delivered").saturating_sub(counter(
+        &before.1,
+        "forwards",
+        "decap_delivered",
+    ));
+    checks.push((
+        format!("node 1 encapsulated (+{encap}), node 2 decapsulated (+{decap}) in BPF"),
+        encap > 0 && decap > 0,
+    ));
+    Ok(checks)
 }
 
 /// The scripted part; returns (expected outcome, happened?) pairs.
@@ -290,6 +473,7 @@ fn play(demo: &Demo) -> Result<Vec<(String, bool)>> {
         "outside -> node:8080 published to c1:8000 (TCP, DNAT in BPF)".into(),
         published,
     ));
+    checks.extend(overlay_to_second_node(demo)?);
 
     println!("\n== what weft counted");
     weft.run(&["stats"])?;
