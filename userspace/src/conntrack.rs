@@ -60,14 +60,23 @@ pub fn snapshot(paths: &Paths) -> Result<Vec<(CtKey, CtEntry)>> {
     let Some(maps) = open(paths)? else {
         return Ok(Vec::new());
     };
+    Ok(read_tables(&maps)?
+        .into_iter()
+        .map(|(_, k, e)| (k, e))
+        .collect())
+}
+
+/// [`snapshot`] of opened tables, with the index of the table each entry
+/// was read from.
+fn read_tables(maps: &[(&'static str, CtMap)]) -> Result<Vec<(usize, CtKey, CtEntry)>> {
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (name, map) in &maps {
+    for (table, (name, map)) in maps.iter().enumerate() {
         for item in map.iter() {
             match item {
                 Ok((k, e)) => {
                     if seen.insert(k) {
-                        out.push((k, e));
+                        out.push((table, k, e));
                     }
                 }
                 // Deleted between the key walk and the lookup.
@@ -237,21 +246,23 @@ pub fn gc(paths: &Paths, max_idle_ns: Option<u64>) -> Result<GcResult> {
         return Ok(GcResult::default());
     };
     let created_before = ct_budget::created_not_closed(paths)?;
-    let entries = snapshot(paths)?;
-    let mut live = connection_count(&entries);
-    let by_key: StdHashMap<CtKey, CtEntry> = entries.iter().copied().collect();
+    let entries = read_tables(&maps)?;
+    let mut live = entries
+        .iter()
+        .filter(|(_, k, e)| is_open_connection(k, e))
+        .count() as u64;
+    let by_key: StdHashMap<CtKey, CtEntry> = entries.iter().map(|(_, k, e)| (*k, *e)).collect();
     let now = now_ns();
     let mut result = GcResult::default();
-    for (k, e) in &entries {
+    for (table, k, e) in &entries {
         let partner = by_key.get(&k.partner(e));
         if !expired(k, e, partner, now, max_idle_ns) {
             continue;
         }
-        // The table it is in now (it may have moved since the snapshot).
-        let Some((name, map, current)) = maps
-            .iter_mut()
-            .find_map(|(name, map)| map.get(k, 0).ok().map(|c| (*name, map, c)))
-        else {
+        // Read again where it was: refreshed meanwhile, it stays (moved
+        // meanwhile, the next round finds it).
+        let (name, map) = &mut maps[*table];
+        let Ok(current) = map.get(k, 0) else {
             continue;
         };
         let partner_now = map.get(&k.partner(&current), 0).ok();

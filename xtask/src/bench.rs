@@ -109,7 +109,9 @@ pub fn run(args: &Args) -> Result<()> {
     let reps = args.reps.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     let secs = args.secs.unwrap_or(if args.quick { 2 } else { 5 }).max(1);
     setup::run()?;
-    let weft_bin = build_ebpf::run()
+    // Release: the agent runs beside the measurements (its conntrack GC
+    // walks the tables every 10 s) and is measured itself.
+    let weft_bin = build_ebpf::run_with(build_ebpf::Profile::Release)
         .map(|b| b.weft)
         .map_err(|e| format!("{e:#}"));
     netns::reap_stale(NS_PREFIX, &[BPFFS_PREFIX, STATE_PREFIX]);

@@ -20,9 +20,23 @@ pub struct Built {
     pub ebpf_object: PathBuf,
 }
 
-/// Build, then print where the object and the binary are.
+/// How to build the userspace side.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Fast to build: tests and the demo.
+    Debug,
+    /// As deployed: the bench, whose agent runs beside the measurements.
+    Release,
+}
+
+/// Build (debug), then print where the object and the binary are.
 pub fn run() -> Result<Built> {
-    let built = build()?;
+    run_with(Profile::Debug)
+}
+
+/// Build with `profile`, then print where the object and the binary are.
+pub fn run_with(profile: Profile) -> Result<Built> {
+    let built = build(profile)?;
     let size = std::fs::metadata(&built.ebpf_object)
         .map(|m| m.len())
         .unwrap_or(0);
@@ -34,18 +48,19 @@ pub fn run() -> Result<Built> {
     Ok(built)
 }
 
-/// `cargo build -p weft` (debug userspace; the eBPF side is always built in
+/// `cargo build -p weft` in `profile` (the eBPF side is always built in
 /// release by aya-build).
-pub fn build() -> Result<Built> {
-    let mut cmd = proc::cmd(
-        "cargo",
-        &[
-            "build",
-            "--package",
-            "weft",
-            "--message-format=json-render-diagnostics",
-        ],
-    );
+pub fn build(profile: Profile) -> Result<Built> {
+    let mut args = vec![
+        "build",
+        "--package",
+        "weft",
+        "--message-format=json-render-diagnostics",
+    ];
+    if profile == Profile::Release {
+        args.push("--release");
+    }
+    let mut cmd = proc::cmd("cargo", &args);
     println!("$ {}", proc::show(&cmd));
     let out = proc::output_stdout(&mut cmd, Duration::from_secs(40 * 60))?;
     if !out.status.success() {
