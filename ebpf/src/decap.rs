@@ -49,8 +49,8 @@ pub fn from_underlay(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
         // No overlay here: some other VXLAN user of the node's.
         return Ok(TC_ACT_OK);
     };
-    make_headers_linear(ctx);
     let header_len = usize::from(ip.vihl & 0x0f) * 4;
+    make_headers_linear(ctx, header_len);
     let ip_len = usize::from(u16::from_be_bytes(ip.tot_len));
     if ip_len < header_len + UDP_LEN + VXLAN_LEN + ETH_LEN {
         return Err(drop_here!(VxlanTruncated));
@@ -140,14 +140,16 @@ pub fn deliver(ctx: &TcContext, dst: &EndpointInfo, mtu: u32) -> Verdict {
     Ok(TC_ACT_REDIRECT)
 }
 
-/// Outer and inner headers may sit in paged data: pull what decapsulation
-/// reads (outer Ethernet, IPv4 with options, UDP, VXLAN, inner Ethernet and
-/// IPv4 with options) into the linear area. A failed pull leaves the packet
-/// as it was; the loads then see it as truncated.
+/// Outer and inner headers may sit in paged data: pull exactly what is
+/// read here (outer Ethernet, IPv4 with `outer_ip_len` bytes, UDP, VXLAN,
+/// inner Ethernet and the inner IPv4 fixed header) into the linear area,
+/// no more (a pull makes the skb writable, which may copy its head). A
+/// failed pull leaves the packet as it was; the loads then see it as
+/// truncated.
 #[inline(always)]
-fn make_headers_linear(ctx: &TcContext) {
-    const WANT: u32 = (ETH_LEN + 60 + UDP_LEN + VXLAN_LEN + ETH_LEN + 60) as u32;
-    let want = if ctx.len() < WANT { ctx.len() } else { WANT };
+fn make_headers_linear(ctx: &TcContext, outer_ip_len: usize) {
+    let need = (ETH_LEN + outer_ip_len + UDP_LEN + VXLAN_LEN + ETH_LEN + IP_MIN_LEN) as u32;
+    let want = if ctx.len() < need { ctx.len() } else { need };
     if ctx.data_end() - ctx.data() < want as usize {
         let _ = ctx.pull_data(want);
     }

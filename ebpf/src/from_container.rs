@@ -11,8 +11,18 @@ use crate::{
     verdict::{Verdict, count_endpoint_tx, drop_packet},
 };
 
-/// Headers the program reads or writes: Ethernet plus the longest IPv4 header.
-const PULL_LEN: u32 = (ETH_LEN + 60) as u32;
+/// Headers the program reads or writes directly: Ethernet plus an ARP body,
+/// which also covers Ethernet, a 20-byte IPv4 header and the first 8
+/// bytes of its L4 header (the ports the overlay's flow hash reads). No
+/// more: a container's TCP segments carry their headers (66 bytes with
+/// timestamps) in the linear area and their data in pages, and pulling
+/// further makes the skb writable, which copies the head of every
+/// segment, since TCP keeps a clone of each for retransmission. NAT pulls
+/// the L4 header it rewrites itself; the MSS clamp and the
+/// fragmentation-needed quote read through `bpf_skb_load_bytes`.
+const PULL_LEN: u32 = (ETH_LEN + ARP_LEN) as u32;
+/// An Ethernet/IPv4 ARP body.
+const ARP_LEN: usize = 28;
 
 #[classifier]
 pub fn weft_from_container(ctx: TcContext) -> i32 {
