@@ -34,8 +34,8 @@ use crate::{
     maps::{overlay_config, overlay_route},
     mtu,
     parse::{
-        ETH_DST_OFF, ETH_LEN, ETH_P_IP, ETH_SRC_OFF, IP_CSUM_OFF, IP_FRAG_OFFSET_MASK, IP_MIN_LEN,
-        IP_OFF, IP_TTL_OFF,
+        ETH_DST_OFF, ETH_LEN, ETH_P_IP, ETH_SRC_OFF, IP_CSUM_OFF, IP_DF, IP_FRAG_OFFSET_MASK,
+        IP_MIN_LEN, IP_OFF, IP_TTL_OFF,
     },
     verdict::{Verdict, count_forward},
 };
@@ -45,9 +45,6 @@ const OUTER_IP_OFF: usize = ETH_LEN;
 const OUTER_UDP_OFF: usize = OUTER_IP_OFF + IP_MIN_LEN;
 const VXLAN_OFF: usize = OUTER_UDP_OFF + 8;
 const INNER_ETH_OFF: usize = VXLAN_OFF + 8;
-/// IPv4 `frags` word with only Don't Fragment set: the overlay never
-/// fragments; `overlay` sizes the inner MTU instead.
-const IP_DF: u16 = 0x4000;
 
 /// Encapsulates the IPv4 packet `ip` that endpoint `src` sent to an
 /// address of a weft network no local endpoint has.
@@ -170,6 +167,8 @@ fn in_bpf(ctx: &TcContext, overlay: &OverlayConfig, route: &OverlayRoute, sport:
     let mut header = [0u8; 20];
     header[0] = 0x45;
     header[2..4].copy_from_slice(&ip_total.to_be_bytes());
+    // Don't Fragment only: the overlay never fragments (`mtu` keeps what it
+    // carries within the inner MTU).
     header[6..8].copy_from_slice(&IP_DF.to_be_bytes());
     header[8] = OUTER_TTL;
     header[9] = IPPROTO_UDP;

@@ -34,18 +34,15 @@ use crate::{
     maps::{endpoint_by_ip, node_config},
     nat::{Way, deliver, pass_to_stack, retarget_ipv4, send_out},
     parse::{
-        ICMP_CSUM_OFF, ICMP_ECHO_ID_OFF, ICMP_ECHO_REQUEST, ICMP_LEN, ICMP_TYPE_CODE_OFF,
-        IP_DST_OFF, IP_MIN_LEN, IP_OFF, IP_SRC_OFF,
+        ICMP_CSUM_OFF, ICMP_DEST_UNREACH, ICMP_ECHO_ID_OFF, ICMP_ECHO_REQUEST, ICMP_LEN,
+        ICMP_PARAMETER_PROBLEM, ICMP_QUOTED_L4, ICMP_TIME_EXCEEDED, ICMP_TYPE_CODE_OFF, IP_DST_OFF,
+        IP_MIN_LEN, IP_OFF, IP_SRC_OFF,
     },
     verdict::{Dropped, Verdict},
 };
 
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_TIME_EXCEEDED: u8 = 11;
-const ICMP_PARAMETER_PROBLEM: u8 = 12;
-
 /// What an error must quote of the offending packet's L4 header.
-const QUOTED_L4: usize = 8;
+const QUOTED_L4: usize = ICMP_QUOTED_L4;
 /// The quoted IPv4 header's fields, relative to its start.
 const Q_CSUM_OFF: usize = core::mem::offset_of!(Ipv4Hdr, check);
 const Q_SRC_OFF: usize = core::mem::offset_of!(Ipv4Hdr, src_addr);

@@ -31,26 +31,22 @@ use crate::{
     csum,
     maps::network,
     parse::{
-        ETH_DST_OFF, ETH_LEN, ETH_SRC_OFF, ICMP_LEN, IP_FRAG_OFFSET_MASK, IP_MIN_LEN, IP_OFF,
-        TCP_CSUM_OFF, TCP_LEN, TCP_OFF_FLAGS_OFF, TCP_SYN, UDP_LEN,
+        ETH_DST_OFF, ETH_LEN, ETH_SRC_OFF, ICMP_DEST_UNREACH, ICMP_LEN, ICMP_QUOTED_L4, IP_DF,
+        IP_FRAG_OFFSET_MASK, IP_MIN_LEN, IP_OFF, TCP_CSUM_OFF, TCP_LEN, TCP_OFF_FLAGS_OFF, TCP_SYN,
+        UDP_LEN,
     },
     verdict::{Dropped, count_forward},
 };
 
-/// IPv4 `frags`: Don't Fragment.
-const IP_DF: u16 = 0x4000;
 /// IPv4 and TCP fixed headers: what an MSS does not count.
 const TCP_IP_HEADERS: u32 = 40;
-/// ICMP destination unreachable / fragmentation needed and DF set.
-const ICMP_DEST_UNREACH: u8 = 3;
+/// ICMP destination unreachable: fragmentation needed and DF set.
 const ICMP_FRAG_NEEDED: u8 = 4;
 /// Type of service of the ICMP errors Linux sends: precedence
 /// "internetwork control" (RFC 1812 section 4.3.2.5).
 const TOS_INTERNETWORK_CONTROL: u8 = 0xc0;
 /// TTL of the errors weft sends.
 const ICMP_TTL: u8 = 64;
-/// What an error quotes of the offending packet's L4 header (RFC 792).
-const QUOTED_L4: usize = 8;
 /// TCP option kinds (RFC 9293 section 3.2).
 const TCPOPT_EOL: u8 = 0;
 const TCPOPT_NOP: u8 = 1;
@@ -121,7 +117,7 @@ fn frag_needed(
     mtu: u32,
 ) -> Result<i32, Dropped> {
     let net = network(src.network_id).ok_or(drop_here!(UnknownEndpoint))?;
-    let quote_len = usize::from(ip.vihl & 0x0f) * 4 + QUOTED_L4;
+    let quote_len = usize::from(ip.vihl & 0x0f) * 4 + ICMP_QUOTED_L4;
     let mut quote = [0u8; EXCERPT_MAX];
     load_excerpt(ctx, IP_OFF, &mut quote, quote_len).ok_or(drop_here!(TruncatedL4))?;
 

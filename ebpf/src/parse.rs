@@ -36,6 +36,8 @@ pub const IP_SRC_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, src_addr);
 pub const IP_DST_OFF: usize = IP_OFF + offset_of!(Ipv4Hdr, dst_addr);
 /// `frags` (flags and fragment offset): the fragment offset's 13 bits.
 pub const IP_FRAG_OFFSET_MASK: u16 = 0x1fff;
+/// `frags`: Don't Fragment.
+pub const IP_DF: u16 = 0x4000;
 
 /// L4 field offsets, relative to the start of the L4 header.
 pub const TCP_SPORT_OFF: usize = offset_of!(TcpHdr, source);
@@ -61,6 +63,13 @@ pub const ICMP_ECHO_ID_OFF: usize = offset_of!(Icmpv4Hdr, data);
 pub const ICMP_LEN: usize = Icmpv4Hdr::LEN;
 pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_ECHO_REQUEST: u8 = 8;
+/// ICMP error types.
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
+/// What an ICMP error quotes of the offending packet's L4 header, after
+/// its IPv4 header (RFC 792).
+pub const ICMP_QUOTED_L4: usize = 8;
 
 /// Reads a big-endian `u16` from two header bytes.
 #[inline(always)]
