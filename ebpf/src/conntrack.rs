@@ -66,23 +66,6 @@ fn count(slot: u32) {
     }
 }
 
-/// Looks both entries of a new connection up once. An LRU map marks an
-/// entry referenced only on lookup, never on insert, and when it is full
-/// its shrinking evicts unreferenced entries first: under churn a pair
-/// inserted microseconds ago was evicted before its first reply (seen with
-/// connect-per-request after 90,000 masqueraded connections had filled
-/// the table: the SYN-ACK found no entry and left untranslated).
-#[inline(always)]
-fn mark_used(a: &CtKey, b: &CtKey) {
-    let _ = CT.get_ptr(a);
-    let _ = CT.get_ptr(b);
-}
-
-#[inline(always)]
-fn count_created() {
-    count(CT_BUDGET_CREATED);
-}
-
 /// Which table holds a connection's entries: `CT` while it is open,
 /// `CT_CLOSING` once a TCP connection closed.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -257,7 +240,7 @@ fn touch(k: &CtKey, table: Table, p: *mut CtEntry, tcp_flags: u8, now: u64, len:
             }
             if reopens {
                 // A new SYN on a closed tuple: a connection again.
-                count_created();
+                count(CT_BUDGET_CREATED);
                 if table == Table::Closing {
                     move_pair(k, entry, Table::Closing, Table::Open);
                     return copy;
@@ -376,8 +359,7 @@ pub fn create(
         let _ = CT.remove(orig.reply(node.node_ip_be, nat_port));
         return Err(drop_here!(ConntrackFull));
     }
-    mark_used(orig, &orig.reply(node.node_ip_be, nat_port));
-    count_created();
+    count(CT_BUDGET_CREATED);
     Ok(nat_port)
 }
 
@@ -457,8 +439,7 @@ pub fn create_dnat(
         let _ = CT.remove(outbound_key);
         return Err(drop_here!(ConntrackFull));
     }
-    mark_used(inbound, &outbound_key);
-    count_created();
+    count(CT_BUDGET_CREATED);
     Ok(entry)
 }
 
@@ -521,8 +502,7 @@ pub fn create_hairpin(
         let _ = CT.remove(towards.reply(node.node_ip_be, port));
         return Err(drop_here!(ConntrackFull));
     }
-    mark_used(orig, &towards.reply(node.node_ip_be, port));
-    count_created();
+    count(CT_BUDGET_CREATED);
     Ok(forth)
 }
 

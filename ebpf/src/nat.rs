@@ -253,9 +253,7 @@ pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
         }
     };
 
-    retarget_ipv4(ctx, ip, IP_SRC_OFF, src.ip_be, node.node_ip_be)?;
-    rewrite_l4(ctx, &l4, ip.proto, src.ip_be, node.node_ip_be)?;
-    rewrite_port(ctx, &l4, l4.sport, nat_port)?;
+    source_to_node(ctx, ip, &l4, src, node.node_ip_be, nat_port)?;
     send_out(ctx, &hop, kind)
 }
 
@@ -299,10 +297,25 @@ pub fn reverse_dnat_to_overlay(
     if ip.ttl <= 1 {
         return Err(drop_here!(TtlExceeded));
     }
-    retarget_ipv4(ctx, ip, IP_SRC_OFF, src.ip_be, node.node_ip_be)?;
-    rewrite_l4(ctx, &l4, ip.proto, src.ip_be, node.node_ip_be)?;
-    rewrite_port(ctx, &l4, l4.sport, entry.xlate_port_be)?;
+    source_to_node(ctx, ip, &l4, src, node.node_ip_be, entry.xlate_port_be)?;
     Ok(true)
+}
+
+/// A container's packet leaving as the node's: source address
+/// `src.ip_be` -> `node_ip_be` (TTL - 1, checksums) and source port (ICMP:
+/// identifier) -> `port`. The caller checked TTL > 1.
+#[inline(always)]
+fn source_to_node(
+    ctx: &TcContext,
+    ip: &Ipv4Hdr,
+    l4: &L4,
+    src: &EndpointInfo,
+    node_ip_be: u32,
+    port: [u8; 2],
+) -> Result<(), Dropped> {
+    retarget_ipv4(ctx, ip, IP_SRC_OFF, src.ip_be, node_ip_be)?;
+    rewrite_l4(ctx, l4, ip.proto, src.ip_be, node_ip_be)?;
+    rewrite_port(ctx, l4, l4.sport, port)
 }
 
 /// Whether `src`'s network masquerades traffic leaving weft.
