@@ -6,7 +6,7 @@ use std::{fs::File, net::Ipv4Addr, os::fd::AsRawFd, path::Path};
 use weft_common::maps::{EndpointInfo, FdbEntry, FloodList, MAX_ENDPOINTS, MAX_FLOOD};
 
 use crate::{
-    cmd::publish::NodeFlags,
+    cmd::node::NodeFlags,
     datapath::{self, Datapath, ip_be},
     error::{Error, Result, chain},
     ipam,

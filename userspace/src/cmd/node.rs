@@ -498,6 +498,38 @@ pub fn node_config_of(st: &State) -> Option<NodeConfig> {
     st.node.as_ref().map(|n| node_config(n, &st.publications))
 }
 
+/// The node's `WEFT_NODE` entry before and after a change of the
+/// publications: `NODE_FLAG_PUBLISHES` follows whether any port is
+/// published (written only when it flips).
+pub(crate) struct NodeFlags {
+    before: Option<NodeConfig>,
+    after: Option<NodeConfig>,
+}
+
+impl NodeFlags {
+    pub(crate) fn between(old: &State, new: &State) -> Self {
+        Self {
+            before: node_config_of(old),
+            after: node_config_of(new),
+        }
+    }
+
+    pub(crate) fn apply(&self, paths: &Paths) -> Result<()> {
+        match self.after {
+            Some(after) if self.before != self.after => datapath::put_node_pinned(paths, &after),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn undo(&self, paths: &Paths) {
+        if let Some(before) = self.before.filter(|_| self.before != self.after)
+            && let Err(e) = datapath::put_node_pinned(paths, &before)
+        {
+            log::warn!("rollback of the node's flags: {}", crate::error::chain(&e));
+        }
+    }
+}
+
 /// The node's uplink as saved, with whether it is attached.
 pub fn show(paths: &Paths) -> Result<NodeView> {
     let st = state::read(paths)?;

@@ -15,13 +15,11 @@ use std::{collections::HashMap as StdHashMap, fmt, net::Ipv4Addr};
 
 use aya::maps::{HashMap, MapData};
 use serde::{Deserialize, Serialize};
-use weft_common::maps::{
-    IPPROTO_TCP, IPPROTO_UDP, MAP_PUBLISH, NodeConfig, PublishKey, PublishTarget,
-};
+use weft_common::maps::{IPPROTO_TCP, IPPROTO_UDP, MAP_PUBLISH, PublishKey, PublishTarget};
 
 use crate::{
-    cmd::node::node_config_of,
-    datapath::{Datapath, absent_ok, ip_be, open_pinned, put_node_pinned},
+    cmd::node::NodeFlags,
+    datapath::{Datapath, absent_ok, ip_be, open_pinned},
     error::{Error, Result},
     output::Render,
     paths::Paths,
@@ -280,38 +278,6 @@ impl PublishMap {
     fn del(&mut self, key: PublishKey) -> Result<()> {
         absent_ok(self.0.remove(&key))
             .map_err(|e| Error::map(format!("cannot remove from {MAP_PUBLISH}"), e))
-    }
-}
-
-/// The node's `WEFT_NODE` entry before and after a change of the
-/// publications: `NODE_FLAG_PUBLISHES` follows whether any port is
-/// published (written only when it flips).
-pub(crate) struct NodeFlags {
-    before: Option<NodeConfig>,
-    after: Option<NodeConfig>,
-}
-
-impl NodeFlags {
-    pub(crate) fn between(old: &State, new: &State) -> Self {
-        Self {
-            before: node_config_of(old),
-            after: node_config_of(new),
-        }
-    }
-
-    pub(crate) fn apply(&self, paths: &Paths) -> Result<()> {
-        match self.after {
-            Some(after) if self.before != self.after => put_node_pinned(paths, &after),
-            _ => Ok(()),
-        }
-    }
-
-    pub(crate) fn undo(&self, paths: &Paths) {
-        if let Some(before) = self.before.filter(|_| self.before != self.after)
-            && let Err(e) = put_node_pinned(paths, &before)
-        {
-            log::warn!("rollback of the node's flags: {}", crate::error::chain(&e));
-        }
     }
 }
 
