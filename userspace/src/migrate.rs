@@ -511,16 +511,30 @@ const _: () = {
 /// Every forwarding entry of version 0, its two fields put in version 1's
 /// order.
 fn fdb_v0_to_v1(old: &Map, new: &mut Map) -> Result<usize, MapError> {
-    let old: HashMap<&MapData, FdbKey, FdbEntryV0> = HashMap::try_from(old)?;
-    let mut new: HashMap<&mut MapData, FdbKey, FdbEntry> = HashMap::try_from(new)?;
+    convert_entries::<FdbKey, _, _>(old, new, |v0: FdbEntryV0| FdbEntry {
+        ifindex: v0.ifindex,
+        stats_slot: v0.stats_slot,
+    })
+}
+
+/// Copies every entry of the hash map `old` into `new` under the same key,
+/// its value through `convert`; returns how many. An entry gone between
+/// the key walk and the lookup (evicted, collected) is skipped.
+fn convert_entries<K: aya::Pod + Eq, V0: aya::Pod, V1: aya::Pod>(
+    old: &Map,
+    new: &mut Map,
+    convert: impl Fn(V0) -> V1,
+) -> Result<usize, MapError> {
+    let old: HashMap<&MapData, K, V0> = HashMap::try_from(old)?;
+    let mut new: HashMap<&mut MapData, K, V1> = HashMap::try_from(new)?;
     let mut n = 0;
     for entry in old.iter() {
-        let (key, v0) = entry?;
-        let entry = FdbEntry {
-            ifindex: v0.ifindex,
-            stats_slot: v0.stats_slot,
+        let (key, value) = match entry {
+            Ok(pair) => pair,
+            Err(MapError::KeyNotFound) => continue,
+            Err(e) => return Err(e),
         };
-        new.insert(key, entry, 0)?;
+        new.insert(key, convert(value), 0)?;
         n += 1;
     }
     Ok(n)
@@ -543,52 +557,32 @@ fn counters_to_directed(old: &Map, new: &mut Map) -> Result<usize, MapError> {
 /// Live connections keep their translation across the change; their age
 /// starts at their last packet, the oldest time the old layout knew.
 fn ct_add_creation_time(old: &Map, new: &mut Map) -> Result<usize, MapError> {
-    let old: HashMap<&MapData, CtKey, CtEntryV3> = HashMap::try_from(old)?;
-    let mut new: HashMap<&mut MapData, CtKey, CtEntry> = HashMap::try_from(new)?;
-    let mut n = 0;
-    for entry in old.iter() {
-        let (k, v3) = match entry {
-            Ok(pair) => pair,
-            // Evicted or collected between the key walk and the lookup.
-            Err(MapError::KeyNotFound) => continue,
-            Err(e) => return Err(e),
-        };
-        let e = CtEntry {
-            last_seen_ns: v3.last_seen_ns,
-            packets_orig: v3.packets_orig,
-            bytes_orig: v3.bytes_orig,
-            packets_reply: v3.packets_reply,
-            bytes_reply: v3.bytes_reply,
-            xlate_ip_be: v3.xlate_ip_be,
-            ifindex: v3.ifindex,
-            stats_slot: v3.stats_slot,
-            xlate_port_be: v3.xlate_port_be,
-            tcp_state: v3.tcp_state,
-            direction: v3.direction,
-            fin_seen: v3.fin_seen,
-            next_hop_be: v3.next_hop_be,
-            created_ns: v3.last_seen_ns,
-            ..CtEntry::default()
-        };
-        new.insert(k, e, 0)?;
-        n += 1;
-    }
-    Ok(n)
+    convert_entries::<CtKey, _, _>(old, new, |v3: CtEntryV3| CtEntry {
+        last_seen_ns: v3.last_seen_ns,
+        packets_orig: v3.packets_orig,
+        bytes_orig: v3.bytes_orig,
+        packets_reply: v3.packets_reply,
+        bytes_reply: v3.bytes_reply,
+        xlate_ip_be: v3.xlate_ip_be,
+        ifindex: v3.ifindex,
+        stats_slot: v3.stats_slot,
+        xlate_port_be: v3.xlate_port_be,
+        tcp_state: v3.tcp_state,
+        direction: v3.direction,
+        fin_seen: v3.fin_seen,
+        next_hop_be: v3.next_hop_be,
+        created_ns: v3.last_seen_ns,
+        ..CtEntry::default()
+    })
 }
 
 fn flood_16_to_32(old: &Map, new: &mut Map) -> Result<usize, MapError> {
-    let old: HashMap<&MapData, u32, FloodList16> = HashMap::try_from(old)?;
-    let mut new: HashMap<&mut MapData, u32, FloodList> = HashMap::try_from(new)?;
-    let mut n = 0;
-    for entry in old.iter() {
-        let (id, v16) = entry?;
+    convert_entries::<u32, _, _>(old, new, |v16: FloodList16| {
         let mut list = FloodList::zeroed();
         list.count = v16.count.min(FLOOD_16_MEMBERS as u32);
         list.members[..FLOOD_16_MEMBERS].copy_from_slice(&v16.members);
-        new.insert(id, list, 0)?;
-        n += 1;
-    }
-    Ok(n)
+        list
+    })
 }
 
 /// A map whose layout changed and what will be done about it.
