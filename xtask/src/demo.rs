@@ -141,41 +141,9 @@ fn publish_and_reach(demo: &Demo) -> Result<bool> {
     let c1 = &demo.containers[0];
     println!("\n== an uplink to an outside namespace; c1's port 8000 published as node:8080");
     let t = Duration::from_secs(10);
-    proc::run(
-        &mut node.ip(&[
-            "link",
-            "add",
-            "uplink",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            out.name(),
-        ]),
-        t,
-    )?;
-    proc::run(
-        &mut node.ip(&[
-            "addr",
-            "add",
-            &format!("{NODE_UPLINK_IP}/24"),
-            "dev",
-            "uplink",
-        ]),
-        t,
-    )?;
-    proc::run(&mut node.ip(&["link", "set", "uplink", "up"]), t)?;
-    proc::run(
-        &mut out.ip(&["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"]),
-        t,
-    )?;
-    proc::run(&mut out.ip(&["link", "set", "eth0", "up"]), t)?;
-    proc::run(
-        &mut node.ip(&["route", "add", "default", "via", OUTSIDE_IP]),
-        t,
-    )?;
+    node.uplink_to(("uplink", NODE_UPLINK_IP), out, ("eth0", OUTSIDE_IP), |c| {
+        proc::run(c, t)
+    })?;
     weft.run(&["node", "set", "--uplink", "uplink", "--ip", NODE_UPLINK_IP])?;
     weft.run(&["publish", "c1", "8080:8000/tcp"])?;
     weft.run(&["publish", "ls"])?;
@@ -204,33 +172,15 @@ fn overlay_to_second_node(demo: &Demo) -> Result<Vec<(String, bool)>> {
         "\n== a second node, routed to the first through the outside namespace; \
          blue spans both over VXLAN"
     );
-    proc::run(
-        &mut node2.ip(&[
-            "link",
-            "add",
-            "uplink",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth1",
-            "netns",
-            out.name(),
-        ]),
-        t,
+    node2.uplink_to(
+        ("uplink", NODE2_UPLINK_IP),
+        out,
+        ("eth1", OUTSIDE2_IP),
+        |c| proc::run(c, t),
     )?;
-    let addr = format!("{NODE2_UPLINK_IP}/24");
-    proc::run(&mut node2.ip(&["addr", "add", &addr, "dev", "uplink"]), t)?;
-    proc::run(&mut node2.ip(&["link", "set", "uplink", "up"]), t)?;
-    let addr = format!("{OUTSIDE2_IP}/24");
-    proc::run(&mut out.ip(&["addr", "add", &addr, "dev", "eth1"]), t)?;
-    proc::run(&mut out.ip(&["link", "set", "eth1", "up"]), t)?;
+    // The outside routes between the two uplinks.
     proc::run(
         &mut out.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]),
-        t,
-    )?;
-    proc::run(
-        &mut node2.ip(&["route", "add", "default", "via", OUTSIDE2_IP]),
         t,
     )?;
 

@@ -183,33 +183,9 @@ fn namespaces(prefix: &str) -> Result<(Netns, Netns, Netns)> {
     let node = Netns::create(&format!("{prefix}-node"))?;
     let container = Netns::create(&format!("{prefix}-c"))?;
     let outside = Netns::create(&format!("{prefix}-out"))?;
-    let ip = |ns: &Netns, args: &[&str]| proc::stdout(&mut ns.ip(args), T).map(drop);
-    ip(
-        &node,
-        &[
-            "link",
-            "add",
-            "uplink",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            outside.name(),
-        ],
-    )?;
-    ip(
-        &node,
-        &["addr", "add", &format!("{NODE_IP}/24"), "dev", "uplink"],
-    )?;
-    ip(&node, &["link", "set", "uplink", "up"])?;
-    ip(
-        &outside,
-        &["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"],
-    )?;
-    ip(&outside, &["link", "set", "eth0", "up"])?;
-    ip(&node, &["route", "add", "default", "via", OUTSIDE_IP])?;
+    node.uplink_to(("uplink", NODE_IP), &outside, ("eth0", OUTSIDE_IP), |c| {
+        proc::stdout(c, T).map(drop)
+    })?;
     for ns in [&container, &outside] {
         sysctl(
             ns,

@@ -59,6 +59,27 @@ impl Netns {
         c.args(["netns", "exec", &self.name]).args(args);
         c
     }
+
+    /// An uplink from this namespace to `peer`, its next hop: a veth pair,
+    /// `here` with `here_ip`/24 in this namespace and `there` with
+    /// `there_ip`/24 in `peer`, both up, and this namespace's default route
+    /// via `there_ip`. `run` runs each `ip` command (echoing it or not).
+    pub fn uplink_to(
+        &self,
+        (here, here_ip): (&str, &str),
+        peer: &Netns,
+        (there, there_ip): (&str, &str),
+        run: impl Fn(&mut Command) -> Result<()>,
+    ) -> Result<()> {
+        run(&mut self.ip(&[
+            "link", "add", here, "type", "veth", "peer", "name", there, "netns", &peer.name,
+        ]))?;
+        run(&mut self.ip(&["addr", "add", &format!("{here_ip}/24"), "dev", here]))?;
+        run(&mut self.ip(&["link", "set", here, "up"]))?;
+        run(&mut peer.ip(&["addr", "add", &format!("{there_ip}/24"), "dev", there]))?;
+        run(&mut peer.ip(&["link", "set", there, "up"]))?;
+        run(&mut self.ip(&["route", "add", "default", "via", there_ip]))
+    }
 }
 
 impl Drop for Netns {
