@@ -98,6 +98,72 @@ fn link_programs(node: &Node) -> Result<BTreeMap<String, u32>> {
     Ok(out)
 }
 
+/// After a migration of `map`: the program was reloaded (its id is not
+/// `old_program`), every link runs it and it uses the migrated map.
+/// Returns the new program id.
+fn programs_reloaded_onto(node: &Node, map: &str, old_program: u32) -> Result<u32> {
+    let program = program_id(node)?;
+    assert_ne!(program, old_program, "the program must be reloaded");
+    let links = link_programs(node)?;
+    assert!(
+        !links.is_empty() && links.values().all(|&p| p == program),
+        "every link must run the reloaded program #{program}: {links:?}"
+    );
+    let map_id = MapInfo::from_pin(map_pin(node, map))?.id();
+    let maps = ProgramInfo::from_pin(node.pin_dir().join("progs").join(PROG_FROM_CONTAINER))?
+        .map_ids()?
+        .context("kernel gives no map ids")?;
+    assert!(
+        maps.contains(&map_id),
+        "the reloaded program must use the migrated {map} #{map_id}: {maps:?}"
+    );
+    Ok(program)
+}
+
+/// The migration contract for one map, given a node whose program is
+/// `program` and whose `map` holds `entries` entries: the agent migrates
+/// the older layout `pin_old` pins (`status` checks its report of that one
+/// migration) and `check` finds the node right (it gets the program id
+/// before and returns the one after); the next agent adopts without
+/// reloading; and the CLI's first command that opens the datapath
+/// migrates too.
+fn migrated_by_agent_then_cli(
+    node: &Node,
+    map: &str,
+    entries: u64,
+    pin_old: impl Fn() -> Result<()>,
+    status_extra: impl Fn(&serde_json::Value),
+    check: impl Fn(u32) -> Result<u32>,
+) -> Result<()> {
+    let program = program_id(node)?;
+    pin_old()?;
+    let agent = node.start_agent()?;
+    let status = node.weft_json(&["status"])?;
+    let migrated = &status["migrated_at_start"]["migrated"];
+    assert_eq!(migrated.as_array().map(Vec::len), Some(1), "{status}");
+    assert_eq!(migrated[0]["map"], map, "{status}");
+    assert_eq!(migrated[0]["entries"], entries, "{status}");
+    status_extra(&migrated[0]);
+    let program = check(program)?;
+    agent.kill()?;
+
+    // Nothing left to do: the next agent adopts without reloading.
+    let agent = node.start_agent()?;
+    let status = node.weft_json(&["status"])?;
+    assert_eq!(
+        status["migrated_at_start"]["migrated"],
+        serde_json::json!([]),
+        "{status}"
+    );
+    assert_eq!(program_id(node)?, program, "a second start must adopt");
+    agent.kill()?;
+
+    pin_old()?;
+    node.weft(&["network", "create", "green", "--subnet", "10.3.0.0/24"])?;
+    check(program)?;
+    Ok(())
+}
+
 /// Checks the node after a migration of the flood lists: the same lists,
 /// the new layout, a new program on every link that uses the new map, and
 /// traffic between the containers.
@@ -117,21 +183,7 @@ fn check_migrated(
             now.get(id)
         );
     }
-    let program = program_id(node)?;
-    assert_ne!(program, old_program, "the program must be reloaded");
-    let links = link_programs(node)?;
-    assert!(
-        !links.is_empty() && links.values().all(|&p| p == program),
-        "every link must run the reloaded program #{program}: {links:?}"
-    );
-    let flood_id = MapInfo::from_pin(map_pin(node, MAP_FLOOD))?.id();
-    let maps = ProgramInfo::from_pin(node.pin_dir().join("progs").join(PROG_FROM_CONTAINER))?
-        .map_ids()?
-        .context("kernel gives no map ids")?;
-    assert!(
-        maps.contains(&flood_id),
-        "the reloaded program must use the migrated WEFT_FLOOD #{flood_id}: {maps:?}"
-    );
+    let program = programs_reloaded_onto(node, MAP_FLOOD, old_program)?;
     let meta = migrate::read_meta(&weft::Paths::new(node.pin_dir(), "/nonexistent"))?;
     let rec = meta
         .iter()
@@ -164,34 +216,14 @@ fn older_flood_list_layout_is_migrated_with_entries_intact() -> Result<()> {
     let ping = || a.ping(&ip_b, 3);
     assert_eq!(ping()?, 3);
 
-    // The agent migrates at start.
-    let program = program_id(&node)?;
-    pin_16_member_flood_lists(&node, &lists)?;
-    let agent = node.start_agent()?;
-    let status = node.weft_json(&["status"])?;
-    let migrated = &status["migrated_at_start"]["migrated"];
-    assert_eq!(migrated[0]["map"], MAP_FLOOD, "{status}");
-    assert_eq!(migrated[0]["entries"], 2, "{status}");
-    assert_eq!(migrated.as_array().map(Vec::len), Some(1), "{status}");
-    let program = check_migrated(&node, &lists, program, ping)?;
-    agent.kill()?;
-
-    // Nothing left to do: the next agent adopts without reloading.
-    let agent = node.start_agent()?;
-    let status = node.weft_json(&["status"])?;
-    assert_eq!(
-        status["migrated_at_start"]["migrated"],
-        serde_json::json!([]),
-        "{status}"
-    );
-    assert_eq!(program_id(&node)?, program, "a second start must adopt");
-    agent.kill()?;
-
-    // The CLI migrates too, on its first command that opens the datapath.
-    pin_16_member_flood_lists(&node, &lists)?;
-    node.weft(&["network", "create", "green", "--subnet", "10.3.0.0/24"])?;
-    check_migrated(&node, &lists, program, ping)?;
-    Ok(())
+    migrated_by_agent_then_cli(
+        &node,
+        MAP_FLOOD,
+        2,
+        || pin_16_member_flood_lists(&node, &lists),
+        |_| {},
+        |program| check_migrated(&node, &lists, program, ping),
+    )
 }
 
 /// Map ids, every pin's name, and every entry of the hash maps weft fills,
@@ -683,21 +715,7 @@ fn check_fdb_migrated(
         "every forwarding entry must come through the migration intact"
     );
     assert_eq!(recorded_version(node, MAP_FDB)?, Some(1));
-    let program = program_id(node)?;
-    assert_ne!(program, old_program, "the program must be reloaded");
-    let links = link_programs(node)?;
-    assert!(
-        !links.is_empty() && links.values().all(|&p| p == program),
-        "every link must run the reloaded program #{program}: {links:?}"
-    );
-    let fdb_id = MapInfo::from_pin(map_pin(node, MAP_FDB))?.id();
-    let maps = ProgramInfo::from_pin(node.pin_dir().join("progs").join(PROG_FROM_CONTAINER))?
-        .map_ids()?
-        .context("kernel gives no map ids")?;
-    assert!(
-        maps.contains(&fdb_id),
-        "the reloaded program must use the migrated WEFT_FDB #{fdb_id}: {maps:?}"
-    );
+    let program = programs_reloaded_onto(node, MAP_FDB, old_program)?;
     traffic()?;
     Ok(program)
 }
@@ -724,36 +742,17 @@ fn same_size_layout_version_change_is_migrated_field_by_field() -> Result<()> {
     };
     traffic()?;
 
-    // The agent migrates at start.
-    let program = program_id(&node)?;
-    pin_fdb_v0(&node, &entries)?;
-    let agent = node.start_agent()?;
-    let status = node.weft_json(&["status"])?;
-    let migrated = &status["migrated_at_start"]["migrated"];
-    assert_eq!(migrated.as_array().map(Vec::len), Some(1), "{status}");
-    assert_eq!(migrated[0]["map"], MAP_FDB, "{status}");
-    assert_eq!(migrated[0]["from_version"], 0, "{status}");
-    assert_eq!(migrated[0]["to_version"], 1, "{status}");
-    assert_eq!(migrated[0]["entries"], 3, "{status}");
-    let program = check_fdb_migrated(&node, &entries, program, traffic)?;
-    agent.kill()?;
-
-    // Nothing left to do: the next agent adopts without reloading.
-    let agent = node.start_agent()?;
-    let status = node.weft_json(&["status"])?;
-    assert_eq!(
-        status["migrated_at_start"]["migrated"],
-        serde_json::json!([]),
-        "{status}"
-    );
-    assert_eq!(program_id(&node)?, program, "a second start must adopt");
-    agent.kill()?;
-
-    // The CLI migrates too, on its first command that opens the datapath.
-    pin_fdb_v0(&node, &entries)?;
-    node.weft(&["network", "create", "green", "--subnet", "10.3.0.0/24"])?;
-    check_fdb_migrated(&node, &entries, program, traffic)?;
-    Ok(())
+    migrated_by_agent_then_cli(
+        &node,
+        MAP_FDB,
+        3,
+        || pin_fdb_v0(&node, &entries),
+        |m| {
+            assert_eq!(m["from_version"], 0, "{m}");
+            assert_eq!(m["to_version"], 1, "{m}");
+        },
+        |program| check_fdb_migrated(&node, &entries, program, traffic),
+    )
 }
 
 /// A WEFT_META written by map ABI v6 (no layout versions: zeros where v7

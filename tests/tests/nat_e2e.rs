@@ -22,15 +22,14 @@ use weft_tests::{
     traffic::tcp_connect_answers,
 };
 
-/// A node with network blue (masquerade on by default) and its uplink set.
-fn masquerading_node(ports: Option<&str>) -> Result<(Node, Outside)> {
+/// A node with network blue (masquerade on by default) and its uplink set,
+/// with `extra` `node set` options.
+fn masquerading_node(extra: &[&str]) -> Result<(Node, Outside)> {
     let node = Node::new()?;
     let outside = Outside::new(&node)?;
     node.weft(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
     let mut args = vec!["node", "set", "--uplink", UPLINK, "--ip", NODE_UPLINK_IP];
-    if let Some(p) = ports {
-        args.extend(["--ports", p]);
-    }
+    args.extend(extra);
     let out = node.weft(&args)?;
     assert!(
         out.contains("forwarding"),
@@ -55,7 +54,7 @@ fn ct_find<'a>(conns: &'a [Value], proto: &str, src: &SocketAddr) -> Option<&'a 
 
 #[test]
 fn container_reaches_the_outside_through_masquerade() -> Result<()> {
-    let (node, outside) = masquerading_node(None)?;
+    let (node, outside) = masquerading_node(&[])?;
     let (c1, ip1) = node.container("blue", "c1")?;
 
     let shown = node.weft_json(&["node", "show"])?;
@@ -160,7 +159,7 @@ fn container_reaches_the_outside_through_masquerade() -> Result<()> {
 
 #[test]
 fn a_network_without_masquerade_gets_no_translation() -> Result<()> {
-    let (node, _outside) = masquerading_node(None)?;
+    let (node, _outside) = masquerading_node(&[])?;
     node.weft(&[
         "network",
         "create",
@@ -253,7 +252,7 @@ fn node_set_validates_and_undoes() -> Result<()> {
 
 #[test]
 fn a_thousand_concurrent_connections_through_snat() -> Result<()> {
-    let (node, outside) = masquerading_node(None)?;
+    let (node, outside) = masquerading_node(&[])?;
     let (c1, _) = node.container("blue", "c1")?;
     let start = Instant::now();
     let server = outside.tcp_source(1024, 1000)?;
@@ -280,9 +279,17 @@ fn a_thousand_concurrent_connections_through_snat() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn a_tiny_port_range_exhausts_cleanly_and_recovers_after_gc() -> Result<()> {
-    let (node, outside) = masquerading_node(Some("30000-30001"))?;
+/// Pressure on one of masquerade's tables that has room for two flows:
+/// two UDP flows to the outside go through, a third is dropped and counted
+/// as `reason`, the two keep working, `full` checks `nat ls` then; after a
+/// GC takes the two idle flows out the third goes through, and every flow
+/// left with the node's address.
+fn two_flows_fill_it_and_gc_makes_room(
+    node: &Node,
+    outside: &Outside,
+    reason: &str,
+    full: impl Fn(&Value),
+) -> Result<()> {
     let (c1, _) = node.container("blue", "c1")?;
     let echo = outside.udp_echo()?;
     let to = echo.addr();
@@ -293,22 +300,15 @@ fn a_tiny_port_range_exhausts_cleanly_and_recovers_after_gc() -> Result<()> {
     );
     assert!(udp_roundtrip(&a, to, b"a")?, "first flow");
     assert!(udp_roundtrip(&b, to, b"b")?, "second flow");
-    let exhausted = node.drops("nat_ports_exhausted")?;
-    assert!(!udp_roundtrip(&c, to, b"c")?, "a third flow has no port");
+    let before = node.drops(reason)?;
     assert!(
-        node.drops("nat_ports_exhausted")? > exhausted,
-        "nat_ports_exhausted must count the drop"
+        !udp_roundtrip(&c, to, b"c")?,
+        "a third flow must be refused"
     );
+    assert!(node.drops(reason)? > before, "{reason} must count the drop");
     assert!(udp_roundtrip(&a, to, b"a2")?, "first flow keeps working");
     assert!(udp_roundtrip(&b, to, b"b2")?, "second flow keeps working");
-    let nat = node.weft_json(&["nat", "ls"])?;
-    let udp = &nat["protocols"][1];
-    assert_eq!(udp["proto"], "udp", "{nat}");
-    assert_eq!(
-        (udp["used"].as_u64(), udp["range_size"].as_u64()),
-        (Some(2), Some(2)),
-        "{nat}"
-    );
+    full(&node.weft_json(&["nat", "ls"])?);
 
     // The 60 s UDP timeout is too long for a test: `--older-than 1`
     // collects pairs idle over a second, as expiry would.
@@ -323,64 +323,42 @@ fn a_tiny_port_range_exhausts_cleanly_and_recovers_after_gc() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn a_tiny_port_range_exhausts_cleanly_and_recovers_after_gc() -> Result<()> {
+    let (node, outside) = masquerading_node(&["--ports", "30000-30001"])?;
+    two_flows_fill_it_and_gc_makes_room(&node, &outside, "nat_ports_exhausted", |nat| {
+        let udp = &nat["protocols"][1];
+        assert_eq!(udp["proto"], "udp", "{nat}");
+        assert_eq!(
+            (udp["used"].as_u64(), udp["range_size"].as_u64()),
+            (Some(2), Some(2)),
+            "{nat}"
+        );
+    })
+}
+
 /// Conntrack pressure: with `node set --conntrack-max 2`, two UDP flows to
 /// the outside keep working while a third is dropped as `conntrack_full`
 /// (the LRU table never evicts a live flow to make room), `nat ls` shows
 /// the table at its limit, and after a GC takes the two idle flows out
-/// the third goes through.
+/// the third goes through. A limit of 0 is refused.
 #[test]
 fn a_full_conntrack_table_refuses_new_flows_and_recovers() -> Result<()> {
-    let (node, outside) = masquerading_node(None)?;
-    node.weft(&[
-        "node",
-        "set",
-        "--uplink",
-        UPLINK,
-        "--ip",
-        NODE_UPLINK_IP,
-        "--conntrack-max",
-        "2",
-    ])?;
-    let (c1, _) = node.container("blue", "c1")?;
-    let echo = outside.udp_echo()?;
-    let to = echo.addr();
-    let (a, b, c) = (
-        udp_socket_in(&c1)?,
-        udp_socket_in(&c1)?,
-        udp_socket_in(&c1)?,
-    );
-    assert!(udp_roundtrip(&a, to, b"a")?, "first flow");
-    assert!(udp_roundtrip(&b, to, b"b")?, "second flow");
-    let full = node.drops("conntrack_full")?;
-    assert!(
-        !udp_roundtrip(&c, to, b"c")?,
-        "a third flow must be refused"
-    );
-    assert!(
-        node.drops("conntrack_full")? > full,
-        "conntrack_full must count the drop"
-    );
-    assert!(udp_roundtrip(&a, to, b"a2")?, "first flow keeps working");
-    assert!(udp_roundtrip(&b, to, b"b2")?, "second flow keeps working");
-    let nat = node.weft_json(&["nat", "ls"])?;
-    assert_eq!(
-        (
-            nat["conntrack"]["connections"].as_u64(),
-            nat["conntrack"]["limit"].as_u64()
-        ),
-        (Some(2), Some(2)),
-        "{nat}"
-    );
+    let (node, outside) = masquerading_node(&["--conntrack-max", "2"])?;
     assert_eq!(
         node.weft_json(&["node", "show"])?["conntrack_max"].as_u64(),
         Some(2)
     );
-
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let gc = node.weft_json(&["ct", "gc", "--older-than", "1"])?;
-    assert_eq!(gc["removed"].as_u64(), Some(4), "two pairs collected: {gc}");
-    assert!(udp_roundtrip(&c, to, b"c2")?, "the third flow after gc");
-
+    two_flows_fill_it_and_gc_makes_room(&node, &outside, "conntrack_full", |nat| {
+        assert_eq!(
+            (
+                nat["conntrack"]["connections"].as_u64(),
+                nat["conntrack"]["limit"].as_u64()
+            ),
+            (Some(2), Some(2)),
+            "{nat}"
+        );
+    })?;
     let bad = node.weft_unchecked(&[
         "node",
         "set",
@@ -397,7 +375,6 @@ fn a_full_conntrack_table_refuses_new_flows_and_recovers() -> Result<()> {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
-    echo.finish()?;
     Ok(())
 }
 
@@ -425,7 +402,7 @@ fn sample(text: &str, series: &str) -> Result<f64> {
 /// removes a closed TCP connection once the 10 s closed timeout passed.
 #[test]
 fn agent_exports_nat_metrics_and_collects_expired_connections() -> Result<()> {
-    let (node, outside) = masquerading_node(Some("30000-30099"))?;
+    let (node, outside) = masquerading_node(&["--ports", "30000-30099"])?;
     let (c1, _) = node.container("blue", "c1")?;
     let _agent = node.start_agent()?;
     let server = outside.tcp_source(4096, 1)?;
@@ -515,7 +492,7 @@ fn agent_exports_nat_metrics_and_collects_expired_connections() -> Result<()> {
 /// between). The stream must finish and no ping gap may exceed 100 ms.
 #[test]
 fn agent_restarts_under_load_through_snat_lose_nothing() -> Result<()> {
-    let (node, outside) = masquerading_node(None)?;
+    let (node, outside) = masquerading_node(&[])?;
     let (c1, _) = node.container("blue", "c1")?;
 
     let load = restart_agent_under_load(&node, &c1, &outside.ns, OUTSIDE_IP)?;
@@ -548,7 +525,7 @@ fn masquerade_survives_a_map_layout_migration() -> Result<()> {
     use weft::migrate::{self, FLOOD_16_LAYOUT, FLOOD_16_MEMBERS, FloodList16};
     use weft_common::maps::{FloodList, MAP_FLOOD, PROG_FROM_UPLINK};
 
-    let (node, outside) = masquerading_node(None)?;
+    let (node, outside) = masquerading_node(&[])?;
     let (c1, _) = node.container("blue", "c1")?;
     let echo = outside.udp_echo()?;
     let sock = udp_socket_in(&c1)?;
@@ -613,7 +590,7 @@ fn a_failed_tail_call_is_logged_through_the_agent() -> Result<()> {
     use aya::maps::{Map, MapData, ProgramArray};
     use weft_common::maps::{MAP_TAILS, TAIL_NAT_EGRESS};
 
-    let (node, _outside) = masquerading_node(None)?;
+    let (node, _outside) = masquerading_node(&[])?;
     let (c1, _) = node.container("blue", "c1")?;
     let agent = node.start_agent()?;
     assert_eq!(c1.ping(OUTSIDE_IP, 1)?, 1, "masquerade works at first");

@@ -69,6 +69,15 @@ fn to_outside() -> ([u8; 6], [u8; 6]) {
     (NET_A.gateway_mac, A1.mac)
 }
 
+/// Ethernet addresses of a frame arriving on the uplink.
+fn from_router() -> ([u8; 6], [u8; 6]) {
+    (UPLINK_MAC, ROUTER_MAC)
+}
+
+fn flags(syn: bool, ack: bool, fin: bool, rst: bool) -> TcpFlags {
+    TcpFlags { syn, ack, fin, rst }
+}
+
 fn syn() -> TcpFlags {
     TcpFlags {
         syn: true,
@@ -407,8 +416,7 @@ fn closed_tcp_connections_free_the_budget() -> Result<()> {
         let mut dp = nat_topology(config)?;
         dp.set_ct_budget(0, monotonic_ns(), 1)?;
         let (c, o, n) = ((A1.ip, 40_100), (OUTSIDE, 80), (NODE_IP, 40_100));
-        let up = (UPLINK_MAC, ROUTER_MAC);
-        let flags = |syn, ack, fin, rst| TcpFlags { syn, ack, fin, rst };
+        let up = from_router();
         let second = tcp(to_outside(), (A1.ip, 40_200), o, syn(), 64);
 
         assert_eq!(
@@ -477,8 +485,7 @@ fn tcp_state_tracking() -> Result<()> {
         let c = (A1.ip, 40_100);
         let o = (OUTSIDE, 80);
         let n = (NODE_IP, 40_100);
-        let up = (UPLINK_MAC, ROUTER_MAC);
-        let flags = |syn, ack, fin, rst| TcpFlags { syn, ack, fin, rst };
+        let up = from_router();
 
         dp.run(&tcp(to_outside(), c, o, syn(), 64))?;
         assert_eq!(
@@ -551,7 +558,7 @@ fn malformed_l4() -> Result<()> {
             refresh_ipv4_checksum(&mut f);
             f
         }
-        let up = (UPLINK_MAC, ROUTER_MAC);
+        let up = from_router();
         let rows = [
             (
                 "TCP header of 19 bytes",
@@ -634,7 +641,7 @@ fn uplink_unmatched_passes_to_stack() -> Result<()> {
     let config = node.config(PORT_MIN, PORT_MAX);
     node.run(move || {
         let mut dp = nat_topology(config)?;
-        let up = (UPLINK_MAC, ROUTER_MAC);
+        let up = from_router();
         let rows = [
             (
                 "UDP to the node, no connection",

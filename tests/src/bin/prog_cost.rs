@@ -287,12 +287,7 @@ fn nat_ns(runs: usize) -> Result<(f64, f64, f64)> {
             );
         }
         let snat = median_single(&mut dp, &out, runs)?;
-        let mut durations = Vec::with_capacity(runs);
-        for _ in 0..runs {
-            durations.push(dp.run_uplink(&back)?.duration);
-        }
-        durations.sort();
-        let reverse = durations[runs / 2].as_nanos() as f64;
+        let reverse = median_of(runs, || Ok(dp.run_uplink(&back)?.duration))?;
         let translated = dp.forwards(weft_common::reason::Forward::Snat)?.packets;
         let reversed = dp
             .forwards(weft_common::reason::Forward::ReverseSnat)?
@@ -337,8 +332,7 @@ fn overlay_ns(runs: usize) -> Result<OverlayCost> {
         let arriving = arriving(&inner, VNI_A, 0x08);
         let cost = |mode: u8, hook_uplink: bool, frame: &[u8]| -> Result<f64> {
             let mut dp = overlay_topology(uplink, config, mode)?;
-            let mut durations = Vec::with_capacity(runs);
-            for _ in 0..runs {
+            median_of(runs, || {
                 let run = if hook_uplink {
                     dp.run_uplink(frame)?
                 } else {
@@ -350,10 +344,8 @@ fn overlay_ns(runs: usize) -> Result<OverlayCost> {
                         run.action
                     );
                 }
-                durations.push(run.duration);
-            }
-            durations.sort();
-            Ok(durations[runs / 2].as_nanos() as f64)
+                Ok(run.duration)
+            })
         };
         let encap_bpf = cost(ENCAP_BPF, false, &out)?;
         let encap_tunnel = cost(ENCAP_TUNNEL, false, &out)?;
@@ -373,9 +365,14 @@ fn overlay_ns(runs: usize) -> Result<OverlayCost> {
 }
 
 fn median_single(dp: &mut Datapath, frame: &[u8], runs: usize) -> Result<f64> {
+    median_of(runs, || Ok(dp.run(frame)?.duration))
+}
+
+/// The median, in ns, of `runs` durations `one` measures.
+fn median_of(runs: usize, mut one: impl FnMut() -> Result<Duration>) -> Result<f64> {
     let mut durations: Vec<Duration> = Vec::with_capacity(runs);
     for _ in 0..runs {
-        durations.push(dp.run(frame)?.duration);
+        durations.push(one()?);
     }
     durations.sort();
     Ok(durations[runs / 2].as_nanos() as f64)
