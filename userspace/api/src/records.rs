@@ -1,0 +1,293 @@
+//! The model's records: what a node's store holds (the local store writes
+//! them as `state.json`), what the engine renders the kernel's state from,
+//! and what several answers show as they are.
+//!
+//! Pure data with serde and lookups; the rules that change it (validation,
+//! allocation) live in the `weft` library's `model` module. Field names are
+//! a file format: state files written by older weft builds must keep
+//! reading, so new fields default.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::mac::Mac;
+
+/// Version of the record layout.
+pub const MODEL_VERSION: u32 = 1;
+
+/// Everything weft remembers about a node.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Model {
+    pub version: u32,
+    /// Next network id to hand out; ids are never reused within one store
+    /// so stale kernel state can never be mistaken for a new network.
+    pub next_network_id: u32,
+    pub networks: Vec<Network>,
+    pub endpoints: Vec<Endpoint>,
+    /// The node's uplink (`weft node set`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeUplink>,
+    /// Published ports (`weft publish`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publications: Vec<Publication>,
+    /// Other nodes of the overlay (`weft node add`), with their pod CIDRs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_nodes: Vec<RemoteNode>,
+    /// How the node's loopback was before weft brought it up for its
+    /// gateway addresses, so it is put back once no endpoint needs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loopback_before: Option<Loopback>,
+    /// Endpoints whose container loopback weft brought up (it was down):
+    /// removing the endpoint puts it back down.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub raised_container_lo: Vec<String>,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Self {
+            version: MODEL_VERSION,
+            next_network_id: 1,
+            networks: Vec::new(),
+            endpoints: Vec::new(),
+            node: None,
+            publications: Vec::new(),
+            remote_nodes: Vec::new(),
+            loopback_before: None,
+            raised_container_lo: Vec::new(),
+        }
+    }
+}
+
+/// A loopback interface as weft found it before bringing it up.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Loopback {
+    pub up: bool,
+    /// Whether it carried 127.0.0.1 (the kernel adds it when `lo` goes up
+    /// and leaves it when it goes down).
+    pub had_localhost: bool,
+}
+
+/// The protocols a port can be published for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+/// A port published on the node's address to an endpoint's port.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Publication {
+    pub endpoint: String,
+    pub proto: Proto,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+/// How a node encapsulates overlay traffic.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Encap {
+    /// Tunnel metadata and the collect-metadata vxlan device.
+    Tunnel,
+    /// Outer headers written by the program.
+    Bpf,
+}
+
+impl Encap {
+    pub fn name(self) -> &'static str {
+        match self {
+            Encap::Tunnel => "tunnel",
+            Encap::Bpf => "bpf",
+        }
+    }
+}
+
+/// A node's pod CIDR of one network: a slice of the network's
+/// cluster-wide subnet.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PodSubnet {
+    pub network: String,
+    pub cidr: Ipv4Net,
+}
+
+/// This node's side of the overlay (`weft node set --encap`); its underlay
+/// is the uplink, its underlay address the uplink's `ip`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeOverlay {
+    pub encap: Encap,
+    pub vtep_mac: Mac,
+    /// Largest inner packet: the uplink's MTU minus VXLAN's 50 bytes.
+    pub mtu: u32,
+    /// Tunnel mode: the collect-metadata vxlan device weft creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan_ifname: Option<String>,
+    /// Its ifindex, once created.
+    #[serde(default)]
+    pub vxlan_ifindex: u32,
+    /// The XDP early drop is attached to the underlay (`--xdp`).
+    #[serde(default)]
+    pub xdp: bool,
+}
+
+/// Another node of the overlay.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RemoteNode {
+    pub name: String,
+    pub underlay_ip: Ipv4Addr,
+    pub vtep_mac: Mac,
+    pub subnets: Vec<PodSubnet>,
+}
+
+/// The node's uplink: where masqueraded traffic leaves, with which address
+/// and NAT port range.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeUplink {
+    /// Interface name in the node namespace.
+    pub uplink: String,
+    pub uplink_ifindex: u32,
+    /// The address masqueraded traffic leaves with (one of the uplink's).
+    pub ip: Ipv4Addr,
+    /// NAT port range, inclusive.
+    pub port_min: u16,
+    pub port_max: u16,
+    /// Connections the conntrack table may hold (`--conntrack-max`); `None`:
+    /// the datapath's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack_max: Option<u32>,
+    /// `net.ipv4.conf.all.forwarding` before `node set` turned it on, so
+    /// `node unset` and `teardown` put it back; `None` if it was on already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarding_before: Option<String>,
+    /// The overlay, when `node set --encap` turned it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<NodeOverlay>,
+    /// This node's pod CIDRs (`node set --subnet`): endpoints get their
+    /// addresses there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnets: Vec<PodSubnet>,
+}
+
+/// A weft network.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Network {
+    pub name: String,
+    pub id: u32,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub flood: bool,
+    /// Masquerade traffic to non-weft destinations out of the node's
+    /// uplink. Networks from state files older than masquerade read as
+    /// `false`, as their datapath entries were written without it.
+    #[serde(default)]
+    pub masquerade: bool,
+    /// Names of the networks this one routes to (always symmetric).
+    pub connected: Vec<String>,
+    /// VXLAN network identifier on the overlay; 0 (state files from before
+    /// the overlay) means the network id.
+    #[serde(default)]
+    pub vni: u32,
+}
+
+impl Network {
+    pub fn gateway_mac(&self) -> Mac {
+        Mac::gateway(self.id)
+    }
+
+    /// The VNI the overlay carries this network with.
+    pub fn overlay_vni(&self) -> u32 {
+        if self.vni == 0 { self.id } else { self.vni }
+    }
+}
+
+/// A container endpoint; also its JSON form in answers.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Endpoint {
+    pub name: String,
+    pub network: String,
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+    pub ifname: String,
+    pub host_ifname: String,
+    /// The host veth's ifindex, known once the engine created it.
+    pub host_ifindex: u32,
+    pub mtu: u32,
+    /// Index of the endpoint's counters in the per-CPU stats array.
+    pub stats_slot: u32,
+}
+
+impl Model {
+    pub fn network(&self, name: &str) -> Option<&Network> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+
+    pub fn network_mut(&mut self, name: &str) -> Option<&mut Network> {
+        self.networks.iter_mut().find(|n| n.name == name)
+    }
+
+    pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.name == name)
+    }
+
+    pub fn endpoint_mut(&mut self, name: &str) -> Option<&mut Endpoint> {
+        self.endpoints.iter_mut().find(|e| e.name == name)
+    }
+
+    /// The endpoint that holds address `ip`.
+    pub fn ip_holder(&self, ip: Ipv4Addr) -> Option<&str> {
+        self.endpoints
+            .iter()
+            .find(|e| e.ip == ip)
+            .map(|e| e.name.as_str())
+    }
+
+    /// This node's pod CIDR of network `network`, if it has one.
+    pub fn own_subnet(&self, network: &str) -> Option<Ipv4Net> {
+        self.node
+            .as_ref()?
+            .subnets
+            .iter()
+            .find(|s| s.network == network)
+            .map(|s| s.cidr)
+    }
+
+    /// The endpoints attached to network `network`, in creation order.
+    pub fn endpoints_of<'a>(&'a self, network: &'a str) -> impl Iterator<Item = &'a Endpoint> {
+        self.endpoints.iter().filter(move |e| e.network == network)
+    }
+
+    /// The node's overlay, if `node set --encap` turned it on.
+    pub fn overlay(&self) -> Option<&NodeOverlay> {
+        self.node.as_ref()?.overlay.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_files_without_newer_fields_still_read() {
+        let old = r#"{"version":1,"next_network_id":2,"networks":[{"name":"a","id":1,
+            "subnet":"10.1.0.0/24","gateway":"10.1.0.1","flood":false,"connected":[]}],
+            "endpoints":[],"reservations":[]}"#;
+        let m: Model = serde_json::from_str(old).unwrap();
+        assert_eq!(m.node, None);
+        assert!(!m.networks[0].masquerade);
+        assert_eq!(m.networks[0].overlay_vni(), 1);
+        assert_eq!(m.loopback_before, None);
+    }
+}
