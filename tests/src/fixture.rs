@@ -87,7 +87,7 @@ impl Datapath {
         let pins = PinDir::new().context("creating a bpffs pin directory")?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pins.path())
-            .load(weft::object::ebpf_object())
+            .load(weft::datapath::object::ebpf_object())
             .context("loading the weft eBPF object")?;
         for name in [
             PROG_FROM_CONTAINER,

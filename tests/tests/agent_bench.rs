@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use aya::maps::{HashMap, Map, MapData};
 use serde_json::Value;
-use weft::agent::bench::SYNTHETIC_IFINDEX;
+use weft::engine::bench::SYNTHETIC_IFINDEX;
 use weft_common::maps::{EndpointInfo, MAP_EP_BY_IF};
 use weft_tests::node::Node;
 

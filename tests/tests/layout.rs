@@ -18,7 +18,7 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
-use weft::migrate::{
+use weft::datapath::migrate::{
     self, BPF_MAP_TYPE_HASH, FDB_LAYOUT, FDB_V0, FLOOD_16_LAYOUT, FLOOD_16_MEMBERS, FLOOD_LAYOUT,
     FdbEntryV0, FloodList16, Layout,
 };
@@ -184,7 +184,7 @@ fn check_migrated(
         );
     }
     let program = programs_reloaded_onto(node, MAP_FLOOD, old_program)?;
-    let meta = migrate::read_meta(&weft::Paths::new(node.pin_dir(), "/nonexistent"))?;
+    let meta = migrate::read_meta(&weft::datapath::Paths::new(node.pin_dir(), "/nonexistent"))?;
     let rec = meta
         .iter()
         .find(|r| r.name() == MAP_FLOOD)
@@ -355,7 +355,7 @@ fn undirected_counters_are_migrated_to_the_container_direction() -> Result<()> {
         maps::{Map, PerCpuArray, PerCpuValues},
         util::nr_cpus,
     };
-    use weft::migrate::{COUNTERS_LAYOUT, UNDIRECTED_COUNTERS_LAYOUT};
+    use weft::datapath::migrate::{COUNTERS_LAYOUT, UNDIRECTED_COUNTERS_LAYOUT};
     use weft_common::{
         maps::{
             COUNTER_SLOTS, Counter, DIR_FROM_CONTAINER, MAP_DROPS, MAP_FORWARDS, MAX_REASONS,
@@ -455,10 +455,10 @@ fn programs_of_another_object_are_reloaded_and_of_this_one_adopted() -> Result<(
     node.weft(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
     let (a, _) = node.container("blue", "a")?;
     let (_b, ip_b) = node.container("blue", "b")?;
-    let paths = weft::Paths::new(node.pin_dir(), "/nonexistent");
+    let paths = weft::datapath::Paths::new(node.pin_dir(), "/nonexistent");
     let program = program_id(&node)?;
-    let ours = weft::object::object_hash();
-    let recorded = |paths: &weft::Paths| -> Result<Vec<(u32, u64)>> {
+    let ours = weft::datapath::object::object_hash();
+    let recorded = |paths: &weft::datapath::Paths| -> Result<Vec<(u32, u64)>> {
         Ok(migrate::read_meta(paths)?
             .iter()
             .filter_map(migrate::MetaRecord::program_object)
@@ -560,8 +560,8 @@ fn assert_maps_unchanged(
     Ok(())
 }
 
-fn node_paths(node: &Node) -> weft::Paths {
-    weft::Paths::new(node.pin_dir(), "/nonexistent")
+fn node_paths(node: &Node) -> weft::datapath::Paths {
+    weft::datapath::Paths::new(node.pin_dir(), "/nonexistent")
 }
 
 /// Rewrites `map`'s WEFT_META record as if a weft of layout version

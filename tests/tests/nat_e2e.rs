@@ -522,7 +522,7 @@ fn link_program(pin: &std::path::Path) -> Result<u32> {
 #[test]
 fn masquerade_survives_a_map_layout_migration() -> Result<()> {
     use aya::maps::{HashMap, IterableMap, MapData};
-    use weft::migrate::{self, FLOOD_16_LAYOUT, FLOOD_16_MEMBERS, FloodList16};
+    use weft::datapath::migrate::{self, FLOOD_16_LAYOUT, FLOOD_16_MEMBERS, FloodList16};
     use weft_common::maps::{FloodList, MAP_FLOOD, PROG_FROM_UPLINK};
 
     let (node, outside) = masquerading_node(&[])?;

@@ -5,6 +5,8 @@
 
 use std::{io, path::PathBuf};
 
+use weft_api::{ApiError, ErrorKind};
+
 /// Shorthand for results in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -69,6 +71,14 @@ pub enum Error {
         #[source]
         source: Box<aya::programs::links::LinkError>,
     },
+    /// What the request needs is not there (an agent owns the datapath, or
+    /// none runs where one must).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A failure a test asked for (`WEFT_FAIL_AT`), standing for a kernel
+    /// refusal at that step.
+    #[error("{0}")]
+    Injected(String),
     /// The saved state file is unreadable.
     #[error(
         "state file {} is corrupt; fix or remove it (then run `weft teardown`)",
@@ -146,6 +156,35 @@ pub fn netlink_errno(err: &rtnetlink::Error) -> Option<i32> {
     match err {
         rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| c.get().abs()),
         _ => None,
+    }
+}
+
+impl Error {
+    /// The API's kind of this failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Invalid(_) => ErrorKind::Invalid,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Conflict(_) => ErrorKind::Conflict,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::CorruptState { .. } => ErrorKind::Store,
+            Error::Io { .. } => ErrorKind::Internal,
+            Error::Netlink { .. }
+            | Error::Ebpf { .. }
+            | Error::Map { .. }
+            | Error::Program { .. }
+            | Error::Pin { .. }
+            | Error::Link { .. }
+            | Error::Injected(_) => ErrorKind::Kernel,
+        }
+    }
+}
+
+/// The API's form of a failure: its kind and the whole cause chain, so a
+/// command prints through the agent what it prints in-process.
+impl From<&Error> for ApiError {
+    fn from(e: &Error) -> Self {
+        ApiError::new(e.kind(), chain(e))
     }
 }
 

@@ -1,30 +1,26 @@
-//! weft's userspace library: loading and pinning the datapath, typed map
-//! access, netlink, saved state, and one module per CLI command family.
+//! weft's userspace library, in layers, each importing only those below:
 //!
-//! The `weft` binary only parses arguments and calls into [`cmd`].
+//! - [`model`]: networks, endpoints, the node, publications, IPAM, as
+//!   pure data and rules;
+//! - [`render`]: the kernel state a model describes;
+//! - [`datapath`]: kernel access (pins, migrations, typed maps, program
+//!   links, netlink, namespaces, sysctls);
+//! - [`apply`]: the smallest kernel change from one rendered state to
+//!   another, and drift checks and repairs;
+//! - [`store`]: where the model is kept (a trait; the local file);
+//! - [`engine`]: the one owner of a node's kernel state, taking requests;
+//! - [`agent`]: the engine with its API server, metrics and timers;
+//! - [`cli`]: the command line, a client of the API.
 
 pub mod agent;
-pub mod cmd;
-pub mod conntrack;
-pub mod ct_budget;
+pub mod apply;
+pub mod cli;
 pub mod datapath;
+pub mod engine;
 pub mod error;
-pub mod ipam;
 pub mod logging;
-pub mod mac;
-pub mod migrate;
-pub mod monitor;
-pub mod naming;
-pub mod netlink;
-pub mod netns;
-pub mod object;
-pub mod objlock;
-pub mod output;
-pub mod overlay;
-pub mod paths;
-pub mod reconcile;
-pub mod rollback;
-pub mod state;
+pub mod model;
+pub mod render;
+pub mod store;
 
 pub use error::{Error, Result};
-pub use paths::Paths;

@@ -114,6 +114,13 @@ impl Client {
                 body.as_deref().unwrap_or_default(),
             )
             .await?;
+        log::debug!(
+            "{} {}: {} from the weft agent (pid {})",
+            route.method,
+            route.path,
+            answer.status,
+            answer.agent_pid.map_or("?".to_owned(), |p| p.to_string())
+        );
         if (200..300).contains(&answer.status) {
             return Ok(answer);
         }

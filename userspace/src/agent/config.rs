@@ -8,8 +8,8 @@ use std::{
 use serde::Deserialize;
 
 use crate::{
+    datapath::paths::Paths,
     error::{Error, Result},
-    paths::Paths,
 };
 
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9965";
@@ -22,6 +22,9 @@ pub struct FileConfig {
     pub socket: Option<PathBuf>,
     /// Where `/metrics` is served. Default: 127.0.0.1:9965.
     pub metrics_addr: Option<String>,
+    /// Seconds between drift repairs (the kernel made to match the model
+    /// again). Default: 30.
+    pub reconcile_interval_seconds: Option<u64>,
 }
 
 /// Settings in force.
@@ -29,7 +32,11 @@ pub struct FileConfig {
 pub struct AgentConfig {
     pub socket: Option<PathBuf>,
     pub metrics_addr: SocketAddr,
+    pub reconcile_interval: std::time::Duration,
 }
+
+/// Default seconds between drift repairs.
+pub const DEFAULT_RECONCILE_SECONDS: u64 = 30;
 
 impl AgentConfig {
     /// Merges a config file (if any) under command-line flags.
@@ -50,9 +57,18 @@ impl AgentConfig {
                 "invalid metrics address '{addr_text}': expected IP:PORT, e.g. {DEFAULT_METRICS_ADDR}"
             ))
         })?;
+        let reconcile = from_file
+            .reconcile_interval_seconds
+            .unwrap_or(DEFAULT_RECONCILE_SECONDS);
+        if reconcile == 0 {
+            return Err(Error::Invalid(
+                "reconcile_interval_seconds must be at least 1".into(),
+            ));
+        }
         Ok(Self {
             socket: socket.or(from_file.socket),
             metrics_addr,
+            reconcile_interval: std::time::Duration::from_secs(reconcile),
         })
     }
 

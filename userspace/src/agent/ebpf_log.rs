@@ -14,7 +14,7 @@ use aya::{maps::MapInfo, programs::ProgramInfo};
 use aya_log::EbpfLogger;
 use weft_common::maps::{PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_NAT_EGRESS};
 
-use crate::paths::Paths;
+use crate::datapath::paths::Paths;
 
 /// How often the agent looks for rings of newly pinned programs.
 pub const RESCAN: Duration = Duration::from_secs(2);

@@ -17,13 +17,14 @@ use prometheus_client::{
 };
 use weft_common::maps::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PROG_FROM_CONTAINER};
 
+use tokio::sync::watch;
+
 use crate::{
-    cmd::ct::proto_name,
-    datapath::read_counters,
+    apply::MapDiff,
+    datapath::{conntrack, counters::read_counters, ct_budget, ip_be, paths::Paths},
+    engine::views::proto_name,
     error::{Error, Result},
-    paths::Paths,
-    reconcile::MapDiff,
-    state,
+    model::Model,
 };
 
 type Labels = Vec<(String, String)>;
@@ -104,12 +105,14 @@ impl ReconcileTally {
 #[derive(Clone)]
 struct Scraped {
     paths: Paths,
+    model: watch::Receiver<Arc<Model>>,
     reconcile: Arc<Mutex<ReconcileTally>>,
 }
 
 /// Serves `/metrics` on `addr` until the returned future is dropped.
 pub async fn serve(
     paths: Paths,
+    model: watch::Receiver<Arc<Model>>,
     reconcile: Arc<Mutex<ReconcileTally>>,
     addr: SocketAddr,
 ) -> Result<impl std::future::Future<Output = std::io::Result<()>>> {
@@ -118,7 +121,11 @@ pub async fn serve(
         .map_err(|e| Error::io(format!("cannot listen for metrics on {addr}"), e))?;
     let app = Router::new()
         .route("/metrics", get(scrape))
-        .with_state(Scraped { paths, reconcile });
+        .with_state(Scraped {
+            paths,
+            model,
+            reconcile,
+        });
     Ok(async move { axum::serve(listener, app).await })
 }
 
@@ -129,8 +136,9 @@ async fn scrape(State(s): State<Scraped>, headers: axum::http::HeaderMap) -> imp
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let model = s.model.borrow().clone();
     let rendered = match s.reconcile.lock() {
-        Ok(tally) => render(&s.paths, &tally),
+        Ok(tally) => render(&s.paths, &model, &tally),
         Err(_) => Err(Error::Invalid("the reconcile tally is poisoned".into())),
     };
     match rendered {
@@ -159,8 +167,7 @@ async fn scrape(State(s): State<Scraped>, headers: axum::http::HeaderMap) -> imp
 }
 
 /// The OpenMetrics text of every weft metric, from the pinned maps now.
-pub fn render(paths: &Paths, reconcile: &ReconcileTally) -> Result<String> {
-    let st = state::read(paths)?;
+pub fn render(paths: &Paths, st: &Model, reconcile: &ReconcileTally) -> Result<String> {
     let slots: Vec<u32> = st.endpoints.iter().map(|e| e.stats_slot).collect();
     let counters = read_counters(paths, &slots)?;
     let mut registry = Registry::with_prefix("weft");
@@ -238,7 +245,7 @@ pub fn render(paths: &Paths, reconcile: &ReconcileTally) -> Result<String> {
     networks.set(st.networks.len() as i64);
     registry.register("networks", "Networks on this node", networks);
 
-    let entries = crate::conntrack::snapshot(paths)?;
+    let entries = conntrack::snapshot(paths)?;
     let ct_entries = Gauge::<i64>::default();
     ct_entries.set(entries.len() as i64);
     registry.register(
@@ -247,7 +254,7 @@ pub fn render(paths: &Paths, reconcile: &ReconcileTally) -> Result<String> {
         ct_entries,
     );
     let connections = Gauge::<i64>::default();
-    connections.set(crate::conntrack::connection_count(&entries) as i64);
+    connections.set(conntrack::connection_count(&entries) as i64);
     registry.register(
         "conntrack_connections",
         "Connections in the conntrack table (masqueraded, published, hairpin)",
@@ -255,7 +262,7 @@ pub fn render(paths: &Paths, reconcile: &ReconcileTally) -> Result<String> {
     );
     let limit = Gauge::<i64>::default();
     limit.set(
-        crate::ct_budget::effective_limit(st.node.as_ref().and_then(|n| n.conntrack_max)) as i64,
+        ct_budget::effective_limit(st.node.as_ref().and_then(|n| n.conntrack_max)) as i64,
     );
     registry.register(
         "conntrack_connection_limit",
@@ -265,9 +272,9 @@ pub fn render(paths: &Paths, reconcile: &ReconcileTally) -> Result<String> {
     let ports_used = Family::<Labels, Gauge<i64>>::default();
     let range_size = Gauge::<i64>::default();
     if let Some(node) = &st.node {
-        let used = crate::conntrack::ports_used(
+        let used = conntrack::ports_used(
             &entries,
-            crate::datapath::ip_be(node.ip),
+            ip_be(node.ip),
             (node.port_min, node.port_max),
         );
         for proto in [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP] {

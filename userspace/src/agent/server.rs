@@ -1,0 +1,225 @@
+//! The agent's HTTP+JSON API on a unix socket: every request of
+//! [`weft_api::requests`] on its route, queued to the engine. Only the
+//! socket's owner (root) can connect.
+//!
+//! Answers are the JSON of each request's answer type (201 for creations);
+//! errors are `{"error": message, "kind": kind}` with the kind's status
+//! (400 invalid input, 422 a well-formed body of the wrong shape, 404, 409,
+//! 503, 500). Every answer carries `x-weft-agent: <pid>`.
+
+use std::path::Path;
+
+use axum::{
+    Json, Router,
+    extract::{FromRequest, Path as UrlPath, Query, Request as HttpRequest, State},
+    http::{HeaderValue, StatusCode},
+    middleware,
+    response::{IntoResponse, Response},
+    routing::{delete, get, post},
+};
+use serde::de::DeserializeOwned;
+use weft_api::{
+    AGENT_HEADER, ApiError, ErrorKind, Request,
+    error::ErrorBody,
+    requests::{
+        BenchRemove, ConnectNetworks, DisconnectNetworks, GcConntrack, InspectNetwork,
+        ListConntrack, ListEndpoints, ListNetworks, ListNodes, ListPublished, Nat, RemoveEndpoint,
+        RemoveNetwork, RemoveNode, ShowNode, Stats, Status, UnsetNode,
+    },
+};
+
+use crate::{
+    engine::queue::EngineHandle,
+    error::{Error, Result},
+};
+
+/// Binds the socket (replacing a stale one: the caller holds the agent
+/// lock) and returns the server future.
+pub fn serve(
+    engine: EngineHandle,
+    socket: &Path,
+) -> Result<impl std::future::Future<Output = std::io::Result<()>>> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    }
+    let _ = std::fs::remove_file(socket);
+    let listener = tokio::net::UnixListener::bind(socket)
+        .map_err(|e| Error::io(format!("cannot listen on {}", socket.display()), e))?;
+    let pid = HeaderValue::from(engine.startup.pid);
+    let app = Router::new()
+        .route("/v1/status", get(bare::<Status>))
+        .route(
+            "/v1/networks",
+            get(bare::<ListNetworks>).post(created::<weft_api::requests::CreateNetwork>),
+        )
+        .route(
+            "/v1/networks/{name}",
+            get(named(|name| InspectNetwork { name }.into()))
+                .delete(named(|name| RemoveNetwork { name }.into())),
+        )
+        .route(
+            "/v1/networks/{a}/connect/{b}",
+            post(pair(|a, b| ConnectNetworks { a, b }.into())),
+        )
+        .route(
+            "/v1/networks/{a}/disconnect/{b}",
+            post(pair(|a, b| DisconnectNetworks { a, b }.into())),
+        )
+        .route(
+            "/v1/endpoints",
+            get(bare::<ListEndpoints>).post(created::<weft_api::requests::AddEndpoint>),
+        )
+        .route(
+            "/v1/endpoints/{name}",
+            delete(named(|name| RemoveEndpoint { name }.into())),
+        )
+        .route("/v1/stats", get(bare::<Stats>))
+        .route(
+            "/v1/node",
+            get(bare::<ShowNode>)
+                .put(body::<weft_api::requests::SetNode>)
+                .delete(bare::<UnsetNode>),
+        )
+        .route(
+            "/v1/nodes",
+            get(bare::<ListNodes>).post(created::<weft_api::requests::AddNode>),
+        )
+        .route(
+            "/v1/nodes/{name}",
+            delete(named(|name| RemoveNode { name }.into())),
+        )
+        .route("/v1/conntrack", get(bare::<ListConntrack>))
+        .route("/v1/conntrack/gc", post(gc))
+        .route("/v1/nat", get(bare::<Nat>))
+        .route(
+            "/v1/publish",
+            get(bare::<ListPublished>)
+                .post(created::<weft_api::requests::Publish>)
+                .delete(body::<weft_api::requests::Unpublish>),
+        )
+        .route(
+            "/v1/bench/endpoints",
+            post(body::<weft_api::requests::BenchProgram>).delete(bare::<BenchRemove>),
+        )
+        .fallback(not_found)
+        .with_state(engine)
+        .layer(middleware::map_response(move |mut r: Response| {
+            let pid = pid.clone();
+            async move {
+                r.headers_mut().insert(AGENT_HEADER, pid);
+                r
+            }
+        }));
+    Ok(async move { axum::serve(listener, app).await })
+}
+
+/// The engine's answer to `request` with `status` on success.
+async fn answer(engine: &EngineHandle, request: Request, status: StatusCode) -> Response {
+    match engine.call(request).await {
+        Ok(value) => (status, Json(value)).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// A request without arguments.
+async fn bare<R: Default + Into<Request>>(State(engine): State<EngineHandle>) -> Response {
+    answer(&engine, R::default().into(), StatusCode::OK).await
+}
+
+/// A request that is its JSON body.
+async fn body<R: DeserializeOwned + Into<Request>>(
+    State(engine): State<EngineHandle>,
+    Body(req): Body<R>,
+) -> Response {
+    answer(&engine, req.into(), StatusCode::OK).await
+}
+
+/// A creation: its JSON body; 201 on success.
+async fn created<R: DeserializeOwned + Into<Request>>(
+    State(engine): State<EngineHandle>,
+    Body(req): Body<R>,
+) -> Response {
+    answer(&engine, req.into(), StatusCode::CREATED).await
+}
+
+/// A request naming one object in the path.
+fn named(
+    make: fn(String) -> Request,
+) -> impl Fn(State<EngineHandle>, UrlPath<String>) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>>
++ Clone
++ Send
++ Sync
++ 'static {
+    move |State(engine), UrlPath(name)| {
+        Box::pin(async move { answer(&engine, make(name), StatusCode::OK).await })
+    }
+}
+
+/// A request naming two networks in the path.
+fn pair(
+    make: fn(String, String) -> Request,
+) -> impl Fn(
+    State<EngineHandle>,
+    UrlPath<(String, String)>,
+) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>>
++ Clone
++ Send
++ Sync
++ 'static {
+    move |State(engine), UrlPath((a, b))| {
+        Box::pin(async move { answer(&engine, make(a, b), StatusCode::OK).await })
+    }
+}
+
+async fn gc(State(engine): State<EngineHandle>, Query(q): Query<GcConntrack>) -> Response {
+    answer(&engine, q.into(), StatusCode::OK).await
+}
+
+/// A JSON request body whose rejections (malformed JSON, wrong types,
+/// unknown or missing fields, wrong content type) are error answers naming
+/// what was wrong, with axum's status (400, 415 or 422).
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: HttpRequest, state: &S) -> std::result::Result<Self, Response> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let kind = if status == StatusCode::UNPROCESSABLE_ENTITY {
+                    ErrorKind::BadShape
+                } else {
+                    ErrorKind::BadEncoding
+                };
+                let e = ApiError::new(kind, format!("bad request body: {}", rejection.body_text()));
+                Err(with_status(status, &e))
+            }
+        }
+    }
+}
+
+async fn not_found() -> Response {
+    error_response(&ApiError::new(
+        ErrorKind::NotFound,
+        "no such route; the API serves /v1/status, /v1/networks[/{name}[/connect|disconnect/{other}]], \
+         /v1/endpoints[/{name}], /v1/stats, /v1/node, /v1/nodes[/{name}], /v1/conntrack[/gc], \
+         /v1/nat and /v1/publish",
+    ))
+}
+
+fn error_response(e: &ApiError) -> Response {
+    let status =
+        StatusCode::from_u16(e.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    with_status(status, e)
+}
+
+fn with_status(status: StatusCode, e: &ApiError) -> Response {
+    let body = ErrorBody {
+        error: e.message.clone(),
+        kind: Some(e.kind),
+    };
+    (status, Json(body)).into_response()
+}

@@ -1,0 +1,457 @@
+//! Map entries: writing the difference between two renders (a change and
+//! its rollback), and comparing a render with what the pinned maps hold
+//! (drift checks and repairs). Writes come in table order and removals in
+//! the reverse order: a lookup table before the cache in front of it, so
+//! the program never finds a cached endpoint the table lacks.
+
+use std::{
+    collections::HashMap,
+    hash::Hash,
+};
+
+use aya::{
+    Pod,
+    maps::{Array, HashMap as BpfHash, LpmTrie, Map, MapError, lpm_trie::Key},
+};
+use ipnet::Ipv4Net;
+use weft_common::maps::{
+    IPPROTO_UDP, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE, MAP_EP_STATS,
+    MAP_FDB, MAP_FLOOD, MAP_NET_LINKS, MAP_NETWORKS, MAP_NODE, MAP_OVERLAY, MAP_PUBLISH,
+    MAP_ROUTES, MAP_SUBNETS, MAP_VNIS,
+};
+
+use super::steps::Steps;
+use crate::{
+    datapath::{
+        MapSet, counters::zero_endpoint_stats, ip_be, ip_of,
+        maps::absent_ok,
+    },
+    error::{Error, Result},
+    model::Mac,
+    render::maps::DesiredMaps,
+};
+
+/// How one map differs from a render (a check), or what was changed to
+/// make it match (a repair). Entries are named by their keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MapDiff {
+    pub map: String,
+    /// Entries the render has that the map lacks (repair: added).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+    /// Entries the map holds with another value (repair: rewritten).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wrong: Vec<String>,
+    /// Entries the map holds that the render does not (repair: removed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale: Vec<String>,
+}
+
+impl MapDiff {
+    fn new(map: &str) -> Self {
+        Self {
+            map: map.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.wrong.is_empty() && self.stale.is_empty()
+    }
+
+    fn sorted(mut self) -> Self {
+        self.missing.sort();
+        self.wrong.sort();
+        self.stale.sort();
+        self
+    }
+}
+
+fn map_err(name: &str, what: &str, e: MapError) -> Error {
+    Error::map(format!("cannot {what} {name}"), e)
+}
+
+/// How entries of one kind of map are written, removed and read.
+trait Shape: Sync {
+    type K: Copy + Eq + Hash + Send + Sync;
+    type V: Copy + PartialEq + Send + Sync;
+    fn put(map: &mut Map, k: Self::K, v: Self::V) -> Result<(), MapError>;
+    /// Removes `k` (an array slot is reset to empty); absent is fine.
+    fn del(map: &mut Map, k: Self::K) -> Result<(), MapError>;
+    /// Every entry (an array's non-empty slots).
+    fn read(map: &mut Map) -> Result<HashMap<Self::K, Self::V>, MapError>;
+}
+
+struct HashShape<K, V>(std::marker::PhantomData<(K, V)>);
+struct ArrayShape<V>(std::marker::PhantomData<V>);
+struct PrefixShape<V>(std::marker::PhantomData<V>);
+
+impl<K: Pod + Eq + Hash + Send + Sync, V: Pod + PartialEq + Send + Sync> Shape
+    for HashShape<K, V>
+{
+    type K = K;
+    type V = V;
+
+    fn put(map: &mut Map, k: K, v: V) -> Result<(), MapError> {
+        BpfHash::<_, K, V>::try_from(map)?.insert(k, v, 0)
+    }
+
+    fn del(map: &mut Map, k: K) -> Result<(), MapError> {
+        absent_ok(BpfHash::<_, K, V>::try_from(map)?.remove(&k))
+    }
+
+    fn read(map: &mut Map) -> Result<HashMap<K, V>, MapError> {
+        let m = BpfHash::<_, K, V>::try_from(map)?;
+        let mut out = HashMap::new();
+        for item in m.iter() {
+            match item {
+                Ok((k, v)) => {
+                    out.insert(k, v);
+                }
+                // Deleted between the key walk and the lookup.
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl<V: Pod + PartialEq + Default + Send + Sync> Shape for ArrayShape<V> {
+    type K = u32;
+    type V = V;
+
+    fn put(map: &mut Map, k: u32, v: V) -> Result<(), MapError> {
+        Array::<_, V>::try_from(map)?.set(k, v, 0)
+    }
+
+    fn del(map: &mut Map, k: u32) -> Result<(), MapError> {
+        Array::<_, V>::try_from(map)?.set(k, V::default(), 0)
+    }
+
+    fn read(map: &mut Map) -> Result<HashMap<u32, V>, MapError> {
+        let arr = Array::<_, V>::try_from(map)?;
+        let empty = V::default();
+        let mut out = HashMap::new();
+        for slot in 0..arr.len() {
+            let v = arr.get(&slot, 0)?;
+            if v != empty {
+                out.insert(slot, v);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn lpm_key(net: &Ipv4Net) -> Key<u32> {
+    Key::new(u32::from(net.prefix_len()), ip_be(net.network()))
+}
+
+impl<V: Pod + PartialEq + Send + Sync> Shape for PrefixShape<V> {
+    type K = Ipv4Net;
+    type V = V;
+
+    fn put(map: &mut Map, k: Ipv4Net, v: V) -> Result<(), MapError> {
+        LpmTrie::<_, u32, V>::try_from(map)?.insert(&lpm_key(&k), v, 0)
+    }
+
+    fn del(map: &mut Map, k: Ipv4Net) -> Result<(), MapError> {
+        absent_ok(LpmTrie::<_, u32, V>::try_from(map)?.remove(&lpm_key(&k)))
+    }
+
+    fn read(map: &mut Map) -> Result<HashMap<Ipv4Net, V>, MapError> {
+        let trie = LpmTrie::<_, u32, V>::try_from(map)?;
+        let mut out = HashMap::new();
+        for item in trie.iter() {
+            match item {
+                Ok((k, v)) => {
+                    // A prefix length over 32 is no IPv4 prefix: remove it
+                    // under the widest name it can carry.
+                    let prefix = u8::try_from(k.prefix_len()).unwrap_or(32).min(32);
+                    let net = Ipv4Net::new(ip_of(k.data()), prefix).unwrap_or_default();
+                    out.insert(net, v);
+                }
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One map the model describes: which part of a render it holds, and how
+/// its entries are named in diffs.
+struct Table<S: Shape> {
+    map: &'static str,
+    entries: fn(&DesiredMaps) -> &HashMap<S::K, S::V>,
+    name: fn(&S::K) -> String,
+}
+
+/// The operations every table offers, whatever its shape.
+trait AnyTable: Sync {
+    fn map(&self) -> &'static str;
+    /// Writes the entries `to` has that `from` lacks or holds otherwise.
+    fn upsert(&self, maps: &mut dyn MapSet, from: &DesiredMaps, to: &DesiredMaps, steps: &mut Steps)
+    -> Result<()>;
+    /// Removes the entries `from` has that `to` lacks.
+    fn remove(&self, maps: &mut dyn MapSet, from: &DesiredMaps, to: &DesiredMaps, steps: &mut Steps)
+    -> Result<()>;
+    /// Compares the map with `to`; with `fix`, also makes it match.
+    fn sync(&self, map: &mut Map, to: &DesiredMaps, fix: bool) -> Result<MapDiff>;
+    /// `to` as a diff against an absent map.
+    fn all_missing(&self, to: &DesiredMaps) -> MapDiff;
+}
+
+impl<S: Shape> AnyTable for Table<S> {
+    fn map(&self) -> &'static str {
+        self.map
+    }
+
+    fn upsert(
+        &self,
+        maps: &mut dyn MapSet,
+        from: &DesiredMaps,
+        to: &DesiredMaps,
+        steps: &mut Steps,
+    ) -> Result<()> {
+        let (old, new) = ((self.entries)(from), (self.entries)(to));
+        for (k, v) in new {
+            if old.get(k) == Some(v) {
+                continue;
+            }
+            steps.step(|| format!("write {} {}", self.map, (self.name)(k)))?;
+            S::put(maps.map_mut(self.map)?, *k, *v).map_err(|e| map_err(self.map, "write", e))?;
+        }
+        Ok(())
+    }
+
+    fn remove(
+        &self,
+        maps: &mut dyn MapSet,
+        from: &DesiredMaps,
+        to: &DesiredMaps,
+        steps: &mut Steps,
+    ) -> Result<()> {
+        let (old, new) = ((self.entries)(from), (self.entries)(to));
+        for k in old.keys().filter(|k| !new.contains_key(*k)) {
+            steps.step(|| format!("remove {} {}", self.map, (self.name)(k)))?;
+            S::del(maps.map_mut(self.map)?, *k)
+                .map_err(|e| map_err(self.map, "remove from", e))?;
+        }
+        Ok(())
+    }
+
+    fn sync(&self, map: &mut Map, to: &DesiredMaps, fix: bool) -> Result<MapDiff> {
+        let have = S::read(map).map_err(|e| map_err(self.map, "read", e))?;
+        let want = (self.entries)(to);
+        let mut diff = MapDiff::new(self.map);
+        for (k, v) in want {
+            match have.get(k) {
+                None => diff.missing.push((self.name)(k)),
+                Some(h) if h != v => diff.wrong.push((self.name)(k)),
+                Some(_) => continue,
+            }
+            if fix {
+                S::put(map, *k, *v).map_err(|e| map_err(self.map, "write", e))?;
+            }
+        }
+        let stale: Vec<S::K> = have.keys().filter(|k| !want.contains_key(*k)).copied().collect();
+        for k in stale {
+            diff.stale.push((self.name)(&k));
+            if fix {
+                S::del(map, k).map_err(|e| map_err(self.map, "remove from", e))?;
+            }
+        }
+        Ok(diff.sorted())
+    }
+
+    fn all_missing(&self, to: &DesiredMaps) -> MapDiff {
+        let mut diff = MapDiff::new(self.map);
+        diff.missing = (self.entries)(to).keys().map(self.name).collect();
+        diff.sorted()
+    }
+}
+
+fn ip_name(ip_be: &u32) -> String {
+    ip_of(*ip_be).to_string()
+}
+
+fn slot_name(slot: &u32) -> String {
+    format!("slot {slot}")
+}
+
+fn network_name(id: &u32) -> String {
+    format!("network #{id}")
+}
+
+static NETWORKS: Table<HashShape<u32, weft_common::maps::NetworkInfo>> = Table {
+    map: MAP_NETWORKS,
+    entries: |d| &d.networks,
+    name: network_name,
+};
+static SUBNETS: Table<PrefixShape<u32>> = Table {
+    map: MAP_SUBNETS,
+    entries: |d| &d.subnets,
+    name: Ipv4Net::to_string,
+};
+static EP_BY_IP: Table<HashShape<u32, weft_common::maps::EndpointInfo>> = Table {
+    map: MAP_EP_BY_IP,
+    entries: |d| &d.ep_by_ip,
+    name: ip_name,
+};
+static EP_BY_IF: Table<HashShape<u32, weft_common::maps::EndpointInfo>> = Table {
+    map: MAP_EP_BY_IF,
+    entries: |d| &d.ep_by_if,
+    name: |ifindex| format!("ifindex {ifindex}"),
+};
+static EP_IP_CACHE: Table<ArrayShape<weft_common::maps::EndpointInfo>> = Table {
+    map: MAP_EP_IP_CACHE,
+    entries: |d| &d.ep_ip_cache,
+    name: slot_name,
+};
+static EP_IF_CACHE: Table<ArrayShape<weft_common::maps::EndpointInfo>> = Table {
+    map: MAP_EP_IF_CACHE,
+    entries: |d| &d.ep_if_cache,
+    name: slot_name,
+};
+static FDB: Table<HashShape<weft_common::maps::FdbKey, weft_common::maps::FdbEntry>> = Table {
+    map: MAP_FDB,
+    entries: |d| &d.fdb,
+    name: |k| format!("network #{} {}", k.network_id, Mac(k.mac)),
+};
+static NET_LINKS: Table<HashShape<weft_common::maps::NetPairKey, u32>> = Table {
+    map: MAP_NET_LINKS,
+    entries: |d| &d.net_links,
+    name: |k| format!("network #{} -> #{}", k.from_network, k.to_network),
+};
+static FLOOD: Table<HashShape<u32, weft_common::maps::FloodList>> = Table {
+    map: MAP_FLOOD,
+    entries: |d| &d.flood,
+    name: network_name,
+};
+static NODE: Table<ArrayShape<weft_common::maps::NodeConfig>> = Table {
+    map: MAP_NODE,
+    entries: |d| &d.node,
+    name: slot_name,
+};
+static PUBLISH: Table<HashShape<weft_common::maps::PublishKey, weft_common::maps::PublishTarget>> =
+    Table {
+        map: MAP_PUBLISH,
+        entries: |d| &d.publish,
+        name: |k| {
+            let proto = if k.proto == IPPROTO_UDP { "udp" } else { "tcp" };
+            format!("published port {}/{proto}", u16::from_be_bytes(k.port_be))
+        },
+    };
+static VNIS: Table<HashShape<u32, u32>> = Table {
+    map: MAP_VNIS,
+    entries: |d| &d.vnis,
+    name: |vni| format!("VNI {vni}"),
+};
+static ROUTES: Table<PrefixShape<weft_common::maps::OverlayRoute>> = Table {
+    map: MAP_ROUTES,
+    entries: |d| &d.routes,
+    name: Ipv4Net::to_string,
+};
+static OVERLAY: Table<ArrayShape<weft_common::maps::OverlayConfig>> = Table {
+    map: MAP_OVERLAY,
+    entries: |d| &d.overlay,
+    name: slot_name,
+};
+
+/// Every map the model describes, in write order.
+static TABLES: [&dyn AnyTable; 14] = [
+    &NETWORKS,
+    &SUBNETS,
+    &EP_BY_IP,
+    &EP_BY_IF,
+    &EP_IP_CACHE,
+    &EP_IF_CACHE,
+    &FDB,
+    &NET_LINKS,
+    &FLOOD,
+    &NODE,
+    &PUBLISH,
+    &VNIS,
+    &ROUTES,
+    &OVERLAY,
+];
+
+/// The names of the maps the model describes.
+pub fn described_maps() -> impl Iterator<Item = &'static str> {
+    TABLES.iter().map(|t| t.map())
+}
+
+/// Writes every entry `to` adds or changes against `from`, in table order,
+/// and zeroes the counter slots that change hands.
+pub fn write_changes(
+    maps: &mut dyn MapSet,
+    from: &DesiredMaps,
+    to: &DesiredMaps,
+    steps: &mut Steps,
+) -> Result<()> {
+    for (&slot, owner) in &to.stats_owners {
+        if from.stats_owners.get(&slot) != Some(owner) {
+            steps.step(|| format!("zero {MAP_EP_STATS} slot {slot}"))?;
+            zero_endpoint_stats(maps.map_mut(MAP_EP_STATS)?, slot)?;
+        }
+    }
+    for table in TABLES {
+        table.upsert(maps, from, to, steps)?;
+    }
+    Ok(())
+}
+
+/// Removes every entry `from` has and `to` lacks, in reverse table order,
+/// and zeroes the counter slots given up.
+pub fn remove_stale(
+    maps: &mut dyn MapSet,
+    from: &DesiredMaps,
+    to: &DesiredMaps,
+    steps: &mut Steps,
+) -> Result<()> {
+    for table in TABLES.iter().rev() {
+        table.remove(maps, from, to, steps)?;
+    }
+    for &slot in from.stats_owners.keys() {
+        if !to.stats_owners.contains_key(&slot) {
+            steps.step(|| format!("zero {MAP_EP_STATS} slot {slot}"))?;
+            zero_endpoint_stats(maps.map_mut(MAP_EP_STATS)?, slot)?;
+        }
+    }
+    Ok(())
+}
+
+/// Compares every described map with `to` (`open` gives a map by name,
+/// `None` when it is not pinned); with `fix`, makes each match. Only maps
+/// that differ are listed.
+pub fn sync_all(
+    mut open: impl FnMut(&'static str) -> Result<Option<Map>>,
+    to: &DesiredMaps,
+    fix: bool,
+) -> Result<Vec<MapDiff>> {
+    let mut out = Vec::new();
+    for table in TABLES {
+        let diff = match open(table.map())? {
+            Some(mut map) => table.sync(&mut map, to, fix)?,
+            None => table.all_missing(to),
+        };
+        if !diff.is_empty() {
+            out.push(diff);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn every_table_names_a_distinct_map() {
+        let names: HashSet<&str> = described_maps().collect();
+        assert_eq!(names.len(), TABLES.len());
+    }
+}

@@ -1,0 +1,185 @@
+//! Endpoints: a container network namespace plugged into a network, with
+//! an address, a MAC, a host-side interface name and a counter slot, all
+//! allocated here.
+
+use std::{collections::HashSet, net::Ipv4Addr, path::Path};
+
+use weft_api::requests::AddEndpoint;
+use weft_common::maps::MAX_ENDPOINTS;
+
+use crate::{
+    error::{Error, Result},
+    model::{
+        Endpoint, Mac, Model, ipam,
+        naming::{host_ifname, validate_ifname, validate_name},
+        require_endpoint, require_network,
+    },
+};
+
+/// Default MTU of both veth ends on a node without an overlay.
+pub const DEFAULT_MTU: u32 = 1500;
+
+/// Default interface name inside the container.
+pub const DEFAULT_IFNAME: &str = "eth0";
+
+/// The MTU an endpoint gets unless it asks: on a node with an overlay, the
+/// largest packet the overlay carries without fragmenting (the underlay's
+/// MTU less VXLAN's 50 bytes), as Flannel and Docker's overlay set it, so
+/// nothing a container sends needs the datapath's MSS clamp or
+/// fragmentation-needed answer.
+fn default_mtu(model: &Model) -> u32 {
+    model.overlay().map_or(DEFAULT_MTU, |o| o.mtu)
+}
+
+/// `model` with the endpoint `req` asks for, and the endpoint (its host
+/// ifindex 0 until the engine creates its veth).
+pub fn add(model: &Model, req: &AddEndpoint) -> Result<(Model, Endpoint)> {
+    let net = require_network(model, &req.network)?;
+    let name = match &req.name {
+        Some(n) => n.clone(),
+        None => Path::new(&req.netns)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(&req.netns)
+            .to_string(),
+    };
+    validate_name("endpoint", &name).map_err(|e| match req.name {
+        None => Error::Invalid(format!("{e} (it defaults to the netns name; pass --name)")),
+        Some(_) => e,
+    })?;
+    if model.endpoint(&name).is_some() {
+        return Err(Error::Conflict(format!(
+            "endpoint '{name}' already exists; pass another --name or remove it first"
+        )));
+    }
+    let ifname = req.ifname.clone().unwrap_or_else(|| DEFAULT_IFNAME.into());
+    validate_ifname(&ifname)?;
+    let mtu = req.mtu.unwrap_or_else(|| default_mtu(model));
+    if !(68..=65535).contains(&mtu) {
+        return Err(Error::Invalid(format!(
+            "invalid MTU {mtu}: use a value from 68 to 65535"
+        )));
+    }
+    // With an overlay, this node's pod CIDR of the network; else all of it.
+    let pool = model.own_subnet(&net.name).unwrap_or(net.subnet);
+    let ip = match &req.ip {
+        Some(s) => {
+            let ip: Ipv4Addr = s.parse().map_err(|_| {
+                Error::Invalid(format!("invalid address '{s}': expected an IPv4 address"))
+            })?;
+            ipam::check_requested(&pool, net.gateway, ip, |ip| {
+                model.ip_holder(ip).map(str::to_owned)
+            })?;
+            ip
+        }
+        None => ipam::allocate(&pool, net.gateway, |ip| model.ip_holder(ip).is_some())?,
+    };
+    let host = host_ifname(&name);
+    if let Some(other) = model.endpoints.iter().find(|e| e.host_ifname == host) {
+        return Err(Error::Conflict(format!(
+            "endpoint name '{name}' hashes to the same host interface {host} as endpoint \
+             '{}'; pass another --name",
+            other.name
+        )));
+    }
+    let ep = Endpoint {
+        name,
+        network: net.name.clone(),
+        netns: req.netns.clone(),
+        ip,
+        mac: Mac::container(ip),
+        ifname,
+        host_ifname: host,
+        host_ifindex: 0,
+        mtu,
+        stats_slot: free_stats_slot(model)?,
+    };
+    let mut new = model.clone();
+    new.endpoints.push(ep.clone());
+    Ok((new, ep))
+}
+
+/// `model` without endpoint `name` and its publications, and the endpoint.
+pub fn remove(model: &Model, name: &str) -> Result<(Model, Endpoint)> {
+    let ep = require_endpoint(model, name)?.clone();
+    let mut new = model.clone();
+    new.endpoints.retain(|e| e.name != name);
+    new.publications.retain(|p| p.endpoint != name);
+    Ok((new, ep))
+}
+
+/// The lowest counter slot no endpoint of this node uses.
+fn free_stats_slot(model: &Model) -> Result<u32> {
+    let used: HashSet<u32> = model.endpoints.iter().map(|e| e.stats_slot).collect();
+    (0..MAX_ENDPOINTS)
+        .find(|slot| !used.contains(slot))
+        .ok_or_else(|| {
+            Error::Conflict(format!(
+                "this node already has {MAX_ENDPOINTS} endpoints, the most weft supports; \
+                 remove one first"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::network;
+
+    fn blue() -> Model {
+        let req = weft_api::requests::CreateNetwork {
+            name: "blue".into(),
+            subnet: "10.1.0.0/24".into(),
+            gateway: None,
+            flood: false,
+            masquerade: true,
+            vni: None,
+        };
+        network::create(&Model::default(), &req).unwrap().0
+    }
+
+    fn req(netns: &str) -> AddEndpoint {
+        AddEndpoint {
+            network: "blue".into(),
+            netns: netns.into(),
+            ip: None,
+            name: None,
+            ifname: None,
+            mtu: None,
+        }
+    }
+
+    #[test]
+    fn add_allocates_address_mac_slot_and_names() {
+        let (m, a) = add(&blue(), &req("/run/netns/ca")).unwrap();
+        assert_eq!(a.name, "ca");
+        assert_eq!(a.ip, Ipv4Addr::new(10, 1, 0, 2));
+        assert_eq!(a.mac, Mac::container(a.ip));
+        assert_eq!((a.ifname.as_str(), a.mtu, a.stats_slot), ("eth0", 1500, 0));
+        let (m, b) = add(&m, &req("cb")).unwrap();
+        assert_eq!((b.ip, b.stats_slot), (Ipv4Addr::new(10, 1, 0, 3), 1));
+        let (gone, _) = remove(&m, "ca").unwrap();
+        let (_, c) = add(&gone, &req("cc")).unwrap();
+        assert_eq!((c.ip, c.stats_slot), (Ipv4Addr::new(10, 1, 0, 2), 0));
+    }
+
+    #[test]
+    fn add_refuses_bad_requests() {
+        let (m, _) = add(&blue(), &req("ca")).unwrap();
+        let err = |r: AddEndpoint| add(&m, &r).unwrap_err().to_string();
+        assert!(err(req("ca")).contains("already exists"));
+        let mut r = req("x");
+        r.network = "red".into();
+        assert!(err(r).contains("network 'red' does not exist"));
+        let mut r = req("x");
+        r.ip = Some("10.1.0.2".into());
+        assert!(err(r).contains("already used by endpoint 'ca'"));
+        let mut r = req("x");
+        r.ip = Some("10.2.0.2".into());
+        assert!(err(r).contains("outside"));
+        let mut r = req("x");
+        r.mtu = Some(10);
+        assert!(err(r).contains("invalid MTU"));
+        assert!(err(req("bad name")).contains("pass --name"));
+    }
+}

@@ -1,0 +1,371 @@
+//! The entries every map the model describes must hold. Pure: the same
+//! model always renders the same entries, so two renders can be diffed in
+//! memory and one render compared with what a pinned map holds.
+
+use std::collections::HashMap;
+
+use ipnet::Ipv4Net;
+use weft_common::maps::{
+    ENCAP_BPF, ENCAP_TUNNEL, EndpointInfo, FdbEntry, FdbKey, FloodList, IPPROTO_TCP, IPPROTO_UDP,
+    MAX_FLOOD, NET_FLAG_FLOOD, NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED, NODE_FLAG_PUBLISHES,
+    NetPairKey, NetworkInfo, NodeConfig, OverlayConfig, OverlayRoute, PublishKey, PublishTarget,
+    ifcache_slot, ipcache_slot,
+};
+
+use crate::{
+    datapath::ip_be,
+    model::{Encap, Endpoint, Mac, Model, Network, PodSubnet, Proto, Publication},
+};
+
+/// Every entry of every map the model describes. Array maps list the
+/// slots that must hold something; every other slot must be empty.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DesiredMaps {
+    pub networks: HashMap<u32, NetworkInfo>,
+    pub subnets: HashMap<Ipv4Net, u32>,
+    pub ep_by_ip: HashMap<u32, EndpointInfo>,
+    pub ep_by_if: HashMap<u32, EndpointInfo>,
+    pub ep_ip_cache: HashMap<u32, EndpointInfo>,
+    pub ep_if_cache: HashMap<u32, EndpointInfo>,
+    pub fdb: HashMap<FdbKey, FdbEntry>,
+    pub net_links: HashMap<NetPairKey, u32>,
+    pub flood: HashMap<u32, FloodList>,
+    pub node: HashMap<u32, NodeConfig>,
+    pub publish: HashMap<PublishKey, PublishTarget>,
+    pub vnis: HashMap<u32, u32>,
+    pub routes: HashMap<Ipv4Net, OverlayRoute>,
+    pub overlay: HashMap<u32, OverlayConfig>,
+    /// Counter slot -> owner (endpoint name): a slot whose owner changes
+    /// is zeroed, so an endpoint never inherits another's counters.
+    pub stats_owners: HashMap<u32, String>,
+}
+
+/// The datapath's view of network `net`.
+pub fn network_info(net: &Network) -> NetworkInfo {
+    let flag = |on: bool, f: u8| if on { f } else { 0 };
+    NetworkInfo {
+        gateway_ip_be: ip_be(net.gateway),
+        subnet_be: ip_be(net.subnet.network()),
+        prefix_len: net.subnet.prefix_len(),
+        flags: flag(net.flood, NET_FLAG_FLOOD) | flag(net.masquerade, NET_FLAG_MASQUERADE),
+        gateway_mac: net.gateway_mac().octets(),
+    }
+}
+
+/// The datapath's view of endpoint `ep` of network `net` (by-IP and
+/// by-ifindex tables and their caches).
+pub fn endpoint_info(ep: &Endpoint, net: &Network) -> EndpointInfo {
+    EndpointInfo {
+        ifindex: ep.host_ifindex,
+        network_id: net.id,
+        ip_be: ip_be(ep.ip),
+        stats_slot: ep.stats_slot,
+        mac: ep.mac.octets(),
+        gateway_mac: net.gateway_mac().octets(),
+    }
+}
+
+/// Where the forwarding table and flood lists deliver to endpoint `ep`.
+pub fn fdb_entry(ep: &Endpoint) -> FdbEntry {
+    FdbEntry {
+        ifindex: ep.host_ifindex,
+        stats_slot: ep.stats_slot,
+    }
+}
+
+pub fn fdb_key(network_id: u32, mac: Mac) -> FdbKey {
+    FdbKey {
+        network_id,
+        mac: mac.octets(),
+        _pad: [0; 2],
+    }
+}
+
+/// The IP protocol number of a publishable protocol.
+pub fn proto_number(proto: Proto) -> u8 {
+    match proto {
+        Proto::Tcp => IPPROTO_TCP,
+        Proto::Udp => IPPROTO_UDP,
+    }
+}
+
+/// The map key and value of publication `p` to endpoint address `ip`.
+pub fn publish_entry(p: &Publication, ip: std::net::Ipv4Addr) -> (PublishKey, PublishTarget) {
+    (
+        PublishKey {
+            port_be: p.host_port.to_be_bytes(),
+            proto: proto_number(p.proto),
+            _pad: 0,
+        },
+        PublishTarget {
+            ip_be: ip_be(ip),
+            port_be: p.container_port.to_be_bytes(),
+            _pad: [0; 2],
+        },
+    )
+}
+
+/// The node's `WEFT_NODE` entry: `NODE_FLAG_PUBLISHES` says whether any
+/// port is published (only then does the overlay's encapsulation look
+/// conntrack up for a published port's reply).
+pub fn node_config(model: &Model) -> NodeConfig {
+    let Some(node) = &model.node else {
+        return NodeConfig::default();
+    };
+    let publishes = if model.publications.is_empty() {
+        0
+    } else {
+        NODE_FLAG_PUBLISHES
+    };
+    NodeConfig {
+        uplink_ifindex: node.uplink_ifindex,
+        node_ip_be: ip_be(node.ip),
+        port_min: node.port_min,
+        port_max: node.port_max,
+        flags: NODE_FLAG_CONFIGURED | publishes,
+    }
+}
+
+/// The datapath's view of this node's overlay (all zero: off).
+pub fn overlay_config(model: &Model) -> OverlayConfig {
+    let Some((node, overlay)) = model
+        .node
+        .as_ref()
+        .and_then(|n| n.overlay.as_ref().map(|o| (n, o)))
+    else {
+        return OverlayConfig::default();
+    };
+    OverlayConfig {
+        underlay_ip_be: ip_be(node.ip),
+        underlay_ifindex: node.uplink_ifindex,
+        vxlan_ifindex: overlay.vxlan_ifindex,
+        mtu: overlay.mtu,
+        vtep_mac: overlay.vtep_mac.octets(),
+        mode: match overlay.encap {
+            Encap::Tunnel => ENCAP_TUNNEL,
+            Encap::Bpf => ENCAP_BPF,
+        },
+        _pad: 0,
+    }
+}
+
+/// The overlay routes: this node's pod CIDRs as local entries (underlay
+/// 0), every remote node's to its underlay address and VTEP MAC.
+pub fn routes(model: &Model) -> HashMap<Ipv4Net, OverlayRoute> {
+    let route = |subnet: &PodSubnet, underlay: u32, vtep: Mac| {
+        let net = model.network(&subnet.network)?;
+        Some((
+            subnet.cidr,
+            OverlayRoute {
+                underlay_ip_be: underlay,
+                vni: net.overlay_vni(),
+                network_id: net.id,
+                vtep_mac: vtep.octets(),
+                _pad: [0; 2],
+            },
+        ))
+    };
+    let own = model.node.iter().flat_map(|n| &n.subnets);
+    let local = own.filter_map(|s| route(s, 0, Mac::default()));
+    let remote = model.remote_nodes.iter().flat_map(|n| {
+        n.subnets
+            .iter()
+            .filter_map(move |s| route(s, ip_be(n.underlay_ip), n.vtep_mac))
+    });
+    local.chain(remote).collect()
+}
+
+/// Synthetic endpoints for benchmarking map programming (`POST
+/// /v1/bench/endpoints`): entries exactly like a real endpoint's, for
+/// endpoints that cannot meet real traffic (see `engine::bench`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Synthetic {
+    /// Network id, never a real network's (not in `WEFT_NETWORKS`).
+    pub network_id: u32,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Every map entry `model` (and `synthetic`) describes.
+pub fn render(model: &Model, synthetic: &Synthetic) -> DesiredMaps {
+    let mut d = DesiredMaps::default();
+    for net in &model.networks {
+        d.networks.insert(net.id, network_info(net));
+        d.subnets.insert(net.subnet.trunc(), net.id);
+        d.vnis.insert(net.overlay_vni(), net.id);
+        let mut flood = FloodList::default();
+        for ep in model.endpoints_of(&net.name).take(MAX_FLOOD) {
+            flood.members[flood.count as usize] = fdb_entry(ep);
+            flood.count += 1;
+        }
+        d.flood.insert(net.id, flood);
+        for peer in &net.connected {
+            if let Some(peer) = model.network(peer) {
+                let key = NetPairKey {
+                    from_network: net.id,
+                    to_network: peer.id,
+                };
+                d.net_links.insert(key, 1);
+            }
+        }
+    }
+    let real = model
+        .endpoints
+        .iter()
+        .filter_map(|ep| Some((ep, endpoint_info(ep, model.network(&ep.network)?))));
+    let fake = synthetic.endpoints.iter().map(|ep| {
+        let info = EndpointInfo {
+            network_id: synthetic.network_id,
+            gateway_mac: [0x02, 0, 0, 0, 0, 1],
+            ..endpoint_info(ep, &placeholder_network())
+        };
+        (ep, info)
+    });
+    for (ep, info) in real.chain(fake) {
+        d.ep_by_ip.insert(info.ip_be, info);
+        d.ep_by_if.insert(info.ifindex, info);
+        // A direct-mapped slot belongs to the first endpoint (in model
+        // order) that maps to it; the others are found through the hash.
+        d.ep_ip_cache.entry(ipcache_slot(info.ip_be)).or_insert(info);
+        d.ep_if_cache.entry(ifcache_slot(info.ifindex)).or_insert(info);
+        d.fdb
+            .insert(fdb_key(info.network_id, ep.mac), fdb_entry(ep));
+        d.stats_owners.insert(ep.stats_slot, ep.name.clone());
+    }
+    if !synthetic.endpoints.is_empty() {
+        let mut flood = FloodList::default();
+        for ep in synthetic.endpoints.iter().take(MAX_FLOOD) {
+            flood.members[flood.count as usize] = fdb_entry(ep);
+            flood.count += 1;
+        }
+        d.flood.insert(synthetic.network_id, flood);
+    }
+    for p in &model.publications {
+        if let Some(ep) = model.endpoint(&p.endpoint) {
+            let (k, v) = publish_entry(p, ep.ip);
+            d.publish.insert(k, v);
+        }
+    }
+    d.node.insert(0, node_config(model));
+    d.overlay.insert(0, overlay_config(model));
+    d.routes = routes(model);
+    d
+}
+
+fn placeholder_network() -> Network {
+    Network {
+        name: String::new(),
+        id: 0,
+        subnet: Ipv4Net::default(),
+        gateway: std::net::Ipv4Addr::UNSPECIFIED,
+        flood: false,
+        masquerade: false,
+        connected: Vec::new(),
+        vni: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use weft_api::requests::{AddEndpoint, CreateNetwork};
+
+    use super::*;
+    use crate::model::{endpoint, network};
+
+    fn model_with(endpoints: &[(&str, &str)]) -> Model {
+        let mut m = Model::default();
+        for (i, net) in ["blue", "green"].into_iter().enumerate() {
+            let req = CreateNetwork {
+                name: net.into(),
+                subnet: format!("10.{}.0.0/24", i + 1),
+                gateway: None,
+                flood: false,
+                masquerade: true,
+                vni: None,
+            };
+            m = network::create(&m, &req).unwrap().0;
+        }
+        for (i, (name, net)) in endpoints.iter().enumerate() {
+            let req = AddEndpoint {
+                network: (*net).into(),
+                netns: (*name).into(),
+                ip: None,
+                name: None,
+                ifname: None,
+                mtu: None,
+            };
+            m = endpoint::add(&m, &req).unwrap().0;
+            m.endpoints[i].host_ifindex = 10 + i as u32;
+        }
+        m
+    }
+
+    #[test]
+    fn endpoints_render_into_every_lookup_table() {
+        let m = model_with(&[("a", "blue"), ("b", "blue"), ("c", "green")]);
+        let d = render(&m, &Synthetic::default());
+        assert_eq!(d.networks.len(), 2);
+        assert_eq!(d.ep_by_ip.len(), 3);
+        let a = d.ep_by_if[&10];
+        assert_eq!(a.ip_be, ip_be(Ipv4Addr::new(10, 1, 0, 2)));
+        assert_eq!(a.gateway_mac, Mac::gateway(1).octets());
+        assert_eq!(d.ep_if_cache[&ifcache_slot(10)], a);
+        assert_eq!(d.flood[&1].count, 2);
+        assert_eq!(d.flood[&2].count, 1);
+        assert!(d.net_links.is_empty());
+        assert_eq!(d.node[&0], NodeConfig::default());
+        assert_eq!(d.stats_owners[&2], "c");
+    }
+
+    #[test]
+    fn a_cache_slot_goes_to_the_first_endpoint_mapping_to_it() {
+        let mut m = model_with(&[("a", "blue"), ("b", "blue")]);
+        // Two ifindexes one cache size apart share a slot.
+        m.endpoints[1].host_ifindex = 10 + weft_common::maps::EP_CACHE_SLOTS;
+        let d = render(&m, &Synthetic::default());
+        assert_eq!(d.ep_if_cache.len(), 1);
+        assert_eq!(d.ep_if_cache[&ifcache_slot(10)].ifindex, 10);
+        assert_eq!(d.ep_by_if.len(), 2);
+        m.endpoints.remove(0);
+        let d = render(&m, &Synthetic::default());
+        assert_eq!(
+            d.ep_if_cache[&ifcache_slot(10)].ifindex,
+            10 + weft_common::maps::EP_CACHE_SLOTS
+        );
+    }
+
+    #[test]
+    fn connections_publications_and_routes() {
+        let mut m = model_with(&[("a", "blue")]);
+        m = network::connect(&m, "blue", "green").unwrap();
+        m.node = Some(crate::model::NodeUplink {
+            uplink: "up".into(),
+            uplink_ifindex: 3,
+            ip: Ipv4Addr::new(192, 0, 2, 1),
+            port_min: 61000,
+            port_max: 65535,
+            conntrack_max: None,
+            forwarding_before: None,
+            overlay: None,
+            subnets: vec![PodSubnet {
+                network: "blue".into(),
+                cidr: "10.1.0.0/25".parse().unwrap(),
+            }],
+        });
+        m.publications.push(Publication {
+            endpoint: "a".into(),
+            proto: Proto::Udp,
+            host_port: 53,
+            container_port: 5353,
+        });
+        let d = render(&m, &Synthetic::default());
+        assert_eq!(d.net_links.len(), 2);
+        assert_eq!(d.node[&0].flags, NODE_FLAG_CONFIGURED | NODE_FLAG_PUBLISHES);
+        let (k, v) = d.publish.iter().next().unwrap();
+        assert_eq!((k.proto, u16::from_be_bytes(k.port_be)), (IPPROTO_UDP, 53));
+        assert_eq!(u16::from_be_bytes(v.port_be), 5353);
+        let local = d.routes[&"10.1.0.0/25".parse().unwrap()];
+        assert_eq!((local.underlay_ip_be, local.vni), (0, 1));
+    }
+}
