@@ -290,24 +290,6 @@ fn concurrent_endpoint_adds_through_the_agent_all_succeed() -> Result<()> {
     Ok(())
 }
 
-/// An exclusive `flock` on the agent's lock for network `name`, held until
-/// the file is dropped: what an endpoint change in that network holds.
-fn hold_network_lock(node: &Node, name: &str) -> Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
-    let dir = node.state_file().with_file_name("locks");
-    std::fs::create_dir_all(&dir)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(format!("network-{name}")))?;
-    // SAFETY: flock on an fd this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        bail!("flock: {}", std::io::Error::last_os_error());
-    }
-    Ok(file)
-}
-
 fn endpoint_add(node: &Node, network: &str, ns: &NetNs, name: &str) -> Result<Output> {
     node.weft_env(
         DEBUG,
@@ -326,13 +308,12 @@ fn endpoint_add(node: &Node, network: &str, ns: &NetNs, name: &str) -> Result<Ou
     )
 }
 
-/// Endpoint changes in different networks proceed concurrently, in one
-/// network one at a time: while blue's lock is held (as an add in blue
-/// holds it) an add in red completes and an add in blue waits. Adds of one
-/// name racing in two networks: exactly one wins, the other is refused. An
-/// add that fails after its reservation leaves state and kernel as they were.
+/// Endpoint changes arriving together are taken whole, one at a time, by
+/// the agent's engine: adds in two networks both succeed; adds of one name
+/// racing in two networks: exactly one wins, the other is refused. An add
+/// that fails in the kernel work leaves state and kernel as they were.
 #[test]
-fn endpoint_changes_serialize_per_network_only() -> Result<()> {
+fn concurrent_endpoint_changes_are_taken_whole() -> Result<()> {
     let node = Node::new()?;
     let agent = node.start_agent()?;
     for (net, subnet) in [("blue", "10.1.0.0/24"), ("red", "10.2.0.0/24")] {
@@ -344,41 +325,27 @@ fn endpoint_changes_serialize_per_network_only() -> Result<()> {
     }
     let (ns_blue, ns_red) = (NetNs::new("wtc")?, NetNs::new("wtc")?);
 
-    let blue_lock = hold_network_lock(&node, "blue")?;
-    let blue_add = node.weft_spawn(&[
-        "endpoint",
-        "add",
-        "--network",
-        "blue",
-        "--netns",
-        ns_blue.name(),
-        "--name",
-        "b1",
-    ])?;
-    let red = endpoint_add(&node, "red", &ns_red, "r1")?;
-    assert!(
-        red.status.success(),
-        "the add in red must not wait for blue: {}",
-        String::from_utf8_lossy(&red.stderr)
-    );
-    assert_eq!(served_by(&red), Some(agent.pid()));
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let mut blue_add = blue_add;
-    assert!(
-        blue_add.try_wait()?.is_none(),
-        "the add in blue must wait while blue's lock is held"
-    );
+    // Adds in two networks at once: the engine takes them in turn, each
+    // whole (the store never holds a half-made endpoint), both served by
+    // the agent.
+    let (blue, red) = std::thread::scope(|scope| {
+        let blue = scope.spawn(|| endpoint_add(&node, "blue", &ns_blue, "b1"));
+        let red = scope.spawn(|| endpoint_add(&node, "red", &ns_red, "r1"));
+        (blue.join(), red.join())
+    });
+    for out in [blue, red] {
+        let out = out.map_err(|_| anyhow::anyhow!("thread panicked"))??;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(served_by(&out), Some(agent.pid()));
+    }
     let saved = std::fs::read_to_string(node.state_file())?;
     assert!(
-        saved.contains("\"r1\"") && !saved.contains("\"b1\""),
+        saved.contains("\"r1\"") && saved.contains("\"b1\""),
         "{saved}"
-    );
-    drop(blue_lock);
-    let out = blue_add.wait_with_output()?;
-    assert!(
-        out.status.success(),
-        "the add in blue goes on once the lock is free: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
 
     // One name, two networks, at once: one add wins.

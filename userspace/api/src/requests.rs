@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::{
     records::Endpoint,
     views::{
-        Connection, ConnView, GcResult, NatView, NetworkDetail, NetworkView, NodeEntry, NodeView,
+        ConnView, Connection, GcResult, NatView, NetworkDetail, NetworkView, NodeEntry, NodeView,
         PublishView, Removed, StatsView, StatusView, TeardownView, Timing,
     },
 };
@@ -160,6 +160,12 @@ macro_rules! named {
         pub struct $name {
             pub name: String,
         }
+
+        impl From<String> for $name {
+            fn from(name: String) -> Self {
+                Self { name }
+            }
+        }
     )*};
 }
 
@@ -181,11 +187,23 @@ pub struct ConnectNetworks {
     pub b: String,
 }
 
+impl From<(String, String)> for ConnectNetworks {
+    fn from((a, b): (String, String)) -> Self {
+        Self { a, b }
+    }
+}
+
 /// `POST /v1/networks/{a}/disconnect/{b}`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DisconnectNetworks {
     pub a: String,
     pub b: String,
+}
+
+impl From<(String, String)> for DisconnectNetworks {
+    fn from((a, b): (String, String)) -> Self {
+        Self { a, b }
+    }
 }
 
 /// A request without arguments.
@@ -311,7 +329,9 @@ impl Request {
             Request::Status(_) => ("GET", "/v1/status".to_owned(), None),
             Request::ListNetworks(_) => ("GET", "/v1/networks".to_owned(), None),
             Request::CreateNetwork(r) => ("POST", "/v1/networks".to_owned(), json(r)),
-            Request::InspectNetwork(r) => ("GET", format!("/v1/networks/{}", segment(&r.name)), None),
+            Request::InspectNetwork(r) => {
+                ("GET", format!("/v1/networks/{}", segment(&r.name)), None)
+            }
             Request::RemoveNetwork(r) => {
                 ("DELETE", format!("/v1/networks/{}", segment(&r.name)), None)
             }
@@ -322,14 +342,20 @@ impl Request {
             ),
             Request::DisconnectNetworks(r) => (
                 "POST",
-                format!("/v1/networks/{}/disconnect/{}", segment(&r.a), segment(&r.b)),
+                format!(
+                    "/v1/networks/{}/disconnect/{}",
+                    segment(&r.a),
+                    segment(&r.b)
+                ),
                 None,
             ),
             Request::ListEndpoints(_) => ("GET", "/v1/endpoints".to_owned(), None),
             Request::AddEndpoint(r) => ("POST", "/v1/endpoints".to_owned(), json(r)),
-            Request::RemoveEndpoint(r) => {
-                ("DELETE", format!("/v1/endpoints/{}", segment(&r.name)), None)
-            }
+            Request::RemoveEndpoint(r) => (
+                "DELETE",
+                format!("/v1/endpoints/{}", segment(&r.name)),
+                None,
+            ),
             Request::Stats(_) => ("GET", "/v1/stats".to_owned(), None),
             Request::ShowNode(_) => ("GET", "/v1/node".to_owned(), None),
             Request::SetNode(r) => ("PUT", "/v1/node".to_owned(), json(r)),

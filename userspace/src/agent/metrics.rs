@@ -15,9 +15,8 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use weft_common::maps::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PROG_FROM_CONTAINER};
-
 use tokio::sync::watch;
+use weft_common::maps::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PROG_FROM_CONTAINER};
 
 use crate::{
     apply::MapDiff,
@@ -261,9 +260,7 @@ pub fn render(paths: &Paths, st: &Model, reconcile: &ReconcileTally) -> Result<S
         connections,
     );
     let limit = Gauge::<i64>::default();
-    limit.set(
-        ct_budget::effective_limit(st.node.as_ref().and_then(|n| n.conntrack_max)) as i64,
-    );
+    limit.set(ct_budget::effective_limit(st.node.as_ref().and_then(|n| n.conntrack_max)) as i64);
     registry.register(
         "conntrack_connection_limit",
         "Connections past which new ones are dropped (conntrack_full)",
@@ -272,11 +269,7 @@ pub fn render(paths: &Paths, st: &Model, reconcile: &ReconcileTally) -> Result<S
     let ports_used = Family::<Labels, Gauge<i64>>::default();
     let range_size = Gauge::<i64>::default();
     if let Some(node) = &st.node {
-        let used = conntrack::ports_used(
-            &entries,
-            ip_be(node.ip),
-            (node.port_min, node.port_max),
-        );
+        let used = conntrack::ports_used(&entries, ip_be(node.ip), (node.port_min, node.port_max));
         for proto in [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP] {
             let l = vec![("proto".to_owned(), proto_name(proto))];
             let n = used.get(&proto).map_or(0, |u| u.0);

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod ebpf_log;
 pub mod metrics;
+pub mod queue;
 pub mod server;
 
 use std::{
@@ -21,7 +22,7 @@ use std::{
 pub use self::config::AgentConfig;
 use crate::{
     datapath::paths::Paths,
-    engine::{locks, queue},
+    engine::locks,
     error::{Error, Result},
 };
 
@@ -43,8 +44,13 @@ pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
 
     let socket = config.socket_path(paths);
     let api = server::serve(engine.clone(), &socket)?;
-    let metrics =
-        metrics::serve(paths.clone(), engine.model.clone(), tally, config.metrics_addr).await?;
+    let metrics = metrics::serve(
+        paths.clone(),
+        engine.model.clone(),
+        tally,
+        config.metrics_addr,
+    )
+    .await?;
     println!(
         "weft agent: api on {}, metrics on http://{}/metrics",
         socket.display(),
@@ -71,7 +77,8 @@ pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
 /// Queues a conntrack collection every [`CT_GC_INTERVAL`] (so expired NAT
 /// ports are handed out again) and a drift repair every `reconcile`.
 async fn timers(engine: queue::EngineHandle, reconcile: Duration) {
-    let mut gc = tokio::time::interval_at(tokio::time::Instant::now() + CT_GC_INTERVAL, CT_GC_INTERVAL);
+    let mut gc =
+        tokio::time::interval_at(tokio::time::Instant::now() + CT_GC_INTERVAL, CT_GC_INTERVAL);
     gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut repair = tokio::time::interval_at(tokio::time::Instant::now() + reconcile, reconcile);
     repair.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

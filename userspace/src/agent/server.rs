@@ -29,7 +29,7 @@ use weft_api::{
 };
 
 use crate::{
-    engine::queue::EngineHandle,
+    agent::queue::EngineHandle,
     error::{Error, Result},
 };
 
@@ -55,25 +55,21 @@ pub fn serve(
         )
         .route(
             "/v1/networks/{name}",
-            get(named(|name| InspectNetwork { name }.into()))
-                .delete(named(|name| RemoveNetwork { name }.into())),
+            get(named::<InspectNetwork>).delete(named::<RemoveNetwork>),
         )
         .route(
             "/v1/networks/{a}/connect/{b}",
-            post(pair(|a, b| ConnectNetworks { a, b }.into())),
+            post(pair::<ConnectNetworks>),
         )
         .route(
             "/v1/networks/{a}/disconnect/{b}",
-            post(pair(|a, b| DisconnectNetworks { a, b }.into())),
+            post(pair::<DisconnectNetworks>),
         )
         .route(
             "/v1/endpoints",
             get(bare::<ListEndpoints>).post(created::<weft_api::requests::AddEndpoint>),
         )
-        .route(
-            "/v1/endpoints/{name}",
-            delete(named(|name| RemoveEndpoint { name }.into())),
-        )
+        .route("/v1/endpoints/{name}", delete(named::<RemoveEndpoint>))
         .route("/v1/stats", get(bare::<Stats>))
         .route(
             "/v1/node",
@@ -85,10 +81,7 @@ pub fn serve(
             "/v1/nodes",
             get(bare::<ListNodes>).post(created::<weft_api::requests::AddNode>),
         )
-        .route(
-            "/v1/nodes/{name}",
-            delete(named(|name| RemoveNode { name }.into())),
-        )
+        .route("/v1/nodes/{name}", delete(named::<RemoveNode>))
         .route("/v1/conntrack", get(bare::<ListConntrack>))
         .route("/v1/conntrack/gc", post(gc))
         .route("/v1/nat", get(bare::<Nat>))
@@ -144,32 +137,19 @@ async fn created<R: DeserializeOwned + Into<Request>>(
 }
 
 /// A request naming one object in the path.
-fn named(
-    make: fn(String) -> Request,
-) -> impl Fn(State<EngineHandle>, UrlPath<String>) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>>
-+ Clone
-+ Send
-+ Sync
-+ 'static {
-    move |State(engine), UrlPath(name)| {
-        Box::pin(async move { answer(&engine, make(name), StatusCode::OK).await })
-    }
+async fn named<R: From<String> + Into<Request>>(
+    State(engine): State<EngineHandle>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    answer(&engine, R::from(name).into(), StatusCode::OK).await
 }
 
 /// A request naming two networks in the path.
-fn pair(
-    make: fn(String, String) -> Request,
-) -> impl Fn(
-    State<EngineHandle>,
-    UrlPath<(String, String)>,
-) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>>
-+ Clone
-+ Send
-+ Sync
-+ 'static {
-    move |State(engine), UrlPath((a, b))| {
-        Box::pin(async move { answer(&engine, make(a, b), StatusCode::OK).await })
-    }
+async fn pair<R: From<(String, String)> + Into<Request>>(
+    State(engine): State<EngineHandle>,
+    UrlPath(names): UrlPath<(String, String)>,
+) -> Response {
+    answer(&engine, R::from(names).into(), StatusCode::OK).await
 }
 
 async fn gc(State(engine): State<EngineHandle>, Query(q): Query<GcConntrack>) -> Response {

@@ -4,10 +4,7 @@
 //! the reverse order: a lookup table before the cache in front of it, so
 //! the program never finds a cached endpoint the table lacks.
 
-use std::{
-    collections::HashMap,
-    hash::Hash,
-};
+use std::{collections::HashMap, hash::Hash};
 
 use aya::{
     Pod,
@@ -22,10 +19,7 @@ use weft_common::maps::{
 
 use super::steps::Steps;
 use crate::{
-    datapath::{
-        MapSet, counters::zero_endpoint_stats, ip_be, ip_of,
-        maps::absent_ok,
-    },
+    datapath::{MapSet, counters::zero_endpoint_stats, ip_be, ip_of, maps::absent_ok},
     error::{Error, Result},
     model::Mac,
     render::maps::DesiredMaps,
@@ -86,9 +80,7 @@ struct HashShape<K, V>(std::marker::PhantomData<(K, V)>);
 struct ArrayShape<V>(std::marker::PhantomData<V>);
 struct PrefixShape<V>(std::marker::PhantomData<V>);
 
-impl<K: Pod + Eq + Hash + Send + Sync, V: Pod + PartialEq + Send + Sync> Shape
-    for HashShape<K, V>
-{
+impl<K: Pod + Eq + Hash + Send + Sync, V: Pod + PartialEq + Send + Sync> Shape for HashShape<K, V> {
     type K = K;
     type V = V;
 
@@ -191,11 +183,21 @@ struct Table<S: Shape> {
 trait AnyTable: Sync {
     fn map(&self) -> &'static str;
     /// Writes the entries `to` has that `from` lacks or holds otherwise.
-    fn upsert(&self, maps: &mut dyn MapSet, from: &DesiredMaps, to: &DesiredMaps, steps: &mut Steps)
-    -> Result<()>;
+    fn upsert(
+        &self,
+        maps: &mut dyn MapSet,
+        from: &DesiredMaps,
+        to: &DesiredMaps,
+        steps: &mut Steps,
+    ) -> Result<()>;
     /// Removes the entries `from` has that `to` lacks.
-    fn remove(&self, maps: &mut dyn MapSet, from: &DesiredMaps, to: &DesiredMaps, steps: &mut Steps)
-    -> Result<()>;
+    fn remove(
+        &self,
+        maps: &mut dyn MapSet,
+        from: &DesiredMaps,
+        to: &DesiredMaps,
+        steps: &mut Steps,
+    ) -> Result<()>;
     /// Compares the map with `to`; with `fix`, also makes it match.
     fn sync(&self, map: &mut Map, to: &DesiredMaps, fix: bool) -> Result<MapDiff>;
     /// `to` as a diff against an absent map.
@@ -235,8 +237,7 @@ impl<S: Shape> AnyTable for Table<S> {
         let (old, new) = ((self.entries)(from), (self.entries)(to));
         for k in old.keys().filter(|k| !new.contains_key(*k)) {
             steps.step(|| format!("remove {} {}", self.map, (self.name)(k)))?;
-            S::del(maps.map_mut(self.map)?, *k)
-                .map_err(|e| map_err(self.map, "remove from", e))?;
+            S::del(maps.map_mut(self.map)?, *k).map_err(|e| map_err(self.map, "remove from", e))?;
         }
         Ok(())
     }
@@ -255,7 +256,11 @@ impl<S: Shape> AnyTable for Table<S> {
                 S::put(map, *k, *v).map_err(|e| map_err(self.map, "write", e))?;
             }
         }
-        let stale: Vec<S::K> = have.keys().filter(|k| !want.contains_key(*k)).copied().collect();
+        let stale: Vec<S::K> = have
+            .keys()
+            .filter(|k| !want.contains_key(*k))
+            .copied()
+            .collect();
         for k in stale {
             diff.stale.push((self.name)(&k));
             if fix {

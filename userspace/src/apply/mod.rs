@@ -195,7 +195,11 @@ fn detach(
 ) -> Result<()> {
     if net_from.forwarding && !net_to.forwarding {
         // The value before weft turned it on; `None`: it was on already.
-        if let Some(before) = from.node.as_ref().and_then(|n| n.forwarding_before.as_ref()) {
+        if let Some(before) = from
+            .node
+            .as_ref()
+            .and_then(|n| n.forwarding_before.as_ref())
+        {
             steps.step(|| format!("put IPv4 forwarding back to {before}"))?;
             sysctl::write(sysctl::FORWARDING, before)?;
         }

@@ -36,10 +36,12 @@ impl Backend {
             match client.call(request.clone()).await {
                 Err(ClientError::NoAgent(_)) => {}
                 Err(ClientError::Api(e)) => return Err(e),
-                Err(e) => return Err(ApiError::from(&Error::io(
-                    "the weft agent failed",
-                    std::io::Error::other(crate::error::chain(&e)),
-                ))),
+                Err(e) => {
+                    return Err(ApiError::from(&Error::io(
+                        "the weft agent failed",
+                        std::io::Error::other(crate::error::chain(&e)),
+                    )));
+                }
                 Ok(answer) => return Ok(answer),
             }
         }

@@ -13,8 +13,8 @@ use clap::{Args, Parser, Subcommand};
 use weft_api::requests::{
     AddEndpoint, AddNode, ConnectNetworks, CreateNetwork, DisconnectNetworks, GcConntrack,
     InspectNetwork, ListConntrack, ListEndpoints, ListNetworks, ListNodes, ListPublished, Nat,
-    Publish, RemoveEndpoint, RemoveNetwork, RemoveNode, SetNode, ShowNode, Stats, Status,
-    Teardown, Unpublish, UnsetNode,
+    Publish, RemoveEndpoint, RemoveNetwork, RemoveNode, SetNode, ShowNode, Stats, Status, Teardown,
+    Unpublish, UnsetNode,
 };
 
 use self::{
@@ -341,7 +341,6 @@ enum EndpointCmd {
     /// List endpoints.
     Ls(OutputArg),
 }
-
 
 /// Parses the command line and runs it; the binary's whole job.
 pub fn main() {

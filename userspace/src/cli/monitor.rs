@@ -152,7 +152,7 @@ pub async fn run(
             if !wanted {
                 continue;
             }
-            let view = view(&event, &st, &clock);
+            let view = view(&event, st, &clock);
             let line = if json {
                 serde_json::to_string(&view).unwrap_or_default()
             } else {

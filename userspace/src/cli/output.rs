@@ -7,8 +7,8 @@ use serde::Serialize;
 use weft_api::{
     records::Endpoint,
     views::{
-        ConnView, GcResult, NatView, NetworkDetail, NetworkView, NodeEntry, NodeView,
-        Ordered, CounterView, PublishView, StatsView, StatusView, Tuple,
+        ConnView, CounterView, GcResult, NatView, NetworkDetail, NetworkView, NodeEntry, NodeView,
+        Ordered, PublishView, StatsView, StatusView, Tuple,
     },
 };
 
@@ -66,7 +66,6 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-
 fn network_row(n: &NetworkView) -> Vec<String> {
     vec![
         n.name.clone(),
@@ -85,7 +84,6 @@ fn network_row(n: &NetworkView) -> Vec<String> {
         n.endpoints.to_string(),
     ]
 }
-
 
 const NETWORK_HEADERS: [&str; 10] = [
     "NAME",
@@ -106,7 +104,6 @@ impl Render for Vec<NetworkView> {
         table(&NETWORK_HEADERS, &rows)
     }
 }
-
 
 impl Render for NetworkDetail {
     fn table(&self) -> String {
@@ -166,7 +163,6 @@ impl Render for Vec<Endpoint> {
     }
 }
 
-
 impl Render for StatsView {
     fn table(&self) -> String {
         let counters = |title: &str, entries: &Ordered<CounterView>| {
@@ -208,7 +204,6 @@ impl Render for StatsView {
         out
     }
 }
-
 
 impl Render for NodeView {
     fn table(&self) -> String {
@@ -379,10 +374,7 @@ impl Render for NatView {
             "masquerade address {ip}, ports {}\n",
             self.ports.as_deref().unwrap_or("-")
         );
-        out.push_str(&table(
-            &["PROTO", "PORTS USED", "CONNECTIONS"],
-            &rows,
-        ));
+        out.push_str(&table(&["PROTO", "PORTS USED", "CONNECTIONS"], &rows));
         out.push_str(&format!(
             "conntrack: {} of {} connections\n",
             self.conntrack.connections, self.conntrack.limit

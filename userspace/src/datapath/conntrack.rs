@@ -13,12 +13,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap};
 
 use aya::maps::{HashMap, MapData};
 use nix::time::{ClockId, clock_gettime};
+use weft_api::views::GcResult;
 use weft_common::maps::{
     CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CT_TCP_CLOSED, CtEntry, CtKey,
     IPPROTO_ICMP, IPPROTO_TCP, MAP_CT, MAP_CT_CLOSING,
 };
-
-use weft_api::views::GcResult;
 
 use crate::{
     datapath::{ct_budget, maps::open_pinned, paths::Paths},

@@ -97,12 +97,14 @@ pub fn read_counters(paths: &Paths, slots: &[u32]) -> Result<Counters> {
     for &slot in slots {
         let stats = match &ep_map {
             Some(m) => match m.get(&slot, 0) {
-                Ok(v) => v.iter().fold(EndpointStats::default(), |a, s| EndpointStats {
-                    rx_packets: a.rx_packets + s.rx_packets,
-                    rx_bytes: a.rx_bytes + s.rx_bytes,
-                    tx_packets: a.tx_packets + s.tx_packets,
-                    tx_bytes: a.tx_bytes + s.tx_bytes,
-                }),
+                Ok(v) => v
+                    .iter()
+                    .fold(EndpointStats::default(), |a, s| EndpointStats {
+                        rx_packets: a.rx_packets + s.rx_packets,
+                        rx_bytes: a.rx_bytes + s.rx_bytes,
+                        tx_packets: a.tx_packets + s.tx_packets,
+                        tx_bytes: a.tx_bytes + s.tx_bytes,
+                    }),
                 Err(e) if is_absent(&e) => EndpointStats::default(),
                 Err(e) => return Err(Error::map(format!("cannot read {MAP_EP_STATS}"), e)),
             },

@@ -92,9 +92,9 @@ pub fn attach_xdp(dp: &mut Datapath, ifname: &str) -> Result<()> {
         prog.load()
             .map_err(|e| Error::program(format!("the kernel rejected {PROG_XDP_UNDERLAY}"), e))?;
     }
-    let id = prog.attach(ifname, XdpMode::Default).map_err(|e| {
-        Error::program(format!("cannot attach {PROG_XDP_UNDERLAY} to {ifname}"), e)
-    })?;
+    let id = prog
+        .attach(ifname, XdpMode::Default)
+        .map_err(|e| Error::program(format!("cannot attach {PROG_XDP_UNDERLAY} to {ifname}"), e))?;
     let link: FdLink = prog
         .take_link(id)
         .map_err(|e| Error::program(format!("cannot take the XDP link on {ifname}"), e))?

@@ -18,7 +18,6 @@ use rtnetlink::{
     AddressMessageBuilder, Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
     RouteMessageBuilder,
 };
-
 use weft_api::Mac;
 
 use crate::error::{Error, Result, netlink_errno};

@@ -49,7 +49,12 @@ fn synthetic(i: u32, slot: u32) -> Endpoint {
 
 /// Programs `count` synthetic endpoints (replacing any programmed before).
 pub async fn program(engine: &mut Engine, count: u32) -> Result<Timing> {
-    let used: HashSet<u32> = engine.model().endpoints.iter().map(|e| e.stats_slot).collect();
+    let used: HashSet<u32> = engine
+        .model()
+        .endpoints
+        .iter()
+        .map(|e| e.stats_slot)
+        .collect();
     let slots: Vec<u32> = (0..MAX_ENDPOINTS)
         .filter(|s| !used.contains(s))
         .take(count as usize)
@@ -63,7 +68,10 @@ pub async fn program(engine: &mut Engine, count: u32) -> Result<Timing> {
     }
     let wanted = Synthetic {
         network_id: SYNTHETIC_NETWORK,
-        endpoints: (0..count).zip(slots).map(|(i, s)| synthetic(i, s)).collect(),
+        endpoints: (0..count)
+            .zip(slots)
+            .map(|(i, s)| synthetic(i, s))
+            .collect(),
     };
     if !engine.synthetic.endpoints.is_empty() {
         remove(engine).await?;

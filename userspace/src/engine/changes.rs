@@ -12,10 +12,11 @@ use crate::{
     datapath::{conntrack, netlink::Netlink, netns, sysctl},
     error::{Error, Result},
     model::{
-        Endpoint, Model, endpoint, network,
+        Endpoint, Model, endpoint,
+        naming::temp_peer_ifname,
+        network,
         node::{self, UplinkFacts},
         publish, remote,
-        naming::temp_peer_ifname,
     },
 };
 
@@ -79,7 +80,10 @@ pub(super) async fn handle(engine: &mut Engine, request: Request) -> Result<serd
         Request::Publish(req) => {
             let (model, added) = engine.plan(|m| publish::publish(m, &req)).await?;
             let model = engine.commit_model(model).await?;
-            let shown: Vec<_> = added.iter().map(|p| views::publication(&model, p)).collect();
+            let shown: Vec<_> = added
+                .iter()
+                .map(|p| views::publication(&model, p))
+                .collect();
             answer(&shown)
         }
         Request::Unpublish(req) => {

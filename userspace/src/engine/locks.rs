@@ -48,16 +48,15 @@ pub fn agent(paths: &Paths) -> Result<Held> {
     paths.prepare_state_dir()?;
     let path = agent_lock_path(paths);
     let holder = std::fs::read_to_string(&path).unwrap_or_default();
-    let mut lock = Flock::lock(open(&path)?, FlockArg::LockExclusiveNonblock).map_err(
-        |(_, errno)| {
+    let mut lock =
+        Flock::lock(open(&path)?, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
             Error::Conflict(format!(
                 "another weft agent already runs for this node (pid {}, lock {}: {errno}); \
                  stop it first",
                 holder.trim(),
                 path.display()
             ))
-        },
-    )?;
+        })?;
     lock.set_len(0)
         .and_then(|()| write!(lock, "{}", std::process::id()))
         .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
@@ -91,7 +90,9 @@ pub fn writer(paths: &Paths, agent: bool) -> Result<Held> {
     let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => return Ok(Held { _lock: lock }),
         Err((file, Errno::EWOULDBLOCK)) => file,
-        Err((_, errno)) => return Err(Error::sys(format!("cannot lock {}", path.display()), errno)),
+        Err((_, errno)) => {
+            return Err(Error::sys(format!("cannot lock {}", path.display()), errno));
+        }
     };
     if !agent && let Some(pid) = agent_running(paths)? {
         return Err(Error::Unavailable(format!(

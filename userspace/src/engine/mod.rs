@@ -7,14 +7,13 @@
 //! so the kernel and the store end as they were; no change carries undo
 //! code of its own.
 //!
-//! The agent runs one engine for its life ([`queue`]); a command run
+//! The agent runs one engine for its life (`agent::queue`); a command run
 //! without an agent runs one in-process for that command. Reads answer
 //! from the model and the pinned maps without loading anything.
 
 pub mod bench;
 mod changes;
 pub mod locks;
-pub mod queue;
 mod reads;
 pub mod teardown;
 pub mod views;
@@ -91,9 +90,7 @@ impl Engine {
     pub async fn new(paths: &Paths, role: Role) -> Result<Self> {
         let store = FileStore::new(paths);
         let snapshot = store.read_now()?;
-        let fail_at = std::env::var(FAIL_AT_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok());
+        let fail_at = std::env::var(FAIL_AT_ENV).ok().and_then(|v| v.parse().ok());
         let (published, _) = watch::channel(Arc::new(snapshot.model.clone()));
         Ok(Self {
             paths: paths.clone(),

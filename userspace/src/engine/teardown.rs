@@ -52,7 +52,10 @@ pub async fn run(engine: &mut Engine) -> Result<TeardownView> {
     {
         log::warn!("{}", chain(&e));
     }
-    if let Some(before) = model.node.as_ref().and_then(|n| n.forwarding_before.as_ref())
+    if let Some(before) = model
+        .node
+        .as_ref()
+        .and_then(|n| n.forwarding_before.as_ref())
         && let Err(e) = sysctl::write(sysctl::FORWARDING, before)
     {
         log::warn!("{}", chain(&e));

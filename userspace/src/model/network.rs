@@ -188,7 +188,12 @@ mod tests {
         let m = connect(&m, "a", "b").unwrap();
         assert_eq!(m.network("b").unwrap().connected, ["a"]);
         assert!(connect(&m, "b", "a").is_err());
-        assert!(connect(&m, "a", "a").unwrap_err().to_string().contains("itself"));
+        assert!(
+            connect(&m, "a", "a")
+                .unwrap_err()
+                .to_string()
+                .contains("itself")
+        );
         let gone = remove(&m, "a").unwrap();
         assert!(gone.network("b").unwrap().connected.is_empty());
         let m = disconnect(&m, "b", "a").unwrap();

@@ -72,11 +72,7 @@ pub fn parse(req: &SetNode) -> Result<NodeRequest> {
         Some(p) => parse_ports(p)?,
         None => DEFAULT_PORTS,
     };
-    let encap = req
-        .encap
-        .as_deref()
-        .map(overlay::parse_encap)
-        .transpose()?;
+    let encap = req.encap.as_deref().map(overlay::parse_encap).transpose()?;
     let vtep_mac = match &req.vtep_mac {
         Some(_) if encap.is_none() => {
             return Err(Error::Invalid(
@@ -256,7 +252,10 @@ mod tests {
         assert_eq!(node.forwarding_before.as_deref(), Some("0"));
         assert_eq!((node.port_min, node.port_max), DEFAULT_PORTS);
         let o = node.overlay.as_ref().unwrap();
-        assert_eq!((o.mtu, o.vxlan_ifname.as_deref()), (1450, Some(VXLAN_IFNAME)));
+        assert_eq!(
+            (o.mtu, o.vxlan_ifname.as_deref()),
+            (1450, Some(VXLAN_IFNAME))
+        );
         assert_eq!(o.vtep_mac, Mac::vtep(Ipv4Addr::new(192, 0, 2, 1)));
         // Set again: the value before the first set is what unset restores.
         let mut on = facts();

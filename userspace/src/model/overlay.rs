@@ -11,7 +11,6 @@ use crate::{
     model::{Encap, Mac, Model, PodSubnet, require_network},
 };
 
-
 /// Parses `--encap`.
 pub fn parse_encap(text: &str) -> Result<Encap> {
     match text {

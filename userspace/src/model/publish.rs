@@ -132,7 +132,6 @@ pub fn parse_spec(spec: &str, host_only: bool) -> Result<Spec> {
     })
 }
 
-
 /// `model` with `req`'s ports published (all or none), and the new
 /// publications in host port order.
 pub fn publish(model: &Model, req: &Publish) -> Result<(Model, Vec<Publication>)> {

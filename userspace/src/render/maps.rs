@@ -225,8 +225,12 @@ pub fn render(model: &Model, synthetic: &Synthetic) -> DesiredMaps {
         d.ep_by_if.insert(info.ifindex, info);
         // A direct-mapped slot belongs to the first endpoint (in model
         // order) that maps to it; the others are found through the hash.
-        d.ep_ip_cache.entry(ipcache_slot(info.ip_be)).or_insert(info);
-        d.ep_if_cache.entry(ifcache_slot(info.ifindex)).or_insert(info);
+        d.ep_ip_cache
+            .entry(ipcache_slot(info.ip_be))
+            .or_insert(info);
+        d.ep_if_cache
+            .entry(ifcache_slot(info.ifindex))
+            .or_insert(info);
         d.fdb
             .insert(fdb_key(info.network_id, ep.mac), fdb_entry(ep));
         d.stats_owners.insert(ep.stats_slot, ep.name.clone());
@@ -245,8 +249,15 @@ pub fn render(model: &Model, synthetic: &Synthetic) -> DesiredMaps {
             d.publish.insert(k, v);
         }
     }
-    d.node.insert(0, node_config(model));
-    d.overlay.insert(0, overlay_config(model));
+    // An array slot holding the default is an empty one.
+    let node = node_config(model);
+    if node != NodeConfig::default() {
+        d.node.insert(0, node);
+    }
+    let overlay = overlay_config(model);
+    if overlay != OverlayConfig::default() {
+        d.overlay.insert(0, overlay);
+    }
     d.routes = routes(model);
     d
 }
@@ -314,7 +325,7 @@ mod tests {
         assert_eq!(d.flood[&1].count, 2);
         assert_eq!(d.flood[&2].count, 1);
         assert!(d.net_links.is_empty());
-        assert_eq!(d.node[&0], NodeConfig::default());
+        assert!(d.node.is_empty(), "no node: WEFT_NODE stays empty");
         assert_eq!(d.stats_owners[&2], "c");
     }
 

@@ -30,8 +30,11 @@ pub trait Store: Send + Sync {
     /// Replaces the model with `model` if the stored revision is still
     /// `expected`, returning the new revision; a conflict error (nothing
     /// written) if another writer committed since.
-    fn commit<'a>(&'a self, expected: Revision, model: &'a Model)
-    -> BoxFuture<'a, Result<Revision>>;
+    fn commit<'a>(
+        &'a self,
+        expected: Revision,
+        model: &'a Model,
+    ) -> BoxFuture<'a, Result<Revision>>;
 
     /// Snapshots of every revision after `after`, as they are committed
     /// (a slow reader may see only the latest of several).

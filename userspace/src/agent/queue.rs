@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
 use weft_api::{ApiError, Request};
 
-use super::{Engine, Role, Startup};
+use super::metrics::ReconcileTally;
 use crate::{
-    agent::metrics::ReconcileTally,
     datapath::{conntrack, paths::Paths},
+    engine::{Engine, Role, Startup},
     error::{Error, Result, chain},
     model::Model,
 };
@@ -22,7 +22,10 @@ const QUEUE_DEPTH: usize = 256;
 /// Work for the engine.
 enum Job {
     /// An API request, answered on the channel.
-    Request(Request, oneshot::Sender<Result<serde_json::Value, ApiError>>),
+    Request(
+        Request,
+        oneshot::Sender<Result<serde_json::Value, ApiError>>,
+    ),
     /// Make the kernel match the model (the agent's timer).
     Repair,
     /// Collect expired conntrack entries (the agent's timer).
@@ -65,7 +68,7 @@ pub async fn spawn(paths: &Paths, tally: Arc<Mutex<ReconcileTally>>) -> Result<E
                         return;
                     }
                 };
-                match engine.start_agent().await.map(Startup::clone) {
+                match engine.start_agent().await.cloned() {
                     Ok(startup) => {
                         record(&tally, &startup.repaired.maps);
                         let handle = (engine.subscribe(), Arc::new(startup));
@@ -94,7 +97,7 @@ pub async fn spawn(paths: &Paths, tally: Arc<Mutex<ReconcileTally>>) -> Result<E
 
 fn record(tally: &Mutex<ReconcileTally>, maps: &[crate::apply::MapDiff]) {
     if let Ok(mut t) = tally.lock() {
-        t.record(super::unix_now(), maps);
+        t.record(crate::engine::unix_now(), maps);
     }
 }
 
@@ -102,7 +105,8 @@ async fn run(engine: &mut Engine, job: Job, tally: &Mutex<ReconcileTally>) {
     match job {
         Job::Request(request, answer) => {
             let result = engine.handle(request).await.map_err(|e| {
-                if e.kind() == weft_api::ErrorKind::Internal || e.kind() == weft_api::ErrorKind::Kernel
+                if e.kind() == weft_api::ErrorKind::Internal
+                    || e.kind() == weft_api::ErrorKind::Kernel
                 {
                     log::warn!("api: {}", chain(&e));
                 }
@@ -137,7 +141,12 @@ impl EngineHandle {
     /// Queues `request` and waits for its answer.
     pub async fn call(&self, request: Request) -> Result<serde_json::Value, ApiError> {
         let (tx, rx) = oneshot::channel();
-        let gone = || ApiError::new(weft_api::ErrorKind::Unavailable, "the agent's engine stopped");
+        let gone = || {
+            ApiError::new(
+                weft_api::ErrorKind::Unavailable,
+                "the agent's engine stopped",
+            )
+        };
         self.jobs
             .send(Job::Request(request, tx))
             .await
