@@ -10,9 +10,10 @@
 //! 4. program links attached (an endpoint's maps are there before its
 //!    program sees a packet), host veths up, `lo` up with the gateway
 //!    addresses, host routes, forwarding;
-//! 5. what the target no longer has goes, in reverse: forwarding and XDP,
-//!    links, map entries (caches first), programs, addresses, `lo` as it
-//!    was, and devices last.
+//! 5. what the target no longer has goes, in reverse: forwarding, map
+//!    entries (caches first), then the links (so a failure before them
+//!    leaves them as they were), programs, addresses, `lo` as it was, and
+//!    devices last.
 //!
 //! A rollback is the same apply from the half-applied target back to the
 //! previous model. [`sync`] compares a model with what the kernel holds
@@ -21,8 +22,6 @@
 pub mod devices;
 pub mod maps;
 pub mod steps;
-
-use weft_common::maps::MAP_NODE;
 
 pub use self::{maps::MapDiff, steps::Steps};
 use crate::{
@@ -34,7 +33,7 @@ use crate::{
         pins::{pins_in, remove_pin},
         sysctl,
     },
-    error::Result,
+    error::{Error, Result},
     model::Model,
     render::{
         self,
@@ -68,7 +67,7 @@ pub async fn apply(
 ) -> Result<()> {
     let net_from = render::net::render(from.model);
     let net_to = render::net::render(to.model);
-    create_devices(kernel, from.model, &net_from, to.model, &net_to, steps).await?;
+    create_devices(kernel, &net_from, to.model, &net_to, steps).await?;
     for program in &net_to.programs {
         if !kernel.dp.program_pinned(program) {
             steps.step(|| format!("pin {program}"))?;
@@ -78,9 +77,9 @@ pub async fn apply(
     let maps_from = render::maps::render(from.model, from.synthetic);
     let maps_to = render::maps::render(to.model, to.synthetic);
     maps::write_changes(&mut kernel.dp, &maps_from, &maps_to, steps)?;
-    attach(kernel, from.model, &net_from, to.model, &net_to, steps).await?;
-    detach(kernel, from.model, &net_from, &net_to, steps)?;
+    attach(kernel, &net_from, to.model, &net_to, steps).await?;
     maps::remove_stale(&mut kernel.dp, &maps_from, &maps_to, steps)?;
+    detach(kernel, from.model, &net_from, &net_to, steps)?;
     for program in net_from.programs.difference(&net_to.programs) {
         steps.step(|| format!("unpin {program}"))?;
         kernel.dp.unpin_program(program)?;
@@ -90,7 +89,6 @@ pub async fn apply(
 
 async fn create_devices(
     kernel: &mut Kernel,
-    from: &Model,
     net_from: &DesiredNet,
     to: &mut Model,
     net_to: &DesiredNet,
@@ -100,9 +98,11 @@ async fn create_devices(
         if net_from.endpoints.contains_key(host) {
             continue;
         }
-        // A rollback may find the veth still there: adopt it.
+        // A rollback finds the veth of an endpoint it puts back still
+        // there (devices go last): adopt it.
+        let known = to.endpoint(&dev.endpoint).map(|e| e.host_ifindex);
         let (ifindex, raised) = match kernel.nl.link_index(host).await? {
-            Some(index) if from.endpoint(&dev.endpoint).is_some() => (index, false),
+            Some(index) if known == Some(index) => (index, false),
             _ => {
                 steps.step(|| format!("create veth {host} for endpoint '{}'", dev.endpoint))?;
                 let made = devices::create_endpoint(&kernel.nl, dev).await?;
@@ -130,7 +130,6 @@ async fn create_devices(
 
 async fn attach(
     kernel: &mut Kernel,
-    from: &Model,
     net_from: &DesiredNet,
     to: &mut Model,
     net_to: &DesiredNet,
@@ -176,13 +175,16 @@ async fn attach(
         }
         let index = kernel.nl.require_link(&route.host_ifname).await?;
         steps.step(|| format!("add the route to {ip}/32"))?;
-        kernel.nl.add_host_route(*ip, index, route.src).await?;
+        match kernel.nl.add_host_route(*ip, index, route.src).await {
+            // A rollback puts back an endpoint whose route never went.
+            Err(Error::Netlink { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => {}
+            other => other?,
+        }
     }
     if net_to.forwarding && !net_from.forwarding && sysctl::read(sysctl::FORWARDING)? != "1" {
         steps.step(|| "turn IPv4 forwarding on".into())?;
         sysctl::write(sysctl::FORWARDING, "1")?;
     }
-    let _ = from;
     Ok(())
 }
 
@@ -383,6 +385,5 @@ pub async fn repair(kernel: &mut Kernel, model: &Model, synthetic: &Synthetic) -
         remove_pin(&paths.link_pin(ifname))?;
         done.unpinned.push(ifname.clone());
     }
-    let _ = MAP_NODE;
     Ok(done)
 }
