@@ -25,13 +25,22 @@ pub struct Created {
     pub raised_container_lo: bool,
 }
 
-/// Creates endpoint `dev`'s veth pair, moves and configures the container
-/// end (name, MAC, MTU, address, default route via the gateway, `lo` up)
-/// and the host end (gateway MAC, MTU; left down until its program is
-/// attached). On failure the pair is deleted again.
+/// Creates endpoint `dev`'s veth pair, the container end made in the
+/// container's namespace with its name, MAC and MTU, then configures it
+/// there (address, up, default route via the gateway, `lo` up). The host
+/// end gets the gateway MAC and stays down until its program is attached.
+/// On failure the pair is deleted again.
 pub async fn create_endpoint(nl: &Netlink, dev: &EndpointDevice) -> Result<Created> {
     let ns = netns::open(&dev.netns)?;
-    nl.add_veth(&dev.host_ifname, &dev.temp_peer).await?;
+    nl.add_veth_into(
+        &dev.host_ifname,
+        dev.gateway_mac,
+        &dev.ifname,
+        dev.mac,
+        ns.as_raw_fd(),
+        dev.mtu,
+    )
+    .await?;
     match configure_endpoint(nl, dev, &ns).await {
         Ok(created) => Ok(created),
         Err(e) => {
@@ -49,21 +58,10 @@ async fn configure_endpoint(
     ns: &std::fs::File,
 ) -> Result<Created> {
     let host_index = nl.require_link(&dev.host_ifname).await?;
-    let peer_index = nl.require_link(&dev.temp_peer).await?;
-    nl.move_to_netns(peer_index, ns.as_raw_fd()).await?;
     let inner = dev.clone();
     let raised_container_lo = netns::run_in(ns, || async move {
         let nl = Netlink::connect()?;
-        let index = nl.require_link(&inner.temp_peer).await?;
-        nl.configure_link(
-            index,
-            &LinkSettings {
-                name: Some(&inner.ifname),
-                mac: Some(inner.mac),
-                mtu: Some(inner.mtu),
-            },
-        )
-        .await?;
+        let index = nl.require_link(&inner.ifname).await?;
         if let Err(e) = netns::disable_ipv6(&inner.ifname) {
             log::info!(
                 "cannot disable IPv6 on {} in the container: {e}",
@@ -95,15 +93,6 @@ async fn configure_endpoint(
     if let Err(e) = netns::disable_ipv6(&dev.host_ifname) {
         log::info!("cannot disable IPv6 on {}: {e}", dev.host_ifname);
     }
-    nl.configure_link(
-        host_index,
-        &LinkSettings {
-            name: None,
-            mac: Some(dev.gateway_mac),
-            mtu: Some(dev.mtu),
-        },
-    )
-    .await?;
     Ok(Created {
         host_ifindex: host_index,
         raised_container_lo,

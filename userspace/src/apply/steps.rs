@@ -5,8 +5,9 @@
 use crate::error::{Error, Result};
 
 /// The changes made so far, and the one that must fail.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Steps {
+    started: std::time::Instant,
     done: u32,
     fail_at: Option<u32>,
     /// What each change was, for the log and the failure message.
@@ -17,8 +18,10 @@ impl Steps {
     /// Counts changes; the `fail_at`th (1-based) fails instead of running.
     pub fn failing_at(fail_at: Option<u32>) -> Self {
         Self {
+            started: std::time::Instant::now(),
+            done: 0,
             fail_at,
-            ..Self::default()
+            log: Vec::new(),
         }
     }
 
@@ -34,13 +37,25 @@ impl Steps {
         }
         if log::log_enabled!(log::Level::Debug) {
             let what = what();
-            log::debug!("apply step {}: {what}", self.done);
+            let at = self.started.elapsed().as_micros();
+            log::debug!("apply step {} at {at} us: {what}", self.done);
             self.log.push(what);
         }
         Ok(())
     }
 
+    /// When the apply began.
+    pub fn started(&self) -> std::time::Instant {
+        self.started
+    }
+
     pub fn count(&self) -> u32 {
         self.done
+    }
+}
+
+impl Default for Steps {
+    fn default() -> Self {
+        Self::failing_at(None)
     }
 }

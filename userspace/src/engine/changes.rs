@@ -12,9 +12,7 @@ use crate::{
     datapath::{conntrack, netlink::Netlink, netns, sysctl},
     error::{Error, Result},
     model::{
-        Endpoint, Model, endpoint,
-        naming::temp_peer_ifname,
-        network,
+        Endpoint, Model, endpoint, network,
         node::{self, UplinkFacts},
         publish, remote,
     },
@@ -132,14 +130,12 @@ async fn add_endpoint(engine: &mut Engine, req: &AddEndpoint) -> Result<Endpoint
         })
         .await?;
     let nl = Netlink::connect()?;
-    for name in [&ep.host_ifname, &temp_peer_ifname(&ep.name)] {
-        if nl.link_index(name).await?.is_some() {
-            return Err(Error::Conflict(format!(
-                "interface {name} already exists in the node namespace (left over from \
-                 endpoint '{}'?); delete it or run `weft teardown`",
-                ep.name
-            )));
-        }
+    if nl.link_index(&ep.host_ifname).await?.is_some() {
+        return Err(Error::Conflict(format!(
+            "interface {} already exists in the node namespace (left over from endpoint \
+             '{}'?); delete it or run `weft teardown`",
+            ep.host_ifname, ep.name
+        )));
     }
     let ns = netns::open(&ep.netns)?;
     let ifname = ep.ifname.clone();

@@ -231,6 +231,7 @@ impl Engine {
         )
         .await;
         self.last_steps = steps.count();
+        let applied_at = Instant::now();
         let committed = match applied {
             Ok(()) if target == previous => Ok(self.snapshot.revision),
             Ok(()) => self.store.commit(self.snapshot.revision, &target).await,
@@ -238,6 +239,12 @@ impl Engine {
         };
         match committed {
             Ok(revision) => {
+                log::debug!(
+                    "change applied in {} us ({} steps), committed in {} us",
+                    applied_at.duration_since(steps_started(&steps)).as_micros(),
+                    steps.count(),
+                    applied_at.elapsed().as_micros()
+                );
                 self.snapshot = Snapshot {
                     model: target.clone(),
                     revision,
@@ -297,6 +304,10 @@ impl Engine {
         self.published
             .send_replace(Arc::new(self.snapshot.model.clone()));
     }
+}
+
+fn steps_started(steps: &Steps) -> Instant {
+    steps.started()
 }
 
 fn not_open() -> Error {

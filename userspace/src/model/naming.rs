@@ -49,12 +49,6 @@ pub fn host_ifname(endpoint: &str) -> String {
     format!("wf{:08x}", fnv1a(endpoint.as_bytes()))
 }
 
-/// The temporary name of the container-side veth before it is moved into the
-/// container and renamed there.
-pub fn temp_peer_ifname(endpoint: &str) -> String {
-    format!("wp{:08x}", fnv1a(endpoint.as_bytes()))
-}
-
 /// FNV-1a, 32 bit: tiny and stable across Rust versions (unlike `DefaultHasher`).
 fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5_u32, |h, b| {

@@ -15,20 +15,15 @@ use weft_common::maps::{
 
 use crate::{
     datapath::paths::{UPLINK_LINK_PIN, VXLAN_LINK_PIN},
-    model::{
-        Mac, Model,
-        naming::{VXLAN_IFNAME, temp_peer_ifname},
-    },
+    model::{Mac, Model, naming::VXLAN_IFNAME},
 };
 
 /// An endpoint's veth pair: the host end answers as the gateway, the
-/// container end is renamed, addressed and routed via the gateway.
+/// container end is addressed and routed via the gateway.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointDevice {
     pub endpoint: String,
     pub host_ifname: String,
-    /// The container end's name until it is moved and renamed.
-    pub temp_peer: String,
     pub netns: String,
     pub ifname: String,
     pub mac: Mac,
@@ -94,7 +89,6 @@ pub fn render(model: &Model) -> DesiredNet {
             EndpointDevice {
                 endpoint: ep.name.clone(),
                 host_ifname: ep.host_ifname.clone(),
-                temp_peer: temp_peer_ifname(&ep.name),
                 netns: ep.netns.clone(),
                 ifname: ep.ifname.clone(),
                 mac: ep.mac,
