@@ -12,7 +12,7 @@ use serde_json::json;
 use weft_tests::{
     load::restart_agent_under_load,
     netns::NetNs,
-    node::Node,
+    node::{Node, PinnedIds},
     outside::{NODE_UPLINK_IP, Outside, UPLINK},
     traffic::{join, tcp_echo_from, tcp_echo_server},
 };
