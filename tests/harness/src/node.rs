@@ -36,11 +36,16 @@ impl Node {
 
     /// A node running `bin`.
     pub fn with_binary(bin: &Path) -> Result<Self> {
+        Self::in_namespace(bin, NetNs::new("wtnode")?)
+    }
+
+    /// A node running `bin` in `ns`, which it then owns.
+    pub fn in_namespace(bin: &Path, ns: NetNs) -> Result<Self> {
         Ok(Self {
             bin: bin.to_owned(),
             pins: PinDir::new().context("creating the node's bpffs pin directory")?,
             state: StateDir::new(),
-            ns: NetNs::new("wtnode")?,
+            ns,
         })
     }
 
