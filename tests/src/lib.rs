@@ -8,13 +8,13 @@
 //! - [`node`]: end-to-end tests through the real `weft` binary, and the
 //!   kernel ids of a node's pins; [`load`]: traffic across agent restarts.
 //! - From [`weft_harness`], shared with xtask: [`api`] calls to the agent,
-//!   [`bpffs`] pin directories,
+//!   its [`metrics`], [`bpffs`] pin directories,
 //!   [`netns`] namespaces, [`traffic`] (real ICMP, TCP and UDP), [`outside`]
 //!   (a namespace beyond the node's uplink, for masquerade), [`underlay`]
 //!   (nodes on an underlay switch, kernel-VXLAN and routed peers) and
 //!   [`overlay`] (a weft overlay cluster).
 
-pub use weft_harness::{api, bpffs, netns, outside, overlay, traffic, underlay};
+pub use weft_harness::{api, bpffs, metrics, netns, outside, overlay, traffic, underlay};
 
 pub mod fixture;
 pub mod frames;

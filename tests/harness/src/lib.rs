@@ -14,8 +14,8 @@
 //! - [`netns`]: namespace guards, commands and threads inside them.
 //! - [`links`]: veth pairs, bridges, addresses, routes, uplinks.
 //! - [`bpffs`], [`state_dir`]: a node's pin and state directories.
-//! - [`node`], [`agent`], [`api`]: the `weft` binary against a node, its
-//!   agent, HTTP calls to the agent.
+//! - [`node`], [`agent`], [`api`], [`metrics`]: the `weft` binary against
+//!   a node, its agent, HTTP calls to the agent, its /metrics.
 //! - [`outside`]: a namespace beyond a node's uplink, for NAT.
 //! - [`underlay`], [`peer`], [`overlay`]: nodes on an underlay switch,
 //!   kernel-VXLAN and routed peers, a weft overlay cluster.
@@ -27,6 +27,7 @@ pub mod api;
 pub mod bpffs;
 pub mod links;
 pub mod mac;
+pub mod metrics;
 pub mod netns;
 pub mod node;
 pub mod outside;

@@ -136,15 +136,7 @@ pub fn output(cmd: &mut Command, timeout: Duration) -> Result<Output> {
 /// Like [`stdout`], but also runs after Ctrl-C: for cleanup in `Drop`.
 pub fn cleanup(cmd: &mut Command, timeout: Duration) -> Result<String> {
     let what = show(cmd);
-    let out = capture(cmd, timeout, true, Mode::Cleanup)?;
-    if !out.status.success() {
-        bail!(
-            "`{what}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    checked_stdout(&what, capture(cmd, timeout, true, Mode::Cleanup)?)
 }
 
 /// Run capturing stdout, stderr going to ours (progress of long builds stays
@@ -201,7 +193,11 @@ fn capture(cmd: &mut Command, timeout: Duration, with_stderr: bool, mode: Mode) 
 /// Run capturing output; fail (quoting stderr) on non-zero; return stdout.
 pub fn stdout(cmd: &mut Command, timeout: Duration) -> Result<String> {
     let what = show(cmd);
-    let out = output(cmd, timeout)?;
+    checked_stdout(&what, output(cmd, timeout)?)
+}
+
+/// `out`'s stdout if `what` succeeded, else an error quoting its stderr.
+fn checked_stdout(what: &str, out: Output) -> Result<String> {
     if !out.status.success() {
         bail!(
             "`{what}` failed ({}): {}",
