@@ -82,8 +82,8 @@ enum Mode {
 
 fn wait_inner(child: &mut Child, what: &str, timeout: Duration, mode: Mode) -> Result<ExitStatus> {
     let end = Instant::now() + timeout;
-    // Most commands (`ip`, `sysctl`) take a few milliseconds: poll fast
-    // first, then every 20 ms.
+    // Most commands (`ip`, `sysctl`, `weft`) take a few milliseconds and
+    // tests run thousands: poll fast first, then every 5 ms (a waitpid each).
     let mut pause = Duration::from_millis(1);
     loop {
         if let Some(status) = child.try_wait().context("waiting for a child")? {
@@ -102,7 +102,7 @@ fn wait_inner(child: &mut Child, what: &str, timeout: Duration, mode: Mode) -> R
             );
         }
         thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
+        pause = (pause * 2).min(Duration::from_millis(5));
     }
 }
 
