@@ -28,7 +28,7 @@ pub fn tcp_echo(server: &NetNs, server_ip: &str, client: &NetNs, len: usize) -> 
         let (mut conn, _) = loop {
             match listener.accept() {
                 Ok(pair) => break pair,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     if Instant::now() > deadline {
                         bail!("no TCP connection arrived");
                     }
@@ -193,7 +193,7 @@ pub fn tcp_echo_from(ns: &NetNs, to: &str, msg: &'static [u8]) -> Result<bool> {
         };
         s.set_read_timeout(Some(WAIT))?;
         s.write_all(msg)?;
-        s.shutdown(std::net::Shutdown::Write)?;
+        s.shutdown(Shutdown::Write)?;
         let mut got = Vec::new();
         s.read_to_end(&mut got)?;
         Ok(got == msg)

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use super::WAIT;
 use crate::netns::NetNs;
@@ -24,7 +24,7 @@ pub fn tcp_connect_answers(client: &NetNs, ip: &str, port: u16) -> Result<bool> 
         .run_in(
             move || match TcpStream::connect_timeout(&target, Duration::from_secs(2)) {
                 Ok(_) => Ok(true),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(true),
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => Ok(true),
                 Err(_) => Ok(false),
             },
         )?
@@ -97,7 +97,7 @@ fn max_segment(s: &TcpStream) -> Result<u32> {
         )
     };
     if rc != 0 {
-        anyhow::bail!("TCP_MAXSEG: {}", std::io::Error::last_os_error());
+        bail!("TCP_MAXSEG: {}", std::io::Error::last_os_error());
     }
     Ok(mss as u32)
 }
