@@ -1,28 +1,26 @@
 //! weft's test harness.
 //!
-//! - [`bpffs`]: bpffs pin directories unique to the run, removed on drop.
 //! - [`fixture`]: the real datapath object loaded into the kernel, maps
 //!   filled per test, packets run through `BPF_PROG_TEST_RUN`.
 //! - [`frames`]: frames built independently of the datapath code;
 //!   [`nat_frames`]: what NAT must make of them.
 //! - [`topology`]: the networks and endpoints the tables and cost tool use.
-//! - [`netns`], [`node`], [`traffic`]: end-to-end tests in namespaces,
-//!   through the real `weft` binary, with real ICMP, TCP and UDP;
-//!   [`outside`]: a namespace beyond the node's uplink, for masquerade.
-//! - [`underlay`]: nodes joined by an underlay switch for overlay tests,
-//!   kernel-VXLAN (Flannel-style) and plain routed peer nodes.
+//! - [`node`]: end-to-end tests through the real `weft` binary, and the
+//!   kernel ids of a node's pins; [`load`]: traffic across agent restarts.
+//! - From [`weft_harness`], shared with xtask: [`api`] calls to the agent,
+//!   its [`metrics`], [`bpffs`] pin directories,
+//!   [`netns`] namespaces, [`traffic`] (real ICMP, TCP and UDP), [`outside`]
+//!   (a namespace beyond the node's uplink, for masquerade), [`underlay`]
+//!   (nodes on an underlay switch, kernel-VXLAN and routed peers) and
+//!   [`overlay`] (a weft overlay cluster).
 
-pub mod bpffs;
+pub use weft_harness::{api, bpffs, metrics, netns, outside, overlay, traffic, underlay};
+
 pub mod fixture;
 pub mod frames;
 pub mod load;
 pub mod nat_frames;
-pub mod netns;
 pub mod node;
-pub mod outside;
-pub mod overlay;
 pub mod overlay_frames;
 pub mod table;
 pub mod topology;
-pub mod traffic;
-pub mod underlay;

@@ -4,12 +4,13 @@
 //! crosses) is SIGKILLed and restarted five times.
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
+use weft_harness::proc::Background;
 
 use crate::{
     netns::NetNs,
@@ -63,30 +64,21 @@ pub fn restart_agents_under_load(
     server: &NetNs,
     server_ip: &str,
 ) -> Result<LoadReport> {
-    let _server = KillOnDrop(
-        in_ns(server, &["iperf3", "-s", "-1", "-B", server_ip])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting iperf3 (cargo xtask setup installs it)")?,
-    );
+    let _server = Background::spawn(&mut server.command(&["iperf3", "-s", "-1", "-B", server_ip]))
+        .context("starting iperf3 (cargo xtask setup installs it)")?;
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    let stream = in_ns(
-        client,
-        &["iperf3", "-c", server_ip, "-t", STREAM_SECS, "-J"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()?;
+    let stream = client
+        .command(&["iperf3", "-c", server_ip, "-t", STREAM_SECS, "-J"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
     let count = PINGS.to_string();
-    let flood = in_ns(
-        client,
-        &["ping", "-n", "-i", "0.01", "-c", &count, server_ip],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()?;
+    let flood = client
+        .command(&["ping", "-n", "-i", "0.01", "-c", &count, server_ip])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
 
     for _ in 0..CYCLES {
         let agents = start_agents(nodes)?;
@@ -170,19 +162,4 @@ fn start_agents(nodes: &[&Node]) -> Result<Vec<Agent>> {
             })
             .collect()
     })
-}
-
-fn in_ns(ns: &NetNs, argv: &[&str]) -> Command {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns.name()]).args(argv);
-    cmd
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -2,47 +2,18 @@
 //! forwarding while it is killed, it repairs drift, serves metrics that move
 //! with real traffic, and refuses to run twice or with a bad config.
 
-use std::{
-    io::{Read, Write},
-    net::TcpStream,
-};
+use std::io::Write;
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use weft_tests::{
     load::restart_agent_under_load,
+    metrics::{sample, scrape, scrape_at},
     netns::NetNs,
-    node::Node,
+    node::{Node, PinnedIds},
     outside::{NODE_UPLINK_IP, Outside, UPLINK},
     traffic::{join, tcp_echo_from, tcp_echo_server},
 };
-
-/// Scrapes the agent's /metrics from inside the node namespace (the agent
-/// listens on the node's loopback, never the machine's).
-fn scrape(node: &Node) -> Result<String> {
-    scrape_at(node, "127.0.0.1:9965")
-}
-
-/// Scrapes /metrics at `addr` inside the node namespace.
-fn scrape_at(node: &Node, addr: &'static str) -> Result<String> {
-    node.ns
-        .run_in(move || {
-            let mut s = TcpStream::connect(addr)?;
-            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: weft\r\n\r\n")?;
-            let mut text = String::new();
-            s.read_to_string(&mut text)?;
-            Ok(text)
-        })?
-        .join()
-        .map_err(|_| anyhow::anyhow!("scrape thread panicked"))?
-}
-
-/// The value of the sample `name{labels}` in OpenMetrics text.
-fn sample(text: &str, series: &str) -> Result<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .with_context(|| format!("no sample {series} in:\n{text}"))
-}
 
 /// `promtool check metrics` (Debian's prometheus package, installed by
 /// `cargo xtask setup`) must find nothing to complain about.

@@ -1,36 +1,21 @@
 //! The agent's benchmark routes: synthetic endpoints go into the maps and
 //! come out again, leaving real endpoints and their traffic alone.
 
-use std::{
-    io::{Read, Write},
-    os::unix::net::UnixStream,
-};
-
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use aya::maps::{HashMap, Map, MapData};
 use serde_json::Value;
 use weft::engine::bench::SYNTHETIC_IFINDEX;
 use weft_common::maps::{EndpointInfo, MAP_EP_BY_IF};
-use weft_tests::node::Node;
+use weft_tests::{api::request, node::Node};
 
+/// One call to the node's agent; the JSON body of its 2xx answer.
 fn call(node: &Node, method: &str, path: &str, body: Option<&str>) -> Result<Value> {
-    let mut s = UnixStream::connect(node.agent_socket())?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: weft\r\nConnection: close\r\n");
-    match body {
-        Some(b) => req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-            b.len()
-        )),
-        None => req.push_str("\r\n"),
-    }
-    s.write_all(req.as_bytes())?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text.split_once("\r\n\r\n").context("malformed answer")?;
-    if !head.starts_with("HTTP/1.1 2") {
-        bail!("{method} {path}: {head} {body}");
-    }
-    Ok(serde_json::from_str(body)?)
+    Ok(serde_json::from_str(&request(
+        &node.agent_socket(),
+        method,
+        path,
+        body,
+    )?)?)
 }
 
 /// (synthetic, real) endpoints in `WEFT_EP_BY_IF`.

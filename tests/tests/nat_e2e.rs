@@ -6,7 +6,6 @@
 //! conntrack GC, metrics, restarts under load through SNAT) is here too.
 
 use std::{
-    io::{Read, Write},
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -15,6 +14,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 use weft_tests::{
     load::restart_agent_under_load,
+    metrics::{sample, scrape},
     node::Node,
     outside::{
         NODE_UPLINK_IP, OUTSIDE_IP, Outside, UPLINK, tcp_fetch_many, udp_roundtrip, udp_socket_in,
@@ -376,26 +376,6 @@ fn a_full_conntrack_table_refuses_new_flows_and_recovers() -> Result<()> {
         String::from_utf8_lossy(&bad.stderr)
     );
     Ok(())
-}
-
-/// Scrapes the agent's /metrics inside the node namespace.
-fn scrape(node: &Node) -> Result<String> {
-    node.ns
-        .run_in(|| {
-            let mut s = std::net::TcpStream::connect("127.0.0.1:9965")?;
-            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: weft\r\n\r\n")?;
-            let mut text = String::new();
-            s.read_to_string(&mut text)?;
-            Ok(text)
-        })?
-        .join()
-        .map_err(|_| anyhow::anyhow!("scrape thread panicked"))?
-}
-
-fn sample(text: &str, series: &str) -> Result<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .with_context(|| format!("no sample {series} in:\n{text}"))
 }
 
 /// The agent exports the table's size and port use, and its 10 s GC

@@ -10,7 +10,7 @@
 use anyhow::Result;
 use weft_tests::{
     load::restart_agents_under_load,
-    node::Node,
+    node::{Node, PinnedIds},
     overlay::{Cluster, ClusterNet},
 };
 

@@ -10,30 +10,19 @@
 
 use std::{
     fs,
-    io::{Read, Write},
-    os::unix::net::UnixStream,
-    path::{Path, PathBuf},
-    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
-
-use crate::{netns::Netns, proc, weft::WeftNode};
+use weft_harness::{
+    api::request,
+    node::{AgentLog, Node},
+    proc,
+};
 
 pub const ENDPOINTS: u32 = 10_000;
 const IDLE: Duration = Duration::from_secs(5);
-
-/// Kills the agent on drop (before the node's teardown).
-pub struct AgentProc(Child);
-
-impl Drop for AgentProc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `VmRSS` and `VmHWM` of `pid`, in MiB.
 fn rss_mib(pid: u32) -> Result<(f64, f64)> {
@@ -71,72 +60,16 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok(ticks / hz.max(1.0))
 }
 
-/// One HTTP/1.1 request to the agent's unix socket; the body of a 2xx answer.
-pub fn request(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Result<String> {
-    let mut s = UnixStream::connect(socket)
-        .with_context(|| format!("connecting to {}", socket.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(120)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: weft\r\nConnection: close\r\n");
-    match body {
-        Some(b) => req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-            b.len()
-        )),
-        None => req.push_str("\r\n"),
-    }
-    s.write_all(req.as_bytes())?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("malformed answer from the agent")?;
-    let ok = head
-        .split_whitespace()
-        .nth(1)
-        .is_some_and(|c| c.starts_with('2'));
-    if !ok {
-        bail!(
-            "{method} {path}: {} {body}",
-            head.lines().next().unwrap_or("")
-        );
-    }
-    Ok(body.to_owned())
-}
-
-/// Starts `weft agent` for `weft`'s node and waits until it answers on
-/// `socket`; killed when the guard drops.
-pub fn start_agent(weft: &WeftNode, socket: &Path) -> Result<AgentProc> {
-    let child = weft
-        .cmd(&["agent"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting weft agent")?;
-    let agent = AgentProc(child);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while request(socket, "GET", "/v1/status", None).is_err() {
-        if Instant::now() > deadline {
-            bail!(
-                "weft agent did not answer on {} within 15 s",
-                socket.display()
-            );
-        }
-        proc::sleep(Duration::from_millis(50))?;
-    }
-    Ok(agent)
-}
-
 /// Runs the agent benchmark; the figures as JSON.
-pub fn run(bin: &Path, ns_name: &str, bpffs: PathBuf, state_dir: PathBuf) -> Result<Value> {
+pub fn run() -> Result<Value> {
     println!(
         "== agent: idle {} s, then {ENDPOINTS} synthetic endpoints",
         IDLE.as_secs()
     );
-    let node = Netns::create(ns_name)?;
-    let weft = WeftNode::new(bin, node.name(), bpffs, state_dir.clone());
-    let socket = state_dir.join("agent.sock");
-    let agent = start_agent(&weft, &socket)?;
-    let pid = agent.0.id();
+    let node = Node::new()?;
+    let socket = node.agent_socket();
+    let agent = node.start_agent_logging(&[], AgentLog::Discarded)?;
+    let pid = agent.pid();
     proc::sleep(Duration::from_secs(1))?;
 
     let cpu0 = cpu_seconds(pid)?;
@@ -161,7 +94,6 @@ pub fn run(bin: &Path, ns_name: &str, bpffs: PathBuf, state_dir: PathBuf) -> Res
         serde_json::from_str(&request(&socket, "DELETE", "/v1/bench/endpoints", None)?)?;
     let (after_rss, _) = rss_mib(pid)?;
     drop(agent);
-    drop(weft);
     drop(node);
 
     let map_seconds = programmed["map_update_seconds"].as_f64();

@@ -19,6 +19,7 @@
 //! reported HIT/MISS; a MISS never fails the run.
 
 use std::{
+    any::Any,
     fs,
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -26,18 +27,20 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-
-use crate::{
-    agent_bench, bench_overlay, build_ebpf, nat_bench, netns,
-    netns::Netns,
-    proc, setup,
+use weft_harness::{
+    links::plug_container,
+    netns::NetNs,
+    node::Node,
+    proc,
+    run::{self, Run},
     traffic::{self, Latency, Pin, Stream},
-    weft::WeftNode,
 };
 
+use crate::{agent_bench, bench_overlay, build_ebpf, nat_bench, setup};
+
 const NS_PREFIX: &str = "wbench";
-const BPFFS_PREFIX: &str = "/sys/fs/bpf/weft-bench-";
-const STATE_PREFIX: &str = "/tmp/weft-bench-";
+/// Pins in `/sys/fs/bpf/weft-bench-<pid>-<n>`, state in `/tmp/weft-bench-<pid>-<n>`.
+const DIRS_PREFIX: &str = "weft-bench-";
 const T: Duration = Duration::from_secs(30);
 
 #[derive(clap::Args)]
@@ -83,15 +86,16 @@ impl Args {
 /// What a section left out by `--only` reports instead of figures.
 const NOT_RUN: &str = "not run (--only)";
 
-/// One topology under test. Fields drop in declaration order: weft's
-/// teardown first, while its namespaces still exist.
+/// One topology under test: a client and a server container and whatever
+/// joins them. Fields drop in declaration order: the nodes first (weft's
+/// teardown runs while the containers still exist).
 pub(crate) struct Topology {
     pub(crate) name: &'static str,
-    pub(crate) weft: Option<WeftNode>,
-    pub(crate) client: Netns,
-    pub(crate) server: Netns,
-    pub(crate) _node: Option<Netns>,
-    pub(crate) server_ip: &'static str,
+    /// The nodes, switch or bridge the path needs; only held.
+    pub(crate) _nodes: Box<dyn Any>,
+    pub(crate) client: NetNs,
+    pub(crate) server: NetNs,
+    pub(crate) server_ip: String,
 }
 
 /// Samples collected for one topology.
@@ -114,16 +118,20 @@ pub fn run(args: &Args) -> Result<()> {
     let weft_bin = build_ebpf::run_with(build_ebpf::Profile::Release)
         .map(|b| b.weft)
         .map_err(|e| format!("{e:#}"));
-    netns::reap_stale(NS_PREFIX, &[BPFFS_PREFIX, STATE_PREFIX]);
+    run::configure(Run {
+        netns: NS_PREFIX,
+        dirs: DIRS_PREFIX,
+        ipv6_off: true,
+        weft: weft_bin.clone().ok(),
+    })?;
+    run::reap_stale();
 
-    let pid = std::process::id();
-    let ns = |s: &str| format!("{NS_PREFIX}{pid}-{s}");
     let mut topologies = Vec::new();
     let mut unavailable = Vec::new();
     let same_node = args.wants(Section::SameNode);
     match &weft_bin {
         _ if !same_node => {}
-        Ok(bin) => match weft_topology(bin, &ns("weft")) {
+        Ok(_) => match weft_topology() {
             Ok(t) => topologies.push(t),
             Err(err) => {
                 proc::check_interrupted()?;
@@ -136,19 +144,13 @@ pub fn run(args: &Args) -> Result<()> {
             unavailable.push(("weft", format!("build failed: {err}")));
         }
     }
+    let mut bridge_nf = NOT_RUN.to_owned();
     if same_node {
-        topologies.push(veth_topology(&ns("veth"))?);
-        topologies.push(bridge_topology(&ns("bridge"))?);
+        topologies.push(veth_topology()?);
+        let (bridge, nf) = bridge_topology()?;
+        topologies.push(bridge);
+        bridge_nf = nf;
     }
-    let bridge_nf = match topologies.last().and_then(|t| t._node.as_ref()) {
-        Some(node) => proc::stdout(
-            &mut node.exec(&["cat", "/proc/sys/net/bridge/bridge-nf-call-iptables"]),
-            T,
-        )
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "n/a (br_netfilter not loaded)".into()),
-        None => NOT_RUN.into(),
-    };
 
     let mut samples: Vec<Samples> = topologies.iter().map(|_| Samples::default()).collect();
     println!("\n== {reps} interleaved repetition(s), {secs} s per measurement");
@@ -159,17 +161,13 @@ pub fn run(args: &Args) -> Result<()> {
     }
     println!("\n== cleaning up namespaces");
     drop(topologies);
-    let left: Vec<String> = netns::list()
-        .into_iter()
-        .filter(|n| n.starts_with(&format!("{NS_PREFIX}{pid}-")))
-        .collect();
+    let left = run::leftovers();
     if !left.is_empty() {
         eprintln!("xtask: warning: namespaces left behind: {}", left.join(" "));
     }
 
     let nat = if args.wants(Section::Nat) {
-        nat_bench::run(weft_bin.as_deref().ok(), &ns("nat"), reps, secs)
-            .map_err(|e| format!("{e:#}"))
+        nat_bench::run(weft_bin.is_ok(), reps, secs).map_err(|e| format!("{e:#}"))
     } else {
         Err(NOT_RUN.to_owned())
     };
@@ -179,16 +177,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
 
     let overlay = if args.wants(Section::Overlay) {
-        bench_overlay::run(
-            weft_bin.as_deref().ok(),
-            &ns("ovl"),
-            (
-                &format!("{BPFFS_PREFIX}{pid}-ovl-"),
-                &format!("{STATE_PREFIX}{pid}-ovl-"),
-            ),
-            reps,
-            secs,
-        )?
+        bench_overlay::run(weft_bin.is_ok(), reps, secs)?
     } else {
         bench_overlay::OverlayBench {
             json: json!({ "unavailable": NOT_RUN }),
@@ -208,13 +197,7 @@ pub fn run(args: &Args) -> Result<()> {
         .collect();
     let agent = match &weft_bin {
         _ if !args.wants(Section::Agent) => Err(NOT_RUN.to_owned()),
-        Ok(bin) => agent_bench::run(
-            bin,
-            &ns("agent"),
-            PathBuf::from(format!("{BPFFS_PREFIX}{pid}-agent")),
-            PathBuf::from(format!("{STATE_PREFIX}{pid}-agent")),
-        )
-        .map_err(|e| format!("{e:#}")),
+        Ok(_) => agent_bench::run().map_err(|e| format!("{e:#}")),
         Err(e) => Err(format!("weft could not be built: {e}")),
     };
     if let (Err(e), true) = (&agent, args.wants(Section::Agent)) {
@@ -307,12 +290,12 @@ pub(crate) fn measure(t: &Topology, s: &mut Samples, rep: u32, secs: u32) -> Res
     let stream = traffic::iperf3(
         &t.server,
         &t.client,
-        t.server_ip,
+        &t.server_ip,
         secs,
         None,
         Some(stream_pin),
     );
-    let latency = traffic::sockperf(&t.server, &t.client, t.server_ip, secs, Some(latency_pin));
+    let latency = traffic::sockperf(&t.server, &t.client, &t.server_ip, secs, Some(latency_pin));
     proc::check_interrupted()?;
     let mut line = format!("rep {rep} {:<7}", t.name);
     match stream {
@@ -350,154 +333,99 @@ pub(crate) fn measure(t: &Topology, s: &mut Samples, rep: u32, secs: u32) -> Res
     Ok(())
 }
 
-/// Address a container end `eth0` and bring it up; default route via `gw`.
-pub(crate) fn container_addr(c: &Netns, cidr: &str, gw: Option<&str>) -> Result<()> {
-    proc::stdout(&mut c.ip(&["addr", "add", cidr, "dev", "eth0"]), T)?;
-    proc::stdout(&mut c.ip(&["link", "set", "eth0", "up"]), T)?;
-    if let Some(gw) = gw {
-        proc::stdout(&mut c.ip(&["route", "add", "default", "via", gw]), T)?;
-    }
-    Ok(())
-}
-
 /// Two namespaces joined by a single veth pair: the cheapest path there is.
-fn veth_topology(prefix: &str) -> Result<Topology> {
-    println!("== topology veth: {prefix}-a <-veth-> {prefix}-b (10.211.0.0/24)");
-    let client = Netns::create(&format!("{prefix}-a"))?;
-    let server = Netns::create(&format!("{prefix}-b"))?;
-    proc::stdout(
-        &mut client.ip(&[
-            "link",
-            "add",
-            "eth0",
-            "mtu",
-            "1500",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "mtu",
-            "1500",
-            "netns",
-            server.name(),
-        ]),
-        T,
-    )?;
-    container_addr(&client, "10.211.0.2/24", None)?;
-    container_addr(&server, "10.211.0.3/24", None)?;
+fn veth_topology() -> Result<Topology> {
+    let client = NetNs::new("veth-a")?;
+    let server = NetNs::new("veth-b")?;
+    println!(
+        "== topology veth: {} <-veth-> {} (10.211.0.0/24)",
+        client.name(),
+        server.name()
+    );
+    client.add_veth("eth0", &server, "eth0", Some(1500))?;
+    client.add_addr("eth0", "10.211.0.2/24")?;
+    server.add_addr("eth0", "10.211.0.3/24")?;
     Ok(Topology {
         name: "veth",
-        weft: None,
+        _nodes: Box::new(()),
         client,
         server,
-        _node: None,
-        server_ip: "10.211.0.3",
+        server_ip: "10.211.0.3".into(),
     })
 }
 
-/// A node with a Linux bridge and one veth to each container (Docker's way).
-fn bridge_topology(prefix: &str) -> Result<Topology> {
-    println!("== topology bridge: {prefix}-node br0 + {prefix}-a, {prefix}-b (10.212.0.0/24)");
-    let node = Netns::create(&format!("{prefix}-node"))?;
-    let client = Netns::create(&format!("{prefix}-a"))?;
-    let server = Netns::create(&format!("{prefix}-b"))?;
-    proc::stdout(&mut node.ip(&["link", "add", "br0", "type", "bridge"]), T)?;
-    proc::stdout(
-        &mut node.ip(&["addr", "add", "10.212.0.1/24", "dev", "br0"]),
-        T,
-    )?;
-    proc::stdout(&mut node.ip(&["link", "set", "br0", "up"]), T)?;
+/// A node with a Linux bridge and one veth to each container (Docker's
+/// way); also what the node's bridge-nf-call-iptables says.
+fn bridge_topology() -> Result<(Topology, String)> {
+    let node = NetNs::new("bridge-node")?;
+    let client = NetNs::new("bridge-a")?;
+    let server = NetNs::new("bridge-b")?;
+    println!(
+        "== topology bridge: {} br0 + {}, {} (10.212.0.0/24)",
+        node.name(),
+        client.name(),
+        server.name()
+    );
+    node.add_bridge("br0", None)?;
+    node.exec(&["ip", "addr", "add", "10.212.0.1/24", "dev", "br0"])?;
     for (i, (c, cidr)) in [(&client, "10.212.0.2/24"), (&server, "10.212.0.3/24")]
         .into_iter()
         .enumerate()
     {
-        let host = format!("veth{i}");
-        proc::stdout(
-            &mut node.ip(&[
-                "link",
-                "add",
-                &host,
-                "mtu",
-                "1500",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "mtu",
-                "1500",
-                "netns",
-                c.name(),
-            ]),
-            T,
+        let gateway = Some("10.212.0.1");
+        plug_container(
+            &node,
+            "br0",
+            &format!("veth{i}"),
+            c,
+            (cidr, gateway),
+            Some(1500),
         )?;
-        proc::stdout(
-            &mut node.ip(&["link", "set", &host, "master", "br0", "up"]),
-            T,
-        )?;
-        container_addr(c, cidr, Some("10.212.0.1"))?;
     }
-    Ok(Topology {
+    let bridge_nf = node
+        .exec(&["cat", "/proc/sys/net/bridge/bridge-nf-call-iptables"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|_| "n/a (br_netfilter not loaded)".into());
+    let t = Topology {
         name: "bridge",
-        weft: None,
+        _nodes: Box::new(node),
         client,
         server,
-        _node: Some(node),
-        server_ip: "10.212.0.3",
-    })
+        server_ip: "10.212.0.3".into(),
+    };
+    Ok((t, bridge_nf))
 }
 
 /// A weft node with two containers on one network, built by the weft CLI.
-fn weft_topology(bin: &Path, prefix: &str) -> Result<Topology> {
-    println!("== topology weft: {prefix}-node + {prefix}-a, {prefix}-b (10.210.0.0/24)");
-    let pid = std::process::id();
-    let node = Netns::create(&format!("{prefix}-node"))?;
-    let client = Netns::create(&format!("{prefix}-a"))?;
-    let server = Netns::create(&format!("{prefix}-b"))?;
-    let weft = WeftNode::new(
-        bin,
-        node.name(),
-        PathBuf::from(format!("{BPFFS_PREFIX}{pid}")),
-        PathBuf::from(format!("{STATE_PREFIX}{pid}")),
+fn weft_topology() -> Result<Topology> {
+    let node = Node::new()?;
+    println!(
+        "== topology weft: {} + two containers (10.210.0.0/24)",
+        node.ns.name()
     );
-    let t = Topology {
-        name: "weft",
-        weft: Some(weft),
-        client,
-        server,
-        _node: Some(node),
-        server_ip: "10.210.0.3",
-    };
-    let weft = t.weft.as_ref().expect("just set");
-    weft.quiet(&["network", "create", "bench", "--subnet", "10.210.0.0/24"])?;
-    for (c, ip, name) in [
-        (&t.client, "10.210.0.2", "a"),
-        (&t.server, "10.210.0.3", "b"),
-    ] {
-        weft.quiet(&[
-            "endpoint",
-            "add",
-            "--network",
-            "bench",
-            "--netns",
-            c.name(),
-            "--ip",
-            ip,
-            "--name",
-            name,
-            "--mtu",
-            "1500",
-        ])?;
-        check_eth0(c, ip)?;
+    node.weft(&["network", "create", "bench", "--subnet", "10.210.0.0/24"])?;
+    let mut containers = Vec::new();
+    for (ip, name) in [("10.210.0.2", "a"), ("10.210.0.3", "b")] {
+        let (c, _) = node.container_with("bench", name, &["--ip", ip, "--mtu", "1500"])?;
+        check_eth0(&c, ip)?;
+        containers.push(c);
     }
-    Ok(t)
+    let (server, client) = (containers.pop(), containers.pop());
+    Ok(Topology {
+        name: "weft",
+        _nodes: Box::new(node),
+        client: client.expect("two containers"),
+        server: server.expect("two containers"),
+        server_ip: "10.210.0.3".into(),
+    })
 }
 
 /// Fail unless `weft endpoint add` left `eth0` with `ip` in container `c`.
-pub fn check_eth0(c: &Netns, ip: &str) -> Result<()> {
-    let addrs = proc::stdout(&mut c.ip(&["-br", "addr", "show", "dev", "eth0"]), T)
+pub fn check_eth0(c: &NetNs, ip: &str) -> Result<()> {
+    let addrs = c
+        .exec(&["ip", "-br", "addr", "show", "dev", "eth0"])
         .with_context(|| format!("`weft endpoint add` left no eth0 in {}", c.name()))?;
+    let addrs = String::from_utf8_lossy(&addrs.stdout);
     if !addrs.contains(&format!("{ip}/")) {
         bail!(
             "`weft endpoint add` left eth0 in {} without {ip}: {}",

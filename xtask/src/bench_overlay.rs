@@ -10,58 +10,37 @@
 //! - `routed`: no encapsulation, a route per remote subnet via the other
 //!   node's underlay address: the limit any overlay is measured against.
 //!
-//! Each topology is its own underlay: a switch namespace with a bridge
-//! (MTU 1500) and two node namespaces plugged into it (`underlay`,
-//! 172.31.0.1 and .2); the client container is on node 1 (10.220.1.2),
-//! the server on node 2 (10.220.2.2). Encapsulated paths give containers
-//! MTU 1450 (1500 - 50), the routed one 1500. Repetitions are interleaved
-//! across the four like the main section; medians are reported.
+//! Each topology is its own underlay (`weft_harness::underlay`): a switch
+//! namespace with a bridge (MTU 1500) and two nodes plugged into it
+//! (`underlay`, 172.30.0.1 and .2); the client container is on node 1
+//! (10.220.1.0/24), the server on node 2 (10.220.2.0/24). Encapsulated
+//! paths give containers MTU 1450 (1500 - 50), the routed one 1500.
+//! Repetitions are interleaved across the four like the main section;
+//! medians are reported.
 
-use std::path::{Path, PathBuf};
-
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
-
-use crate::{
-    bench::{self, Samples, Target, Topology},
-    netns::Netns,
+use weft_harness::{
+    overlay::{Cluster, ClusterNet},
     proc,
     traffic::{self, Pin},
-    weft::WeftNode,
+    underlay::{PeerKind, Underlay},
 };
 
-const T: std::time::Duration = std::time::Duration::from_secs(30);
+use crate::bench::{self, Samples, Target, Topology};
+
 const UNDERLAY_MTU: u32 = 1500;
-const VXLAN_OVERHEAD: u32 = 50;
-const UNDERLAY_IF: &str = "underlay";
-const VNI: &str = "100";
-const NETWORK_CIDR: &str = "10.220.0.0/16";
+/// The network both nodes serve: 10.220.0.0/16, node i's pod CIDR
+/// 10.220.i.0/24.
+const NET: ClusterNet = ClusterNet {
+    name: "bench",
+    octet: 220,
+    vni: 100,
+};
 
-/// One overlay topology. Fields drop in declaration order: weft's teardown
-/// first, then the containers, then the nodes and the switch.
-struct Overlay {
-    wefts: Vec<WeftNode>,
-    t: Topology,
-    _nodes: Vec<Netns>,
-}
-
-/// Node `i` (1 or 2): its underlay address, its pod subnet, its gateway and
-/// its container's address.
-fn underlay_ip(i: u8) -> String {
-    format!("172.31.0.{i}")
-}
-fn pod_cidr(i: u8) -> String {
-    format!("10.220.{i}.0/24")
-}
-fn gateway(i: u8) -> String {
-    format!("10.220.{i}.1")
-}
-fn container_ip(i: u8) -> String {
-    format!("10.220.{i}.2")
-}
 /// The kernel VXLAN peers' VTEP MACs.
-fn vtep_mac(i: u8) -> String {
-    format!("02:6b:76:00:00:{i:02x}")
+fn vtep_mac(i: u8) -> [u8; 6] {
+    [0x02, 0x6b, 0x76, 0, 0, i]
 }
 
 /// The section's figures for the report: its JSON and its targets (which
@@ -74,18 +53,12 @@ pub struct OverlayBench {
 /// Builds the topologies, measures them `reps` times interleaved and
 /// prints the section's table; returns its JSON and targets. A topology that cannot
 /// be built is reported unavailable, never fails the bench.
-pub fn run(
-    weft_bin: Option<&Path>,
-    prefix: &str,
-    (bpffs_prefix, state_prefix): (&str, &str),
-    reps: u32,
-    secs: u32,
-) -> Result<OverlayBench> {
+pub fn run(weft_built: bool, reps: u32, secs: u32) -> Result<OverlayBench> {
     let mut built = Vec::new();
     let mut unavailable: Vec<(String, String)> = Vec::new();
-    let mut attempt = |name: &'static str, r: Result<Overlay>| -> Result<()> {
+    let mut attempt = |name: &'static str, r: Result<Topology>| -> Result<()> {
         match r {
-            Ok(o) => built.push(o),
+            Ok(t) => built.push(t),
             Err(e) => {
                 proc::check_interrupted()?;
                 eprintln!("xtask bench: overlay topology {name} unavailable: {e:#}");
@@ -95,26 +68,27 @@ pub fn run(
         Ok(())
     };
     for (name, mode) in [("weft-tun", "tunnel"), ("weft-bpf", "bpf")] {
-        let r = match weft_bin {
-            Some(bin) => weft_overlay(bin, name, mode, prefix, (bpffs_prefix, state_prefix)),
-            None => Err(anyhow::anyhow!("weft could not be built")),
+        let r = if weft_built {
+            weft_overlay(name, mode)
+        } else {
+            Err(anyhow::anyhow!("weft could not be built"))
         };
         attempt(name, r)?;
     }
-    attempt("kvxlan", kernel_overlay("kvxlan", true, prefix))?;
-    attempt("routed", kernel_overlay("routed", false, prefix))?;
+    attempt("kvxlan", kernel_overlay("kvxlan", true))?;
+    attempt("routed", kernel_overlay("routed", false))?;
 
     let mut samples: Vec<Samples> = built.iter().map(|_| Samples::default()).collect();
     let mut one_cpu: Vec<Vec<f64>> = built.iter().map(|_| Vec::new()).collect();
     println!("\n== overlay: {reps} interleaved repetition(s), {secs} s per measurement");
     for rep in 1..=reps {
-        for ((o, s), one) in built.iter().zip(&mut samples).zip(&mut one_cpu) {
-            bench::measure(&o.t, s, rep, secs)?;
-            match stream_on_one_cpu(&o.t, secs) {
+        for ((t, s), one) in built.iter().zip(&mut samples).zip(&mut one_cpu) {
+            bench::measure(t, s, rep, secs)?;
+            match stream_on_one_cpu(t, secs) {
                 Ok(gbps) => {
                     println!(
                         "rep {rep} {:<8} stream on one CPU {gbps:7.2} Gbit/s",
-                        o.t.name
+                        t.name
                     );
                     one.push(gbps);
                 }
@@ -122,7 +96,7 @@ pub fn run(
             }
         }
     }
-    let names: Vec<&str> = built.iter().map(|o| o.t.name).collect();
+    let names: Vec<&str> = built.iter().map(|t| t.name).collect();
     drop(built);
     Ok(report(&names, &samples, &one_cpu, &unavailable))
 }
@@ -139,7 +113,7 @@ fn stream_on_one_cpu(t: &Topology, secs: u32) -> Result<f64> {
         server_cpu: cpu,
         client_cpu: cpu,
     };
-    Ok(traffic::iperf3(&t.server, &t.client, t.server_ip, secs, None, Some(pin))?.gbps)
+    Ok(traffic::iperf3(&t.server, &t.client, &t.server_ip, secs, None, Some(pin))?.gbps)
 }
 
 /// Median stream, p50 and p99 of one topology.
@@ -256,275 +230,74 @@ fn report(
     OverlayBench { json, targets }
 }
 
-/// The switch and two nodes plugged into it; returns [node1, node2, switch].
-fn underlay(tag: &str) -> Result<Vec<Netns>> {
-    let switch = Netns::create(&format!("{tag}-sw"))?;
-    let mtu = UNDERLAY_MTU.to_string();
-    proc::stdout(
-        &mut switch.ip(&["link", "add", "br0", "mtu", &mtu, "type", "bridge"]),
-        T,
-    )?;
-    proc::stdout(&mut switch.ip(&["link", "set", "br0", "up"]), T)?;
-    let mut nodes = Vec::new();
-    for i in [1u8, 2] {
-        let node = Netns::create(&format!("{tag}-n{i}"))?;
-        let port = format!("p{i}");
-        proc::stdout(
-            &mut switch.ip(&[
-                "link",
-                "add",
-                &port,
-                "mtu",
-                &mtu,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                UNDERLAY_IF,
-                "mtu",
-                &mtu,
-                "netns",
-                node.name(),
-            ]),
-            T,
-        )?;
-        proc::stdout(
-            &mut switch.ip(&["link", "set", &port, "master", "br0", "up"]),
-            T,
-        )?;
-        proc::stdout(
-            &mut node.ip(&[
-                "addr",
-                "add",
-                &format!("{}/24", underlay_ip(i)),
-                "dev",
-                UNDERLAY_IF,
-            ]),
-            T,
-        )?;
-        proc::stdout(&mut node.ip(&["link", "set", UNDERLAY_IF, "up"]), T)?;
-        nodes.push(node);
-    }
-    nodes.push(switch);
-    Ok(nodes)
-}
-
-/// Two weft nodes with `--encap mode`, each owning one pod subnet of the
-/// network and knowing the other; a container on each.
-fn weft_overlay(
-    bin: &Path,
-    name: &'static str,
-    mode: &str,
-    prefix: &str,
-    (bpffs_prefix, state_prefix): (&str, &str),
-) -> Result<Overlay> {
-    let tag = format!("{prefix}-{name}");
-    println!("== overlay topology {name}: {tag}-n1, -n2 on {tag}-sw, weft --encap {mode}");
-    let nodes = underlay(&tag)?;
-    let client = Netns::create(&format!("{tag}-a"))?;
-    let server = Netns::create(&format!("{tag}-b"))?;
-    let mut wefts = Vec::new();
-    for (i, node) in [1u8, 2].into_iter().zip(&nodes) {
-        wefts.push(WeftNode::new(
-            bin,
-            node.name(),
-            PathBuf::from(format!("{bpffs_prefix}{name}-n{i}")),
-            PathBuf::from(format!("{state_prefix}{name}-n{i}")),
-        ));
-    }
-    let o = Overlay {
-        wefts,
-        t: Topology {
-            name,
-            weft: None,
-            client,
-            server,
-            _node: None,
-            server_ip: "10.220.2.2",
-        },
-        _nodes: nodes,
-    };
-    let inner_mtu = (UNDERLAY_MTU - VXLAN_OVERHEAD).to_string();
-    for (i, (weft, c)) in [1u8, 2]
-        .into_iter()
-        .zip(o.wefts.iter().zip([&o.t.client, &o.t.server]))
-    {
-        let other = 3 - i;
-        weft.quiet(&[
-            "network",
-            "create",
-            "bench",
-            "--subnet",
-            NETWORK_CIDR,
-            "--vni",
-            VNI,
-        ])?;
-        weft.quiet(&[
-            "node",
-            "set",
-            "--uplink",
-            UNDERLAY_IF,
-            "--ip",
-            &underlay_ip(i),
-            "--encap",
-            mode,
-            "--subnet",
-            &format!("bench={}", pod_cidr(i)),
-        ])?;
-        weft.quiet(&[
-            "node",
-            "add",
-            &format!("n{other}"),
-            "--underlay",
-            &underlay_ip(other),
-            "--subnet",
-            &format!("bench={}", pod_cidr(other)),
-        ])?;
-        weft.quiet(&[
-            "endpoint",
-            "add",
-            "--network",
-            "bench",
-            "--netns",
-            c.name(),
-            "--ip",
-            &container_ip(i),
-            "--name",
-            &format!("c{i}"),
-            "--mtu",
-            &inner_mtu,
-        ])?;
-        bench::check_eth0(c, &container_ip(i))?;
-    }
-    Ok(o)
-}
-
-/// Two nodes without weft: containers on a bridge `cbr0`, kernel
-/// forwarding, and either the kernel's VXLAN (`vxlan`) or plain routes.
-fn kernel_overlay(name: &'static str, vxlan: bool, prefix: &str) -> Result<Overlay> {
-    let tag = format!("{prefix}-{name}");
+/// Two weft nodes with `--encap mode` on one underlay (a
+/// [`Cluster`]), each owning one pod subnet of the network and knowing the
+/// other; a container on each.
+fn weft_overlay(name: &'static str, mode: &str) -> Result<Topology> {
+    let cluster = Cluster::with_mtu(mode, 2, &[NET], UNDERLAY_MTU)?;
     println!(
-        "== overlay topology {name}: {tag}-n1, -n2 on {tag}-sw, {}",
+        "== overlay topology {name}: {}, {} on {}, weft --encap {mode}",
+        cluster.nodes[0].node.ns.name(),
+        cluster.nodes[1].node.ns.name(),
+        cluster.underlay.switch.name()
+    );
+    let (client, client_ip) = cluster.container(0, NET.name, "c1")?;
+    let (server, server_ip) = cluster.container(1, NET.name, "c2")?;
+    bench::check_eth0(&client, &client_ip)?;
+    bench::check_eth0(&server, &server_ip)?;
+    Ok(Topology {
+        name,
+        _nodes: Box::new(cluster),
+        client,
+        server,
+        server_ip,
+    })
+}
+
+/// Two nodes without weft (`weft_harness::peer`): containers on a bridge,
+/// kernel forwarding, and either the kernel's VXLAN the way Flannel sets it
+/// up (`vxlan`) or plain routes.
+fn kernel_overlay(name: &'static str, vxlan: bool) -> Result<Topology> {
+    let underlay = Underlay::new(UNDERLAY_MTU)?;
+    let kind = |i: u8| match vxlan {
+        true => PeerKind::KernelVxlan {
+            vni: NET.vni,
+            vtep_mac: vtep_mac(i),
+        },
+        false => PeerKind::Routed,
+    };
+    let pod_cidr = |i: u8| NET.pod_cidr(usize::from(i));
+    let peers = [
+        underlay.peer_node(kind(1), &pod_cidr(1))?,
+        underlay.peer_node(kind(2), &pod_cidr(2))?,
+    ];
+    println!(
+        "== overlay topology {name}: {}, {} on {}, {}",
+        peers[0].ns.name(),
+        peers[1].ns.name(),
+        underlay.switch.name(),
         if vxlan {
             "kernel vxlan (VNI 100, nolearning, static FDB) + bridge"
         } else {
             "bridge + plain routes, no encapsulation"
         }
     );
-    let nodes = underlay(&tag)?;
-    let client = Netns::create(&format!("{tag}-a"))?;
-    let server = Netns::create(&format!("{tag}-b"))?;
-    let mtu = if vxlan {
-        UNDERLAY_MTU - VXLAN_OVERHEAD
-    } else {
-        UNDERLAY_MTU
-    }
-    .to_string();
-    for (i, (node, c)) in [1u8, 2]
-        .into_iter()
-        .zip(nodes.iter().zip([&client, &server]))
-    {
-        let other = 3 - i;
-        let ip = |args: &[&str]| proc::stdout(&mut node.ip(args), T);
-        ip(&["link", "add", "cbr0", "mtu", &mtu, "type", "bridge"])?;
-        ip(&["addr", "add", &format!("{}/24", gateway(i)), "dev", "cbr0"])?;
-        ip(&["link", "set", "cbr0", "up"])?;
-        proc::stdout(
-            &mut node.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]),
-            T,
+    for (here, there) in [(0, 1), (1, 0)] {
+        let remote = &peers[there];
+        let remote_no = u8::try_from(there + 1).context("two peers")?;
+        peers[here].add_remote(
+            &pod_cidr(remote_no),
+            remote.underlay_ip,
+            vtep_mac(remote_no),
         )?;
-        ip(&[
-            "link",
-            "add",
-            "veth0",
-            "mtu",
-            &mtu,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "mtu",
-            &mtu,
-            "netns",
-            c.name(),
-        ])?;
-        ip(&["link", "set", "veth0", "master", "cbr0", "up"])?;
-        bench::container_addr(c, &format!("{}/24", container_ip(i)), Some(&gateway(i)))?;
-        if vxlan {
-            ip(&[
-                "link",
-                "add",
-                "vxlan0",
-                "address",
-                &vtep_mac(i),
-                "mtu",
-                &mtu,
-                "type",
-                "vxlan",
-                "id",
-                VNI,
-                "dstport",
-                "4789",
-                "local",
-                &underlay_ip(i),
-                "dev",
-                UNDERLAY_IF,
-                "nolearning",
-            ])?;
-            ip(&["link", "set", "vxlan0", "up"])?;
-            // Flannel's three entries per remote node.
-            let remote_net = format!("10.220.{other}.0");
-            ip(&[
-                "neigh",
-                "replace",
-                &remote_net,
-                "lladdr",
-                &vtep_mac(other),
-                "dev",
-                "vxlan0",
-                "nud",
-                "permanent",
-            ])?;
-            proc::stdout(
-                &mut node.exec(&[
-                    "bridge",
-                    "fdb",
-                    "append",
-                    &vtep_mac(other),
-                    "dev",
-                    "vxlan0",
-                    "dst",
-                    &underlay_ip(other),
-                    "self",
-                    "permanent",
-                ]),
-                T,
-            )?;
-            ip(&[
-                "route",
-                "add",
-                &pod_cidr(other),
-                "via",
-                &remote_net,
-                "dev",
-                "vxlan0",
-                "onlink",
-            ])?;
-        } else {
-            ip(&["route", "add", &pod_cidr(other), "via", &underlay_ip(other)])?;
-        }
     }
-    Ok(Overlay {
-        wefts: Vec::new(),
-        t: Topology {
-            name,
-            weft: None,
-            client,
-            server,
-            _node: None,
-            server_ip: "10.220.2.2",
-        },
-        _nodes: nodes,
+    let (client, _) = peers[0].container()?;
+    let (server, server_ip) = peers[1].container()?;
+    Ok(Topology {
+        name,
+        _nodes: Box::new((underlay, peers)),
+        client,
+        server,
+        server_ip: server_ip.to_string(),
     })
 }

@@ -9,8 +9,7 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-
-use crate::proc;
+use weft_harness::proc;
 
 /// What a `cargo build -p weft` produced.
 pub struct Built {

@@ -15,16 +15,24 @@
 //! Everything is torn down on success, error and Ctrl-C alike (RAII
 //! guards; see `proc`).
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::Value;
+use weft_harness::{
+    netns::NetNs,
+    node::Node,
+    outside::{NODE_UPLINK_IP, OUTSIDE_IP, UPLINK},
+    proc,
+    run::{self, Run},
+    traffic,
+};
 
-use crate::{bench, build_ebpf, netns, netns::Netns, proc, setup, traffic, weft::WeftNode};
+use crate::{bench, build_ebpf, setup};
 
 const NS_PREFIX: &str = "wdemo";
-const BPFFS_PREFIX: &str = "/sys/fs/bpf/weft-demo-";
-const STATE_PREFIX: &str = "/tmp/weft-demo-";
+/// Pins in `/sys/fs/bpf/weft-demo-<pid>-<n>`, state in `/tmp/weft-demo-<pid>-<n>`.
+const DIRS_PREFIX: &str = "weft-demo-";
 
 /// (name, network, ip) of each container.
 const CONTAINERS: [(&str, &str, &str); 4] = [
@@ -34,24 +42,20 @@ const CONTAINERS: [(&str, &str, &str); 4] = [
     ("c4", "green", "10.2.0.3"),
 ];
 
-/// The demo's namespaces and node; fields drop in declaration order, so
-/// `weft teardown` runs while the namespaces it cleans up still exist.
+/// The demo's nodes and namespaces; fields drop in declaration order, so
+/// each node's `weft teardown` runs while the containers it plugged in
+/// still exist.
 struct Demo {
-    weft: WeftNode,
-    /// The second node's weft, for the overlay.
-    weft2: WeftNode,
-    containers: Vec<Netns>,
+    node: Node,
+    /// The second node, for the overlay.
+    node2: Node,
+    containers: Vec<NetNs>,
     /// On the second node.
-    c5: Netns,
+    c5: NetNs,
     /// Beyond the nodes' uplinks: routes between them.
-    outside: Netns,
-    node: Netns,
-    node2: Netns,
+    outside: NetNs,
 }
 
-/// The node's uplink address and the outside end of the uplink.
-const NODE_UPLINK_IP: &str = "198.18.0.1";
-const OUTSIDE_IP: &str = "198.18.0.2";
 /// The second node's uplink address and the outside end of its uplink.
 const NODE2_UPLINK_IP: &str = "198.19.0.1";
 const OUTSIDE2_IP: &str = "198.19.0.2";
@@ -62,50 +66,32 @@ pub fn run() -> Result<()> {
     }
     setup::run()?;
     let built = build_ebpf::run()?;
-    netns::reap_stale(NS_PREFIX, &[BPFFS_PREFIX, STATE_PREFIX]);
+    run::configure(Run {
+        netns: NS_PREFIX,
+        dirs: DIRS_PREFIX,
+        ipv6_off: true,
+        weft: Some(built.weft.clone()),
+    })?;
+    run::reap_stale();
 
     let pid = std::process::id();
-    let ns = |suffix: &str| format!("{NS_PREFIX}{pid}-{suffix}");
-    println!(
-        "\n== creating namespaces {} and {}..{}",
-        ns("node"),
-        ns("c1"),
-        ns("c4")
-    );
-    let node = Netns::create(&ns("node"))?;
-    let node2 = Netns::create(&ns("node2"))?;
-    let weft = WeftNode::new(
-        &built.weft,
-        node.name(),
-        PathBuf::from(format!("{BPFFS_PREFIX}{pid}")),
-        PathBuf::from(format!("{STATE_PREFIX}{pid}")),
-    );
-    let weft2 = WeftNode::new(
-        &built.weft,
-        node2.name(),
-        PathBuf::from(format!("{BPFFS_PREFIX}{pid}-node2")),
-        PathBuf::from(format!("{STATE_PREFIX}{pid}-node2")),
-    );
+    let ns = |suffix: &str| NetNs::create(&format!("{NS_PREFIX}{pid}-{suffix}"));
+    println!("\n== creating namespaces {NS_PREFIX}{pid}-node and {NS_PREFIX}{pid}-c1..c4");
     let mut demo = Demo {
-        weft,
-        weft2,
+        node: Node::in_namespace(&built.weft, ns("node")?)?,
+        node2: Node::in_namespace(&built.weft, ns("node2")?)?,
         containers: Vec::new(),
-        c5: Netns::create(&ns("c5"))?,
-        outside: Netns::create(&ns("out"))?,
-        node,
-        node2,
+        c5: ns("c5")?,
+        outside: ns("out")?,
     };
     for (name, _, _) in CONTAINERS {
-        demo.containers.push(Netns::create(&ns(name))?);
+        demo.containers.push(ns(name)?);
     }
 
     let result = play(&demo);
     println!("\n== cleaning up (weft teardown, namespaces)");
     drop(demo);
-    let left: Vec<String> = netns::list()
-        .into_iter()
-        .filter(|n| n.starts_with(&format!("{NS_PREFIX}{pid}-")))
-        .collect();
+    let left = run::leftovers();
     if !left.is_empty() {
         eprintln!("xtask: warning: namespaces left behind: {}", left.join(" "));
     }
@@ -127,8 +113,9 @@ fn counter(stats: &Value, section: &str, key: &str) -> u64 {
     stats[section][key]["packets"].as_u64().unwrap_or(0)
 }
 
-fn ping(from: &Netns, to_ip: &str) -> Result<bool> {
-    let mut cmd = from.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "1", to_ip]);
+/// Three pings for a human to watch; whether any was answered.
+fn ping(from: &NetNs, to_ip: &str) -> Result<bool> {
+    let mut cmd = from.command(&["ping", "-c", "3", "-i", "0.2", "-W", "1", to_ip]);
     println!("$ {}", proc::show(&cmd));
     Ok(proc::status(&mut cmd, Duration::from_secs(15))?.success())
 }
@@ -137,26 +124,24 @@ fn ping(from: &Netns, to_ip: &str) -> Result<bool> {
 /// 8000 as the node's 8080 and runs iperf3 from outside to it; whether the
 /// transfer worked and the dnat counter rose.
 fn publish_and_reach(demo: &Demo) -> Result<bool> {
-    let (weft, node, out) = (&demo.weft, &demo.node, &demo.outside);
+    let (weft, out) = (&demo.node, &demo.outside);
     let c1 = &demo.containers[0];
     println!("\n== an uplink to an outside namespace; c1's port 8000 published as node:8080");
     let t = Duration::from_secs(10);
-    node.uplink_to(("uplink", NODE_UPLINK_IP), out, ("eth0", OUTSIDE_IP), |c| {
-        proc::run(c, t)
-    })?;
-    weft.run(&["node", "set", "--uplink", "uplink", "--ip", NODE_UPLINK_IP])?;
-    weft.run(&["publish", "c1", "8080:8000/tcp"])?;
-    weft.run(&["publish", "ls"])?;
-    let before = weft.json(&["stats"])?;
-    let _server = proc::Background::spawn(&mut c1.exec(&["iperf3", "-s", "-1", "-p", "8000"]))?;
+    uplink(weft, (UPLINK, NODE_UPLINK_IP), out, ("eth0", OUTSIDE_IP))?;
+    weft.weft_echo(&["node", "set", "--uplink", UPLINK, "--ip", NODE_UPLINK_IP])?;
+    weft.weft_echo(&["publish", "c1", "8080:8000/tcp"])?;
+    weft.weft_echo(&["publish", "ls"])?;
+    let before = weft.weft_json(&["stats"])?;
+    let _server = proc::Background::spawn(&mut c1.command(&["iperf3", "-s", "-1", "-p", "8000"]))?;
     c1.wait_listening(false, 8000, t)?;
-    let mut client = out.exec(&["iperf3", "-c", NODE_UPLINK_IP, "-p", "8080", "-t", "1"]);
+    let mut client = out.command(&["iperf3", "-c", NODE_UPLINK_IP, "-p", "8080", "-t", "1"]);
     println!("$ {}", proc::show(&client));
     let ok = proc::status(&mut client, Duration::from_secs(20))?.success();
-    let after = weft.json(&["stats"])?;
+    let after = weft.weft_json(&["stats"])?;
     let dnat = counter(&after, "forwards", "dnat") - counter(&before, "forwards", "dnat");
     println!("dnat counter: +{dnat} packets");
-    weft.run(&["ct", "ls"])?;
+    weft.weft_echo(&["ct", "ls"])?;
     Ok(ok && dnat > 0)
 }
 
@@ -165,27 +150,21 @@ fn publish_and_reach(demo: &Demo) -> Result<bool> {
 /// c1 on the first node pings c5 on the second and sends it TCP.
 /// Returns (expected outcome, happened?) pairs.
 fn overlay_to_second_node(demo: &Demo) -> Result<Vec<(String, bool)>> {
-    let (weft, weft2) = (&demo.weft, &demo.weft2);
-    let (node2, out, c1, c5) = (&demo.node2, &demo.outside, &demo.containers[0], &demo.c5);
-    let t = Duration::from_secs(10);
+    let (weft, weft2) = (&demo.node, &demo.node2);
+    let (out, c1, c5) = (&demo.outside, &demo.containers[0], &demo.c5);
     println!(
         "\n== a second node, routed to the first through the outside namespace; \
          blue spans both over VXLAN"
     );
-    node2.uplink_to(
-        ("uplink", NODE2_UPLINK_IP),
-        out,
-        ("eth1", OUTSIDE2_IP),
-        |c| proc::run(c, t),
-    )?;
+    uplink(weft2, (UPLINK, NODE2_UPLINK_IP), out, ("eth1", OUTSIDE2_IP))?;
     // The outside routes between the two uplinks.
     proc::run(
-        &mut out.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]),
-        t,
+        &mut out.command(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]),
+        Duration::from_secs(10),
     )?;
 
     // blue's VNI on the first node, for the second.
-    let nets = weft.json(&["network", "ls"])?;
+    let nets = weft.weft_json(&["network", "ls"])?;
     let vni = nets
         .as_array()
         .and_then(|a| a.iter().find(|n| n["name"] == "blue"))
@@ -193,11 +172,11 @@ fn overlay_to_second_node(demo: &Demo) -> Result<Vec<(String, bool)>> {
         .ok_or_else(|| anyhow::anyhow!("network ls shows no VNI for blue: {nets}"))?
         .to_string();
     let (pod1, pod2) = ("blue=10.1.0.0/25", "blue=10.1.0.128/25");
-    weft.run(&[
+    weft.weft_echo(&[
         "node",
         "set",
         "--uplink",
-        "uplink",
+        UPLINK,
         "--ip",
         NODE_UPLINK_IP,
         "--encap",
@@ -205,7 +184,7 @@ fn overlay_to_second_node(demo: &Demo) -> Result<Vec<(String, bool)>> {
         "--subnet",
         pod1,
     ])?;
-    weft2.run(&[
+    weft2.weft_echo(&[
         "network",
         "create",
         "blue",
@@ -214,11 +193,11 @@ fn overlay_to_second_node(demo: &Demo) -> Result<Vec<(String, bool)>> {
         "--vni",
         &vni,
     ])?;
-    weft2.run(&[
+    weft2.weft_echo(&[
         "node",
         "set",
         "--uplink",
-        "uplink",
+        UPLINK,
         "--ip",
         NODE2_UPLINK_IP,
         "--encap",
@@ -226,7 +205,7 @@ fn overlay_to_second_node(demo: &Demo) -> Result<Vec<(String, bool)>> {
         "--subnet",
         pod2,
     ])?;
-    weft.run(&[
+    weft.weft_echo(&[
         "node",
         "add",
         "node2",
@@ -235,7 +214,7 @@ fn overlay_to_second_node(demo: &Demo) -> Result<Vec<(String, bool)>> {
         "--subnet",
         pod2,
     ])?;
-    weft2.run(&[
+    weft2.weft_echo(&[
         "node",
         "add",
         "node1",
@@ -244,7 +223,7 @@ fn overlay_to_second_node(demo: &Demo) -> Result<Vec<(String, bool)>> {
         "--subnet",
         pod1,
     ])?;
-    let c5_ep = weft2.json(&[
+    let c5_ep = weft2.weft_json(&[
         "endpoint",
         "add",
         "--network",
@@ -258,10 +237,10 @@ fn overlay_to_second_node(demo: &Demo) -> Result<Vec<(String, bool)>> {
         .as_str()
         .ok_or_else(|| anyhow::anyhow!("endpoint add printed no ip: {c5_ep}"))?
         .to_owned();
-    weft.run(&["node", "ls"])?;
+    weft.weft_echo(&["node", "ls"])?;
 
     let mut checks = Vec::new();
-    let before = (weft.json(&["stats"])?, weft2.json(&["stats"])?);
+    let before = (weft.weft_json(&["stats"])?, weft2.weft_json(&["stats"])?);
     let ok = ping(c1, &c5_ip)?;
     checks.push((
         format!("ping c1 (node 1) -> c5 {c5_ip} (node 2) over VXLAN"),
@@ -284,7 +263,7 @@ fn overlay_to_second_node(demo: &Demo) -> Result<Vec<(String, bool)>> {
             checks.push(("TCP c1 -> c5 across nodes moved data".into(), false));
         }
     }
-    let after = (weft.json(&["stats"])?, weft2.json(&["stats"])?);
+    let after = (weft.weft_json(&["stats"])?, weft2.weft_json(&["stats"])?);
     let encap = counter(&after.0, "forwards", "encap_bpf").saturating_sub(counter(
         &before.0,
         "forwards",
@@ -304,15 +283,15 @@ fn overlay_to_second_node(demo: &Demo) -> Result<Vec<(String, bool)>> {
 
 /// The scripted part; returns (expected outcome, happened?) pairs.
 fn play(demo: &Demo) -> Result<Vec<(String, bool)>> {
-    let weft = &demo.weft;
+    let weft = &demo.node;
     let c = |i: usize| &demo.containers[i];
     let mut checks = Vec::new();
 
     println!("\n== two networks, four containers");
-    weft.run(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
-    weft.run(&["network", "create", "green", "--subnet", "10.2.0.0/24"])?;
+    weft.weft_echo(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
+    weft.weft_echo(&["network", "create", "green", "--subnet", "10.2.0.0/24"])?;
     for ((name, net, ip), ns) in CONTAINERS.iter().zip(&demo.containers) {
-        weft.run(&[
+        weft.weft_echo(&[
             "endpoint",
             "add",
             "--network",
@@ -329,15 +308,15 @@ fn play(demo: &Demo) -> Result<Vec<(String, bool)>> {
         bench::check_eth0(ns, ip)?;
     }
     proc::run(
-        &mut c(0).ip(&["-br", "addr", "show", "dev", "eth0"]),
+        &mut c(0).command(&["ip", "-br", "addr", "show", "dev", "eth0"]),
         Duration::from_secs(10),
     )?;
-    proc::run(&mut c(0).ip(&["route"]), Duration::from_secs(10))?;
+    proc::run(&mut c(0).command(&["ip", "route"]), Duration::from_secs(10))?;
 
     println!("\n== c1 -> c2, same network (bridged in BPF)");
-    let before = weft.json(&["stats"])?;
+    let before = weft.weft_json(&["stats"])?;
     let ok = ping(c(0), "10.1.0.3")?;
-    let after = weft.json(&["stats"])?;
+    let after = weft.weft_json(&["stats"])?;
     let bridged = counter(&after, "forwards", "bridged")
         .saturating_sub(counter(&before, "forwards", "bridged"));
     checks.push(("ping c1 -> c2 (blue) answered".into(), ok));
@@ -349,7 +328,7 @@ fn play(demo: &Demo) -> Result<Vec<(String, bool)>> {
     println!("\n== c1 -> c3, other network: isolated, must be dropped");
     let before = after;
     let ok = ping(c(0), "10.2.0.2")?;
-    let after = weft.json(&["stats"])?;
+    let after = weft.weft_json(&["stats"])?;
     let isolated = counter(&after, "drops", "network_isolated").saturating_sub(counter(
         &before,
         "drops",
@@ -365,10 +344,10 @@ fn play(demo: &Demo) -> Result<Vec<(String, bool)>> {
     ));
 
     println!("\n== connect blue and green, c1 -> c3 again (routed in BPF)");
-    weft.run(&["network", "connect", "blue", "green"])?;
+    weft.weft_echo(&["network", "connect", "blue", "green"])?;
     let before = after;
     let ok = ping(c(0), "10.2.0.2")?;
-    let after = weft.json(&["stats"])?;
+    let after = weft.weft_json(&["stats"])?;
     let routed = counter(&after, "forwards", "routed")
         .saturating_sub(counter(&before, "forwards", "routed"));
     checks.push(("ping c1 -> c3 answered after `network connect`".into(), ok));
@@ -426,8 +405,23 @@ fn play(demo: &Demo) -> Result<Vec<(String, bool)>> {
     checks.extend(overlay_to_second_node(demo)?);
 
     println!("\n== what weft counted");
-    weft.run(&["stats"])?;
+    weft.weft_echo(&["stats"])?;
     println!();
-    weft.run(&["network", "ls"])?;
+    weft.weft_echo(&["network", "ls"])?;
     Ok(checks)
+}
+
+/// `node`'s uplink to `out` (see [`NetNs::uplink_to`]), said first.
+fn uplink(node: &Node, here: (&str, &str), out: &NetNs, there: (&str, &str)) -> Result<()> {
+    println!(
+        "uplink: {} {} {}/24 <-> {} {} {}/24, default route via {}",
+        node.ns.name(),
+        here.0,
+        here.1,
+        out.name(),
+        there.0,
+        there.1,
+        there.1
+    );
+    node.ns.uplink_to(here, out, there)
 }

@@ -1,9 +1,10 @@
 //! `cargo xtask`: weft's single front door (a cargo alias in `.cargo/config.toml`).
 //!
 //! One module per command. Everything here shells out (cargo, rustup, apt-get,
-//! ip, iperf3, sockperf, the `weft` binary) so that xtask itself builds with
-//! the stable toolchain alone, before `setup` has installed what the eBPF
-//! build needs.
+//! ip, iperf3, sockperf, the `weft` binary), the namespaces, topologies and
+//! traffic through `weft-harness` (shared with the tests), so that xtask
+//! itself builds with the stable toolchain alone, before `setup` has
+//! installed what the eBPF build needs.
 
 mod agent_bench;
 mod bench;
@@ -12,17 +13,14 @@ mod build_ebpf;
 mod demo;
 mod loadgen;
 mod nat_bench;
-mod netns;
-mod proc;
 mod setup;
 mod test;
-mod traffic;
-mod weft;
 
 use std::{env, path::PathBuf};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use weft_harness::proc;
 
 #[derive(Parser)]
 #[command(

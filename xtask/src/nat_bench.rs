@@ -38,18 +38,18 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-
-use crate::{
-    agent_bench::{self, AgentProc},
-    bench::{Target, median},
-    netns::Netns,
+use weft_harness::{
+    api::request,
+    links::plug_container,
+    netns::NetNs,
+    node::{Agent, AgentLog, Node},
+    outside::{NODE_UPLINK_IP as NODE_IP, OUTSIDE_IP, Outside, UPLINK},
     proc,
-    weft::WeftNode,
 };
 
+use crate::bench::{Target, median};
+
 const T: Duration = Duration::from_secs(30);
-const NODE_IP: &str = "198.18.0.1";
-const OUTSIDE_IP: &str = "198.18.0.2";
 const OUTSIDE_PORT: u16 = 9000;
 const CONTAINER_PORT: u16 = 8080;
 /// Published host ports: `FIRST_HOST_PORT`, and up to
@@ -63,20 +63,26 @@ const NODE_LOCAL_PORTS: &str = "1024 10239";
 /// Longest publishing 10,000 ports may take.
 const PUBLISH_BUDGET: Duration = Duration::from_secs(300);
 
-/// One side of the comparison.
+/// One side of the comparison. Fields drop in declaration order: the node
+/// (weft's agent, then its teardown) before the namespaces it plugged in.
 struct Side {
     name: &'static str,
-    /// weft's agent, killed before the node's teardown.
-    agent: Option<(AgentProc, PathBuf)>,
-    weft: Option<WeftNode>,
-    container: Netns,
-    outside: Netns,
-    node: Netns,
+    node: SideNode,
+    container: NetNs,
+    outside: Outside,
     container_ip: &'static str,
     /// Why published ports cannot be measured on this side, if so.
     no_publish: Option<String>,
     /// Drops last: the servers die with their namespaces anyway.
     _servers: Vec<proc::Background>,
+}
+
+/// What translates the side's traffic.
+enum SideNode {
+    /// weft, with its agent (killed before the node's teardown).
+    Weft { _agent: Agent, node: Node },
+    /// The kernel: a node namespace with a bridge and iptables rules.
+    Kernel(NetNs),
 }
 
 /// Rates (per second) collected for one side.
@@ -97,12 +103,12 @@ pub struct NatResults {
 }
 
 /// Builds both sides under `prefix`, measures, tears down.
-pub fn run(weft_bin: Option<&Path>, prefix: &str, reps: u32, secs: u32) -> Result<NatResults> {
+pub fn run(weft_built: bool, reps: u32, secs: u32) -> Result<NatResults> {
     let exe = std::env::current_exe().context("locating the xtask binary for loadgen")?;
     let mut sides = Vec::new();
     let mut unavailable = Vec::new();
-    match weft_bin {
-        Some(bin) => match weft_side(bin, &format!("{prefix}-w"), &exe) {
+    match weft_built {
+        true => match weft_side(&exe) {
             Ok(s) => sides.push(s),
             Err(e) => {
                 proc::check_interrupted()?;
@@ -110,11 +116,11 @@ pub fn run(weft_bin: Option<&Path>, prefix: &str, reps: u32, secs: u32) -> Resul
                 unavailable.push(("weft", format!("{e:#}")));
             }
         },
-        None => unavailable.push(("weft", "weft could not be built".to_owned())),
+        false => unavailable.push(("weft", "weft could not be built".to_owned())),
     }
     let rules = PathBuf::from(format!("/tmp/weft-bench-{}-iptables", std::process::id()));
     let _rules_file = RemoveOnDrop(rules.clone());
-    sides.push(iptables_side(&format!("{prefix}-k"), &exe, &rules)?);
+    sides.push(iptables_side(&exe, &rules)?);
 
     let mut rates: Vec<Rates> = sides.iter().map(|_| Rates::default()).collect();
     println!(
@@ -131,9 +137,11 @@ pub fn run(weft_bin: Option<&Path>, prefix: &str, reps: u32, secs: u32) -> Resul
             continue;
         }
         let started = Instant::now();
-        let published = match &s.agent {
-            Some((_, socket)) => weft_publish_range(socket, FIRST_HOST_PORT + 1, MANY_PORTS - 1),
-            None => iptables_publish(&s.node, &rules, s.container_ip, MANY_PORTS),
+        let published = match &s.node {
+            SideNode::Weft { node, .. } => {
+                weft_publish_range(&node.agent_socket(), FIRST_HOST_PORT + 1, MANY_PORTS - 1)
+            }
+            SideNode::Kernel(ns) => iptables_publish(ns, &rules, s.container_ip, MANY_PORTS),
         };
         match published {
             Ok(()) => println!(
@@ -170,36 +178,16 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// `sysctl -qw` inside `ns`.
-fn sysctl(ns: &Netns, settings: &[&str]) -> Result<()> {
-    let mut args = vec!["sysctl", "-qw"];
-    args.extend(settings);
-    proc::stdout(&mut ns.exec(&args), T).map(drop)
-}
-
-/// Node, container and outside namespaces with the uplink pair; clients
-/// may use every port and reuse TIME_WAIT ones.
-fn namespaces(prefix: &str) -> Result<(Netns, Netns, Netns)> {
-    let node = Netns::create(&format!("{prefix}-node"))?;
-    let container = Netns::create(&format!("{prefix}-c"))?;
-    let outside = Netns::create(&format!("{prefix}-out"))?;
-    node.uplink_to(("uplink", NODE_IP), &outside, ("eth0", OUTSIDE_IP), |c| {
-        proc::stdout(c, T).map(drop)
-    })?;
-    for ns in [&container, &outside] {
-        sysctl(
-            ns,
-            &[
-                "net.ipv4.ip_local_port_range=1024 65535",
-                "net.ipv4.tcp_tw_reuse=1",
-            ],
-        )?;
-    }
-    Ok((node, container, outside))
+/// Clients and the outside may use every port and reuse TIME_WAIT ones.
+fn widen_ports(ns: &NetNs) -> Result<()> {
+    ns.sysctl(&[
+        "net.ipv4.ip_local_port_range=1024 65535",
+        "net.ipv4.tcp_tw_reuse=1",
+    ])
 }
 
 /// The servers: one in the container, one outside.
-fn servers(exe: &Path, container: &Netns, outside: &Netns) -> Result<Vec<proc::Background>> {
+fn servers(exe: &Path, container: &NetNs, outside: &NetNs) -> Result<Vec<proc::Background>> {
     let mut v = Vec::new();
     for (ns, listen, port) in [
         (
@@ -214,64 +202,37 @@ fn servers(exe: &Path, container: &Netns, outside: &Netns) -> Result<Vec<proc::B
         ),
     ] {
         let exe = exe.to_string_lossy();
-        let cpu = pinned_cpu();
-        v.push(proc::Background::spawn(&mut ns.exec(&[
-            "taskset", "-c", &cpu, &exe, "loadgen", "serve", "--listen", &listen,
-        ]))?);
+        v.push(proc::Background::spawn(&mut ns.command_on(
+            Some(pinned_cpu()),
+            &[&exe, "loadgen", "serve", "--listen", &listen],
+        ))?);
         ns.wait_listening(false, port, Duration::from_secs(5))?;
     }
     Ok(v)
 }
 
-fn weft_side(bin: &Path, prefix: &str, exe: &Path) -> Result<Side> {
+fn weft_side(exe: &Path) -> Result<Side> {
+    let node = Node::new()?;
+    let outside = Outside::beyond(&node.ns)?;
     println!(
-        "== NAT topology weft: {prefix}-node (weft, uplink {NODE_IP}) + {prefix}-c + {prefix}-out"
+        "== NAT topology weft: {} (weft, uplink {NODE_IP}) + a container + {}",
+        node.ns.name(),
+        outside.ns.name()
     );
-    let pid = std::process::id();
-    let (node, container, outside) = namespaces(prefix)?;
-    let weft = WeftNode::new(
-        bin,
-        node.name(),
-        PathBuf::from(format!("/sys/fs/bpf/weft-bench-{pid}-nat")),
-        PathBuf::from(format!("/tmp/weft-bench-{pid}-nat")),
-    );
-    let mut side = Side {
-        name: "weft",
-        agent: None,
-        weft: Some(weft),
-        container,
-        outside,
-        node,
-        container_ip: "10.220.0.2",
-        no_publish: None,
-        _servers: Vec::new(),
-    };
-    let weft = side.weft.as_ref().expect("just set");
-    sysctl(
-        &side.node,
-        &[&format!("net.ipv4.ip_local_port_range={NODE_LOCAL_PORTS}")],
-    )?;
-    weft.quiet(&["network", "create", "natb", "--subnet", "10.220.0.0/24"])?;
-    weft.quiet(&[
-        "endpoint",
-        "add",
-        "--network",
-        "natb",
-        "--netns",
-        side.container.name(),
-        "--ip",
-        side.container_ip,
-        "--name",
-        "c",
-        "--mtu",
-        "1500",
-    ])?;
-    crate::bench::check_eth0(&side.container, side.container_ip)?;
-    weft.quiet(&[
+    widen_ports(&outside.ns)?;
+    node.ns
+        .sysctl(&[&format!("net.ipv4.ip_local_port_range={NODE_LOCAL_PORTS}")])?;
+    let container_ip = "10.220.0.2";
+    node.weft(&["network", "create", "natb", "--subnet", "10.220.0.0/24"])?;
+    let (container, _) =
+        node.container_with("natb", "c", &["--ip", container_ip, "--mtu", "1500"])?;
+    widen_ports(&container)?;
+    crate::bench::check_eth0(&container, container_ip)?;
+    node.weft(&[
         "node",
         "set",
         "--uplink",
-        "uplink",
+        UPLINK,
         "--ip",
         NODE_IP,
         "--ports",
@@ -279,18 +240,27 @@ fn weft_side(bin: &Path, prefix: &str, exe: &Path) -> Result<Side> {
     ])?;
     // Through the agent, as a runtime would: each `weft publish` is a
     // process that loads the pinned maps and state (tens of ms per call).
-    let socket = PathBuf::from(format!("/tmp/weft-bench-{pid}-nat/agent.sock"));
-    let agent = agent_bench::start_agent(weft, &socket)?;
-    side.no_publish = if proc::succeeds(&mut weft.cmd(&["publish", "--help"]), T) {
-        weft_publish_range(&socket, FIRST_HOST_PORT, 1)
+    let agent = node.start_agent_logging(&[], AgentLog::Discarded)?;
+    let no_publish = if proc::succeeds(&mut node.weft_command(&["publish", "--help"]), T) {
+        weft_publish_range(&node.agent_socket(), FIRST_HOST_PORT, 1)
             .err()
             .map(|e| format!("{e:#}"))
     } else {
         Some("this weft has no `weft publish` yet".to_owned())
     };
-    side.agent = Some((agent, socket));
-    side._servers = servers(exe, &side.container, &side.outside)?;
-    Ok(side)
+    let servers = servers(exe, &container, &outside.ns)?;
+    Ok(Side {
+        name: "weft",
+        node: SideNode::Weft {
+            _agent: agent,
+            node,
+        },
+        container,
+        outside,
+        container_ip,
+        no_publish,
+        _servers: servers,
+    })
 }
 
 /// Publishes host ports `first`.. (`count` of them) to `c:CONTAINER_PORT/tcp`
@@ -305,7 +275,7 @@ fn weft_publish_range(socket: &Path, first: u16, count: u16) -> Result<()> {
     };
     let body = json!({"endpoint": "c", "spec": spec});
     let started = Instant::now();
-    agent_bench::request(socket, "POST", "/v1/publish", Some(&body.to_string()))?;
+    request(socket, "POST", "/v1/publish", Some(&body.to_string()))?;
     if started.elapsed() > PUBLISH_BUDGET {
         bail!(
             "publishing {count} ports took {:.0} s, budget {} s",
@@ -316,52 +286,37 @@ fn weft_publish_range(socket: &Path, first: u16, count: u16) -> Result<()> {
     Ok(())
 }
 
-fn iptables_side(prefix: &str, exe: &Path, rules: &Path) -> Result<Side> {
+fn iptables_side(exe: &Path, rules: &Path) -> Result<Side> {
+    let node = NetNs::new("nat-node")?;
+    let container = NetNs::new("nat-c")?;
+    let outside = Outside::beyond(&node)?;
     println!(
-        "== NAT topology iptables: {prefix}-node (bridge, MASQUERADE, DNAT) + {prefix}-c + {prefix}-out"
+        "== NAT topology iptables: {} (bridge, MASQUERADE, DNAT) + {} + {}",
+        node.name(),
+        container.name(),
+        outside.ns.name()
     );
-    let (node, container, outside) = namespaces(prefix)?;
-    let ip = |ns: &Netns, args: &[&str]| proc::stdout(&mut ns.ip(args), T).map(drop);
-    ip(&node, &["link", "add", "br0", "type", "bridge"])?;
-    ip(&node, &["addr", "add", "10.221.0.1/24", "dev", "br0"])?;
-    ip(&node, &["link", "set", "br0", "up"])?;
-    ip(
+    widen_ports(&container)?;
+    widen_ports(&outside.ns)?;
+    node.add_bridge("br0", None)?;
+    node.exec(&["ip", "addr", "add", "10.221.0.1/24", "dev", "br0"])?;
+    plug_container(
         &node,
-        &[
-            "link",
-            "add",
-            "veth0",
-            "mtu",
-            "1500",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "mtu",
-            "1500",
-            "netns",
-            container.name(),
-        ],
-    )?;
-    ip(&node, &["link", "set", "veth0", "master", "br0", "up"])?;
-    ip(&container, &["addr", "add", "10.221.0.2/24", "dev", "eth0"])?;
-    ip(&container, &["link", "set", "eth0", "up"])?;
-    ip(
+        "br0",
+        "veth0",
         &container,
-        &["route", "add", "default", "via", "10.221.0.1"],
+        ("10.221.0.2/24", Some("10.221.0.1")),
+        Some(1500),
     )?;
-    sysctl(&node, &["net.ipv4.ip_forward=1"])?;
+    node.sysctl(&["net.ipv4.ip_forward=1"])?;
     let container_ip = "10.221.0.2";
     iptables_publish(&node, rules, container_ip, 1)?;
-    let servers = servers(exe, &container, &outside)?;
+    let servers = servers(exe, &container, &outside.ns)?;
     Ok(Side {
         name: "iptables",
-        agent: None,
-        weft: None,
+        node: SideNode::Kernel(node),
         container,
         outside,
-        node,
         container_ip,
         no_publish: None,
         _servers: servers,
@@ -406,15 +361,15 @@ fn docker_rules(container_ip: &str, ports: u16) -> String {
 
 /// Replaces the node's nat and filter tables with Docker's rules for `ports`
 /// published ports (`iptables-restore`: one transaction, not 20,000 calls).
-fn iptables_publish(node: &Netns, rules: &Path, container_ip: &str, ports: u16) -> Result<()> {
+fn iptables_publish(node: &NetNs, rules: &Path, container_ip: &str, ports: u16) -> Result<()> {
     fs::write(rules, docker_rules(container_ip, ports))
         .with_context(|| format!("writing {}", rules.display()))?;
     proc::stdout(
-        &mut node.exec(&["iptables-restore", &rules.to_string_lossy()]),
+        &mut node.command(&["iptables-restore", &rules.to_string_lossy()]),
         Duration::from_secs(120),
     )?;
     let listed = proc::stdout(
-        &mut node.exec(&["iptables", "-t", "nat", "-S", "DOCKER"]),
+        &mut node.command(&["iptables", "-t", "nat", "-S", "DOCKER"]),
         T,
     )?;
     let dnat = listed.lines().filter(|l| l.contains("-j DNAT")).count();
@@ -428,21 +383,19 @@ fn iptables_publish(node: &Netns, rules: &Path, container_ip: &str, ports: u16) 
 /// and the datapath's softirq work share it, so a rate is one CPU's worth
 /// of work per connection or transaction, free of cross-CPU wakeups (tens
 /// of microseconds on this kind of VM, as with the sockperf pinning).
-fn pinned_cpu() -> String {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    cpus.saturating_sub(1).to_string()
+fn pinned_cpu() -> usize {
+    crate::bench::cpus().saturating_sub(1)
 }
 
 /// One `loadgen` client run in `ns`; its rate per second.
-fn client(ns: &Netns, exe: &Path, args: &[&str], secs: u32) -> Result<(f64, u64)> {
+fn client(ns: &NetNs, exe: &Path, args: &[&str], secs: u32) -> Result<(f64, u64)> {
     let exe = exe.to_string_lossy();
-    let cpu = pinned_cpu();
-    let mut all = vec!["taskset", "-c", &cpu, exe.as_ref(), "loadgen"];
+    let mut all = vec![exe.as_ref(), "loadgen"];
     all.extend(args);
     let secs_s = secs.to_string();
     all.extend(["--secs", &secs_s]);
     let out = proc::stdout(
-        &mut ns.exec(&all),
+        &mut ns.command_on(Some(pinned_cpu()), &all),
         Duration::from_secs(u64::from(secs) + 20),
     )?;
     let v: Value = serde_json::from_str(out.trim())
@@ -457,8 +410,8 @@ fn client(ns: &Netns, exe: &Path, args: &[&str], secs: u32) -> Result<(f64, u64)
 
 fn measure(s: &Side, r: &mut Rates, rep: u32, secs: u32, exe: &Path, many: bool) -> Result<()> {
     let gc = || {
-        if let Some(w) = &s.weft {
-            let _ = w.quiet(&["ct", "gc"]);
+        if let SideNode::Weft { node, .. } = &s.node {
+            let _ = node.weft(&["ct", "gc"]);
         }
     };
     let mut line = format!("rep {rep} {:<8}", s.name);
@@ -519,7 +472,7 @@ fn measure(s: &Side, r: &mut Rates, rep: u32, secs: u32, exe: &Path, many: bool)
             )
         };
         let crr = client(
-            &s.outside,
+            &s.outside.ns,
             exe,
             &[
                 "crr",

@@ -10,8 +10,7 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use anyhow::{Context, Result, bail};
-
-use crate::proc;
+use weft_harness::proc;
 
 /// Debian packages the tests, demo and bench call.
 const DEBIAN_PACKAGES: &[&str] = &[

@@ -11,8 +11,9 @@
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use weft_harness::proc;
 
-use crate::{proc, setup};
+use crate::setup;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -1,24 +1,15 @@
-//! Pin directories on bpffs, unique per test run and removed on drop.
+//! Pin directories on bpffs, unique to the run and removed on drop: every
+//! pin a test or a node makes lives in one, never in `/sys/fs/bpf/weft`.
 
 use std::{
     fs, io,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU32, Ordering},
 };
+
+use crate::run::pin_dir_path;
 
 const BPFFS_ROOT: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-/// A name unique to this process and call: `<prefix><pid>-<n>`.
-pub fn unique_name(prefix: &str) -> String {
-    format!(
-        "{prefix}{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// A directory on bpffs that is removed, with everything pinned in it, on drop.
 pub struct PinDir {
@@ -26,10 +17,11 @@ pub struct PinDir {
 }
 
 impl PinDir {
-    /// Creates `/sys/fs/bpf/weft-test-<pid>-<n>`, mounting bpffs first if needed.
+    /// Creates a run-unique directory under /sys/fs/bpf (see
+    /// [`crate::run`]), mounting bpffs first if needed.
     pub fn new() -> io::Result<Self> {
         ensure_bpffs()?;
-        let path = Path::new(BPFFS_ROOT).join(unique_name("weft-test-"));
+        let path = pin_dir_path();
         fs::create_dir_all(&path)?;
         Ok(Self { path })
     }
@@ -42,11 +34,16 @@ impl PinDir {
 impl Drop for PinDir {
     fn drop(&mut self) {
         // Unlinking a pin drops the kernel object once nothing else holds it.
-        let _ = fs::remove_dir_all(&self.path);
+        if let Err(err) = fs::remove_dir_all(&self.path)
+            && err.kind() != io::ErrorKind::NotFound
+        {
+            eprintln!("warning: removing {}: {err}", self.path.display());
+        }
     }
 }
 
-/// Mounts bpffs on /sys/fs/bpf unless one is already there.
+/// Mounts bpffs on /sys/fs/bpf unless one is already there (a fresh
+/// machine has the directory but nothing mounted on it).
 pub fn ensure_bpffs() -> io::Result<()> {
     if is_bpffs(Path::new(BPFFS_ROOT))? {
         return Ok(());

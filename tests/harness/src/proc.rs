@@ -2,9 +2,10 @@
 //! closed (CI has none), and abandoned promptly on Ctrl-C.
 //!
 //! Ctrl-C reaches the whole foreground process group, so children die of it
-//! by themselves; our SIGINT/SIGTERM handler only records it, and every wait
-//! loop here turns that into an error. The error unwinds through the RAII
-//! guards (namespaces, weft nodes, servers), which clean up in `Drop`.
+//! by themselves; xtask's SIGINT/SIGTERM handler ([`install_signal_handlers`])
+//! only records it, and every wait loop here turns that into an error. The
+//! error unwinds through the RAII guards (namespaces, weft nodes, servers),
+//! which clean up in `Drop`. Tests install no handler: nothing interrupts.
 
 use std::{
     io::Read,
@@ -81,6 +82,9 @@ enum Mode {
 
 fn wait_inner(child: &mut Child, what: &str, timeout: Duration, mode: Mode) -> Result<ExitStatus> {
     let end = Instant::now() + timeout;
+    // Most commands (`ip`, `sysctl`, `weft`) take a few milliseconds and
+    // tests run thousands: poll fast first, then every 5 ms (a waitpid each).
+    let mut pause = Duration::from_millis(1);
     loop {
         if let Some(status) = child.try_wait().context("waiting for a child")? {
             return Ok(status);
@@ -97,7 +101,8 @@ fn wait_inner(child: &mut Child, what: &str, timeout: Duration, mode: Mode) -> R
                 timeout.as_secs()
             );
         }
-        thread::sleep(Duration::from_millis(20));
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
     }
 }
 
@@ -131,15 +136,7 @@ pub fn output(cmd: &mut Command, timeout: Duration) -> Result<Output> {
 /// Like [`stdout`], but also runs after Ctrl-C: for cleanup in `Drop`.
 pub fn cleanup(cmd: &mut Command, timeout: Duration) -> Result<String> {
     let what = show(cmd);
-    let out = capture(cmd, timeout, true, Mode::Cleanup)?;
-    if !out.status.success() {
-        bail!(
-            "`{what}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    checked_stdout(&what, capture(cmd, timeout, true, Mode::Cleanup)?)
 }
 
 /// Run capturing stdout, stderr going to ours (progress of long builds stays
@@ -196,7 +193,11 @@ fn capture(cmd: &mut Command, timeout: Duration, with_stderr: bool, mode: Mode) 
 /// Run capturing output; fail (quoting stderr) on non-zero; return stdout.
 pub fn stdout(cmd: &mut Command, timeout: Duration) -> Result<String> {
     let what = show(cmd);
-    let out = output(cmd, timeout)?;
+    checked_stdout(&what, output(cmd, timeout)?)
+}
+
+/// `out`'s stdout if `what` succeeded, else an error quoting its stderr.
+fn checked_stdout(what: &str, out: Output) -> Result<String> {
     if !out.status.success() {
         bail!(
             "`{what}` failed ({}): {}",

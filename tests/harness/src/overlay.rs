@@ -1,13 +1,13 @@
-//! A weft overlay cluster for end-to-end tests: N weft nodes on one
-//! underlay ([`crate::underlay`]), the same networks (and VNIs) on each,
-//! every node with a /24 pod CIDR of every network and every other node
-//! added with `weft node add`, all in one encapsulation mode.
+//! A weft overlay cluster for end-to-end tests and the overlay bench: N
+//! weft nodes on one underlay ([`crate::underlay`]), the same networks (and
+//! VNIs) on each, every node with a /24 pod CIDR of every network and every
+//! other node added with `weft node add`, all in one encapsulation mode.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::{
     netns::NetNs,
-    underlay::{UNDERLAY_IF, Underlay, UnderlayNode, VXLAN_OVERHEAD},
+    underlay::{Underlay, UnderlayNode, VXLAN_OVERHEAD},
 };
 
 /// A network of the cluster: name, its /16 is `10.<octet>.0.0/16`, VNI.
@@ -63,23 +63,11 @@ impl Cluster {
                     &vni,
                 ])?;
             }
-            let ip = n.underlay_ip.to_string();
-            let mut args = vec![
-                "node".to_string(),
-                "set".into(),
-                "--uplink".into(),
-                UNDERLAY_IF.into(),
-                "--ip".into(),
-                ip,
-                "--encap".into(),
-                encap.into(),
-            ];
-            for net in nets {
-                args.push("--subnet".into());
-                args.push(format!("{}={}", net.name, net.pod_cidr(i + 1)));
-            }
-            n.node
-                .weft(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+            let subnets = cluster_subnets(nets, i);
+            n.set_overlay(
+                encap,
+                &subnets.iter().map(String::as_str).collect::<Vec<_>>(),
+            )?;
         }
         let cluster = Self {
             underlay,
@@ -98,23 +86,13 @@ impl Cluster {
 
     /// `weft node add` of node `j` on node `i`, with all its pod CIDRs.
     pub fn add_peer(&self, i: usize, j: usize) -> Result<()> {
-        let name = format!("n{}", j + 1);
-        let ip = self.nodes[j].underlay_ip.to_string();
-        let mut args = vec![
-            "node".to_string(),
-            "add".into(),
-            name,
-            "--underlay".into(),
-            ip,
-        ];
-        for net in &self.nets {
-            args.push("--subnet".into());
-            args.push(format!("{}={}", net.name, net.pod_cidr(j + 1)));
-        }
-        self.nodes[i]
-            .node
-            .weft(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
-        Ok(())
+        let subnets = cluster_subnets(&self.nets, j);
+        self.nodes[i].add_node(
+            &format!("n{}", j + 1),
+            self.nodes[j].underlay_ip,
+            &subnets.iter().map(String::as_str).collect::<Vec<_>>(),
+            None,
+        )
     }
 
     /// A container on node `i` (0-based) in `network`, with the overlay's
@@ -132,26 +110,16 @@ impl Cluster {
         name: &str,
         mtu: Option<u32>,
     ) -> Result<(NetNs, String)> {
-        let ns = NetNs::new("wtc")?;
         let mtu = mtu.map(|m| m.to_string());
-        let mut args = vec![
-            "endpoint",
-            "add",
-            "--network",
-            network,
-            "--netns",
-            ns.name(),
-            "--name",
-            name,
-        ];
-        if let Some(mtu) = &mtu {
-            args.extend(["--mtu", mtu]);
-        }
-        let ep = self.nodes[i].node.weft_json(&args)?;
-        let ip = ep["ip"]
-            .as_str()
-            .with_context(|| format!("endpoint add printed no ip: {ep}"))?
-            .to_owned();
-        Ok((ns, ip))
+        let extra: Vec<&str> = mtu.iter().flat_map(|m| ["--mtu", m.as_str()]).collect();
+        self.nodes[i].node.container_with(network, name, &extra)
     }
+}
+
+/// Node `i`'s (0-based) pod CIDR of every network, as `--subnet NET=CIDR`
+/// takes them.
+fn cluster_subnets(nets: &[ClusterNet], i: usize) -> Vec<String> {
+    nets.iter()
+        .map(|net| format!("{}={}", net.name, net.pod_cidr(i + 1)))
+        .collect()
 }

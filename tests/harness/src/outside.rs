@@ -43,40 +43,13 @@ pub struct Outside {
 impl Outside {
     /// Creates the outside namespace and the uplink pair for `node`.
     pub fn new(node: &Node) -> Result<Self> {
+        Self::beyond(&node.ns)
+    }
+
+    /// [`Outside::new`] for any node namespace (one without weft, too).
+    pub fn beyond(node: &NetNs) -> Result<Self> {
         let ns = NetNs::new("wtout")?;
-        node.ns.exec(&[
-            "ip",
-            "link",
-            "add",
-            UPLINK,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ])?;
-        node.ns.exec(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{NODE_UPLINK_IP}/24"),
-            "dev",
-            UPLINK,
-        ])?;
-        node.ns.exec(&["ip", "link", "set", UPLINK, "up"])?;
-        ns.exec(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{OUTSIDE_IP}/24"),
-            "dev",
-            "eth0",
-        ])?;
-        ns.exec(&["ip", "link", "set", "eth0", "up"])?;
-        node.ns
-            .exec(&["ip", "route", "add", "default", "via", OUTSIDE_IP])?;
+        node.uplink_to((UPLINK, NODE_UPLINK_IP), &ns, ("eth0", OUTSIDE_IP))?;
         Ok(Self { ns })
     }
 
