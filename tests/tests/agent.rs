@@ -6,6 +6,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
+use weft_api::requests::{AddEndpoint, CreateNetwork, Publish, SetNode, Status};
 use weft_tests::{
     load::restart_agent_under_load,
     metrics::{sample, scrape, scrape_at},
@@ -170,36 +171,37 @@ fn agent_lifecycle_through_the_api() -> Result<()> {
     let _ = std::fs::remove_file(&config);
     let agent = agent?;
 
-    node.api(
-        "PUT",
-        "/v1/node",
-        &json!({"uplink": UPLINK, "ip": NODE_UPLINK_IP}),
-        200,
-    )?;
-    node.api(
-        "POST",
-        "/v1/networks",
-        &json!({"name": "blue", "subnet": "10.1.0.0/24"}),
-        201,
-    )?;
+    node.call(SetNode {
+        uplink: UPLINK.into(),
+        ip: NODE_UPLINK_IP.into(),
+        ..SetNode::default()
+    })?;
+    node.call(CreateNetwork {
+        name: "blue".into(),
+        subnet: "10.1.0.0/24".into(),
+        gateway: None,
+        flood: false,
+        masquerade: true,
+        vni: None,
+    })?;
     let (a, b) = (NetNs::new("wtc")?, NetNs::new("wtc")?);
     let mut ips = Vec::new();
     for (ns, name) in [(&a, "a"), (&b, "b")] {
         let netns = format!("/run/netns/{}", ns.name());
-        let ep = node.api(
-            "POST",
-            "/v1/endpoints",
-            &json!({"network": "blue", "netns": netns, "name": name}),
-            201,
-        )?;
-        ips.push(ep["ip"].as_str().context("endpoint ip")?.to_owned());
+        let ep = node.call(AddEndpoint {
+            network: "blue".into(),
+            netns,
+            ip: None,
+            name: Some(name.into()),
+            ifname: None,
+            mtu: None,
+        })?;
+        ips.push(ep.ip.to_string());
     }
-    node.api(
-        "POST",
-        "/v1/publish",
-        &json!({"endpoint": "b", "spec": "8080:8000"}),
-        201,
-    )?;
+    node.call(Publish {
+        endpoint: "b".into(),
+        spec: "8080:8000".into(),
+    })?;
     let ip_b = &ips[1];
     assert_eq!(a.ping(ip_b, 2)?, 2, "bridged with the agent up");
     let pinned = node.pinned_ids()?;
@@ -234,13 +236,16 @@ fn agent_lifecycle_through_the_api() -> Result<()> {
         pinned,
         "the restarted agent must adopt every program, map and link as pinned"
     );
-    let status = node.api("GET", "/v1/status", &json!(null), 200)?;
-    assert_eq!(status["kernel_matches_state"], true, "{status}");
-    assert_eq!(status["endpoints"].as_u64(), Some(2), "{status}");
+    let status = node.call(Status)?;
+    assert!(status.kernel_matches_state, "{status:?}");
+    assert_eq!(status.endpoints, 2, "{status:?}");
     assert_eq!(
-        status["migrated_at_start"]["reloaded_programs"],
-        json!([]),
-        "{status}"
+        status
+            .migrated_at_start
+            .as_ref()
+            .map(|m| &m["reloaded_programs"]),
+        Some(&json!([])),
+        "{status:?}"
     );
 
     let runs = r#"weft_program_runs_total{program="weft_from_container"}"#;

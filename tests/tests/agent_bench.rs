@@ -3,20 +3,10 @@
 
 use anyhow::Result;
 use aya::maps::{HashMap, Map, MapData};
-use serde_json::Value;
 use weft::engine::bench::SYNTHETIC_IFINDEX;
+use weft_api::requests::{BenchProgram, BenchRemove};
 use weft_common::maps::{EndpointInfo, MAP_EP_BY_IF};
-use weft_tests::{api::request, node::Node};
-
-/// One call to the node's agent; the JSON body of its 2xx answer.
-fn call(node: &Node, method: &str, path: &str, body: Option<&str>) -> Result<Value> {
-    Ok(serde_json::from_str(&request(
-        &node.agent_socket(),
-        method,
-        path,
-        body,
-    )?)?)
-}
+use weft_tests::node::Node;
 
 /// (synthetic, real) endpoints in `WEFT_EP_BY_IF`.
 fn endpoints(node: &Node) -> Result<(usize, usize)> {
@@ -35,14 +25,9 @@ fn synthetic_endpoints_are_programmed_and_removed() -> Result<()> {
     let (_b, ip_b) = node.container("blue", "b")?;
     let _agent = node.start_agent()?;
 
-    let done = call(
-        &node,
-        "POST",
-        "/v1/bench/endpoints",
-        Some(r#"{"count": 1000}"#),
-    )?;
-    assert_eq!(done["endpoints"], 1000, "{done}");
-    assert!(done["map_update_seconds"].as_f64().is_some(), "{done}");
+    let done = node.call(BenchProgram { count: 1000 })?;
+    assert_eq!(done.endpoints, 1000, "{done:?}");
+    assert!(done.map_update_seconds > 0.0, "{done:?}");
     assert_eq!(endpoints(&node)?, (1000, 2));
     assert_eq!(a.ping(&ip_b, 2)?, 2, "real endpoints keep forwarding");
     assert_eq!(
@@ -52,8 +37,8 @@ fn synthetic_endpoints_are_programmed_and_removed() -> Result<()> {
         Some(2)
     );
 
-    let removed = call(&node, "DELETE", "/v1/bench/endpoints", None)?;
-    assert_eq!(removed["endpoints"], 1000, "{removed}");
+    let removed = node.call(BenchRemove)?;
+    assert_eq!(removed.endpoints, 1000, "{removed:?}");
     assert_eq!(endpoints(&node)?, (0, 2));
     assert_eq!(a.ping(&ip_b, 2)?, 2);
     Ok(())

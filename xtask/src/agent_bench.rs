@@ -2,7 +2,12 @@
 //! node namespace, its resident memory and CPU at idle, then while it
 //! programs 10,000 synthetic endpoints into the maps
 //! (`POST /v1/bench/endpoints`, map entries only, no veths; the agent
-//! reports the wall time of the map updates).
+//! reports the wall time of the map updates), then 1,000 real endpoints
+//! added one after another through the API (veth pair into a namespace
+//! each, container side configured, maps, TCX link, route, store commit),
+//! each request timed by the client. Beside them: what opening the
+//! datapath (loading the object, checking layouts) costs, which every
+//! request paid before the engine held it open.
 //!
 //! RSS is `VmRSS` (and the peak, `VmHWM`) from /proc/PID/status; CPU is
 //! utime+stime from /proc/PID/stat over the interval, as a percentage of
@@ -15,13 +20,19 @@ use std::{
 
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
+use weft_api::{
+    Client,
+    requests::{AddEndpoint, BenchProgram, BenchRemove, CreateNetwork},
+};
 use weft_harness::{
-    api::request,
+    netns::NetNs,
     node::{AgentLog, Node},
     proc,
 };
 
 pub const ENDPOINTS: u32 = 10_000;
+/// Real endpoints added one after another.
+pub const ADDS: usize = 1_000;
 const IDLE: Duration = Duration::from_secs(5);
 
 /// `VmRSS` and `VmHWM` of `pid`, in MiB.
@@ -67,7 +78,7 @@ pub fn run() -> Result<Value> {
         IDLE.as_secs()
     );
     let node = Node::new()?;
-    let socket = node.agent_socket();
+    let client = Client::new(node.agent_socket());
     let agent = node.start_agent_logging(&[], AgentLog::Discarded)?;
     let pid = agent.pid();
     proc::sleep(Duration::from_secs(1))?;
@@ -79,49 +90,100 @@ pub fn run() -> Result<Value> {
 
     let cpu0 = cpu_seconds(pid)?;
     let started = Instant::now();
-    let body = request(
-        &socket,
-        "POST",
-        "/v1/bench/endpoints",
-        Some(&format!("{{\"count\": {ENDPOINTS}}}")),
-    )?;
+    let programmed = client.call_blocking(BenchProgram { count: ENDPOINTS })?;
     let wall = started.elapsed().as_secs_f64();
     let busy_cpu_pct = (cpu_seconds(pid)? - cpu0) / wall * 100.0;
     let (busy_rss, peak_rss) = rss_mib(pid)?;
-    let programmed: Value =
-        serde_json::from_str(&body).with_context(|| format!("the agent answered {body}"))?;
-    let removed: Value =
-        serde_json::from_str(&request(&socket, "DELETE", "/v1/bench/endpoints", None)?)?;
+    let removed = client.call_blocking(BenchRemove)?;
     let (after_rss, _) = rss_mib(pid)?;
+
+    let adds = sequential_adds(&client)?;
     drop(agent);
     drop(node);
 
-    let map_seconds = programmed["map_update_seconds"].as_f64();
+    let map_seconds = programmed.map_update_seconds;
     println!(
         "agent idle: RSS {idle_rss:.1} MiB, CPU {idle_cpu_pct:.2}%; programming {ENDPOINTS}: \
          map updates {:.1} ms ({} calls), request {:.1} ms, RSS {busy_rss:.1} MiB \
          (peak {peak_rss:.1}), CPU {busy_cpu_pct:.0}%; removal {:.1} ms",
-        map_seconds.unwrap_or(f64::NAN) * 1e3,
-        programmed["map_calls"],
+        map_seconds * 1e3,
+        programmed.map_calls,
         wall * 1e3,
-        removed["map_update_seconds"].as_f64().unwrap_or(f64::NAN) * 1e3,
+        removed.map_update_seconds * 1e3,
+    );
+    println!(
+        "endpoint add through the agent, {ADDS} sequential: p50 {:.1} ms, p99 {:.1} ms \
+         (opening the datapath, once per engine now, once per request before: {:.1} ms)",
+        adds.p50_ms,
+        adds.p99_ms,
+        programmed.open_seconds * 1e3
     );
     Ok(json!({
         "endpoints": ENDPOINTS,
         "idle_seconds": IDLE.as_secs(),
         "idle_rss_mib": idle_rss,
         "idle_cpu_percent": idle_cpu_pct,
-        "program_map_update_ms": map_seconds.map(|s| s * 1e3),
-        "program_open_ms": programmed["open_seconds"].as_f64().map(|s| s * 1e3),
-        "program_map_calls": programmed["map_calls"],
+        "program_map_update_ms": map_seconds * 1e3,
+        "program_open_ms": programmed.open_seconds * 1e3,
+        "program_map_calls": programmed.map_calls,
         "program_request_ms": wall * 1e3,
         "program_rss_mib": busy_rss,
         "peak_rss_mib": peak_rss,
         "program_cpu_percent": busy_cpu_pct,
-        "remove_map_update_ms": removed["map_update_seconds"].as_f64().map(|s| s * 1e3),
-        "removed": removed["endpoints"],
+        "remove_map_update_ms": removed.map_update_seconds * 1e3,
+        "removed": removed.endpoints,
+        "endpoint_adds": ADDS,
+        "endpoint_add_p50_ms": adds.p50_ms,
+        "endpoint_add_p99_ms": adds.p99_ms,
+        "endpoint_add_max_ms": adds.max_ms,
+        "datapath_open_ms": programmed.open_seconds * 1e3,
         "rss_after_remove_mib": after_rss,
         "build": "weft as `cargo xtask bench` builds it (debug userspace, release eBPF)",
+        "endpoint_add_method": "AddEndpoint through the agent's socket (weft-api client), one after another, each into its own fresh namespace, timed by the client from request to answer; datapath_open_ms: the engine's one Datapath::open (object load, layout checks, map pins), which each request paid before the engine",
         "method": "weft agent alone in a fresh node namespace; RSS = VmRSS (peak = VmHWM) from /proc/PID/status; CPU = utime+stime from /proc/PID/stat over the interval, % of one CPU; map update time reported by the agent (POST /v1/bench/endpoints: synthetic endpoints, map entries only, one bpf() call per entry, no batching in aya 0.14)",
     }))
+}
+
+/// Request times of sequential endpoint adds.
+struct Adds {
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+/// Adds [`ADDS`] endpoints one after another, each into a namespace of its
+/// own made beforehand, and times each request.
+fn sequential_adds(client: &Client) -> Result<Adds> {
+    client.call_blocking(CreateNetwork {
+        name: "adds".into(),
+        subnet: "10.200.0.0/16".into(),
+        gateway: None,
+        flood: false,
+        masquerade: false,
+        vni: None,
+    })?;
+    let spaces: Vec<NetNs> = (0..ADDS)
+        .map(|_| NetNs::new("wbadd"))
+        .collect::<Result<_>>()?;
+    let mut times = Vec::with_capacity(ADDS);
+    for ns in &spaces {
+        proc::check_interrupted()?;
+        let started = Instant::now();
+        client.call_blocking(AddEndpoint {
+            network: "adds".into(),
+            netns: ns.name().to_owned(),
+            ip: None,
+            name: None,
+            ifname: None,
+            mtu: None,
+        })?;
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    Ok(Adds {
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+        max_ms: times[times.len() - 1],
+    })
 }

@@ -695,6 +695,16 @@ impl Report {
             goal: 1000.0,
         });
         targets.push(Target {
+            what: format!(
+                "agent: endpoint add p50 ({} sequential, veth included)",
+                agent_bench::ADDS
+            ),
+            value: figure("endpoint_add_p50_ms"),
+            unit: "ms",
+            at_least: false,
+            goal: 15.0,
+        });
+        targets.push(Target {
             what: "agent RSS idle".into(),
             value: figure("idle_rss_mib"),
             unit: "MiB",
@@ -760,7 +770,9 @@ impl Report {
                 "\nagent             RSS MiB  CPU %   (idle {} s)\n\
                  idle            {:>9} {:>6}\n\
                  programming {:>5} {:>9} {:>6}   map updates {} ms ({} bpf calls), \
-                 request {} ms, peak RSS {} MiB, removal {} ms",
+                 request {} ms, peak RSS {} MiB, removal {} ms\n\
+                 endpoint add    p50 {} ms, p99 {} ms over {} sequential adds; datapath open \
+                 (per request before the engine) {} ms",
                 a["idle_seconds"],
                 f("idle_rss_mib", 1),
                 f("idle_cpu_percent", 2),
@@ -772,6 +784,10 @@ impl Report {
                 f("program_request_ms", 1),
                 f("peak_rss_mib", 1),
                 f("remove_map_update_ms", 1),
+                f("endpoint_add_p50_ms", 1),
+                f("endpoint_add_p99_ms", 1),
+                a["endpoint_adds"],
+                f("datapath_open_ms", 1),
             );
         }
         println!("\n{:<28} {:>10} {:>10}  result", "target", "value", "goal");

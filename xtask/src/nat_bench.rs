@@ -38,8 +38,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
+use weft_api::{Client, requests::Publish};
 use weft_harness::{
-    api::request,
     links::plug_container,
     netns::NetNs,
     node::{Agent, AgentLog, Node},
@@ -273,9 +273,11 @@ fn weft_publish_range(socket: &Path, first: u16, count: u16) -> Result<()> {
     } else {
         format!("{first}-{last}:{CONTAINER_PORT}/tcp")
     };
-    let body = json!({"endpoint": "c", "spec": spec});
     let started = Instant::now();
-    request(socket, "POST", "/v1/publish", Some(&body.to_string()))?;
+    Client::new(socket).call_blocking(Publish {
+        endpoint: "c".into(),
+        spec,
+    })?;
     if started.elapsed() > PUBLISH_BUDGET {
         bail!(
             "publishing {count} ports took {:.0} s, budget {} s",

@@ -1,58 +1,27 @@
-//! HTTP/1.1 calls to a node's agent over its unix socket, as the tests and
-//! the bench make them. Hand-written on purpose for now: a typed API client
-//! will replace these (issue 10), with these signatures until then.
-
-use std::{
-    io::{Read, Write},
-    os::unix::net::UnixStream,
-    path::Path,
-    time::Duration,
-};
+//! A node's agent API, through weft-api's typed client (hyper over the
+//! agent's unix socket): typed calls for what tests and the bench ask, and
+//! raw exchanges for tests of the API itself (malformed bodies, routes).
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
+use weft_api::{Call, Client};
 
 use crate::node::Node;
 
-/// Bound on one answer (10,000 published ports in one request take long).
-const ANSWER: Duration = Duration::from_secs(120);
-
-/// One request on `socket` (`Connection: close`): the status and the body.
-/// Without a body there is no Content-Length either.
-fn exchange(
-    socket: &Path,
-    method: &str,
-    path: &str,
-    content_type: Option<&str>,
-    body: Option<&str>,
-) -> Result<(u16, String)> {
-    let mut s = UnixStream::connect(socket)
-        .with_context(|| format!("connecting to the agent at {}", socket.display()))?;
-    s.set_read_timeout(Some(ANSWER))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: weft\r\nConnection: close\r\n");
-    if let Some(ct) = content_type {
-        req.push_str(&format!("Content-Type: {ct}\r\n"));
-    }
-    match body {
-        Some(b) => req.push_str(&format!("Content-Length: {}\r\n\r\n{b}", b.len())),
-        None => req.push_str("\r\n"),
-    }
-    s.write_all(req.as_bytes())?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("malformed answer: {text}"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("no status in: {head}"))?;
-    Ok((code, body.to_owned()))
-}
-
 impl Node {
-    /// One raw HTTP/1.1 request to the agent's socket: (status, JSON body).
+    /// The typed client of this node's agent.
+    pub fn client(&self) -> Client {
+        Client::new(self.agent_socket())
+    }
+
+    /// Sends `request` to this node's agent and returns its answer.
+    pub fn call<C: Call>(&self, request: C) -> Result<C::Answer> {
+        self.client()
+            .call_blocking(request)
+            .context("calling the agent's API")
+    }
+
+    /// One raw HTTP request to the agent's socket: (status, JSON body).
     pub fn api_raw(
         &self,
         method: &str,
@@ -60,10 +29,17 @@ impl Node {
         content_type: Option<&str>,
         body: &str,
     ) -> Result<(u16, Value)> {
-        let (code, body) = exchange(&self.agent_socket(), method, path, content_type, Some(body))?;
-        let json =
-            serde_json::from_str(&body).with_context(|| format!("body is not JSON: {body}"))?;
-        Ok((code, json))
+        let answer = self
+            .client()
+            .raw_blocking(method, path, content_type, body.as_bytes())
+            .with_context(|| format!("{method} {path}"))?;
+        let json = serde_json::from_slice(&answer.body).with_context(|| {
+            format!(
+                "body is not JSON: {}",
+                String::from_utf8_lossy(&answer.body)
+            )
+        })?;
+        Ok((answer.status, json))
     }
 
     /// A JSON request to the agent's API that must answer `want`; returns
@@ -76,15 +52,4 @@ impl Node {
         }
         Ok(answer)
     }
-}
-
-/// One request to the agent at `socket`, with a JSON `body` if any; the
-/// body of a 2xx answer.
-pub fn request(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Result<String> {
-    let content_type = body.map(|_| "application/json");
-    let (code, answer) = exchange(socket, method, path, content_type, body)?;
-    if !(200..300).contains(&code) {
-        bail!("{method} {path}: {code} {answer}");
-    }
-    Ok(answer)
 }
