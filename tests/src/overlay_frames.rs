@@ -43,22 +43,28 @@ pub fn overlay_topology(node: NodeUplink, mode: u8) -> Result<Datapath> {
     Datapath::with_model(overlay_model(node, mode)?)
 }
 
-/// `nat_topology`'s model plus the overlay: this node (`node`, its address
-/// the underlay's) in `mode` (`ENCAP_BPF` or `ENCAP_TUNNEL`) with overlay
-/// MTU 1450, its own pod CIDRs 10.1.0.0/25 and 10.2.0.0/25, the remote
-/// node's 10.1.0.128/26 (A) and 10.2.0.128/25 (B), VNIs [`VNI_A`] and
-/// [`VNI_B`]. In tunnel mode the uplink also stands in for the vxlan
-/// device.
+/// `nat_topology`'s model plus the overlay (see [`add_overlay`]).
 pub fn overlay_model(node: NodeUplink, mode: u8) -> Result<Model> {
+    let mut m = nat_model(Some(node))?;
+    add_overlay(&mut m, mode)?;
+    Ok(m)
+}
+
+/// Adds the overlay to `m`, a model with networks A and B and the node
+/// set: this node (its address the underlay's) in `mode` (`ENCAP_BPF` or
+/// `ENCAP_TUNNEL`) with overlay MTU 1450, its own pod CIDRs 10.1.0.0/25
+/// and 10.2.0.0/25, the remote node's 10.1.0.128/26 (A) and 10.2.0.128/25
+/// (B), VNIs [`VNI_A`] and [`VNI_B`]. In tunnel mode the uplink also
+/// stands in for the vxlan device.
+pub fn add_overlay(m: &mut Model, mode: u8) -> Result<()> {
     let encap = match mode {
         ENCAP_BPF => Encap::Bpf,
         ENCAP_TUNNEL => Encap::Tunnel,
         other => bail!("no encapsulation mode {other}"),
     };
-    let mut m = nat_model(Some(node))?;
     for (net, vni) in [(NET_A, VNI_A), (NET_B, VNI_B)] {
         m.network_mut(&net.name())
-            .with_context(|| format!("network {} is in nat_model", net.id))?
+            .with_context(|| format!("the overlay needs network {}", net.id))?
             .vni = vni;
     }
     let subnet = |net: Net, cidr: &str| -> Result<PodSubnet> {
@@ -77,7 +83,7 @@ pub fn overlay_model(node: NodeUplink, mode: u8) -> Result<Model> {
         ],
     };
     let own = vec![subnet(NET_A, "10.1.0.0/25")?, subnet(NET_B, "10.2.0.0/25")?];
-    let node = m.node.as_mut().context("nat_model sets the node")?;
+    let node = m.node.as_mut().context("the overlay needs the node set")?;
     let tunnel = encap == Encap::Tunnel;
     node.overlay = Some(NodeOverlay {
         encap,
@@ -89,7 +95,7 @@ pub fn overlay_model(node: NodeUplink, mode: u8) -> Result<Model> {
     });
     node.subnets = own;
     m.remote_nodes.push(remote);
-    Ok(m)
+    Ok(())
 }
 
 /// The frame the bpf mode must produce for `inner` (an Ethernet frame,
