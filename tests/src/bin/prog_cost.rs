@@ -34,7 +34,7 @@ use std::{net::Ipv4Addr, time::Duration};
 use anyhow::{Result, bail};
 use weft_common::maps::{ENCAP_BPF, ENCAP_TUNNEL};
 use weft_tests::{
-    fixture::{Datapath, Ep, Net, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TEST_RUN_IFINDEX},
+    fixture::{Datapath, Ep, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TEST_RUN_IFINDEX, model},
     frames::{arp_request, udp, udp_ports},
     overlay_frames::{REMOTE_A, VNI_A, arriving, overlay_topology, vtep_to_vtep},
     topology::{
@@ -76,7 +76,7 @@ fn main() -> Result<()> {
     let single_runs = 20_001;
     let route_repeat = mirrored_route_ns()?;
 
-    let to_gw = (NET_A.gateway_mac, A1.mac);
+    let to_gw = (NET_A.gateway_mac(), A1.mac);
     let payload = [0u8; 18];
     let paths = [
         Path {
@@ -212,22 +212,20 @@ fn main() -> Result<()> {
 fn mirrored_route_ns() -> Result<f64> {
     let sender = Ep {
         ifindex: TEST_RUN_IFINDEX,
-        mac: NET_B.gateway_mac,
+        mac: NET_B.gateway_mac(),
         ..A1
     };
     let receiver = Ep {
-        mac: NET_A.gateway_mac,
+        mac: NET_A.gateway_mac(),
         ..B1
     };
-    let mut dp = Datapath::load()?;
-    for net in [NET_A, NET_B] {
-        dp.add_network(Net { ..net })?;
-    }
-    dp.add_endpoint(sender)?;
-    dp.add_endpoint(receiver)?;
-    dp.connect(NET_A.id, NET_B.id)?;
+    let mut dp = Datapath::with_model(model(
+        &[NET_A, NET_B],
+        &[sender, receiver],
+        &[(NET_A, NET_B)],
+    )?)?;
     let frame = udp(
-        (NET_A.gateway_mac, sender.mac),
+        (NET_A.gateway_mac(), sender.mac),
         sender.ip,
         receiver.ip,
         255,
@@ -262,7 +260,7 @@ fn nat_ns(runs: usize) -> Result<(f64, f64, f64)> {
     node.run(move || {
         let mut dp = nat_topology(config)?;
         let out = udp_ports(
-            (NET_A.gateway_mac, A1.mac),
+            (NET_A.gateway_mac(), A1.mac),
             (A1.ip, 40_001),
             (OUTSIDE, 53),
             64,
@@ -319,10 +317,10 @@ struct OverlayCost {
 /// (bpf mode decapsulates it), on a thread inside a [`NatNode`] namespace.
 fn overlay_ns(runs: usize) -> Result<OverlayCost> {
     let node = NatNode::new()?;
-    let (uplink, config) = (node.uplink_ifindex, node.config(40_000, 40_999));
+    let config = node.config(40_000, 40_999);
     node.run(move || {
         let out = udp_ports(
-            (NET_A.gateway_mac, A1.mac),
+            (NET_A.gateway_mac(), A1.mac),
             (A1.ip, 40_001),
             (REMOTE_A, 53),
             64,
@@ -331,7 +329,7 @@ fn overlay_ns(runs: usize) -> Result<OverlayCost> {
         let inner = udp(vtep_to_vtep(), REMOTE_A, A2.ip, 64, &[0u8; 18]);
         let arriving = arriving(&inner, VNI_A, 0x08);
         let cost = |mode: u8, hook_uplink: bool, frame: &[u8]| -> Result<f64> {
-            let mut dp = overlay_topology(uplink, config, mode)?;
+            let mut dp = overlay_topology(config.clone(), mode)?;
             median_of(runs, || {
                 let run = if hook_uplink {
                     dp.run_uplink(frame)?
@@ -350,7 +348,7 @@ fn overlay_ns(runs: usize) -> Result<OverlayCost> {
         let encap_bpf = cost(ENCAP_BPF, false, &out)?;
         let encap_tunnel = cost(ENCAP_TUNNEL, false, &out)?;
         let decap_bpf = cost(ENCAP_BPF, true, &arriving)?;
-        let mut dp = overlay_topology(uplink, config, ENCAP_BPF)?;
+        let mut dp = overlay_topology(config, ENCAP_BPF)?;
         let mut noop: Vec<f64> = (0..runs)
             .map(|_| dp.calibration_ns(&out, 1))
             .collect::<Result<_>>()?;
