@@ -40,6 +40,13 @@ pub const EMPTY_LOCAL_A: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 100);
 /// vxlan device in tunnel mode).
 pub fn overlay_topology(uplink: u32, config: NodeConfig, mode: u8) -> Result<Datapath> {
     let mut dp = nat_topology(config)?;
+    add_overlay(&mut dp, uplink, mode)?;
+    Ok(dp)
+}
+
+/// The overlay part of [`overlay_topology`], for a datapath whose networks
+/// and endpoints were set up otherwise (`prog_cost`'s mirrored paths).
+pub fn add_overlay(dp: &mut Datapath, uplink: u32, mode: u8) -> Result<()> {
     dp.set_overlay(OverlayConfig {
         underlay_ip_be: be(NODE_IP),
         underlay_ifindex: uplink,
@@ -69,7 +76,7 @@ pub fn overlay_topology(uplink: u32, config: NodeConfig, mode: u8) -> Result<Dat
     dp.add_route(Ipv4Addr::new(10, 2, 0, 128), 25, remote(NET_B.id, VNI_B))?;
     dp.add_vni(VNI_A, NET_A.id)?;
     dp.add_vni(VNI_B, NET_B.id)?;
-    Ok(dp)
+    Ok(())
 }
 
 pub fn be(ip: Ipv4Addr) -> u32 {
