@@ -27,8 +27,9 @@
 //!     layer and delivers, as many runs per call as there are layers.
 //! - **single**: the median of single runs on a fresh frame, for `arp_reply`,
 //!   `route_single` and `encap_bpf` (bpf-mode encapsulation grows the skb
-//!   by 50 bytes per run, past the 64 bytes of headroom (`NET_SKB_PAD`) a test-run skb has:
-//!   repeats would measure head reallocations, not the path). That method
+//!   by 50 bytes per run, past the 64 bytes of headroom (`NET_SKB_PAD`)
+//!   a test-run skb has: repeats would measure head reallocations, not the
+//!   path). That method
 //!   includes the kernel's timer reads; `bridge_single` is printed as its
 //!   baseline.
 //!
