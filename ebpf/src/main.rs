@@ -18,7 +18,7 @@
 #[cfg(target_arch = "bpf")]
 macro_rules! drop_here {
     ($reason:ident) => {
-        $crate::verdict::Dropped::new(
+        $crate::helpers::verdict::Dropped::new(
             weft_common::reason::Drop::$reason,
             const { weft_common::events::source_file_id(file!()) },
             line!() as u16,
@@ -27,68 +27,9 @@ macro_rules! drop_here {
 }
 
 #[cfg(target_arch = "bpf")]
-#[path = "helpers/access.rs"]
-mod access;
+mod helpers;
 #[cfg(target_arch = "bpf")]
-#[path = "helpers/arp.rs"]
-mod arp;
-#[cfg(target_arch = "bpf")]
-#[path = "programs/calibrate.rs"]
-mod calibrate;
-#[cfg(target_arch = "bpf")]
-#[path = "helpers/conntrack.rs"]
-mod conntrack;
-#[cfg(target_arch = "bpf")]
-#[path = "helpers/csum.rs"]
-mod csum;
-#[cfg(target_arch = "bpf")]
-#[path = "helpers/decap.rs"]
-mod decap;
-#[cfg(target_arch = "bpf")]
-#[path = "helpers/encap.rs"]
-mod encap;
-#[cfg(target_arch = "bpf")]
-#[path = "helpers/events.rs"]
-mod events;
-#[cfg(target_arch = "bpf")]
-#[path = "helpers/forward.rs"]
-mod forward;
-#[cfg(target_arch = "bpf")]
-#[path = "programs/from_container.rs"]
-mod from_container;
-#[cfg(target_arch = "bpf")]
-#[path = "programs/from_uplink.rs"]
-mod from_uplink;
-#[cfg(target_arch = "bpf")]
-#[path = "programs/from_vxlan.rs"]
-mod from_vxlan;
-#[cfg(target_arch = "bpf")]
-#[path = "helpers/icmp_error.rs"]
-mod icmp_error;
-#[cfg(target_arch = "bpf")]
-#[path = "helpers/maps.rs"]
-mod maps;
-#[cfg(target_arch = "bpf")]
-#[path = "helpers/mtu.rs"]
-mod mtu;
-#[cfg(target_arch = "bpf")]
-#[path = "helpers/nat.rs"]
-mod nat;
-#[cfg(target_arch = "bpf")]
-#[path = "programs/nat_egress.rs"]
-mod nat_egress;
-#[cfg(target_arch = "bpf")]
-#[path = "programs/overlay_encap.rs"]
-mod overlay_encap;
-#[cfg(target_arch = "bpf")]
-#[path = "helpers/parse.rs"]
-mod parse;
-#[cfg(target_arch = "bpf")]
-#[path = "helpers/verdict.rs"]
-mod verdict;
-#[cfg(target_arch = "bpf")]
-#[path = "programs/xdp_underlay.rs"]
-mod xdp_underlay;
+mod programs;
 
 /// The eBPF panic handler must never be reachable: code uses `?` and `.get()`,
 /// and the verifier rejects a program whose panic path it can reach.

@@ -6,7 +6,7 @@ use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use network_types::arp::ArpHdr;
 use weft_common::{maps::EndpointInfo, reason::Forward};
 
-use crate::{
+use super::{
     access::{load, redirect_egress, store},
     maps::{endpoint_by_ip, network, overlay_route},
     parse::{

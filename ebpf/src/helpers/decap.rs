@@ -18,7 +18,7 @@ use weft_common::{
     reason::Forward,
 };
 
-use crate::{
+use super::{
     access::{load, redirect_peer, store},
     maps::{endpoint_by_ip, network_of_vni, overlay_config},
     mtu,

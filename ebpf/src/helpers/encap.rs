@@ -28,7 +28,7 @@ use weft_common::{
     reason::Forward,
 };
 
-use crate::{
+use super::{
     access::{fib_lookup, ifindex, load, redirect_egress, redirect_neigh, set_tunnel_key, store},
     csum,
     maps::{overlay_config, overlay_route},

@@ -17,7 +17,7 @@ use weft_common::{
     reason::Forward,
 };
 
-use crate::{
+use super::{
     access::{load, redirect_peer, store},
     csum,
     maps::{

@@ -28,7 +28,7 @@ use weft_common::{
     reason::Forward,
 };
 
-use crate::{
+use super::{
     access::{fib_lookup, ifindex, load, now_ns, store},
     conntrack, csum,
     maps::{endpoint_by_ip, node_config},

@@ -24,7 +24,7 @@ use weft_common::{
     reason::Forward,
 };
 
-use crate::{
+use super::{
     access::{
         EXCERPT_MAX, change_tail, gso_size, load_excerpt, redirect_egress, store, store_excerpt,
     },

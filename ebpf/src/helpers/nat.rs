@@ -29,7 +29,7 @@ use weft_common::{
     reason::Forward,
 };
 
-use crate::{
+use super::{
     access::{FibHop, fib_lookup, ifindex, load, now_ns, redirect_neigh, redirect_peer, store},
     conntrack, csum, icmp_error,
     maps::{endpoint_by_ip, network, node_config, published},

@@ -8,7 +8,7 @@ use weft_common::{
     reason::{Drop, Forward},
 };
 
-use crate::{
+use super::{
     events::{Site, emit_drop, maybe_trace},
     maps::{DROPS, EP_STATS, FORWARDS},
 };

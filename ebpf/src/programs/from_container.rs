@@ -3,7 +3,7 @@
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 
-use crate::{
+use crate::helpers::{
     access::{ifindex, load},
     arp, forward,
     maps::endpoint_by_ifindex,

@@ -9,7 +9,7 @@ use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use network_types::ip::Ipv4Hdr;
 use weft_common::{maps::DIR_FROM_UPLINK, reason::Forward};
 
-use crate::{
+use crate::helpers::{
     access::load,
     decap,
     maps::node_config,

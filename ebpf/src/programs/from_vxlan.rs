@@ -6,7 +6,7 @@
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use weft_common::events::PROGRAM_FROM_VXLAN;
 
-use crate::{
+use crate::helpers::{
     access::{load, tunnel_vni},
     decap,
     maps::{network_of_vni, overlay_config},

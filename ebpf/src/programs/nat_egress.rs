@@ -8,7 +8,7 @@ use aya_ebpf::{macros::classifier, programs::TcContext};
 use network_types::ip::Ipv4Hdr;
 use weft_common::events::PROGRAM_NAT_EGRESS;
 
-use crate::{
+use crate::helpers::{
     access::{ifindex, load},
     maps::endpoint_by_ifindex,
     nat,

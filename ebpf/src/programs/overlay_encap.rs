@@ -7,7 +7,7 @@ use aya_ebpf::{macros::classifier, programs::TcContext};
 use network_types::ip::Ipv4Hdr;
 use weft_common::events::PROGRAM_OVERLAY_ENCAP;
 
-use crate::{
+use crate::helpers::{
     access::{ifindex, load},
     encap,
     maps::endpoint_by_ifindex,

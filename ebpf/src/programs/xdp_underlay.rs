@@ -17,7 +17,7 @@ use weft_common::{
     reason::Drop,
 };
 
-use crate::{
+use crate::helpers::{
     access::xdp_load,
     maps::{network_of_vni, overlay_config},
     parse::{ETH_P_IP, ETH_PROTO_OFF, IP_MIN_LEN, IP_OFF, UDP_LEN},

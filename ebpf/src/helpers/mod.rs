@@ -1,0 +1,17 @@
+//! Helpers by concern, used by the entry programs in `programs`. Each
+//! module has one job; they import only each other, never a program.
+
+pub mod access;
+pub mod arp;
+pub mod conntrack;
+pub mod csum;
+pub mod decap;
+pub mod encap;
+pub mod events;
+pub mod forward;
+pub mod icmp_error;
+pub mod maps;
+pub mod mtu;
+pub mod nat;
+pub mod parse;
+pub mod verdict;
