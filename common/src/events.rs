@@ -73,8 +73,9 @@ pub struct PacketEvent {
 const _: () = assert!(size_of::<PacketEvent>() == 32 + EVENT_SNAP_LEN);
 
 /// The eBPF source files a drop can come from; an event stores the index.
-/// Index 0 means unknown.
-pub const SOURCE_FILES: [&str; 18] = [
+/// Index 0 means unknown. New files go at the end, so an index keeps
+/// naming the same file.
+pub const SOURCE_FILES: [&str; 20] = [
     "?",
     "ebpf/src/programs/from_container.rs",
     "ebpf/src/helpers/arp.rs",
@@ -93,6 +94,8 @@ pub const SOURCE_FILES: [&str; 18] = [
     "ebpf/src/programs/xdp_underlay.rs",
     "ebpf/src/helpers/icmp_error.rs",
     "ebpf/src/helpers/mtu.rs",
+    "ebpf/src/helpers/deliver.rs",
+    "ebpf/src/helpers/ipv4.rs",
 ];
 
 /// The [`SOURCE_FILES`] index of `path` (as `file!()` spells it), at

@@ -14,13 +14,21 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 /// A drop decided here: the reason plus this source file and line, which
-/// `weft monitor` shows. The file id is computed at compile time.
+/// `weft monitor` shows. The file id is computed at compile time, and a
+/// file missing from `weft_common::events::SOURCE_FILES` does not build.
 #[cfg(target_arch = "bpf")]
 macro_rules! drop_here {
     ($reason:ident) => {
         $crate::helpers::verdict::Dropped::new(
             weft_common::reason::Drop::$reason,
-            const { weft_common::events::source_file_id(file!()) },
+            const {
+                let id = weft_common::events::source_file_id(file!());
+                assert!(
+                    id != 0,
+                    "list this file in weft_common::events::SOURCE_FILES"
+                );
+                id
+            },
             line!() as u16,
         )
     };
