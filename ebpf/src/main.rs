@@ -1,15 +1,6 @@
-//! weft's eBPF datapath.
-//!
-//! One module per attach point (`from_container`, `from_uplink`), helpers
-//! by concern: `access` (the only bounds-checked packet and context
-//! accessors and raw helper calls), `parse` (header offsets), `arp`,
-//! `forward` (bridging, routing, flooding), `nat` (masquerade and
-//! published ports), `icmp_error` (errors about translated connections),
-//! `encap` and `decap` (VXLAN overlay; entries `overlay_encap`, `from_vxlan`,
-//! and the XDP early drop `xdp_underlay`), `mtu` (the overlay's MTU:
-//! fragmentation-needed answers and TCP MSS clamping),
-//! `conntrack`, `csum`, `maps` and `verdict` (counters and drop accounting). `calibrate` is a
-//! no-op used only to measure test-run overhead.
+//! weft's eBPF datapath: entry programs in `programs` (one module per
+//! attach point), helpers by concern in `helpers` (see their module docs
+//! for the layering).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 

@@ -1,5 +1,18 @@
 //! Helpers by concern, used by the entry programs in `programs`. Each
-//! module has one job; they import only each other, never a program.
+//! module has one job; they never import a program, and import each other
+//! only downward through these layers (no cycles):
+//!
+//! 1. `access` (the only raw packet, context and helper-call accesses,
+//!    bounds-checked), `csum` (checksum arithmetic), `direction`, `maps`;
+//! 2. `parse` (offsets, the IPv4 and VXLAN checks), `events` (drop and
+//!    trace events), `tail` (tail calls and what they hand over);
+//! 3. `verdict` (drops and counters);
+//! 4. `deliver` (where a packet leaves for), `ipv4` (a router's IPv4
+//!    rewrites), `conntrack`;
+//! 5. `mtu` (the overlay's MTU), `icmp_error` (errors about translated
+//!    connections);
+//! 6. `arp`, `forward` (bridging, routing, flooding), `nat` (masquerade and
+//!    published ports), `encap` and `decap` (the VXLAN overlay).
 
 pub mod access;
 pub mod arp;

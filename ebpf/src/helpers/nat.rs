@@ -5,10 +5,11 @@
 //! the other side: its container-side entry is an "original" entry.
 //!
 //! Only TCP, UDP and ICMP echo are translated; other traffic goes to the
-//! node's stack untranslated, for the node to route or answer. Checksums
-//! are updated with `bpf_l3_csum_replace`/`bpf_l4_csum_replace`, which also
-//! handle `CHECKSUM_PARTIAL` (offloaded) and `CHECKSUM_COMPLETE` skbs; a UDP
-//! checksum of 0 ("none") stays 0 (`BPF_F_MARK_MANGLED_0`).
+//! node's stack untranslated, for the node to route or answer. The IPv4
+//! header checksum is updated by hand (`ipv4`); L4 checksums with
+//! `bpf_l4_csum_replace`, which also handles `CHECKSUM_PARTIAL`
+//! (offloaded) and `CHECKSUM_COMPLETE` skbs; a UDP checksum of 0 ("none")
+//! stays 0 (`BPF_F_MARK_MANGLED_0`).
 //!
 //! IPv4 fragments: a first fragment carries the ports and is translated; a
 //! later fragment carries none, so it cannot be matched to a connection and

@@ -7,6 +7,7 @@
 
 use core::mem::offset_of;
 
+use aya_ebpf::programs::TcContext;
 use network_types::{
     arp::ArpHdr, eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr,
 };
@@ -118,10 +119,7 @@ pub fn ipv4_header_len(ip: &Ipv4Hdr) -> Option<usize> {
 /// one: header and total length inside the frame (`ctx.len()`, linear or
 /// not; only the fixed header is read, from linear data).
 #[inline(always)]
-pub fn ipv4_at(
-    ctx: &aya_ebpf::programs::TcContext,
-    ip_off: usize,
-) -> Result<(Ipv4Hdr, usize), BadIpv4> {
+pub fn ipv4_at(ctx: &TcContext, ip_off: usize) -> Result<(Ipv4Hdr, usize), BadIpv4> {
     let ip: Ipv4Hdr = load(ctx, ip_off).ok_or(BadIpv4::Truncated)?;
     let frame_len = ctx.len() as usize;
     let header_len = ipv4_header_len(&ip).ok_or(BadIpv4::Header)?;
