@@ -30,10 +30,9 @@ use weft_common::{
 
 use super::{
     access::{fib_lookup, ifindex, load, set_tunnel_key, store},
-    csum,
     deliver::{send_out_of, send_to_hop},
     direction::Direction,
-    ipv4,
+    ipv4::{self, Originated},
     maps::{overlay_config, overlay_route},
     mtu,
     parse::{
@@ -166,19 +165,17 @@ fn in_bpf(ctx: &TcContext, overlay: &OverlayConfig, route: &OverlayRoute, sport:
 
     // After adjust_room the old pointers are gone: everything below goes
     // through `store`, which re-reads data/data_end.
-    let mut header = [0u8; 20];
-    header[0] = 0x45;
-    header[2..4].copy_from_slice(&ip_total.to_be_bytes());
-    // Don't Fragment only: the overlay never fragments (`mtu` keeps what it
-    // carries within the inner MTU).
-    header[6..8].copy_from_slice(&IP_DF.to_be_bytes());
-    header[8] = OUTER_TTL;
-    header[9] = IPPROTO_UDP;
-    header[12..16].copy_from_slice(&overlay.underlay_ip_be.to_ne_bytes());
-    header[16..20].copy_from_slice(&route.underlay_ip_be.to_ne_bytes());
-    let check = csum::ipv4_header(&header);
-    header[10] = check[0];
-    header[11] = check[1];
+    let header = ipv4::originate(&Originated {
+        tos: 0,
+        total_len: ip_total,
+        // Don't Fragment only: the overlay never fragments (`mtu` keeps
+        // what it carries within the inner MTU).
+        frags: IP_DF,
+        ttl: OUTER_TTL,
+        proto: IPPROTO_UDP,
+        src_be: overlay.underlay_ip_be,
+        dst_be: route.underlay_ip_be,
+    });
 
     let udp_len = ip_total - IP_MIN_LEN as u16;
     let mut udp = [0u8; 8];

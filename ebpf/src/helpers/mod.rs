@@ -7,8 +7,8 @@
 //! 2. `parse` (offsets, the IPv4 and VXLAN checks), `events` (drop and
 //!    trace events), `tail` (tail calls and what they hand over);
 //! 3. `verdict` (drops and counters);
-//! 4. `deliver` (where a packet leaves for), `ipv4` (a router's IPv4
-//!    rewrites), `conntrack`;
+//! 4. `deliver` (where a packet leaves for), `ipv4` (IPv4 headers
+//!    rewritten as a router does, or originated), `conntrack`;
 //! 5. `mtu` (the overlay's MTU), `icmp_error` (errors about translated
 //!    connections);
 //! 6. `arp`, `forward` (bridging, routing, flooding), `nat` (masquerade and

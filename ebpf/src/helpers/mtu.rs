@@ -29,6 +29,7 @@ use super::{
     csum,
     deliver::send_out_of,
     direction::Direction,
+    ipv4::{self, Originated},
     maps::network,
     parse::{
         ETH_DST_OFF, ETH_LEN, ETH_SRC_OFF, ICMP_DEST_UNREACH, ICMP_LEN, ICMP_QUOTED_L4, IP_DF,
@@ -131,16 +132,15 @@ fn frag_needed(
     icmp[2..4].copy_from_slice(&check);
 
     let total = (IP_MIN_LEN + ICMP_LEN + quote_len) as u16;
-    let mut header = [0u8; IP_MIN_LEN];
-    header[0] = 0x45;
-    header[1] = TOS_INTERNETWORK_CONTROL;
-    header[2..4].copy_from_slice(&total.to_be_bytes());
-    header[8] = ICMP_TTL;
-    header[9] = IPPROTO_ICMP;
-    header[12..16].copy_from_slice(&net.gateway_ip_be.to_ne_bytes());
-    header[16..20].copy_from_slice(&ip.src_addr);
-    let check = csum::ipv4_header(&header);
-    header[10..12].copy_from_slice(&check);
+    let header = ipv4::originate(&Originated {
+        tos: TOS_INTERNETWORK_CONTROL,
+        total_len: total,
+        frags: 0,
+        ttl: ICMP_TTL,
+        proto: IPPROTO_ICMP,
+        src_be: net.gateway_ip_be,
+        dst_be: u32::from_ne_bytes(ip.src_addr),
+    });
 
     // From here the packet is rewritten: nothing below may fail halfway
     // but by a helper error, which drops it.
