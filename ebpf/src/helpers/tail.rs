@@ -8,8 +8,9 @@
 //! it leaves out the called program reads where the caller checked them:
 //! the ifindex is the skb's own and the IPv4 source address the packet's
 //! (the caller dropped a packet whose source was not the sender's).
-//! The block is TC's scratch: the stack initialises its own use of it when
-//! a packet reaches it, and only the called program reads what is left.
+//! The block is scratch space that every layer using `skb->cb` writes
+//! before it reads, so what is left in it after the called program is
+//! nobody's input.
 
 use aya_ebpf::programs::TcContext;
 use network_types::ip::Ipv4Hdr;
