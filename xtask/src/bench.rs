@@ -812,8 +812,8 @@ impl Report {
         if !self.paths.is_empty() {
             // `ns_per_packet` includes the test-run loop's own overhead;
             // `program_ns` (what the targets hold) has the no-op program's
-            // figure subtracted, and `x no-op` divides by it: a ratio that
-            // carries across machines better than nanoseconds do.
+            // figure subtracted, and `x no-op` divides by it: the path in
+            // units of this machine's test-run overhead.
             println!(
                 "\n{:<16} {:>10} {:>11} {:>8}  method",
                 "program path", "ns/packet", "program ns", "x no-op"

@@ -36,8 +36,9 @@
 //! Every figure includes the test-run loop's own per-run overhead. A no-op
 //! program (`weft_calibrate`), measured by the same method in the same
 //! run, gives `program_ns` (the figure less the no-op's: the cost of
-//! weft's code itself) and `noop_ratio` (the figure over the no-op's,
-//! which carries from one machine to another better than nanoseconds do).
+//! weft's code itself) and `noop_ratio` (the figure over the no-op's: the
+//! path in units of this machine's test-run overhead, for comparing
+//! machines; the overhead grows under load, so compare quiet runs).
 //!
 //! `prog_cost [--json] [--repeat N]`
 
