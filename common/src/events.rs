@@ -44,6 +44,7 @@ pub const PROGRAM_FROM_UPLINK: u8 = 2;
 pub const PROGRAM_NAT_EGRESS: u8 = 3;
 pub const PROGRAM_OVERLAY_ENCAP: u8 = 10;
 pub const PROGRAM_FROM_VXLAN: u8 = 11;
+pub const PROGRAM_SERVICE: u8 = 12;
 
 /// One event. `#[repr(C)]`, explicit padding, read byte for byte by
 /// userspace.
@@ -75,7 +76,7 @@ const _: () = assert!(size_of::<PacketEvent>() == 32 + EVENT_SNAP_LEN);
 /// The eBPF source files a drop can come from; an event stores the index.
 /// Index 0 means unknown. New files go at the end, so an index keeps
 /// naming the same file.
-pub const SOURCE_FILES: [&str; 20] = [
+pub const SOURCE_FILES: [&str; 23] = [
     "?",
     "ebpf/src/programs/from_container.rs",
     "ebpf/src/helpers/arp.rs",
@@ -96,6 +97,9 @@ pub const SOURCE_FILES: [&str; 20] = [
     "ebpf/src/helpers/mtu.rs",
     "ebpf/src/helpers/deliver.rs",
     "ebpf/src/helpers/ipv4.rs",
+    "ebpf/src/programs/service.rs",
+    "ebpf/src/helpers/service.rs",
+    "ebpf/src/helpers/unreachable.rs",
 ];
 
 /// The [`SOURCE_FILES`] index of `path` (as `file!()` spells it), at

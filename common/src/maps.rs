@@ -81,8 +81,29 @@ pub const MAP_ROUTES: &str = "WEFT_ROUTES";
 /// VXLAN network identifiers (host order) to this node's network id.
 pub const MAP_VNIS: &str = "WEFT_VNIS";
 
+/// Services: [`SvcKey`] (VIP, port, protocol) to [`SvcEntry`].
+pub const MAP_SERVICES: &str = "WEFT_SERVICES";
+/// Maglev tables in chunks: [`MaglevKey`] to [`MaglevChunk`]. A table is
+/// keyed by its content id, so a changed backend set is a new table
+/// written beside the old one; the service's entry switches to it in one
+/// update (no flow ever reads a half-built table), then the old one goes.
+pub const MAP_MAGLEV: &str = "WEFT_MAGLEV";
+/// Per endpoint counter slot: 1 if the endpoint is a backend of some
+/// service on this node, so only backends' packets pay for the reverse
+/// translation lookup.
+pub const MAP_SVC_SLOTS: &str = "WEFT_SVC_SLOTS";
+/// Service members: [`MemberKey`] to `SVC_MEMBER_*` (affinity only sticks
+/// to a backend still in the service).
+pub const MAP_SVC_MEMBERS: &str = "WEFT_SVC_MEMBERS";
+/// Client-IP affinity: LRU hash of [`AffinityKey`] to [`AffinityEntry`].
+pub const MAP_AFFINITY: &str = "WEFT_AFFINITY";
+/// New connections per service member, per CPU: [`MemberKey`] to `u64`
+/// (ip 0: connections refused for want of a backend). The datapath
+/// creates the entries.
+pub const MAP_SVC_COUNTS: &str = "WEFT_SVC_COUNTS";
+
 /// Every map weft pins, in a stable order (for dumps and cleanup).
-pub const ALL_MAPS: [&str; 23] = [
+pub const ALL_MAPS: [&str; 29] = [
     MAP_TAILS,
     MAP_NETWORKS,
     MAP_SUBNETS,
@@ -106,6 +127,12 @@ pub const ALL_MAPS: [&str; 23] = [
     MAP_OVERLAY,
     MAP_ROUTES,
     MAP_VNIS,
+    MAP_SERVICES,
+    MAP_MAGLEV,
+    MAP_SVC_SLOTS,
+    MAP_SVC_MEMBERS,
+    MAP_AFFINITY,
+    MAP_SVC_COUNTS,
 ];
 
 /// Layout version of each map of [`ALL_MAPS`], in the same order (checked
@@ -135,6 +162,12 @@ pub const LAYOUT_VERSIONS: [(&str, u16); ALL_MAPS.len()] = [
     (MAP_OVERLAY, 1),
     (MAP_ROUTES, 1),
     (MAP_VNIS, 1),
+    (MAP_SERVICES, 1),
+    (MAP_MAGLEV, 1),
+    (MAP_SVC_SLOTS, 1),
+    (MAP_SVC_MEMBERS, 1),
+    (MAP_AFFINITY, 1),
+    (MAP_SVC_COUNTS, 1),
 ];
 
 /// The layout version of pinned map `name` (see [`LAYOUT_VERSIONS`]), or
@@ -190,7 +223,13 @@ pub const MAP_TAILS: &str = "WEFT_TAILS";
 pub const TAIL_NAT_EGRESS: u32 = 0;
 /// `WEFT_TAILS` slot of [`PROG_OVERLAY_ENCAP`].
 pub const TAIL_OVERLAY_ENCAP: u32 = 1;
+/// `WEFT_TAILS` slot of [`PROG_SERVICE`].
+pub const TAIL_SERVICE: u32 = 2;
 pub const MAX_TAILS: u32 = 4;
+/// Service load balancing, entered by tail call from
+/// `weft_from_container` for packets to the service range and for every
+/// packet a service backend sends (its replies are translated back).
+pub const PROG_SERVICE: &str = "weft_service";
 /// VXLAN encapsulation toward another node, entered by tail call from
 /// `weft_from_container` for destinations in a weft network with no local
 /// endpoint.
@@ -372,6 +411,108 @@ pub struct OverlayRoute {
 /// dropped as `nat_ports_exhausted` (the verifier needs a bound).
 pub const NAT_PORT_PROBES: u32 = 32;
 
+/// Services per node (entries of [`MAP_SERVICES`]: one per VIP port).
+pub const MAX_SERVICE_PORTS: u32 = 65_536;
+/// Slots of one [`MaglevChunk`].
+pub const MAGLEV_CHUNK: u32 = 1024;
+/// Largest Maglev table size (Cilium's largest, a prime).
+pub const MAGLEV_MAX: u32 = 131_071;
+/// Entries of [`MAP_MAGLEV`]: 4 KiB chunks, allocated as used.
+pub const MAX_MAGLEV_CHUNKS: u32 = 65_536;
+/// Entries of [`MAP_SVC_MEMBERS`] and [`MAP_SVC_COUNTS`].
+pub const MAX_SVC_MEMBERS: u32 = 262_144;
+/// Entries of [`MAP_AFFINITY`].
+pub const MAX_AFFINITY: u32 = 65_536;
+/// The network id [`MAP_SUBNETS`] gives the service range: no network
+/// has it (ids stop far below), and the datapath hands such packets to
+/// the service program.
+pub const SERVICE_NETWORK_ID: u32 = u32::MAX;
+/// Hash seed of the datapath's flow hash for Maglev: fixed, so every node
+/// picks the same slot for the same flow.
+pub const MAGLEV_FLOW_SEED: u32 = 0x6d61_676c;
+
+/// `SvcEntry::flags`: client-IP affinity.
+pub const SVC_FLAG_AFFINITY: u8 = 1;
+/// [`MAP_SVC_MEMBERS`] values.
+pub const SVC_MEMBER_ACTIVE: u32 = 1;
+pub const SVC_MEMBER_TERMINATING: u32 = 2;
+
+/// A service port: traffic to this VIP, port and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct SvcKey {
+    pub vip_be: u32,
+    pub port_be: [u8; 2],
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// What a service port leads to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SvcEntry {
+    /// The Maglev table's content id in [`MAP_MAGLEV`]; 0: no backend.
+    pub table: u64,
+    pub svc_id: u32,
+    /// The table's size M (slots).
+    pub size: u32,
+    /// The backends' port.
+    pub target_port_be: [u8; 2],
+    /// `SVC_FLAG_*`.
+    pub flags: u8,
+    pub _pad: u8,
+    /// Client-IP affinity timeout, seconds.
+    pub affinity_s: u32,
+}
+
+/// A chunk of a Maglev table: slots `chunk * MAGLEV_CHUNK ..`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct MaglevKey {
+    pub table: u64,
+    pub chunk: u32,
+    pub _pad: u32,
+}
+
+/// Backend addresses (network order) of [`MAGLEV_CHUNK`] slots.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct MaglevChunk {
+    pub slots: [u32; MAGLEV_CHUNK as usize],
+}
+
+impl Default for MaglevChunk {
+    fn default() -> Self {
+        Self::zeroed()
+    }
+}
+
+/// A backend of a service (or, with ip 0, the service itself).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct MemberKey {
+    pub svc_id: u32,
+    pub ip_be: u32,
+}
+
+/// A client of an affinity service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct AffinityKey {
+    pub svc_id: u32,
+    pub client_ip_be: u32,
+}
+
+/// Where an affinity client goes, and when it last did.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct AffinityEntry {
+    pub last_seen_ns: u64,
+    pub backend_ip_be: u32,
+    pub _pad: u32,
+}
+
 /// IP protocol numbers the conntrack handles.
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
@@ -489,6 +630,13 @@ pub const CT_FLAG_DNAT: u8 = 1;
 /// destination, source to the node's address and `peer_port_be`,
 /// destination to `xlate_ip_be:xlate_port_be`, and deliver to `ifindex`.
 pub const CT_FLAG_HAIRPIN: u8 = 2;
+/// `CtEntry::flags`: a service connection (with [`CT_FLAG_DNAT`]): the
+/// client-side entry (direction reply, like a published port's inbound
+/// one) translates VIP:port to the backend `xlate_ip_be:xlate_port_be`;
+/// the backend-side entry (direction original) translates the source back
+/// to the VIP and service port. With [`CT_FLAG_HAIRPIN`] (the client is
+/// the backend) both entries also rewrite the source to the VIP.
+pub const CT_FLAG_SERVICE: u8 = 4;
 
 /// A published port: traffic to the node's address and this port.
 #[repr(C)]
@@ -695,6 +843,13 @@ const _: () = {
     assert!(size_of::<PublishTarget>() == 8);
     assert!(size_of::<OverlayConfig>() == 24);
     assert!(size_of::<OverlayRoute>() == 20);
+    assert!(size_of::<SvcKey>() == 8);
+    assert!(size_of::<SvcEntry>() == 24);
+    assert!(size_of::<MaglevKey>() == 16);
+    assert!(size_of::<MaglevChunk>() == 4 * MAGLEV_CHUNK as usize);
+    assert!(size_of::<MemberKey>() == 8);
+    assert!(size_of::<AffinityKey>() == 8);
+    assert!(size_of::<AffinityEntry>() == 16);
 };
 
 #[cfg(feature = "user")]
@@ -718,4 +873,11 @@ mod user {
     unsafe impl aya::Pod for PublishTarget {}
     unsafe impl aya::Pod for OverlayConfig {}
     unsafe impl aya::Pod for OverlayRoute {}
+    unsafe impl aya::Pod for SvcKey {}
+    unsafe impl aya::Pod for SvcEntry {}
+    unsafe impl aya::Pod for MaglevKey {}
+    unsafe impl aya::Pod for MaglevChunk {}
+    unsafe impl aya::Pod for MemberKey {}
+    unsafe impl aya::Pod for AffinityKey {}
+    unsafe impl aya::Pod for AffinityEntry {}
 }

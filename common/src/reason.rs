@@ -84,10 +84,15 @@ pub enum Drop {
     /// overlay never fragments (RFC 7348 section 4.3). With DF set the
     /// sender gets an ICMP fragmentation-needed instead (`frag_needed_sent`).
     OverlayMtuExceeded = 40,
+    /// To a service VIP and port whose service has no backend: the client
+    /// gets a TCP RST or an ICMP port unreachable (`service_rejected`).
+    ServiceNoBackend = 41,
+    /// To a service VIP on a port the service does not have.
+    ServiceUnknownPort = 42,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 35] = [
+    pub const ALL: [Drop; 37] = [
         Drop::TruncatedEthernet,
         Drop::TruncatedArp,
         Drop::UnsupportedArp,
@@ -123,6 +128,8 @@ impl Drop {
         Drop::UnderlayUnreachable,
         Drop::VxlanBadInner,
         Drop::OverlayMtuExceeded,
+        Drop::ServiceNoBackend,
+        Drop::ServiceUnknownPort,
     ];
 
     pub const fn code(self) -> u32 {
@@ -172,6 +179,8 @@ impl Drop {
             Drop::UnderlayUnreachable => "underlay_unreachable",
             Drop::VxlanBadInner => "vxlan_bad_inner",
             Drop::OverlayMtuExceeded => "overlay_mtu_exceeded",
+            Drop::ServiceNoBackend => "service_no_backend",
+            Drop::ServiceUnknownPort => "service_unknown_port",
         }
     }
 }
@@ -218,10 +227,21 @@ pub enum Forward {
     /// ICMP fragmentation-needed carrying the overlay's MTU, built from the
     /// packet and sent back to its sender (RFC 1191).
     FragNeededSent = 15,
+    /// To a service VIP and port: destination rewritten to the backend
+    /// Maglev (or the connection's conntrack entry) picked; from the
+    /// backend itself (hairpin) the source becomes the VIP too.
+    ServiceDnat = 16,
+    /// A backend's reply on a service connection: source rewritten to the
+    /// VIP and service port.
+    ServiceReverse = 17,
+    /// A service without backends answered its client with a TCP RST or an
+    /// ICMP port unreachable (the packet itself counts as
+    /// `service_no_backend`).
+    ServiceRejected = 18,
 }
 
 impl Forward {
-    pub const ALL: [Forward; 15] = [
+    pub const ALL: [Forward; 18] = [
         Forward::Bridged,
         Forward::Routed,
         Forward::ArpReplied,
@@ -237,6 +257,9 @@ impl Forward {
         Forward::DecapDelivered,
         Forward::VxlanToKernel,
         Forward::FragNeededSent,
+        Forward::ServiceDnat,
+        Forward::ServiceReverse,
+        Forward::ServiceRejected,
     ];
 
     pub const fn code(self) -> u32 {
@@ -264,6 +287,9 @@ impl Forward {
             Forward::DecapDelivered => "decap_delivered",
             Forward::VxlanToKernel => "vxlan_to_kernel",
             Forward::FragNeededSent => "frag_needed_sent",
+            Forward::ServiceDnat => "service_dnat",
+            Forward::ServiceReverse => "service_reverse",
+            Forward::ServiceRejected => "service_rejected",
         }
     }
 }
@@ -273,4 +299,6 @@ const _: () = {
     assert!((Forward::IcmpErrorTranslated as u32) < crate::maps::MAX_REASONS);
     assert!((Drop::OverlayMtuExceeded as u32) < crate::maps::MAX_REASONS);
     assert!((Forward::FragNeededSent as u32) < crate::maps::MAX_REASONS);
+    assert!((Drop::ServiceUnknownPort as u32) < crate::maps::MAX_REASONS);
+    assert!((Forward::ServiceRejected as u32) < crate::maps::MAX_REASONS);
 };

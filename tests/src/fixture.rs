@@ -129,6 +129,8 @@ impl Ep {
             host_ifindex: self.ifindex,
             mtu: 1500,
             stats_slot: self.stats_slot,
+            labels: Default::default(),
+            terminating: false,
         }
     }
 }

@@ -195,6 +195,7 @@ fn agent_lifecycle_through_the_api() -> Result<()> {
             name: Some(name.into()),
             ifname: None,
             mtu: None,
+            labels: Vec::new(),
         })?;
         ips.push(ep.ip.to_string());
     }

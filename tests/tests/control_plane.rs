@@ -246,6 +246,7 @@ fn storm_request(client: &Client, i: usize, spares: &[NetNs]) -> Result<()> {
                 name: Some(format!("e{i}")),
                 ifname: None,
                 mtu: None,
+                labels: Vec::new(),
             })
             .map(drop),
         5 => client

@@ -8,7 +8,7 @@ use aya_ebpf::bindings::BPF_NOEXIST;
 use weft_common::maps::{
     CT_BUDGET_CLOSED, CT_BUDGET_CREATED, CT_BUDGET_FRESH_NS, CT_BUDGET_LIMIT, CT_BUDGET_MAX_CPUS,
     CT_BUDGET_REFRESHED, CT_BUDGET_REMOVED, CT_DEFAULT_LIMIT, CT_DIR_ORIGINAL, CT_DIR_REPLY,
-    CT_FIN_ORIGINAL, CT_FIN_REPLY, CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CT_TCP_CLOSED,
+    CT_FIN_ORIGINAL, CT_FIN_REPLY, CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CT_FLAG_SERVICE, CT_TCP_CLOSED,
     CT_TCP_ESTABLISHED, CT_TCP_FIN_WAIT, CT_TCP_NONE, CT_TCP_SYN_SENT, CtEntry, CtKey,
     EndpointInfo, IPPROTO_TCP, NAT_PORT_PROBES, NodeConfig, PublishTarget,
 };
@@ -504,6 +504,82 @@ pub fn create_hairpin(
     }
     count(CT_BUDGET_CREATED);
     Ok(forth)
+}
+
+/// Where a new service connection goes: the backend Maglev (or affinity)
+/// picked, its port, and its endpoint on this node (ifindex 0: on another
+/// node, reached over the overlay).
+pub struct Pick {
+    pub ip_be: u32,
+    pub port_be: [u8; 2],
+    pub ifindex: u32,
+    pub stats_slot: u32,
+}
+
+/// Creates both entries of a service connection `key` (client ->
+/// VIP:port) from `client` to `backend`, and returns the client-side
+/// entry. The client-side entry plays the part of a published port's
+/// inbound one (direction reply, the side that opens), the backend-side
+/// entry that of its container side, so `CtKey::partner`, TCP tracking
+/// and GC treat them alike. A client that is its own backend (hairpin)
+/// gets entries that also rewrite the source to the VIP, so it sees the
+/// VIP as its peer both ways and can answer it. Either key may hold an
+/// expired entry (the caller found no live one): both are written.
+#[inline(always)]
+pub fn create_service(
+    key: &CtKey,
+    client: &EndpointInfo,
+    backend: &Pick,
+    tcp_flags: u8,
+    now: u64,
+    len: u32,
+) -> Result<CtEntry, Dropped> {
+    if !within_budget(now) {
+        return Err(drop_here!(ConntrackFull));
+    }
+    let hairpin = backend.ip_be == client.ip_be;
+    let (tcp_state, fin_seen) = initial_tcp(key.proto, tcp_flags);
+    let entry = CtEntry {
+        last_seen_ns: now,
+        created_ns: now,
+        packets_reply: 1,
+        bytes_reply: u64::from(len),
+        xlate_ip_be: backend.ip_be,
+        xlate_port_be: backend.port_be,
+        peer_port_be: key.src_port_be,
+        ifindex: backend.ifindex,
+        stats_slot: backend.stats_slot,
+        tcp_state,
+        fin_seen,
+        direction: CT_DIR_REPLY,
+        flags: CT_FLAG_DNAT | CT_FLAG_SERVICE | if hairpin { CT_FLAG_HAIRPIN } else { 0 },
+        ..CtEntry::default()
+    };
+    let back_key = key.partner(&entry);
+    let back = CtEntry {
+        packets_reply: 0,
+        bytes_reply: 0,
+        xlate_ip_be: if hairpin { client.ip_be } else { key.dst_ip_be },
+        xlate_port_be: if hairpin {
+            key.src_port_be
+        } else {
+            key.dst_port_be
+        },
+        peer_port_be: key.dst_port_be,
+        ifindex: client.ifindex,
+        stats_slot: client.stats_slot,
+        direction: CT_DIR_ORIGINAL,
+        ..entry
+    };
+    if CT.insert(back_key, back, 0).is_err() {
+        return Err(drop_here!(ConntrackFull));
+    }
+    if CT.insert(key, entry, 0).is_err() {
+        let _ = CT.remove(back_key);
+        return Err(drop_here!(ConntrackFull));
+    }
+    count(CT_BUDGET_CREATED);
+    Ok(entry)
 }
 
 /// Claims a NAT port for `orig` by inserting its reply entry with

@@ -6,7 +6,10 @@
 use aya_ebpf::{bindings::TC_ACT_STOLEN, programs::TcContext};
 use network_types::ip::Ipv4Hdr;
 use weft_common::{
-    maps::{EndpointInfo, MAX_FLOOD, NET_FLAG_FLOOD, TAIL_NAT_EGRESS, TAIL_OVERLAY_ENCAP},
+    maps::{
+        EndpointInfo, MAX_FLOOD, NET_FLAG_FLOOD, SERVICE_NETWORK_ID, TAIL_NAT_EGRESS,
+        TAIL_OVERLAY_ENCAP, TAIL_SERVICE,
+    },
     reason::Forward,
 };
 
@@ -14,7 +17,10 @@ use super::{
     deliver::{deliver, deliver_as_gateway, pass_to_stack},
     direction::Direction,
     ipv4,
-    maps::{endpoint_by_ip, fdb_lookup, flood_list, network, network_of_address, networks_linked},
+    maps::{
+        endpoint_by_ip, fdb_lookup, flood_list, is_backend, network, network_of_address,
+        networks_linked,
+    },
     parse::{BadIpv4, IP_OFF, ipv4_at, is_group_mac},
     tail,
     verdict::{Verdict, count_endpoint_rx, count_forward},
@@ -38,8 +44,21 @@ pub fn ipv4(ctx: &TcContext, src: &EndpointInfo, dst_mac: [u8; 6]) -> Verdict {
     if is_group_mac(&dst_mac) {
         return flood(ctx, src);
     }
+    // A service backend's replies are translated back to the VIP first
+    // (the service program then forwards them as below); an array lookup
+    // for everyone else.
+    if is_backend(src.stats_slot) {
+        tail::hand_over(ctx, TAIL_SERVICE, src);
+    }
+    unicast(ctx, src, dst_mac, &ip)
+}
+
+/// Forwards a unicast IPv4 packet (header `ip`, validated) from `src` to
+/// `dst_mac`: routed when sent to the gateway, else bridged.
+#[inline(always)]
+pub fn unicast(ctx: &TcContext, src: &EndpointInfo, dst_mac: [u8; 6], ip: &Ipv4Hdr) -> Verdict {
     if dst_mac == src.gateway_mac {
-        route(ctx, src, &ip)
+        route(ctx, src, ip)
     } else {
         bridge(ctx, src, dst_mac)
     }
@@ -88,6 +107,11 @@ fn not_an_endpoint(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict
         tail::hand_over(ctx, TAIL_NAT_EGRESS, src);
         return pass_to_stack(ctx, DIRECTION);
     };
+    if dst_net_id == SERVICE_NETWORK_ID {
+        // A service VIP: load balancing (its own program).
+        tail::hand_over(ctx, TAIL_SERVICE, src);
+        return Err(drop_here!(ServiceUnknownPort));
+    }
     let dst_net = network(dst_net_id).ok_or(drop_here!(NoSuchEndpoint))?;
     if dst_ip == dst_net.gateway_ip_be {
         return pass_to_stack(ctx, DIRECTION);

@@ -2,15 +2,18 @@
 //! agent share one copy (see `weft_common::maps` for the ABI).
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray},
 };
 use weft_common::maps::{
-    COUNTER_SLOTS, CT_BUDGET_SLOTS, CT_CLOSING_MAX_ENTRIES, CT_MAX_ENTRIES, Counter, CtEntry,
-    CtKey, ENCAP_NONE, EP_CACHE_SLOTS, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList,
-    MAX_ENDPOINTS, MAX_NET_LINKS, MAX_NETWORKS, MAX_PUBLISHED, MAX_ROUTES, NODE_FLAG_CONFIGURED,
-    NetPairKey, NetworkInfo, NodeConfig, OverlayConfig, OverlayRoute, PublishKey, PublishTarget,
-    ifcache_slot, ipcache_slot,
+    AffinityEntry, AffinityKey, COUNTER_SLOTS, CT_BUDGET_SLOTS, CT_CLOSING_MAX_ENTRIES,
+    CT_MAX_ENTRIES, Counter, CtEntry, CtKey, ENCAP_NONE, EP_CACHE_SLOTS, EndpointInfo,
+    EndpointStats, FdbEntry, FdbKey, FloodList, MAX_AFFINITY, MAX_ENDPOINTS, MAX_MAGLEV_CHUNKS,
+    MAX_NET_LINKS, MAX_NETWORKS, MAX_PUBLISHED, MAX_ROUTES, MAX_SERVICE_PORTS, MAX_SVC_MEMBERS,
+    MaglevChunk, MaglevKey, MemberKey, NODE_FLAG_CONFIGURED, NetPairKey, NetworkInfo, NodeConfig,
+    OverlayConfig, OverlayRoute, PublishKey, PublishTarget, SvcEntry, SvcKey, ifcache_slot,
+    ipcache_slot,
 };
 
 /// Tail-call targets (`weft_common::maps::TAIL_*`), filled by userspace;
@@ -205,4 +208,51 @@ pub fn flood_list(id: u32) -> Option<&'static FloodList> {
     // SAFETY: a successful lookup returns a pointer to the map value that
     // stays valid for this program run; it is only read.
     FLOOD.get_ptr(id).map(|p| unsafe { &*p })
+}
+
+/// Services by VIP, port and protocol.
+#[map(name = "WEFT_SERVICES")]
+pub static SERVICES: HashMap<SvcKey, SvcEntry> =
+    HashMap::pinned(MAX_SERVICE_PORTS, BPF_F_NO_PREALLOC);
+
+/// Maglev table chunks; allocated as written (4 KiB values).
+#[map(name = "WEFT_MAGLEV")]
+pub static MAGLEV: HashMap<MaglevKey, MaglevChunk> =
+    HashMap::pinned(MAX_MAGLEV_CHUNKS, BPF_F_NO_PREALLOC);
+
+/// 1 at the counter slot of every endpoint that backs a service here.
+#[map(name = "WEFT_SVC_SLOTS")]
+pub static SVC_SLOTS: Array<u32> = Array::pinned(MAX_ENDPOINTS, 0);
+
+/// Service members and their state.
+#[map(name = "WEFT_SVC_MEMBERS")]
+pub static SVC_MEMBERS: HashMap<MemberKey, u32> =
+    HashMap::pinned(MAX_SVC_MEMBERS, BPF_F_NO_PREALLOC);
+
+/// Client-IP affinity.
+#[map(name = "WEFT_AFFINITY")]
+pub static AFFINITY: LruHashMap<AffinityKey, AffinityEntry> = LruHashMap::pinned(MAX_AFFINITY, 0);
+
+/// New connections per service member (and refusals, ip 0).
+#[map(name = "WEFT_SVC_COUNTS")]
+pub static SVC_COUNTS: PerCpuHashMap<MemberKey, u64> =
+    PerCpuHashMap::pinned(MAX_SVC_MEMBERS, BPF_F_NO_PREALLOC);
+
+/// Whether the endpoint with counter slot `slot` backs a service.
+#[inline(always)]
+pub fn is_backend(slot: u32) -> bool {
+    SVC_SLOTS.get(slot).is_some_and(|v| *v != 0)
+}
+
+/// The service at VIP `vip_be`, port `port_be`, protocol `proto`.
+#[inline(always)]
+pub fn service(vip_be: u32, port_be: [u8; 2], proto: u8) -> Option<SvcEntry> {
+    let key = SvcKey {
+        vip_be,
+        port_be,
+        proto,
+        _pad: 0,
+    };
+    // SAFETY: as in `network`.
+    SERVICES.get_ptr(key).map(|p| unsafe { *p })
 }

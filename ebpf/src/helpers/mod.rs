@@ -9,10 +9,11 @@
 //! 3. `verdict` (drops and counters);
 //! 4. `deliver` (where a packet leaves for), `ipv4` (IPv4 headers
 //!    rewritten as a router does, or originated), `conntrack`;
-//! 5. `mtu` (the overlay's MTU), `icmp_error` (errors about translated
-//!    connections);
+//! 5. `unreachable` (ICMP unreachable sent back), then `mtu` (the
+//!    overlay's MTU), `icmp_error` (errors about translated connections);
 //! 6. `arp`, `forward` (bridging, routing, flooding), `nat` (masquerade and
-//!    published ports), `encap` and `decap` (the VXLAN overlay).
+//!    published ports), `encap` and `decap` (the VXLAN overlay);
+//! 7. `service` (load balancing, on `nat`'s L4 rewrites).
 
 pub mod access;
 pub mod arp;
@@ -30,5 +31,7 @@ pub mod maps;
 pub mod mtu;
 pub mod nat;
 pub mod parse;
+pub mod service;
 pub mod tail;
+pub mod unreachable;
 pub mod verdict;

@@ -20,34 +20,23 @@
 use aya_ebpf::programs::TcContext;
 use network_types::ip::Ipv4Hdr;
 use weft_common::{
-    maps::{EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
+    maps::{EndpointInfo, IPPROTO_TCP, IPPROTO_UDP},
     reason::Forward,
 };
 
 use super::{
-    access::{EXCERPT_MAX, change_tail, gso_size, load_excerpt, store, store_excerpt},
-    csum,
-    deliver::send_out_of,
-    direction::Direction,
-    ipv4::{self, Originated},
+    access::gso_size,
     maps::network,
     parse::{
-        ETH_DST_OFF, ETH_LEN, ETH_SRC_OFF, ICMP_DEST_UNREACH, ICMP_LEN, ICMP_QUOTED_L4, IP_DF,
-        IP_FRAG_OFFSET_MASK, IP_MIN_LEN, IP_OFF, TCP_CSUM_OFF, TCP_LEN, TCP_OFF_FLAGS_OFF, TCP_SYN,
+        IP_DF, IP_FRAG_OFFSET_MASK, IP_OFF, TCP_CSUM_OFF, TCP_LEN, TCP_OFF_FLAGS_OFF, TCP_SYN,
         UDP_LEN, header_len,
     },
+    unreachable,
     verdict::Dropped,
 };
 
 /// IPv4 and TCP fixed headers: what an MSS does not count.
 const TCP_IP_HEADERS: u32 = 40;
-/// ICMP destination unreachable: fragmentation needed and DF set.
-const ICMP_FRAG_NEEDED: u8 = 4;
-/// Type of service of the ICMP errors Linux sends: precedence
-/// "internetwork control" (RFC 1812 section 4.3.2.5).
-const TOS_INTERNETWORK_CONTROL: u8 = 0xc0;
-/// TTL of the errors weft sends.
-const ICMP_TTL: u8 = 64;
 /// TCP option kinds (RFC 9293 section 3.2).
 const TCPOPT_EOL: u8 = 0;
 const TCPOPT_NOP: u8 = 1;
@@ -106,10 +95,8 @@ fn packet_len(ctx: &TcContext, ip: &Ipv4Hdr) -> u32 {
     if segment < total { segment } else { total }
 }
 
-/// Turns the packet into an ICMP fragmentation-needed about it, from the
-/// gateway of `src`'s network to `src`, and sends it back: Ethernet,
-/// a new IPv4 header, ICMP type 3 code 4 with `mtu` as next-hop MTU, and
-/// the offending IPv4 header (IHL honoured) with 8 bytes of its L4 header.
+/// Answers with an ICMP fragmentation-needed carrying `mtu`, from the
+/// gateway of `src`'s network to `src`.
 #[inline(always)]
 fn frag_needed(
     ctx: &TcContext,
@@ -118,44 +105,15 @@ fn frag_needed(
     mtu: u32,
 ) -> Result<i32, Dropped> {
     let net = network(src.network_id).ok_or(drop_here!(UnknownEndpoint))?;
-    let quote_len = header_len(ip) + ICMP_QUOTED_L4;
-    let mut quote = [0u8; EXCERPT_MAX];
-    load_excerpt(ctx, IP_OFF, &mut quote, quote_len).ok_or(drop_here!(TruncatedL4))?;
-
     let mtu16 = if mtu > 0xffff { 0xffff } else { mtu as u16 };
-    let mut icmp = [0u8; ICMP_LEN];
-    icmp[0] = ICMP_DEST_UNREACH;
-    icmp[1] = ICMP_FRAG_NEEDED;
-    icmp[6..8].copy_from_slice(&mtu16.to_be_bytes());
-    // The quote's zero padding past `quote_len` adds nothing to the sum.
-    let check = csum::finish(csum::add_words(&quote, csum::add_words(&icmp, 0)));
-    icmp[2..4].copy_from_slice(&check);
-
-    let total = (IP_MIN_LEN + ICMP_LEN + quote_len) as u16;
-    let header = ipv4::originate(&Originated {
-        tos: TOS_INTERNETWORK_CONTROL,
-        total_len: total,
-        frags: 0,
-        ttl: ICMP_TTL,
-        proto: IPPROTO_ICMP,
-        src_be: net.gateway_ip_be,
-        dst_be: u32::from_ne_bytes(ip.src_addr),
-    });
-
-    // From here the packet is rewritten: nothing below may fail halfway
-    // but by a helper error, which drops it.
-    change_tail(ctx, (ETH_LEN + usize::from(total)) as u32).ok_or(drop_here!(EncapFailed))?;
-    store(ctx, ETH_DST_OFF, src.mac).ok_or(drop_here!(EncapFailed))?;
-    store(ctx, ETH_SRC_OFF, src.gateway_mac).ok_or(drop_here!(EncapFailed))?;
-    store(ctx, IP_OFF, header).ok_or(drop_here!(EncapFailed))?;
-    store(ctx, IP_OFF + IP_MIN_LEN, icmp).ok_or(drop_here!(EncapFailed))?;
-    store_excerpt(ctx, IP_OFF + IP_MIN_LEN + ICMP_LEN, &quote, quote_len)
-        .ok_or(drop_here!(EncapFailed))?;
-    send_out_of(
+    unreachable::send_back(
         ctx,
-        src.ifindex,
+        src,
+        ip,
+        unreachable::CODE_FRAG_NEEDED,
+        mtu16,
+        net.gateway_ip_be,
         Forward::FragNeededSent,
-        Direction::FromContainer,
     )
 }
 

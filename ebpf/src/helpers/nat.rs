@@ -23,8 +23,9 @@ use aya_ebpf::{
 use network_types::ip::Ipv4Hdr;
 use weft_common::{
     maps::{
-        CT_DIR_ORIGINAL, CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CtKey, EndpointInfo, IPPROTO_ICMP,
-        IPPROTO_TCP, IPPROTO_UDP, NET_FLAG_MASQUERADE, NODE_FLAG_PUBLISHES, NodeConfig,
+        CT_DIR_ORIGINAL, CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CT_FLAG_SERVICE, CtKey, EndpointInfo,
+        IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NET_FLAG_MASQUERADE, NODE_FLAG_PUBLISHES,
+        NodeConfig,
     },
     reason::Forward,
 };
@@ -50,26 +51,26 @@ const L4_MAX: usize = TCP_LEN;
 
 /// The translatable part of an L4 header.
 #[derive(Clone, Copy)]
-struct L4 {
-    sport: [u8; 2],
-    dport: [u8; 2],
+pub struct L4 {
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
     /// Absolute offset of the port (ICMP: identifier) this direction
     /// rewrites.
-    port_off: usize,
+    pub port_off: usize,
     /// Absolute offset of the other port (hairpin rewrites both).
-    other_port_off: usize,
+    pub other_port_off: usize,
     /// Absolute offset of the checksum.
-    csum_off: usize,
+    pub csum_off: usize,
     /// Flags for `bpf_l4_csum_replace` besides the field size.
-    csum_flags: u64,
-    tcp_flags: u8,
+    pub csum_flags: u64,
+    pub tcp_flags: u8,
 }
 
 /// The ports of a TCP, UDP or ICMP echo packet (a request from a
 /// container, a reply from the uplink) whose L4 header starts at `l4_off`;
 /// `None` for anything else; a cut-short header is a drop.
 #[inline(always)]
-fn parse_l4(
+pub fn parse_l4(
     ctx: &TcContext,
     ip: &Ipv4Hdr,
     l4_off: usize,
@@ -144,14 +145,14 @@ fn parse_l4(
 
 /// Whether `ip` is a fragment other than the first (no L4 header).
 #[inline(always)]
-fn is_later_fragment(ip: &Ipv4Hdr) -> bool {
+pub fn is_later_fragment(ip: &Ipv4Hdr) -> bool {
     u16::from_be_bytes(ip.frags) & IP_FRAG_OFFSET_MASK != 0
 }
 
 /// Offset of the L4 header behind an already validated IPv4 header, made
 /// linear up to the part NAT reads and writes.
 #[inline(always)]
-fn pull_l4(ctx: &TcContext, ip: &Ipv4Hdr) -> usize {
+pub fn pull_l4(ctx: &TcContext, ip: &Ipv4Hdr) -> usize {
     let l4_off = IP_OFF + header_len(ip);
     pull(ctx, l4_off + L4_MAX);
     l4_off
@@ -263,7 +264,7 @@ pub fn reverse_dnat_to_overlay(
         l4.dport,
     );
     let Some(entry) = conntrack::established(&orig, src, &node, l4.tcp_flags, now_ns(), ctx.len())
-        .filter(|entry| entry.flags & CT_FLAG_DNAT != 0)
+        .filter(|entry| entry.flags & (CT_FLAG_DNAT | CT_FLAG_SERVICE) == CT_FLAG_DNAT)
     else {
         return Ok(false);
     };
@@ -423,7 +424,7 @@ fn hairpin_out(
 /// (`bpf_l4_csum_replace`: it knows about offloaded and zero UDP
 /// checksums). ICMP's checksum covers only ICMP: nothing to do.
 #[inline(always)]
-fn rewrite_l4(ctx: &TcContext, l4: &L4, proto: u8, from: u32, to: u32) -> Result<(), Dropped> {
+pub fn rewrite_l4(ctx: &TcContext, l4: &L4, proto: u8, from: u32, to: u32) -> Result<(), Dropped> {
     if proto == IPPROTO_ICMP {
         return Ok(());
     }
@@ -438,7 +439,7 @@ fn rewrite_l4(ctx: &TcContext, l4: &L4, proto: u8, from: u32, to: u32) -> Result
 
 /// Replaces the port (ICMP: echo identifier) and updates the L4 checksum.
 #[inline(always)]
-fn rewrite_port(ctx: &TcContext, l4: &L4, from: [u8; 2], to: [u8; 2]) -> Result<(), Dropped> {
+pub fn rewrite_port(ctx: &TcContext, l4: &L4, from: [u8; 2], to: [u8; 2]) -> Result<(), Dropped> {
     if from == to {
         return Ok(());
     }

@@ -4,8 +4,9 @@
 //! a drop (`verdict::drop_packet`).
 //!
 //! - `from_container`: TC ingress of every endpoint's host-side veth;
-//! - `nat_egress`, `overlay_encap`: tail calls of `from_container`
-//!   (masquerade, VXLAN encapsulation);
+//! - `nat_egress`, `overlay_encap`, `service`: tail calls of
+//!   `from_container` (masquerade, VXLAN encapsulation, service load
+//!   balancing);
 //! - `from_uplink`: TC ingress of the uplink, also the overlay's underlay;
 //! - `from_vxlan`: TC ingress of the collect-metadata vxlan device;
 //! - `xdp_underlay`: XDP early drops on the underlay;
@@ -17,4 +18,5 @@ mod from_uplink;
 mod from_vxlan;
 mod nat_egress;
 mod overlay_encap;
+mod service;
 mod xdp_underlay;

@@ -7,7 +7,7 @@
 //! a file format: state files written by older weft builds must keep
 //! reading, so new fields default.
 
-use std::net::Ipv4Addr;
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -43,6 +43,20 @@ pub struct Model {
     /// removing the endpoint puts it back down.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub raised_container_lo: Vec<String>,
+    /// Services (`weft service create`): virtual IPs spread over backends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Service>,
+    /// Next service id; ids are never reused within one store, so a
+    /// conntrack entry of a removed service never counts for a new one.
+    #[serde(default = "first_id")]
+    pub next_service_id: u32,
+    /// Cluster-wide service settings; `None`: the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_config: Option<ServiceConfig>,
+}
+
+fn first_id() -> u32 {
+    1
 }
 
 impl Default for Model {
@@ -57,6 +71,9 @@ impl Default for Model {
             remote_nodes: Vec::new(),
             loopback_before: None,
             raised_container_lo: Vec::new(),
+            services: Vec::new(),
+            next_service_id: 1,
+            service_config: None,
         }
     }
 }
@@ -227,6 +244,85 @@ pub struct Endpoint {
     pub mtu: u32,
     /// Index of the endpoint's counters in the per-CPU stats array.
     pub stats_slot: u32,
+    /// Labels services select their backends by (`--label k=v`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Terminating (`weft endpoint drain`): it gets no new service
+    /// connections and keeps its established ones.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub terminating: bool,
+}
+
+/// Default service address range (Kubernetes' default service CIDR is in
+/// 10.96.0.0/12; this is its first /16).
+pub const DEFAULT_SERVICE_RANGE: &str = "10.96.0.0/16";
+/// Default Maglev table size: a prime, M > 100 N for up to 163 backends
+/// (Cilium's default).
+pub const DEFAULT_MAGLEV_SIZE: u32 = 16381;
+
+/// Cluster-wide service settings: the same on every node, so every node
+/// builds the same Maglev tables.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Where service VIPs come from.
+    pub range: Ipv4Net,
+    /// Maglev table size, a prime.
+    pub maglev_size: u32,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            range: DEFAULT_SERVICE_RANGE.parse().unwrap_or_default(),
+            maglev_size: DEFAULT_MAGLEV_SIZE,
+        }
+    }
+}
+
+/// A port of a service.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServicePort {
+    /// SRV name (`_NAME._PROTO.SERVICE`); default: the port number.
+    pub name: String,
+    pub proto: Proto,
+    pub port: u16,
+    /// The backends' port.
+    pub target: u16,
+}
+
+/// A service: a virtual IP whose ports are spread over its backends with
+/// Maglev. Backends are the endpoints its selector matches plus the ones
+/// it names.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    pub id: u32,
+    pub vip: Ipv4Addr,
+    pub ports: Vec<ServicePort>,
+    /// Every label must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: BTreeMap<String, String>,
+    /// Endpoints named as backends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<String>,
+    /// Client-IP affinity timeout in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_timeout: Option<u32>,
+    /// TCP health check port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_port: Option<u16>,
+}
+
+impl Service {
+    /// Whether endpoint `ep` is one of this service's backends.
+    pub fn selects(&self, ep: &Endpoint) -> bool {
+        let by_label = !self.selector.is_empty()
+            && self
+                .selector
+                .iter()
+                .all(|(k, v)| ep.labels.get(k) == Some(v));
+        by_label || self.backends.contains(&ep.name)
+    }
 }
 
 impl Model {
@@ -267,6 +363,22 @@ impl Model {
     /// The endpoints attached to network `network`, in creation order.
     pub fn endpoints_of<'a>(&'a self, network: &'a str) -> impl Iterator<Item = &'a Endpoint> {
         self.endpoints.iter().filter(move |e| e.network == network)
+    }
+
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// The service settings in force.
+    pub fn service_config(&self) -> ServiceConfig {
+        self.service_config.clone().unwrap_or_default()
+    }
+
+    /// The backends of `svc`, in name order (the order every node sees).
+    pub fn members<'a>(&'a self, svc: &'a Service) -> Vec<&'a Endpoint> {
+        let mut out: Vec<&Endpoint> = self.endpoints.iter().filter(|e| svc.selects(e)).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// The node's overlay, if `node set --encap` turned it on.

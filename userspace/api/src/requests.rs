@@ -17,6 +17,10 @@
 //! | [`ListConntrack`], [`GcConntrack`] | `GET /v1/conntrack`, `POST /v1/conntrack/gc[?older_than=S]` | list; [`GcResult`] |
 //! | [`Nat`] | `GET /v1/nat` | [`NatView`] |
 //! | [`ListPublished`], [`Publish`], [`Unpublish`] | `GET`, `POST`, `DELETE /v1/publish` | list; 201 list; list |
+//! | [`LabelEndpoint`], [`DrainEndpoint`] | `POST /v1/endpoints/{name}/labels`, `.../drain` | [`Endpoint`] |
+//! | [`ListServices`], [`CreateService`] | `GET`, `POST /v1/services` | list; 201 [`ServiceView`] |
+//! | [`InspectService`], [`RemoveService`] | `GET`, `DELETE /v1/services/{name}` | [`ServiceDetail`]; [`Removed`] |
+//! | [`ShowServiceConfig`], [`SetServiceConfig`] | `GET`, `PUT /v1/service-config` | [`ServiceConfig`] |
 //! | [`BenchProgram`], [`BenchRemove`] | `POST`, `DELETE /v1/bench/endpoints` | [`Timing`] |
 //!
 //! [`Teardown`] has no route: it removes the very state and pins an agent
@@ -25,10 +29,11 @@
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
-    records::Endpoint,
+    records::{Endpoint, ServiceConfig},
     views::{
         ConnView, Connection, GcResult, NatView, NetworkDetail, NetworkView, NodeEntry, NodeView,
-        PublishView, Removed, StatsView, StatusView, TeardownView, Timing,
+        PublishView, Removed, ServiceDetail, ServiceView, StatsView, StatusView, TeardownView,
+        Timing,
     },
 };
 
@@ -76,6 +81,70 @@ pub struct AddEndpoint {
     pub ifname: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// `KEY=VALUE` labels services select by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+}
+
+/// `POST /v1/endpoints/{name}/labels`: labels set (`KEY=VALUE`) and
+/// removed (`KEY`); services' backends follow.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LabelEndpoint {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// `POST /v1/endpoints/{name}/drain`: marks the endpoint terminating (or
+/// active again): no new service connections, established ones kept.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DrainEndpoint {
+    #[serde(default)]
+    pub name: String,
+    /// Default: on.
+    #[serde(default = "default_masquerade")]
+    pub terminating: bool,
+}
+
+/// `POST /v1/services`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateService {
+    pub name: String,
+    /// `[NAME=]PORT[/tcp|udp][:TARGET]`, at least one.
+    pub ports: Vec<String>,
+    /// Default: the lowest free address of the service range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<String>,
+    /// `KEY=VALUE` labels backends must carry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selector: Vec<String>,
+    /// Endpoints named as backends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<String>,
+    /// `client-ip[:SECONDS]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<String>,
+    /// `tcp:PORT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+}
+
+/// `PUT /v1/service-config`: cluster-wide service settings.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SetServiceConfig {
+    /// The VIP range, a CIDR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<String>,
+    /// Maglev table size, a prime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maglev_size: Option<u32>,
 }
 
 /// `PUT /v1/node`.
@@ -178,6 +247,10 @@ named! {
     RemoveEndpoint;
     /// `DELETE /v1/nodes/{name}`.
     RemoveNode;
+    /// `GET /v1/services/{name}`.
+    InspectService;
+    /// `DELETE /v1/services/{name}`.
+    RemoveService;
 }
 
 /// `POST /v1/networks/{a}/connect/{b}`.
@@ -238,6 +311,10 @@ bare! {
     ListPublished;
     /// `DELETE /v1/bench/endpoints`.
     BenchRemove;
+    /// `GET /v1/services`.
+    ListServices;
+    /// `GET /v1/service-config`.
+    ShowServiceConfig;
     /// In-process only: remove everything weft made on the node.
     Teardown;
 }
@@ -289,6 +366,14 @@ requests! {
     ListPublished => Vec<PublishView>,
     Publish => Vec<PublishView>,
     Unpublish => Vec<PublishView>,
+    LabelEndpoint => Endpoint,
+    DrainEndpoint => Endpoint,
+    ListServices => Vec<ServiceView>,
+    CreateService => ServiceView,
+    InspectService => ServiceDetail,
+    RemoveService => Removed,
+    ShowServiceConfig => ServiceConfig,
+    SetServiceConfig => ServiceConfig,
     BenchProgram => Timing,
     BenchRemove => Timing,
     Teardown => TeardownView,
@@ -319,6 +404,9 @@ impl Request {
                 | Request::ListConntrack(_)
                 | Request::Nat(_)
                 | Request::ListPublished(_)
+                | Request::ListServices(_)
+                | Request::InspectService(_)
+                | Request::ShowServiceConfig(_)
         )
     }
 
@@ -356,6 +444,26 @@ impl Request {
                 format!("/v1/endpoints/{}", segment(&r.name)),
                 None,
             ),
+            Request::LabelEndpoint(r) => (
+                "POST",
+                format!("/v1/endpoints/{}/labels", segment(&r.name)),
+                json(r),
+            ),
+            Request::DrainEndpoint(r) => (
+                "POST",
+                format!("/v1/endpoints/{}/drain", segment(&r.name)),
+                json(r),
+            ),
+            Request::ListServices(_) => ("GET", "/v1/services".to_owned(), None),
+            Request::CreateService(r) => ("POST", "/v1/services".to_owned(), json(r)),
+            Request::InspectService(r) => {
+                ("GET", format!("/v1/services/{}", segment(&r.name)), None)
+            }
+            Request::RemoveService(r) => {
+                ("DELETE", format!("/v1/services/{}", segment(&r.name)), None)
+            }
+            Request::ShowServiceConfig(_) => ("GET", "/v1/service-config".to_owned(), None),
+            Request::SetServiceConfig(r) => ("PUT", "/v1/service-config".to_owned(), json(r)),
             Request::Stats(_) => ("GET", "/v1/stats".to_owned(), None),
             Request::ShowNode(_) => ("GET", "/v1/node".to_owned(), None),
             Request::SetNode(r) => ("PUT", "/v1/node".to_owned(), json(r)),

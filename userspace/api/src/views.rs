@@ -11,8 +11,51 @@ use serde::{
 
 use crate::{
     mac::Mac,
-    records::{Endpoint, NodeOverlay, PodSubnet, Proto},
+    records::{Endpoint, NodeOverlay, PodSubnet, Proto, ServicePort},
 };
+
+/// A service as `service ls` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceView {
+    pub name: String,
+    pub id: u32,
+    pub vip: Ipv4Addr,
+    pub ports: Vec<ServicePort>,
+    #[serde(default)]
+    pub selector: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub backends: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_timeout: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_port: Option<u16>,
+    /// Backends taking new connections.
+    pub active: usize,
+    /// Backends keeping only their established connections.
+    pub terminating: usize,
+}
+
+/// One backend of a service, as `service inspect` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackendView {
+    pub endpoint: String,
+    pub ip: Ipv4Addr,
+    /// `active`, `terminating` or `unhealthy`.
+    pub state: String,
+    /// Connections the datapath pinned to it, still tracked.
+    pub connections: u64,
+    /// Share of the Maglev table's slots it holds.
+    pub slots: u32,
+}
+
+/// `service inspect`: the service, its backends and its counters.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceDetail {
+    #[serde(flatten)]
+    pub service: ServiceView,
+    pub members: Vec<BackendView>,
+    pub maglev_size: u32,
+}
 
 /// A network as `network ls` shows it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -23,8 +23,9 @@ use weft_api::{
     error::ErrorBody,
     requests::{
         BenchRemove, ConnectNetworks, DisconnectNetworks, GcConntrack, InspectNetwork,
-        ListConntrack, ListEndpoints, ListNetworks, ListNodes, ListPublished, Nat, RemoveEndpoint,
-        RemoveNetwork, RemoveNode, ShowNode, Stats, Status, UnsetNode,
+        InspectService, ListConntrack, ListEndpoints, ListNetworks, ListNodes, ListPublished,
+        ListServices, Nat, RemoveEndpoint, RemoveNetwork, RemoveNode, RemoveService, ShowNode,
+        ShowServiceConfig, Stats, Status, UnsetNode,
     },
 };
 
@@ -70,6 +71,26 @@ pub fn serve(
             get(bare::<ListEndpoints>).post(created::<weft_api::requests::AddEndpoint>),
         )
         .route("/v1/endpoints/{name}", delete(named::<RemoveEndpoint>))
+        .route(
+            "/v1/endpoints/{name}/labels",
+            post(named_body::<weft_api::requests::LabelEndpoint>),
+        )
+        .route(
+            "/v1/endpoints/{name}/drain",
+            post(named_body::<weft_api::requests::DrainEndpoint>),
+        )
+        .route(
+            "/v1/services",
+            get(bare::<ListServices>).post(created::<weft_api::requests::CreateService>),
+        )
+        .route(
+            "/v1/services/{name}",
+            get(named::<InspectService>).delete(named::<RemoveService>),
+        )
+        .route(
+            "/v1/service-config",
+            get(bare::<ShowServiceConfig>).put(body::<weft_api::requests::SetServiceConfig>),
+        )
         .route("/v1/stats", get(bare::<Stats>))
         .route(
             "/v1/node",
@@ -144,6 +165,33 @@ async fn named<R: From<String> + Into<Request>>(
     answer(&engine, R::from(name).into(), StatusCode::OK).await
 }
 
+/// A request naming one object in the path, with the rest in its body.
+async fn named_body<R: DeserializeOwned + Into<Request> + Named>(
+    State(engine): State<EngineHandle>,
+    UrlPath(name): UrlPath<String>,
+    Body(mut req): Body<R>,
+) -> Response {
+    req.set_name(name);
+    answer(&engine, req.into(), StatusCode::OK).await
+}
+
+/// A request body whose object is named by the path.
+trait Named {
+    fn set_name(&mut self, name: String);
+}
+
+impl Named for weft_api::requests::LabelEndpoint {
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+}
+
+impl Named for weft_api::requests::DrainEndpoint {
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+}
+
 /// A request naming two networks in the path.
 async fn pair<R: From<(String, String)> + Into<Request>>(
     State(engine): State<EngineHandle>,
@@ -186,7 +234,7 @@ async fn not_found() -> Response {
         ErrorKind::NotFound,
         "no such route; the API serves /v1/status, /v1/networks[/{name}[/connect|disconnect/{other}]], \
          /v1/endpoints[/{name}], /v1/stats, /v1/node, /v1/nodes[/{name}], /v1/conntrack[/gc], \
-         /v1/nat and /v1/publish",
+         /v1/nat, /v1/publish, /v1/services[/{name}] and /v1/service-config",
     ))
 }
 

@@ -13,8 +13,8 @@ use aya::{
 use ipnet::Ipv4Net;
 use weft_common::maps::{
     IPPROTO_UDP, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE, MAP_EP_STATS,
-    MAP_FDB, MAP_FLOOD, MAP_NET_LINKS, MAP_NETWORKS, MAP_NODE, MAP_OVERLAY, MAP_PUBLISH,
-    MAP_ROUTES, MAP_SUBNETS, MAP_VNIS,
+    MAP_FDB, MAP_FLOOD, MAP_MAGLEV, MAP_NET_LINKS, MAP_NETWORKS, MAP_NODE, MAP_OVERLAY,
+    MAP_PUBLISH, MAP_ROUTES, MAP_SERVICES, MAP_SUBNETS, MAP_SVC_MEMBERS, MAP_SVC_SLOTS, MAP_VNIS,
 };
 
 use super::steps::Steps;
@@ -364,8 +364,39 @@ static OVERLAY: Table<ArrayShape<weft_common::maps::OverlayConfig>> = Table {
     name: slot_name,
 };
 
-/// Every map the model describes, in write order.
-static TABLES: [&dyn AnyTable; 14] = [
+static MAGLEV: Table<HashShape<weft_common::maps::MaglevKey, weft_common::maps::MaglevChunk>> =
+    Table {
+        map: MAP_MAGLEV,
+        entries: |d| &d.maglev,
+        name: |k| format!("table {:016x} chunk {}", k.table, k.chunk),
+    };
+static SERVICES: Table<HashShape<weft_common::maps::SvcKey, weft_common::maps::SvcEntry>> = Table {
+    map: MAP_SERVICES,
+    entries: |d| &d.services,
+    name: |k| {
+        let proto = if k.proto == IPPROTO_UDP { "udp" } else { "tcp" };
+        format!(
+            "{}:{}/{proto}",
+            ip_of(k.vip_be),
+            u16::from_be_bytes(k.port_be)
+        )
+    },
+};
+static SVC_MEMBERS: Table<HashShape<weft_common::maps::MemberKey, u32>> = Table {
+    map: MAP_SVC_MEMBERS,
+    entries: |d| &d.svc_members,
+    name: |k| format!("service #{} {}", k.svc_id, ip_of(k.ip_be)),
+};
+static SVC_SLOTS: Table<ArrayShape<u32>> = Table {
+    map: MAP_SVC_SLOTS,
+    entries: |d| &d.svc_slots,
+    name: slot_name,
+};
+
+/// Every map the model describes, in write order: a service's Maglev
+/// table and members before the service entry that points at them, and
+/// the service before the backend flags that send replies its way.
+static TABLES: [&dyn AnyTable; 18] = [
     &NETWORKS,
     &SUBNETS,
     &EP_BY_IP,
@@ -380,6 +411,10 @@ static TABLES: [&dyn AnyTable; 14] = [
     &VNIS,
     &ROUTES,
     &OVERLAY,
+    &MAGLEV,
+    &SVC_MEMBERS,
+    &SERVICES,
+    &SVC_SLOTS,
 ];
 
 /// The names of the maps the model describes.

@@ -11,10 +11,11 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use weft_api::requests::{
-    AddEndpoint, AddNode, ConnectNetworks, CreateNetwork, DisconnectNetworks, GcConntrack,
-    InspectNetwork, ListConntrack, ListEndpoints, ListNetworks, ListNodes, ListPublished, Nat,
-    Publish, RemoveEndpoint, RemoveNetwork, RemoveNode, SetNode, ShowNode, Stats, Status, Teardown,
-    Unpublish, UnsetNode,
+    AddEndpoint, AddNode, ConnectNetworks, CreateNetwork, CreateService, DisconnectNetworks,
+    DrainEndpoint, GcConntrack, InspectNetwork, InspectService, LabelEndpoint, ListConntrack,
+    ListEndpoints, ListNetworks, ListNodes, ListPublished, ListServices, Nat, Publish,
+    RemoveEndpoint, RemoveNetwork, RemoveNode, RemoveService, SetNode, SetServiceConfig, ShowNode,
+    ShowServiceConfig, Stats, Status, Teardown, Unpublish, UnsetNode,
 };
 
 use self::{
@@ -64,6 +65,9 @@ enum Command {
     /// Plug container network namespaces into networks, and unplug them.
     #[command(subcommand)]
     Endpoint(EndpointCmd),
+    /// Services: virtual IPs load-balanced over endpoints with Maglev.
+    #[command(subcommand)]
+    Service(ServiceCmd),
     /// Show the datapath's drop, forward and per-endpoint counters.
     Stats(OutputArg),
     /// The node's uplink: where masqueraded traffic leaves, with which
@@ -192,6 +196,59 @@ enum NetworkCmd {
     Connect { a: String, b: String },
     /// Stop two networks routing to each other.
     Disconnect { a: String, b: String },
+}
+
+#[derive(Subcommand)]
+enum ServiceCmd {
+    /// Create a service: a VIP whose ports are spread over its backends.
+    Create {
+        /// Service name: 1-32 of A-Z a-z 0-9 _ . -
+        name: String,
+        /// `[NAME=]PORT[/tcp|udp][:TARGET]`: a port of the VIP and the
+        /// backends' port (default: the same). Repeatable.
+        #[arg(long = "port", required = true, value_name = "PORT")]
+        ports: Vec<String>,
+        /// The VIP. Default: the lowest free address of the service range.
+        #[arg(long)]
+        vip: Option<String>,
+        /// Backends are the endpoints with this label. Repeatable: all must
+        /// match.
+        #[arg(long = "select", value_name = "KEY=VAL")]
+        selector: Vec<String>,
+        /// An endpoint that is a backend by name. Repeatable.
+        #[arg(long = "backend", value_name = "ENDPOINT")]
+        backends: Vec<String>,
+        /// `client-ip[:SECONDS]`: keep a client on one backend.
+        #[arg(long)]
+        affinity: Option<String>,
+        /// `tcp:PORT`: the agent's health check of each backend.
+        #[arg(long)]
+        health: Option<String>,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// List services.
+    Ls(OutputArg),
+    /// Show a service with its backends, their state, Maglev share and
+    /// pinned connections.
+    Inspect {
+        name: String,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Remove a service.
+    Rm { name: String },
+    /// Show or change the cluster-wide service settings.
+    Config {
+        /// The VIP range (CIDR).
+        #[arg(long)]
+        range: Option<String>,
+        /// Maglev table size, a prime (default 16381).
+        #[arg(long)]
+        maglev_size: Option<u32>,
+        #[command(flatten)]
+        output: OutputArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -333,6 +390,29 @@ enum EndpointCmd {
         /// else 1500.
         #[arg(long)]
         mtu: Option<u32>,
+        /// A label services select backends by. Repeatable.
+        #[arg(long = "label", value_name = "KEY=VAL")]
+        labels: Vec<String>,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Set (`KEY=VAL`) or remove (`--remove KEY`) an endpoint's labels;
+    /// services' backends follow.
+    Label {
+        name: String,
+        #[arg(value_name = "KEY=VAL")]
+        set: Vec<String>,
+        #[arg(long = "remove", value_name = "KEY")]
+        remove: Vec<String>,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Mark an endpoint terminating: no new service connections, its
+    /// established ones kept (`--undo`: active again).
+    Drain {
+        name: String,
+        #[arg(long)]
+        undo: bool,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -446,6 +526,7 @@ async fn dispatch(paths: Paths, direct: bool, command: Command) -> anyhow::Resul
                 name,
                 ifname,
                 mtu,
+                labels,
                 output,
             } => {
                 let ep = api
@@ -456,6 +537,25 @@ async fn dispatch(paths: Paths, direct: bool, command: Command) -> anyhow::Resul
                         name,
                         ifname: Some(ifname),
                         mtu,
+                        labels,
+                    })
+                    .await?;
+                print!("{}", render(output.output, &ep));
+            }
+            EndpointCmd::Label {
+                name,
+                set,
+                remove,
+                output,
+            } => {
+                let ep = api.call(LabelEndpoint { name, set, remove }).await?;
+                print!("{}", render(output.output, &ep));
+            }
+            EndpointCmd::Drain { name, undo, output } => {
+                let ep = api
+                    .call(DrainEndpoint {
+                        name,
+                        terminating: !undo,
                     })
                     .await?;
                 print!("{}", render(output.output, &ep));
@@ -465,6 +565,54 @@ async fn dispatch(paths: Paths, direct: bool, command: Command) -> anyhow::Resul
                 println!("endpoint {name} removed");
             }
             EndpointCmd::Ls(o) => print!("{}", render(o.output, &api.call(ListEndpoints).await?)),
+        },
+        Command::Service(cmd) => match cmd {
+            ServiceCmd::Create {
+                name,
+                ports,
+                vip,
+                selector,
+                backends,
+                affinity,
+                health,
+                output,
+            } => {
+                let view = api
+                    .call(CreateService {
+                        name,
+                        ports,
+                        vip,
+                        selector,
+                        backends,
+                        affinity,
+                        health,
+                    })
+                    .await?;
+                print!("{}", render(output.output, &view));
+            }
+            ServiceCmd::Ls(o) => print!("{}", render(o.output, &api.call(ListServices).await?)),
+            ServiceCmd::Inspect { name, output } => {
+                print!(
+                    "{}",
+                    render(output.output, &api.call(InspectService { name }).await?)
+                );
+            }
+            ServiceCmd::Rm { name } => {
+                api.call(RemoveService { name: name.clone() }).await?;
+                println!("service {name} removed");
+            }
+            ServiceCmd::Config {
+                range,
+                maglev_size,
+                output,
+            } => {
+                let config = if range.is_none() && maglev_size.is_none() {
+                    api.call(ShowServiceConfig).await?
+                } else {
+                    api.call(SetServiceConfig { range, maglev_size }).await?
+                };
+                print!("{}", render(output.output, &config));
+            }
         },
         Command::Node(cmd) => match cmd {
             NodeCmd::Set {

@@ -295,6 +295,7 @@ fn view(event: &PacketEvent, st: &Known, clock: &Clock) -> EventView {
         PROGRAM_NAT_EGRESS => "weft_nat_egress",
         weft_common::events::PROGRAM_OVERLAY_ENCAP => weft_common::maps::PROG_OVERLAY_ENCAP,
         weft_common::events::PROGRAM_FROM_VXLAN => weft_common::maps::PROG_FROM_VXLAN,
+        weft_common::events::PROGRAM_SERVICE => weft_common::maps::PROG_SERVICE,
         _ if endpoint.is_some() => "weft_from_container",
         _ if uplink == Some(event.ifindex) => "weft_from_uplink",
         _ => "?",

@@ -419,3 +419,91 @@ mod tests {
         assert_eq!(t, "A    BB\nxyz  1\n");
     }
 }
+
+fn ports_text(ports: &[weft_api::records::ServicePort]) -> String {
+    ports
+        .iter()
+        .map(|p| format!("{}/{}->{}", p.port, p.proto, p.target))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn selector_text(s: &weft_api::views::ServiceView) -> String {
+    let mut parts: Vec<String> = s.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    parts.extend(s.backends.iter().cloned());
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+impl Render for weft_api::views::ServiceView {
+    fn table(&self) -> String {
+        format!(
+            "service {} (id {}): {} ports {} backends {} active, {} terminating\n",
+            self.name,
+            self.id,
+            self.vip,
+            ports_text(&self.ports),
+            self.active,
+            self.terminating
+        )
+    }
+}
+
+impl Render for Vec<weft_api::views::ServiceView> {
+    fn table(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.vip.to_string(),
+                    ports_text(&s.ports),
+                    selector_text(s),
+                    format!("{}/{}", s.active, s.active + s.terminating),
+                    s.affinity_timeout
+                        .map_or("-".into(), |t| format!("client-ip:{t}")),
+                ]
+            })
+            .collect();
+        table(
+            &["NAME", "VIP", "PORTS", "BACKENDS BY", "ACTIVE", "AFFINITY"],
+            &rows,
+        )
+    }
+}
+
+impl Render for weft_api::views::ServiceDetail {
+    fn table(&self) -> String {
+        let mut out = self.service.table();
+        let rows: Vec<Vec<String>> = self
+            .members
+            .iter()
+            .map(|b| {
+                vec![
+                    b.endpoint.clone(),
+                    b.ip.to_string(),
+                    b.state.clone(),
+                    format!("{}/{}", b.slots, self.maglev_size),
+                    b.connections.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["BACKEND", "IP", "STATE", "MAGLEV SLOTS", "CONNECTIONS"],
+            &rows,
+        ));
+        out
+    }
+}
+
+impl Render for weft_api::records::ServiceConfig {
+    fn table(&self) -> String {
+        format!(
+            "service range {}, Maglev table size {}\n",
+            self.range, self.maglev_size
+        )
+    }
+}

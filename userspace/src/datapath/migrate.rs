@@ -104,9 +104,13 @@ pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 pub const TEMP_SUFFIX: &str = "-new";
 
 /// Tail-call targets: program name and its `WEFT_TAILS` slot.
-pub const TAILS: [(&str, u32); 2] = [
+pub const TAILS: [(&str, u32); 3] = [
     (PROG_NAT_EGRESS, TAIL_NAT_EGRESS),
     (PROG_OVERLAY_ENCAP, TAIL_OVERLAY_ENCAP),
+    (
+        weft_common::maps::PROG_SERVICE,
+        weft_common::maps::TAIL_SERVICE,
+    ),
 ];
 
 /// What the kernel knows of a map's shape.

@@ -44,6 +44,8 @@ fn synthetic(i: u32, slot: u32) -> Endpoint {
         host_ifindex: SYNTHETIC_IFINDEX + i,
         mtu: 0,
         stats_slot: slot,
+        labels: Default::default(),
+        terminating: false,
     }
 }
 

@@ -14,7 +14,7 @@ use crate::{
     model::{
         Endpoint, Model, endpoint, network,
         node::{self, UplinkFacts},
-        publish, remote,
+        publish, remote, service,
     },
 };
 
@@ -53,6 +53,33 @@ pub(super) async fn handle(engine: &mut Engine, request: Request) -> Result<serd
             let (model, _) = engine.plan(|m| endpoint::remove(m, &req.name)).await?;
             engine.commit_model(model).await?;
             answer(&Removed { removed: req.name })
+        }
+        Request::LabelEndpoint(req) => {
+            let (model, ep) = engine.plan(|m| endpoint::label(m, &req)).await?;
+            engine.commit_model(model).await?;
+            answer(&ep)
+        }
+        Request::DrainEndpoint(req) => {
+            let (model, ep) = engine
+                .plan(|m| endpoint::drain(m, &req.name, req.terminating))
+                .await?;
+            engine.commit_model(model).await?;
+            answer(&ep)
+        }
+        Request::CreateService(req) => {
+            let (model, svc) = engine.plan(|m| service::create(m, &req)).await?;
+            let model = engine.commit_model(model).await?;
+            answer(&views::service(&svc, &model))
+        }
+        Request::RemoveService(req) => {
+            let model = engine.plan(|m| service::remove(m, &req.name)).await?;
+            engine.commit_model(model).await?;
+            answer(&Removed { removed: req.name })
+        }
+        Request::SetServiceConfig(req) => {
+            let model = engine.plan(|m| service::configure(m, &req)).await?;
+            let model = engine.commit_model(model).await?;
+            answer(&model.service_config())
         }
         Request::SetNode(req) => {
             set_node(engine, &req).await?;

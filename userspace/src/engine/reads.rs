@@ -43,6 +43,16 @@ pub(super) async fn handle(engine: &mut Engine, request: Request) -> Result<serd
                 .collect();
             answer(&list)
         }
+        Request::ListServices(_) => {
+            let list: Vec<_> = model
+                .services
+                .iter()
+                .map(|s| views::service(s, model))
+                .collect();
+            answer(&list)
+        }
+        Request::InspectService(req) => answer(&views::service_detail(paths, model, &req.name)?),
+        Request::ShowServiceConfig(_) => answer(&model.service_config()),
         change => Err(Error::Invalid(format!(
             "{change:?} is a change, not a read; this is a bug in weft"
         ))),

@@ -248,3 +248,78 @@ pub fn nat(paths: &Paths, model: &Model) -> Result<NatView> {
 pub fn managed_routes(model: &Model) -> usize {
     model.networks.iter().map(|n| 1 + n.connected.len()).sum()
 }
+
+/// A service as `service ls` shows it.
+pub fn service(svc: &crate::model::Service, model: &Model) -> weft_api::views::ServiceView {
+    let members = model.members(svc);
+    let terminating = members.iter().filter(|e| e.terminating).count();
+    weft_api::views::ServiceView {
+        name: svc.name.clone(),
+        id: svc.id,
+        vip: svc.vip,
+        ports: svc.ports.clone(),
+        selector: svc.selector.clone(),
+        backends: svc.backends.clone(),
+        affinity_timeout: svc.affinity_timeout,
+        health_port: svc.health_port,
+        active: members.len() - terminating,
+        terminating,
+    }
+}
+
+/// `service inspect`: the backends with their state, Maglev share and the
+/// connections conntrack pins to them (client-side entries of this
+/// service's VIP; an unreadable table counts none).
+pub fn service_detail(
+    paths: &Paths,
+    model: &Model,
+    name: &str,
+) -> Result<weft_api::views::ServiceDetail> {
+    let svc = crate::model::service::require(model, name)?;
+    let table = crate::render::maps::service_table(model, svc);
+    let now = conntrack::now_ns();
+    let entries = conntrack::snapshot(paths).unwrap_or_default();
+    let vip_be = crate::datapath::ip_be(svc.vip);
+    let pinned = |ip: Ipv4Addr| {
+        let ip_be = crate::datapath::ip_be(ip);
+        entries
+            .iter()
+            .filter(|(k, e)| {
+                e.flags & weft_common::maps::CT_FLAG_SERVICE != 0
+                    && e.direction != weft_common::maps::CT_DIR_ORIGINAL
+                    && k.dst_ip_be == vip_be
+                    && e.xlate_ip_be == ip_be
+                    && !conntrack::expired(k, e, None, now, None)
+            })
+            .count() as u64
+    };
+    let members = model
+        .members(svc)
+        .into_iter()
+        .map(|ep| {
+            let slots = table.as_ref().map_or(0, |t| {
+                t.backends
+                    .iter()
+                    .position(|b| *b == ep.ip)
+                    .map_or(0, |i| t.shares()[i])
+            });
+            weft_api::views::BackendView {
+                endpoint: ep.name.clone(),
+                ip: ep.ip,
+                state: if ep.terminating {
+                    "terminating"
+                } else {
+                    "active"
+                }
+                .into(),
+                connections: pinned(ep.ip),
+                slots,
+            }
+        })
+        .collect();
+    Ok(weft_api::views::ServiceDetail {
+        service: service(svc, model),
+        members,
+        maglev_size: model.service_config().maglev_size,
+    })
+}

@@ -4,7 +4,7 @@
 
 use std::{collections::HashSet, net::Ipv4Addr, path::Path};
 
-use weft_api::requests::AddEndpoint;
+use weft_api::requests::{AddEndpoint, LabelEndpoint};
 use weft_common::maps::MAX_ENDPOINTS;
 
 use crate::{
@@ -12,7 +12,7 @@ use crate::{
     model::{
         Endpoint, Mac, Model, ipam,
         naming::{host_ifname, validate_ifname, validate_name},
-        require_endpoint, require_network,
+        require_endpoint, require_network, service,
     },
 };
 
@@ -93,6 +93,8 @@ pub fn add(model: &Model, req: &AddEndpoint) -> Result<(Model, Endpoint)> {
         host_ifindex: 0,
         mtu,
         stats_slot: free_stats_slot(model)?,
+        labels: service::parse_labels(&req.labels)?,
+        terminating: false,
     };
     let mut new = model.clone();
     new.endpoints.push(ep.clone());
@@ -105,6 +107,38 @@ pub fn remove(model: &Model, name: &str) -> Result<(Model, Endpoint)> {
     let mut new = model.clone();
     new.endpoints.retain(|e| e.name != name);
     new.publications.retain(|p| p.endpoint != name);
+    // A later endpoint of the same name is no backend by accident.
+    for svc in &mut new.services {
+        svc.backends.retain(|b| b != name);
+    }
+    Ok((new, ep))
+}
+
+/// `model` with endpoint `name`'s labels changed as `req` says.
+pub fn label(model: &Model, req: &LabelEndpoint) -> Result<(Model, Endpoint)> {
+    require_endpoint(model, &req.name)?;
+    let set = service::parse_labels(&req.set)?;
+    let mut new = model.clone();
+    let ep = new
+        .endpoint_mut(&req.name)
+        .ok_or_else(|| Error::NotFound(format!("endpoint '{}' vanished", req.name)))?;
+    for key in &req.remove {
+        ep.labels.remove(key);
+    }
+    ep.labels.extend(set);
+    let ep = ep.clone();
+    Ok((new, ep))
+}
+
+/// `model` with endpoint `name` terminating (or active again).
+pub fn drain(model: &Model, name: &str, terminating: bool) -> Result<(Model, Endpoint)> {
+    require_endpoint(model, name)?;
+    let mut new = model.clone();
+    let ep = new
+        .endpoint_mut(name)
+        .ok_or_else(|| Error::NotFound(format!("endpoint '{name}' vanished")))?;
+    ep.terminating = terminating;
+    let ep = ep.clone();
     Ok((new, ep))
 }
 
@@ -146,6 +180,7 @@ mod tests {
             name: None,
             ifname: None,
             mtu: None,
+            labels: Vec::new(),
         }
     }
 

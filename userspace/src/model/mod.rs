@@ -13,12 +13,13 @@ pub mod node;
 pub mod overlay;
 pub mod publish;
 pub mod remote;
+pub mod service;
 
 pub use weft_api::{
     Mac,
     records::{
         Encap, Endpoint, Loopback, Model, Network, NodeOverlay, NodeUplink, PodSubnet, Proto,
-        Publication, RemoteNode,
+        Publication, RemoteNode, Service,
     },
 };
 

@@ -44,6 +44,13 @@ pub fn create(model: &Model, req: &CreateNetwork) -> Result<(Model, Network)> {
             other.name, other.subnet
         )));
     }
+    let services = model.service_config().range;
+    if crate::model::service::overlaps(&services, &subnet) {
+        return Err(Error::Conflict(format!(
+            "subnet {subnet} overlaps the service range {services}; pick another subnet \
+             (or move the range: `weft service config --range`)"
+        )));
+    }
     let id = model.next_network_id;
     if id > MAX_NETWORK_ID {
         return Err(Error::Conflict(format!(

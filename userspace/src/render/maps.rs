@@ -7,11 +7,14 @@ use std::collections::HashMap;
 use ipnet::Ipv4Net;
 use weft_common::maps::{
     ENCAP_BPF, ENCAP_TUNNEL, EndpointInfo, FdbEntry, FdbKey, FloodList, IPPROTO_TCP, IPPROTO_UDP,
-    MAX_FLOOD, NET_FLAG_FLOOD, NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED, NODE_FLAG_PUBLISHES,
-    NetPairKey, NetworkInfo, NodeConfig, OverlayConfig, OverlayRoute, PublishKey, PublishTarget,
-    ifcache_slot, ipcache_slot,
+    MAGLEV_CHUNK, MAX_FLOOD, MaglevChunk, MaglevKey, MemberKey, NET_FLAG_FLOOD,
+    NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED, NODE_FLAG_PUBLISHES, NetPairKey, NetworkInfo,
+    NodeConfig, OverlayConfig, OverlayRoute, PublishKey, PublishTarget, SERVICE_NETWORK_ID,
+    SVC_FLAG_AFFINITY, SVC_MEMBER_ACTIVE, SVC_MEMBER_TERMINATING, SvcEntry, SvcKey, ifcache_slot,
+    ipcache_slot,
 };
 
+use super::maglev;
 use crate::{
     datapath::ip_be,
     model::{Encap, Endpoint, Mac, Model, Network, PodSubnet, Proto, Publication},
@@ -38,6 +41,10 @@ pub struct DesiredMaps {
     /// Counter slot -> owner (endpoint name): a slot whose owner changes
     /// is zeroed, so an endpoint never inherits another's counters.
     pub stats_owners: HashMap<u32, String>,
+    pub services: HashMap<SvcKey, SvcEntry>,
+    pub maglev: HashMap<MaglevKey, MaglevChunk>,
+    pub svc_slots: HashMap<u32, u32>,
+    pub svc_members: HashMap<MemberKey, u32>,
 }
 
 /// The datapath's view of network `net`.
@@ -259,7 +266,104 @@ pub fn render(model: &Model, synthetic: &Synthetic) -> DesiredMaps {
         d.overlay.insert(0, overlay);
     }
     d.routes = routes(model);
+    services(model, &mut d);
     d
+}
+
+/// The Maglev table of service `svc`: its active members, or, when none
+/// is left, its terminating ones (better than refusing the client).
+pub fn service_table(
+    model: &Model,
+    svc: &crate::model::Service,
+) -> Option<std::sync::Arc<maglev::Table>> {
+    let members = model.members(svc);
+    let active: Vec<_> = members
+        .iter()
+        .filter(|e| !e.terminating)
+        .map(|e| e.ip)
+        .collect();
+    let chosen = if active.is_empty() {
+        members.iter().map(|e| e.ip).collect()
+    } else {
+        active
+    };
+    maglev::cached(model.service_config().maglev_size, &chosen)
+}
+
+/// The service maps, and the service range in `WEFT_SUBNETS`.
+fn services(model: &Model, d: &mut DesiredMaps) {
+    if model.services.is_empty() {
+        return;
+    }
+    let config = model.service_config();
+    d.subnets.insert(config.range, SERVICE_NETWORK_ID);
+    let m = config.maglev_size;
+    for svc in &model.services {
+        let table = service_table(model, svc);
+        let id = match &table {
+            Some(t) => {
+                let id = maglev::table_id(m, &t.backends);
+                for (key, chunk) in chunks(id, t) {
+                    d.maglev.insert(key, chunk);
+                }
+                id
+            }
+            None => 0,
+        };
+        for p in &svc.ports {
+            let key = SvcKey {
+                vip_be: ip_be(svc.vip),
+                port_be: p.port.to_be_bytes(),
+                proto: proto_number(p.proto),
+                _pad: 0,
+            };
+            let entry = SvcEntry {
+                table: id,
+                svc_id: svc.id,
+                size: m,
+                target_port_be: p.target.to_be_bytes(),
+                flags: if svc.affinity_timeout.is_some() {
+                    SVC_FLAG_AFFINITY
+                } else {
+                    0
+                },
+                _pad: 0,
+                affinity_s: svc.affinity_timeout.unwrap_or(0),
+            };
+            d.services.insert(key, entry);
+        }
+        for ep in model.members(svc) {
+            let state = if ep.terminating {
+                SVC_MEMBER_TERMINATING
+            } else {
+                SVC_MEMBER_ACTIVE
+            };
+            let key = MemberKey {
+                svc_id: svc.id,
+                ip_be: ip_be(ep.ip),
+            };
+            d.svc_members.insert(key, state);
+            d.svc_slots.insert(ep.stats_slot, 1);
+        }
+    }
+}
+
+/// Table `t` (content id `id`) as the datapath's chunks.
+fn chunks(id: u64, t: &maglev::Table) -> impl Iterator<Item = (MaglevKey, MaglevChunk)> {
+    let slots = t.addresses_be();
+    let per = MAGLEV_CHUNK as usize;
+    let count = slots.len().div_ceil(per);
+    (0..count).map(move |c| {
+        let mut chunk = MaglevChunk::default();
+        let part = &slots[c * per..slots.len().min((c + 1) * per)];
+        chunk.slots[..part.len()].copy_from_slice(part);
+        let key = MaglevKey {
+            table: id,
+            chunk: c as u32,
+            _pad: 0,
+        };
+        (key, chunk)
+    })
 }
 
 fn placeholder_network() -> Network {
@@ -305,6 +409,7 @@ mod tests {
                 name: None,
                 ifname: None,
                 mtu: None,
+                labels: Vec::new(),
             };
             m = endpoint::add(&m, &req).unwrap().0;
             m.endpoints[i].host_ifindex = 10 + i as u32;
@@ -378,5 +483,62 @@ mod tests {
         assert_eq!(u16::from_be_bytes(v.port_be), 5353);
         let local = d.routes[&"10.1.0.0/25".parse().unwrap()];
         assert_eq!((local.underlay_ip_be, local.vni), (0, 1));
+    }
+
+    #[test]
+    fn services_render_tables_members_and_the_range() {
+        use weft_api::requests::CreateService;
+        let mut m = model_with(&[("a", "blue"), ("b", "blue"), ("c", "green")]);
+        m.endpoints[0].labels.insert("app".into(), "web".into());
+        m.endpoints[1].labels.insert("app".into(), "web".into());
+        let req = CreateService {
+            name: "web".into(),
+            ports: vec!["80/tcp:8080".into(), "53/udp".into()],
+            selector: vec!["app=web".into()],
+            ..CreateService::default()
+        };
+        m = crate::model::service::create(&m, &req).unwrap().0;
+        let d = render(&m, &Synthetic::default());
+        assert_eq!(
+            d.subnets[&"10.96.0.0/16".parse().unwrap()],
+            SERVICE_NETWORK_ID
+        );
+        assert_eq!(d.services.len(), 2);
+        let entry = d.services.values().next().unwrap();
+        assert_ne!(entry.table, 0);
+        // 16381 slots in 16 chunks of 1024.
+        assert_eq!(d.maglev.len(), 16);
+        assert_eq!(d.svc_members.len(), 2);
+        assert_eq!(d.svc_slots.len(), 2);
+        let table = entry.table;
+
+        // Draining one backend swaps in a new table without it; draining
+        // both falls back to the terminating ones.
+        m.endpoints[0].terminating = true;
+        let d2 = render(&m, &Synthetic::default());
+        let e2 = d2.services.values().next().unwrap();
+        assert_ne!(e2.table, table);
+        assert!(d2.maglev.values().all(|c| {
+            c.slots
+                .iter()
+                .all(|&ip| ip == 0 || ip == ip_be(m.endpoints[1].ip))
+        }));
+        assert_eq!(
+            d2.svc_members
+                .values()
+                .filter(|&&s| s == SVC_MEMBER_TERMINATING)
+                .count(),
+            1
+        );
+        m.endpoints[1].terminating = true;
+        let d3 = render(&m, &Synthetic::default());
+        assert_eq!(d3.services.values().next().unwrap().table, table);
+
+        // No member: the entry stays, with no table (no-backend drop).
+        m.endpoints[0].labels.clear();
+        m.endpoints[1].labels.clear();
+        let d4 = render(&m, &Synthetic::default());
+        assert_eq!(d4.services.values().next().unwrap().table, 0);
+        assert!(d4.maglev.is_empty() && d4.svc_slots.is_empty());
     }
 }

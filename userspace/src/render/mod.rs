@@ -2,6 +2,7 @@
 //! what the kernel must hold is computed the same way for a change, for
 //! its rollback, for drift repair and for the packet tables.
 
+pub mod maglev;
 pub mod maps;
 pub mod net;
 

@@ -119,6 +119,10 @@ pub fn render(model: &Model) -> DesiredNet {
         d.lo_up = true;
         d.programs
             .extend([PROG_FROM_CONTAINER, PROG_NAT_EGRESS, PROG_OVERLAY_ENCAP]);
+        // Only a node with services pays for the load balancer's load.
+        if !model.services.is_empty() {
+            d.programs.insert(weft_common::maps::PROG_SERVICE);
+        }
     }
     if let Some(node) = &model.node {
         d.forwarding = true;

@@ -1,0 +1,282 @@
+//! Service load balancing, east-west: a container's packet to a VIP and
+//! port picks a backend with Maglev (or the client's affinity), is
+//! DNATed to it and pinned in conntrack, so the connection stays on its
+//! backend whatever the table does later; the backend's replies get the
+//! VIP and service port back as their source. A client that is its own
+//! backend (hairpin) sees the VIP as its peer in both directions.
+//!
+//! A new table is written beside the old one and the service entry
+//! switched to it in one map update (`WEFT_MAGLEV`), so a packet reads
+//! either table whole. Only new connections read the table: established
+//! ones, including those to a backend that left or is terminating, keep
+//! their conntrack entry until they close.
+//!
+//! The flow hash leaves the destination address out (it is the VIP) and,
+//! with client-IP affinity, the source port too; its seed is fixed, so
+//! every node picks the same backend for the same flow.
+
+use aya_ebpf::programs::TcContext;
+use network_types::ip::Ipv4Hdr;
+use weft_common::{
+    events::PROGRAM_SERVICE,
+    maps::{
+        AffinityEntry, AffinityKey, CT_DIR_ORIGINAL, CT_FLAG_HAIRPIN, CT_FLAG_SERVICE, CtEntry,
+        CtKey, EndpointInfo, IPPROTO_ICMP, MAGLEV_CHUNK, MAGLEV_FLOW_SEED, MaglevKey, MemberKey,
+        SVC_FLAG_AFFINITY, SVC_MEMBER_ACTIVE, SvcEntry, TAIL_OVERLAY_ENCAP,
+    },
+    reason::Forward,
+};
+
+use super::{
+    access::{now_ns, store},
+    conntrack::{self, Pick},
+    csum,
+    deliver::deliver_as_gateway,
+    direction::Direction::FromContainer,
+    maps::{AFFINITY, MAGLEV, SVC_COUNTS, SVC_MEMBERS, endpoint_by_ip, service},
+    nat::{L4, is_later_fragment, parse_l4, pull_l4, rewrite_l4, rewrite_port},
+    parse::{IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, IP_TTL_OFF},
+    tail,
+    unreachable::{self, CODE_PORT_UNREACHABLE},
+    verdict::{Dropped, Verdict, drop_packet},
+};
+
+/// A container's packet to an address of the service range.
+#[inline(always)]
+pub fn to_vip(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
+    if is_later_fragment(ip) {
+        return Err(drop_here!(Ipv4Fragment));
+    }
+    let l4_off = pull_l4(ctx, ip);
+    let Some(l4) = parse_l4(ctx, ip, l4_off, FromContainer)? else {
+        return Err(drop_here!(ServiceUnknownPort));
+    };
+    if ip.proto == IPPROTO_ICMP {
+        // Services balance TCP and UDP ports; a ping to a VIP has no port.
+        return Err(drop_here!(ServiceUnknownPort));
+    }
+    let vip = u32::from_ne_bytes(ip.dst_addr);
+    let key = CtKey::new(ip.proto, src.ip_be, vip, l4.sport, l4.dport);
+    let now = now_ns();
+    let entry = match conntrack::hit(&key, l4.tcp_flags, now, ctx.len()) {
+        Some(entry) if entry.flags & CT_FLAG_SERVICE != 0 => entry,
+        _ => {
+            let svc = service(vip, l4.dport, ip.proto).ok_or(drop_here!(ServiceUnknownPort))?;
+            let Some(pick) = pick(&svc, &key, now) else {
+                count(svc.svc_id, 0);
+                return reject(ctx, src, ip, vip);
+            };
+            count(svc.svc_id, pick.ip_be);
+            conntrack::create_service(&key, src, &pick, l4.tcp_flags, now, ctx.len())?
+        }
+    };
+    if ip.ttl <= 1 {
+        return Err(drop_here!(TtlExceeded));
+    }
+    translate(ctx, src, ip, &l4, vip, &entry)
+}
+
+/// Rewrites a packet to the VIP on connection `entry`: the destination to
+/// the backend (hairpin: the source to the VIP too), TTL - 1; delivers it
+/// here or hands it to the overlay.
+#[inline(always)]
+fn translate(
+    ctx: &TcContext,
+    src: &EndpointInfo,
+    ip: &Ipv4Hdr,
+    l4: &L4,
+    vip: u32,
+    entry: &CtEntry,
+) -> Verdict {
+    let hairpin = entry.flags & CT_FLAG_HAIRPIN != 0;
+    let new_src = if hairpin { vip } else { src.ip_be };
+    let check = csum::after_u32_change(
+        csum::after_u32_change(csum::after_ttl_decrement(ip.check), src.ip_be, new_src),
+        vip,
+        entry.xlate_ip_be,
+    );
+    store(ctx, IP_TTL_OFF, ip.ttl - 1).ok_or(drop_here!(TruncatedIpv4))?;
+    store(ctx, IP_SRC_OFF, new_src).ok_or(drop_here!(TruncatedIpv4))?;
+    store(ctx, IP_DST_OFF, entry.xlate_ip_be).ok_or(drop_here!(TruncatedIpv4))?;
+    store(ctx, IP_CSUM_OFF, check).ok_or(drop_here!(TruncatedIpv4))?;
+    // Pseudo header: (new_src - src) + (backend - vip). A hairpin's
+    // addresses are {client, VIP} before and after, so only the ports
+    // change its sum.
+    if hairpin {
+        rewrite_port(ctx, l4, l4.sport, entry.peer_port_be)?;
+    } else {
+        rewrite_l4(ctx, l4, ip.proto, vip, entry.xlate_ip_be)?;
+    }
+    let dport = L4 {
+        port_off: l4.other_port_off,
+        ..*l4
+    };
+    rewrite_port(ctx, &dport, l4.dport, entry.xlate_port_be)?;
+    match endpoint_by_ip(entry.xlate_ip_be) {
+        Some(dst) => deliver_as_gateway(ctx, &dst, Forward::ServiceDnat, FromContainer),
+        None => {
+            // A backend on another node: the overlay carries it there.
+            tail::hand_over(ctx, TAIL_OVERLAY_ENCAP, src);
+            Err(drop_here!(NoSuchEndpoint))
+        }
+    }
+}
+
+/// A packet a service backend sends: on a service connection its source
+/// becomes the VIP and service port again (the caller then forwards it as
+/// usual, to the client). Returns whether it was translated.
+#[inline(always)]
+pub fn from_backend(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Result<bool, Dropped> {
+    if is_later_fragment(ip) || ip.proto == IPPROTO_ICMP {
+        return Ok(false);
+    }
+    let l4_off = pull_l4(ctx, ip);
+    let Some(l4) = parse_l4(ctx, ip, l4_off, FromContainer)? else {
+        return Ok(false);
+    };
+    let key = CtKey::new(
+        ip.proto,
+        src.ip_be,
+        u32::from_ne_bytes(ip.dst_addr),
+        l4.sport,
+        l4.dport,
+    );
+    let Some(entry) = conntrack::hit(&key, l4.tcp_flags, now_ns(), ctx.len()).filter(|e| {
+        e.flags & (CT_FLAG_SERVICE | CT_FLAG_HAIRPIN) == CT_FLAG_SERVICE
+            && e.direction == CT_DIR_ORIGINAL
+    }) else {
+        return Ok(false);
+    };
+    let check = csum::after_u32_change(ip.check, src.ip_be, entry.xlate_ip_be);
+    store(ctx, IP_SRC_OFF, entry.xlate_ip_be).ok_or(drop_here!(TruncatedIpv4))?;
+    store(ctx, IP_CSUM_OFF, check).ok_or(drop_here!(TruncatedIpv4))?;
+    rewrite_l4(ctx, &l4, ip.proto, src.ip_be, entry.xlate_ip_be)?;
+    rewrite_port(ctx, &l4, l4.sport, entry.xlate_port_be)?;
+    Ok(true)
+}
+
+/// The backend for a new connection `key` to `svc`: the client's affinity
+/// backend while it is fresh and still an active member, else the Maglev
+/// table's; `None` without backends.
+#[inline(always)]
+fn pick(svc: &SvcEntry, key: &CtKey, now: u64) -> Option<Pick> {
+    if svc.table == 0 || svc.size == 0 {
+        return None;
+    }
+    let affinity = svc.flags & SVC_FLAG_AFFINITY != 0;
+    let akey = AffinityKey {
+        svc_id: svc.svc_id,
+        client_ip_be: key.src_ip_be,
+    };
+    let mut ip_be = 0;
+    if affinity {
+        // SAFETY: a value pointer from this run's lookup, copied at once.
+        if let Some(a) = AFFINITY.get_ptr(&akey).map(|p| unsafe { *p })
+            && now.saturating_sub(a.last_seen_ns) <= u64::from(svc.affinity_s) * 1_000_000_000
+            && member_state(svc.svc_id, a.backend_ip_be) == SVC_MEMBER_ACTIVE
+        {
+            ip_be = a.backend_ip_be;
+        }
+    }
+    if ip_be == 0 {
+        ip_be = maglev(svc, key, affinity)?;
+    }
+    if affinity {
+        let a = AffinityEntry {
+            last_seen_ns: now,
+            backend_ip_be: ip_be,
+            _pad: 0,
+        };
+        let _ = AFFINITY.insert(&akey, &a, 0);
+    }
+    let (ifindex, stats_slot) = match endpoint_by_ip(ip_be) {
+        Some(ep) => (ep.ifindex, ep.stats_slot),
+        None => (0, 0),
+    };
+    Some(Pick {
+        ip_be,
+        port_be: svc.target_port_be,
+        ifindex,
+        stats_slot,
+    })
+}
+
+/// The Maglev table's backend for the flow.
+#[inline(always)]
+fn maglev(svc: &SvcEntry, key: &CtKey, affinity: bool) -> Option<u32> {
+    let sport = if affinity { [0; 2] } else { key.src_port_be };
+    let slot = flow_hash(key.src_ip_be, sport, key.dst_port_be, key.proto) % svc.size;
+    let chunk = MaglevKey {
+        table: svc.table,
+        chunk: slot / MAGLEV_CHUNK,
+        _pad: 0,
+    };
+    let p = MAGLEV.get_ptr(&chunk)?;
+    // SAFETY: a value pointer from this run's lookup, read at one index.
+    let ip_be = unsafe { (*p).slots.get((slot % MAGLEV_CHUNK) as usize).copied()? };
+    (ip_be != 0).then_some(ip_be)
+}
+
+fn member_state(svc_id: u32, ip_be: u32) -> u32 {
+    // SAFETY: a value pointer from this run's lookup, copied at once.
+    SVC_MEMBERS
+        .get_ptr(&MemberKey { svc_id, ip_be })
+        .map_or(0, |p| unsafe { *p })
+}
+
+/// The flow hash Maglev slots are chosen by (murmur3's finaliser, seeded).
+/// Userspace has a copy (`render::maglev::flow_slot`) for tests.
+#[inline(always)]
+pub fn flow_hash(src_ip_be: u32, sport: [u8; 2], dport: [u8; 2], proto: u8) -> u32 {
+    let ports = u32::from(u16::from_be_bytes(sport)) | (u32::from(u16::from_be_bytes(dport)) << 16);
+    let mut h = MAGLEV_FLOW_SEED ^ u32::from_be(src_ip_be);
+    h = fmix(h) ^ ports;
+    h = fmix(h) ^ u32::from(proto);
+    fmix(h)
+}
+
+#[inline(always)]
+fn fmix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// Counts a new connection to member `ip_be` of service `svc_id` (0: one
+/// refused for want of a backend).
+#[inline(always)]
+fn count(svc_id: u32, ip_be: u32) {
+    let key = MemberKey { svc_id, ip_be };
+    match SVC_COUNTS.get_ptr_mut(&key) {
+        // SAFETY: this CPU's value of a per-CPU hash, valid for the run.
+        Some(n) => unsafe { *n += 1 },
+        None => {
+            let _ = SVC_COUNTS.insert(&key, &1, 0);
+        }
+    }
+}
+
+/// A service without backends: the packet is counted as
+/// `service_no_backend` (with its drop event) and answered with an ICMP
+/// port unreachable from the VIP, so the client fails at once (a TCP
+/// connect gets `ECONNREFUSED`, a connected UDP socket the same).
+#[inline(always)]
+fn reject(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr, vip: u32) -> Verdict {
+    let _ = drop_packet(
+        ctx,
+        drop_here!(ServiceNoBackend),
+        PROGRAM_SERVICE,
+        FromContainer,
+    );
+    unreachable::send_back(
+        ctx,
+        src,
+        ip,
+        CODE_PORT_UNREACHABLE,
+        0,
+        vip,
+        Forward::ServiceRejected,
+    )
+}
