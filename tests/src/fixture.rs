@@ -35,8 +35,9 @@ use weft_common::{
         CT_BUDGET_CREATED, CT_BUDGET_LIMIT, CT_BUDGET_REFRESHED, CT_BUDGET_REMOVED, Counter,
         CtEntry, CtKey, DIRECTIONS, EndpointInfo, EndpointStats, MAP_CT, MAP_CT_BUDGET,
         MAP_CT_CLOSING, MAP_DROPS, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE, MAP_EP_STATS, MAP_FORWARDS,
-        MAP_TAILS, PROG_CALIBRATE, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_NAT_EGRESS,
-        PROG_OVERLAY_ENCAP, PROG_XDP_UNDERLAY, TAIL_NAT_EGRESS, TAIL_OVERLAY_ENCAP, counter_slot,
+        MAP_MAGLEV, MAP_TAILS, MaglevChunk, MaglevKey, PROG_CALIBRATE, PROG_FROM_CONTAINER,
+        PROG_FROM_UPLINK, PROG_NAT_EGRESS, PROG_OVERLAY_ENCAP, PROG_SERVICE, PROG_XDP_UNDERLAY,
+        TAIL_NAT_EGRESS, TAIL_OVERLAY_ENCAP, TAIL_SERVICE, counter_slot,
     },
     reason::{Drop, Forward},
 };
@@ -187,6 +188,7 @@ impl Datapath {
             PROG_FROM_UPLINK,
             PROG_NAT_EGRESS,
             PROG_OVERLAY_ENCAP,
+            PROG_SERVICE,
         ] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
@@ -200,6 +202,7 @@ impl Datapath {
         for (slot, name) in [
             (TAIL_NAT_EGRESS, PROG_NAT_EGRESS),
             (TAIL_OVERLAY_ENCAP, PROG_OVERLAY_ENCAP),
+            (TAIL_SERVICE, PROG_SERVICE),
         ] {
             let prog: &SchedClassifier = ebpf
                 .program(name)
@@ -291,6 +294,18 @@ impl Datapath {
     pub fn put_ipcache(&mut self, slot: u32, info: EndpointInfo) -> Result<()> {
         Array::<_, EndpointInfo>::try_from(self.map(MAP_EP_IP_CACHE)?)?.set(slot, info, 0)?;
         Ok(())
+    }
+
+    /// The content ids of the Maglev tables `WEFT_MAGLEV` holds.
+    pub fn maglev_tables(&mut self) -> Result<Vec<u64>> {
+        let map = HashMap::<_, MaglevKey, MaglevChunk>::try_from(self.map(MAP_MAGLEV)?)?;
+        let mut ids: Vec<u64> = map
+            .keys()
+            .map(|k| k.map(|k| k.table))
+            .collect::<Result<_, _>>()?;
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
     }
 
     /// Runs `frame` once through the XDP early drop `weft_xdp_underlay`
