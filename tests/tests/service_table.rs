@@ -75,6 +75,7 @@ fn services_model(labelled: &[Ep], affinity: bool) -> Result<Model> {
     let config = SetServiceConfig {
         range: None,
         maglev_size: Some(M),
+        dns: None,
     };
     m = weft::model::service::configure(&m, &config)?;
     let req = CreateService {

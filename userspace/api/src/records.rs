@@ -253,6 +253,9 @@ pub struct Endpoint {
     pub terminating: bool,
 }
 
+/// The DNS zone the agent answers for (`NAME.weft`).
+pub const DNS_ZONE: &str = "weft";
+
 /// Default service address range (Kubernetes' default service CIDR is in
 /// 10.96.0.0/12; this is its first /16).
 pub const DEFAULT_SERVICE_RANGE: &str = "10.96.0.0/16";
@@ -268,6 +271,10 @@ pub struct ServiceConfig {
     pub range: Ipv4Net,
     /// Maglev table size, a prime.
     pub maglev_size: u32,
+    /// `endpoint add` writes `/etc/netns/NETNS/resolv.conf` naming the
+    /// gateway's DNS server, for named namespaces.
+    #[serde(default)]
+    pub dns: bool,
 }
 
 impl Default for ServiceConfig {
@@ -275,6 +282,7 @@ impl Default for ServiceConfig {
         Self {
             range: DEFAULT_SERVICE_RANGE.parse().unwrap_or_default(),
             maglev_size: DEFAULT_MAGLEV_SIZE,
+            dns: false,
         }
     }
 }

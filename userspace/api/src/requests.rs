@@ -145,6 +145,9 @@ pub struct SetServiceConfig {
     /// Maglev table size, a prime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maglev_size: Option<u32>,
+    /// Write containers' resolv.conf (`/etc/netns/NETNS/resolv.conf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<bool>,
 }
 
 /// `PUT /v1/node`.

@@ -9,6 +9,7 @@
 //! links, so stopping, killing or restarting the agent drops no traffic.
 
 pub mod config;
+pub mod dns;
 pub mod ebpf_log;
 pub mod metrics;
 pub mod queue;
@@ -59,6 +60,7 @@ pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
 
     let timers = tokio::spawn(timers(engine.clone(), config.reconcile_interval));
     let datapath_log = tokio::spawn(ebpf_log::forward(paths.clone()));
+    let dns = tokio::spawn(dns::run(engine.model.clone()));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("cannot watch SIGTERM", e))?;
@@ -70,6 +72,7 @@ pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
     }
     timers.abort();
     datapath_log.abort();
+    dns.abort();
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

@@ -246,6 +246,10 @@ enum ServiceCmd {
         /// Maglev table size, a prime (default 16381).
         #[arg(long)]
         maglev_size: Option<u32>,
+        /// `endpoint add` writes /etc/netns/NETNS/resolv.conf for named
+        /// namespaces, naming the gateway's DNS server (`true`/`false`).
+        #[arg(long)]
+        dns: Option<bool>,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -604,12 +608,18 @@ async fn dispatch(paths: Paths, direct: bool, command: Command) -> anyhow::Resul
             ServiceCmd::Config {
                 range,
                 maglev_size,
+                dns,
                 output,
             } => {
-                let config = if range.is_none() && maglev_size.is_none() {
+                let config = if range.is_none() && maglev_size.is_none() && dns.is_none() {
                     api.call(ShowServiceConfig).await?
                 } else {
-                    api.call(SetServiceConfig { range, maglev_size }).await?
+                    api.call(SetServiceConfig {
+                        range,
+                        maglev_size,
+                        dns,
+                    })
+                    .await?
                 };
                 print!("{}", render(output.output, &config));
             }

@@ -15,6 +15,7 @@ pub mod netns;
 pub mod object;
 pub mod paths;
 pub mod pins;
+pub mod resolv;
 pub mod sysctl;
 
 pub use self::{

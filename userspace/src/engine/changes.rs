@@ -9,7 +9,7 @@ use weft_api::{
 
 use super::{Engine, answer, bench, teardown, views};
 use crate::{
-    datapath::{conntrack, netlink::Netlink, netns, sysctl},
+    datapath::{conntrack, netlink::Netlink, netns, resolv, sysctl},
     error::{Error, Result},
     model::{
         Endpoint, Model, endpoint, network,
@@ -50,8 +50,9 @@ pub(super) async fn handle(engine: &mut Engine, request: Request) -> Result<serd
         }
         Request::AddEndpoint(req) => answer(&add_endpoint(engine, &req).await?),
         Request::RemoveEndpoint(req) => {
-            let (model, _) = engine.plan(|m| endpoint::remove(m, &req.name)).await?;
+            let (model, ep) = engine.plan(|m| endpoint::remove(m, &req.name)).await?;
             engine.commit_model(model).await?;
+            resolv::remove(&ep.netns);
             answer(&Removed { removed: req.name })
         }
         Request::LabelEndpoint(req) => {
@@ -177,6 +178,15 @@ async fn add_endpoint(engine: &mut Engine, req: &AddEndpoint) -> Result<Endpoint
         )));
     }
     let model = engine.commit_model(model).await?;
+    if model.service_config().dns
+        && let Some(net) = model.network(&ep.network)
+    {
+        // The endpoint is there either way; a resolver file is a
+        // convenience its container can live without.
+        if let Err(e) = resolv::write(&ep.netns, net.gateway, weft_api::records::DNS_ZONE) {
+            log::warn!("endpoint '{}': {}", ep.name, crate::error::chain(&e));
+        }
+    }
     model
         .endpoint(&ep.name)
         .cloned()

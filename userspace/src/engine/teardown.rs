@@ -70,6 +70,9 @@ pub async fn run(engine: &mut Engine) -> Result<TeardownView> {
             ));
         }
     }
+    for ep in &model.endpoints {
+        crate::datapath::resolv::remove(&ep.netns);
+    }
     engine.store.clear().await?;
     engine.snapshot = crate::store::Snapshot {
         model: Default::default(),

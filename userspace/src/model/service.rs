@@ -268,6 +268,9 @@ pub fn configure(model: &Model, req: &SetServiceConfig) -> Result<Model> {
         }
         config.maglev_size = m;
     }
+    if let Some(dns) = req.dns {
+        config.dns = dns;
+    }
     if let Some(net) = model
         .networks
         .iter()
@@ -358,6 +361,7 @@ mod tests {
                 &SetServiceConfig {
                     range: range.map(Into::into),
                     maglev_size: size,
+                    dns: None,
                 },
             )
         };
