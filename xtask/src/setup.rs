@@ -26,6 +26,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // promtool, which lints the agent's /metrics in the tests (the server
     // itself is never started).
     "prometheus",
+    // dig, for the DNS tests.
+    "bind9-dnsutils",
+    // dnsmasq's binary only (the `dnsmasq` package would start a system
+    // resolver): the DNS bench's baseline and the tests' upstream.
+    "dnsmasq-base",
 ];
 
 const BPFFS: &str = "/sys/fs/bpf";

@@ -44,10 +44,21 @@ impl Node {
 
     /// [`Node::start_agent_with`], its log going where `log` says.
     pub fn start_agent_logging(&self, args: &[&str], log: AgentLog) -> Result<Agent> {
+        self.start_agent_env(args, &[], log)
+    }
+
+    /// [`Node::start_agent_logging`] with more environment variables.
+    pub fn start_agent_env(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: AgentLog,
+    ) -> Result<Agent> {
         let mut all = vec!["agent"];
         all.extend(args);
         let child = self
             .weft_command(&all)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(match log {
