@@ -690,11 +690,15 @@ impl CtKey {
     #[inline(always)]
     pub fn names(&self, entry: &CtEntry, key: &CtKey) -> bool {
         let back = self.partner(entry);
-        back.src_ip_be == key.src_ip_be
-            && back.dst_ip_be == key.dst_ip_be
-            && back.src_port_be == key.src_port_be
-            && back.dst_port_be == key.dst_port_be
-            && back.proto == key.proto
+        let port = |p: [u8; 2]| u32::from(u16::from_ne_bytes(p));
+        // One comparison, not five: in the datapath every branch before a
+        // probe loop multiplies what the verifier walks.
+        let diff = (back.src_ip_be ^ key.src_ip_be)
+            | (back.dst_ip_be ^ key.dst_ip_be)
+            | (port(back.src_port_be) ^ port(key.src_port_be))
+            | ((port(back.dst_port_be) ^ port(key.dst_port_be)) << 16)
+            | u32::from(back.proto ^ key.proto);
+        diff == 0
     }
 }
 

@@ -616,11 +616,19 @@ enum Side {
 /// reuses of a port.
 const CONTAINER_SIDE_GRACE_NS: u64 = 100_000_000;
 
+/// Ports of the NAT range a published port's connection tries for the
+/// container's side when the client's own port is taken there: that is
+/// rare (a client port shared between host ports at the same moment), so a
+/// few probes do, and fewer probes keep `weft_from_uplink` quick to
+/// verify.
+const CONTAINER_SIDE_PROBES: u32 = 8;
+
 /// Claims the key `key_for(port)` for a new connection by inserting
 /// `value` there with `BPF_NOEXIST`: the insert is atomic, so two CPUs
 /// never get the same key. Port `own` is tried first (only inside the NAT
 /// range unless `own_anywhere`); then up to `NAT_PORT_PROBES` ports of the
-/// range from an offset given by `hash`. Returns the port.
+/// range (`CONTAINER_SIDE_PROBES` on the container's side) from an offset
+/// given by `hash`. Returns the port.
 #[inline(always)]
 fn claim(
     key_for: impl Fn(u16) -> CtKey,
@@ -640,9 +648,13 @@ fn claim(
     }
     let size = u32::from(node.port_max - node.port_min) + 1;
     let start = hash.checked_rem(size).unwrap_or(0);
+    let probes = match side {
+        Side::Uplink => NAT_PORT_PROBES,
+        Side::Container => CONTAINER_SIDE_PROBES,
+    };
     // The verifier needs a constant trip count: a fixed number of probes,
     // fewer when the range is smaller.
-    for i in 0..NAT_PORT_PROBES {
+    for i in 0..probes {
         if i >= size {
             break;
         }
@@ -669,7 +681,10 @@ fn try_claim(k: &CtKey, value: &CtEntry, side: Side) -> Result<bool, Dropped> {
 }
 
 /// Whether a closed connection in `CT_CLOSING` still holds key `k` on
-/// `side` (see [`Side`]).
+/// `side` (see [`Side`]). It runs in the probe loop, where every lookup
+/// and branch costs verification time (`weft_nat_egress` verifies some
+/// 800,000 instructions of the kernel's 1,000,000): the partner is looked
+/// up once.
 #[inline(always)]
 fn closing_holds(k: &CtKey, side: Side, now: u64) -> bool {
     let Some(p) = CT_CLOSING.get_ptr_mut(k) else {
@@ -677,18 +692,27 @@ fn closing_holds(k: &CtKey, side: Side, now: u64) -> bool {
     };
     // SAFETY: as in `partner_ptr`: read in place.
     let closed = unsafe { &*p };
-    if !alive(Table::Closing, k, closed, now) {
-        return false;
-    }
     if side == Side::Uplink {
-        return true;
+        // Held while either entry is fresh; a partner key another
+        // connection took can only hold the port longer, so it is not
+        // checked here, in the probe loop, where every check costs
+        // verification time.
+        return closed.fresh(k.proto, now, u64::MAX)
+            // SAFETY: as in `partner_ptr`.
+            || entry_ptr(Table::Closing, &k.partner(closed))
+                .is_some_and(|q| unsafe { (*q).fresh(k.proto, now, u64::MAX) });
     }
-    let Some(uplink) = partner_ptr(Table::Closing, k, closed) else {
-        return true;
+    let Some(partner) = partner_ptr(Table::Closing, k, closed) else {
+        // Half a pair: held while it is fresh itself.
+        return closed.fresh(k.proto, now, u64::MAX);
     };
     // SAFETY: as in `partner_ptr`.
-    let last_in = unsafe { (*uplink).last_seen_ns };
-    last_in <= closed.last_seen_ns || now.saturating_sub(last_in) < CONTAINER_SIDE_GRACE_NS
+    let other = unsafe { &*partner };
+    if !closed.fresh(k.proto, now, u64::MAX) && !other.fresh(k.proto, now, u64::MAX) {
+        return false;
+    }
+    other.last_seen_ns <= closed.last_seen_ns
+        || now.saturating_sub(other.last_seen_ns) < CONTAINER_SIDE_GRACE_NS
 }
 
 /// A well-mixed 32-bit hash of the tuple (murmur3's finaliser).
