@@ -21,4 +21,6 @@ pub mod reason;
 /// v7: per-map layout versions (`maps::LAYOUT_VERSIONS`), recorded in
 /// `WEFT_META` in what was the padding of its record (same size; a v6
 /// record reads as "no version": version 1).
-pub const ABI_VERSION: u32 = 7;
+/// v8: `WEFT_CT`/`WEFT_CT_CLOSING` layout version 2: a published port's
+/// entries carry the client's port on the other side in `peer_port_be`.
+pub const ABI_VERSION: u32 = 8;

@@ -153,8 +153,8 @@ pub const LAYOUT_VERSIONS: [(&str, u16); ALL_MAPS.len()] = [
     (MAP_FORWARDS, 1),
     (MAP_EP_STATS, 1),
     (MAP_NODE, 1),
-    (MAP_CT, 1),
-    (MAP_CT_CLOSING, 1),
+    (MAP_CT, 2),
+    (MAP_CT_CLOSING, 2),
     (MAP_CT_BUDGET, 1),
     (crate::events::MAP_EVENTS, 1),
     (crate::events::MAP_TRACE, 1),
@@ -616,7 +616,13 @@ pub struct CtEntry {
     /// `CT_FLAG_*`: how the connection was made.
     pub flags: u8,
     /// Hairpin entries ([`CT_FLAG_HAIRPIN`]): the source port the packet
-    /// leaves with (the node's address is its source address).
+    /// leaves with (the node's address is its source address). A published
+    /// port's entries ([`CT_FLAG_DNAT`] alone): the client's port on the
+    /// other side, which the packet's other port is rewritten to: the
+    /// container's side sees the client with another port when the
+    /// client's own was taken there (one client port to two host ports
+    /// that lead to one container port is one tuple in the container); 0
+    /// (entries of layout version 1): the same port on both sides.
     pub peer_port_be: [u8; 2],
     /// `bpf_ktime_get_ns` when the connection was created (its age).
     pub created_ns: u64,
@@ -798,20 +804,66 @@ impl CtKey {
                 entry.peer_port_be,
             )
         } else if entry.direction == CT_DIR_ORIGINAL {
-            self.reply(entry.xlate_ip_be, entry.xlate_port_be)
+            let mut reply = self.reply(entry.xlate_ip_be, entry.xlate_port_be);
+            if let Some(client) = entry.dnat_peer_port() {
+                reply.src_port_be = client;
+            }
+            reply
         } else {
+            let peer_port = match entry.dnat_peer_port() {
+                Some(port) => port,
+                None => self.src_port_be,
+            };
             Self::new(
                 self.proto,
                 entry.xlate_ip_be,
                 self.src_ip_be,
                 entry.xlate_port_be,
-                self.src_port_be,
+                peer_port,
             )
         }
+    }
+
+    /// Whether `partner`, the entry found at `self.partner(entry)`, names
+    /// this key back: only then are the two one connection. A key can be
+    /// taken by a newer connection while a closed one still names it, and
+    /// pairing with that would translate one connection with another's
+    /// ports.
+    #[inline(always)]
+    pub fn pairs_with(&self, entry: &CtEntry, partner: &CtEntry) -> bool {
+        self.partner(entry).names(partner, self)
+    }
+
+    /// Whether `entry`, found at this key, names `key` as its partner.
+    #[inline(always)]
+    pub fn names(&self, entry: &CtEntry, key: &CtKey) -> bool {
+        let back = self.partner(entry);
+        let port = |p: [u8; 2]| u32::from(u16::from_ne_bytes(p));
+        // One comparison, not five: in the datapath every branch before a
+        // probe loop multiplies what the verifier walks.
+        let diff = (back.src_ip_be ^ key.src_ip_be)
+            | (back.dst_ip_be ^ key.dst_ip_be)
+            | (port(back.src_port_be) ^ port(key.src_port_be))
+            | ((port(back.dst_port_be) ^ port(key.dst_port_be)) << 16)
+            | u32::from(back.proto ^ key.proto);
+        diff == 0
     }
 }
 
 impl CtEntry {
+    /// A published port's entry: the client's port on the other side of
+    /// the translation (see [`CtEntry::peer_port_be`]), if recorded.
+    #[inline(always)]
+    pub const fn dnat_peer_port(&self) -> Option<[u8; 2]> {
+        if self.flags & (CT_FLAG_DNAT | CT_FLAG_HAIRPIN) == CT_FLAG_DNAT
+            && !(self.peer_port_be[0] == 0 && self.peer_port_be[1] == 0)
+        {
+            Some(self.peer_port_be)
+        } else {
+            None
+        }
+    }
+
     /// Whether the entry was seen within its protocol/state timeout, or
     /// within `max_idle_ns` when that is shorter (`u64::MAX`: no cap).
     #[inline(always)]

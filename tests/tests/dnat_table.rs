@@ -647,3 +647,349 @@ fn hairpin_port_exhaustion_is_a_named_drop() -> Result<()> {
         Ok(())
     })
 }
+
+/// `frame` with its source (`source`) or destination port set to `port`,
+/// checksums recomputed from scratch.
+fn with_port(frame: &[u8], source: bool, port: u16) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    let off = weft_tests::nat_frames::port_offset(frame, source);
+    out[off..off + 2].copy_from_slice(&port.to_be_bytes());
+    weft_tests::frames::refresh_l4_checksum(&mut out);
+    out
+}
+
+/// `frame`'s quoted packet (an ICMP error's) with its source (`source`) or
+/// destination port set to `port`, the ICMP checksum recomputed (the
+/// quoted IPv4 header does not cover ports).
+fn with_quoted_port(frame: &[u8], source: bool, port: u16) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    let q = quoted_start(frame);
+    let off = q + usize::from(frame[q] & 0x0f) * 4 + if source { 0 } else { 2 };
+    out[off..off + 2].copy_from_slice(&port.to_be_bytes());
+    weft_tests::frames::refresh_l4_checksum(&mut out);
+    out
+}
+
+/// Issue 9: one client port to two host ports that lead to one container
+/// port is one tuple in the container. Linux clients do that all the time
+/// (connections to different destinations share an ephemeral port), and
+/// weft used to write the second connection's container-side entry over
+/// the first's: the first connection's replies left as the second's. Now
+/// the container sees the second client with the NAT range's one port
+/// (the range is a single port here, so the row is exact), both
+/// connections translate both ways, and a third with no port left is a
+/// named drop that leaves the two alone.
+#[test]
+fn one_client_port_to_two_host_ports_of_one_container_port() -> Result<()> {
+    let node = NatNode::new()?;
+    let config = node.config(PORT_MIN, PORT_MIN);
+    node.run(move || {
+        let mut dp = nat_topology(config)?;
+        for host in [8080, 8081, 8082] {
+            dp.publish(Proto::Tcp, host, A1.ip, 80)?;
+        }
+        let client = (OUTSIDE, 50_201);
+        let seen = (OUTSIDE, PORT_MIN);
+
+        let syn1 = tcp(from_router(), client, (NODE_IP, 8080), syn(), 60);
+        let want = translated(&syn1, false, A1.ip, 80, Some(into_a1()));
+        check(
+            &mut dp,
+            "first connection's SYN in: the client's own port",
+            Hook::Uplink,
+            &syn1,
+            forward(Forward::Dnat, want, Some(A1.ifindex)),
+        );
+        let syn2 = tcp(from_router(), client, (NODE_IP, 8081), syn(), 60);
+        let want = with_port(
+            &translated(&syn2, false, A1.ip, 80, Some(into_a1())),
+            true,
+            PORT_MIN,
+        );
+        let got = check(
+            &mut dp,
+            "the same client port to another host port: another port inside",
+            Hook::Uplink,
+            &syn2,
+            forward(Forward::Dnat, want, Some(A1.ifindex)),
+        );
+        assert!(ipv4_checksum_valid(&got) && l4_checksum_valid(&got));
+
+        let reply1 = tcp(to_gateway(), (A1.ip, 80), client, syn_ack(), 64);
+        let want = translated(&reply1, true, NODE_IP, 8080, None);
+        check(
+            &mut dp,
+            "first connection's SYN-ACK leaves from its own host port",
+            Hook::Container,
+            &reply1,
+            forward(Forward::ReverseDnat, want, None),
+        );
+        let reply2 = tcp(to_gateway(), (A1.ip, 80), seen, syn_ack(), 64);
+        let want = with_port(
+            &translated(&reply2, true, NODE_IP, 8081, None),
+            false,
+            client.1,
+        );
+        let got = check(
+            &mut dp,
+            "second connection's SYN-ACK: host port 8081, the client's own port",
+            Hook::Container,
+            &reply2,
+            forward(Forward::ReverseDnat, want, None),
+        );
+        assert!(ipv4_checksum_valid(&got) && l4_checksum_valid(&got));
+        let ack = TcpFlags {
+            ack: true,
+            ..TcpFlags::default()
+        };
+        let data1 = tcp(from_router(), client, (NODE_IP, 8080), ack, 60);
+        let want = translated(&data1, false, A1.ip, 80, Some(into_a1()));
+        check(
+            &mut dp,
+            "first connection goes on, untouched by the second",
+            Hook::Uplink,
+            &data1,
+            forward(Forward::Dnat, want, Some(A1.ifindex)),
+        );
+
+        let inbound2 = dp
+            .ct_get(&key(IPPROTO_TCP, client, (NODE_IP, 8081)))?
+            .expect("second inbound entry");
+        let outbound2 = dp
+            .ct_get(&key(IPPROTO_TCP, (A1.ip, 80), seen))?
+            .expect("second container-side entry");
+        assert_eq!(
+            (inbound2.peer_port_be, outbound2.peer_port_be),
+            (PORT_MIN.to_be_bytes(), client.1.to_be_bytes()),
+            "each side keeps the client's port on the other"
+        );
+
+        let syn3 = tcp(from_router(), client, (NODE_IP, 8082), syn(), 60);
+        check(
+            &mut dp,
+            "a third with the NAT range taken",
+            Hook::Uplink,
+            &syn3,
+            Expect::Drop(Drop::NatPortsExhausted),
+        );
+        assert!(
+            dp.ct_get(&key(IPPROTO_TCP, client, (NODE_IP, 8082)))?
+                .is_none(),
+            "a refused connection leaves no entry"
+        );
+        let again = tcp(to_gateway(), (A1.ip, 80), client, ack, 64);
+        let want = translated(&again, true, NODE_IP, 8080, None);
+        check(
+            &mut dp,
+            "first connection's reply after the refusal",
+            Hook::Container,
+            &again,
+            forward(Forward::ReverseDnat, want, None),
+        );
+        Ok(())
+    })
+}
+
+/// The same over UDP, with ICMP errors about the second flow: from the
+/// container, quoting the port it saw, it leaves quoting the client's own
+/// port and the host port; from outside, quoting the client's own port,
+/// it reaches the container quoting the port the container saw.
+#[test]
+fn icmp_errors_of_a_flow_seen_with_another_client_port() -> Result<()> {
+    let node = NatNode::new()?;
+    let config = node.config(PORT_MIN, PORT_MIN);
+    node.run(move || {
+        let mut dp = nat_topology(config)?;
+        dp.publish(Proto::Udp, 5353, A1.ip, 53)?;
+        dp.publish(Proto::Udp, 5354, A1.ip, 53)?;
+        let client = (OUTSIDE, 50_301);
+        dp.run_uplink(&udp_ports(from_router(), client, (NODE_IP, 5353), 60, b"1"))?;
+        let q2 = udp_ports(from_router(), client, (NODE_IP, 5354), 60, b"2");
+        let want = with_port(
+            &translated(&q2, false, A1.ip, 53, Some(into_a1())),
+            true,
+            PORT_MIN,
+        );
+        let delivered = check(
+            &mut dp,
+            "second flow in, seen from the NAT range's port",
+            Hook::Uplink,
+            &q2,
+            forward(Forward::Dnat, want, Some(A1.ifindex)),
+        );
+
+        let err = icmp_error(
+            to_gateway(),
+            A1.ip,
+            OUTSIDE,
+            ICMP_DEST_UNREACH,
+            ICMP_PORT_UNREACH,
+            &quote(&delivered),
+        );
+        let want = with_quoted_port(
+            &icmp_error_translated_out(&err, NODE_IP, 5354),
+            true,
+            client.1,
+        );
+        let got = check(
+            &mut dp,
+            "A1's port unreachable about the second flow",
+            Hook::Container,
+            &err,
+            forward(Forward::IcmpErrorTranslated, want, None),
+        );
+        assert!(ipv4_checksum_valid(&got) && l4_checksum_valid(&got));
+
+        let answer = udp_ports(to_gateway(), (A1.ip, 53), (OUTSIDE, PORT_MIN), 64, b"a");
+        let left = dp.run(&answer)?;
+        assert_eq!(left.action, TC_ACT_REDIRECT);
+        assert_eq!(
+            left.output,
+            with_port(
+                &translated(&answer, true, NODE_IP, 5354, None),
+                false,
+                client.1
+            ),
+            "the answer leaves to the client's own port"
+        );
+        let err = icmp_error(
+            from_router(),
+            OUTSIDE,
+            NODE_IP,
+            ICMP_DEST_UNREACH,
+            ICMP_PORT_UNREACH,
+            &quote(&left.output),
+        );
+        let want = with_quoted_port(
+            &icmp_error_translated(&err, A1.ip, A1.ip, 53, into_a1()),
+            false,
+            PORT_MIN,
+        );
+        let got = check(
+            &mut dp,
+            "port unreachable from outside about the second flow",
+            Hook::Uplink,
+            &err,
+            forward(Forward::IcmpErrorTranslated, want, Some(A1.ifindex)),
+        );
+        assert!(ipv4_checksum_valid(&got) && l4_checksum_valid(&got));
+        Ok(())
+    })
+}
+
+/// Issue 9, the closing table: a closed connection's container-side tuple
+/// stays its own while the container may still hold it (its FIN not yet
+/// answered: LAST_ACK), so the client port's next connection to another
+/// host port is seen with another port; once the final ACK went in (and a
+/// grace for cross-CPU reordering passed) the next connection takes the
+/// tuple. The client then reuses its port to the first host port: that
+/// closed connection's inbound half names a container-side key another
+/// connection took since, so it is no pair, and the new connection's
+/// SYN-ACK leaves from the host port it was sent to (it used to leave from
+/// the other connection's, reopened with the other's entry).
+#[test]
+fn a_closed_connections_container_side_passes_on_whole() -> Result<()> {
+    let node = NatNode::new()?;
+    let config = node.config(PORT_MIN, PORT_MIN);
+    node.run(move || {
+        let mut dp = nat_topology(config)?;
+        for host in [8080, 8081, 8082] {
+            dp.publish(Proto::Tcp, host, A1.ip, 80)?;
+        }
+        let client = (OUTSIDE, 50_401);
+        let flags = |syn, ack, fin| TcpFlags {
+            syn,
+            ack,
+            fin,
+            rst: false,
+        };
+        let (ack, fin) = (flags(false, true, false), flags(false, true, true));
+        // SYN in and SYN-ACK out, the container seeing the client's own
+        // port or `seen`.
+        let open = |dp: &mut Datapath, what: &str, host: u16, seen: u16| {
+            let syn_in = tcp(from_router(), client, (NODE_IP, host), syn(), 60);
+            let want = with_port(
+                &translated(&syn_in, false, A1.ip, 80, Some(into_a1())),
+                true,
+                seen,
+            );
+            check(
+                dp,
+                &format!("{what}: SYN in"),
+                Hook::Uplink,
+                &syn_in,
+                forward(Forward::Dnat, want, Some(A1.ifindex)),
+            );
+            let reply = tcp(to_gateway(), (A1.ip, 80), (OUTSIDE, seen), syn_ack(), 64);
+            let want = with_port(
+                &translated(&reply, true, NODE_IP, host, None),
+                false,
+                client.1,
+            );
+            check(
+                dp,
+                &format!("{what}: SYN-ACK out"),
+                Hook::Container,
+                &reply,
+                forward(Forward::ReverseDnat, want, None),
+            );
+        };
+        // The client closes first; `last_ack` the ACK of the container's FIN.
+        let close = |dp: &mut Datapath, host: u16, seen: u16, last_ack: bool| -> Result<()> {
+            dp.run_uplink(&tcp(from_router(), client, (NODE_IP, host), fin, 60))?;
+            dp.run(&tcp(to_gateway(), (A1.ip, 80), (OUTSIDE, seen), fin, 64))?;
+            if last_ack {
+                dp.run_uplink(&tcp(from_router(), client, (NODE_IP, host), ack, 60))?;
+            }
+            Ok(())
+        };
+        // Past the grace after a final ACK (`CONTAINER_SIDE_GRACE_NS`).
+        let grace = || std::thread::sleep(std::time::Duration::from_millis(250));
+
+        open(&mut dp, "to 8080", 8080, client.1);
+        close(&mut dp, 8080, client.1, false)?;
+        open(
+            &mut dp,
+            "to 8081 while the container may be in LAST_ACK",
+            8081,
+            PORT_MIN,
+        );
+        let last_ack = tcp(from_router(), client, (NODE_IP, 8080), ack, 60);
+        let want = translated(&last_ack, false, A1.ip, 80, Some(into_a1()));
+        check(
+            &mut dp,
+            "the first connection's final ACK still goes to its own tuple",
+            Hook::Uplink,
+            &last_ack,
+            forward(Forward::Dnat, want, Some(A1.ifindex)),
+        );
+        close(&mut dp, 8081, PORT_MIN, true)?;
+        grace();
+        open(
+            &mut dp,
+            "to 8082 after the final ACK: the client's own port",
+            8082,
+            client.1,
+        );
+        close(&mut dp, 8082, client.1, true)?;
+        grace();
+        open(
+            &mut dp,
+            "the client reuses its port to 8080: a new connection",
+            8080,
+            client.1,
+        );
+        let inbound = key(IPPROTO_TCP, client, (NODE_IP, 8080));
+        let outbound = key(IPPROTO_TCP, (A1.ip, 80), client);
+        assert!(
+            dp.ct_open(&inbound)? && dp.ct_open(&outbound)?,
+            "both halves among the open connections"
+        );
+        assert_eq!(
+            dp.ct_get(&outbound)?.map(|e| e.xlate_port_be),
+            Some(8080u16.to_be_bytes()),
+            "the container side translates back to 8080"
+        );
+        Ok(())
+    })
+}

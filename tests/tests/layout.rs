@@ -23,8 +23,8 @@ use weft::datapath::migrate::{
     FdbEntryV0, FloodList16, Layout,
 };
 use weft_common::maps::{
-    FdbEntry, FdbKey, FloodList, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_FDB, MAP_FLOOD, MAP_NET_LINKS,
-    MAP_NETWORKS, MAX_NETWORKS, PROG_FROM_CONTAINER,
+    CtEntry, CtKey, FdbEntry, FdbKey, FloodList, MAP_EP_BY_IF, MAP_EP_BY_IP, MAP_FDB, MAP_FLOOD,
+    MAP_NET_LINKS, MAP_NETWORKS, MAX_NETWORKS, PROG_FROM_CONTAINER,
 };
 use weft_tests::node::Node;
 
@@ -756,9 +756,12 @@ fn same_size_layout_version_change_is_migrated_field_by_field() -> Result<()> {
 }
 
 /// A WEFT_META written by map ABI v6 (no layout versions: zeros where v7
-/// keeps them) needs no migration: its maps count as layout version 1, so
-/// the agent adopts every map and program as they are and the next write
-/// adds the versions, keeping the ABI version that pinned each map.
+/// keeps them) needs no migration of its own: its maps count as layout
+/// version 1, so the agent adopts every map still at version 1 as it is
+/// and the next write adds the versions, keeping the ABI version that
+/// pinned each map. Maps whose version moved on since (the conntrack
+/// tables, version 2 since map ABI v8) are migrated from version 1 like
+/// any other such map, which reloads the programs onto them.
 #[test]
 fn map_abi_v6_records_count_as_version_1_and_are_adopted() -> Result<()> {
     let node = Node::new()?;
@@ -779,30 +782,78 @@ fn map_abi_v6_records_count_as_version_1_and_are_adopted() -> Result<()> {
         .collect();
     migrate::write_meta(&paths, &v6)?;
     assert_eq!(recorded_version(&node, MAP_FDB)?, None);
-    let program = program_id(&node)?;
+    // A connection in each conntrack table, to be carried over as it is
+    // (a version 1 entry is a version 2 entry).
+    let ct_table = |table: &str| -> Result<HashMap<MapData, CtKey, CtEntry>> {
+        let data = MapData::from_pin(map_pin(&node, table))?;
+        Ok(HashMap::try_from(aya::maps::Map::from_map_data(data)?)?)
+    };
+    let mut carried = Vec::new();
+    for (n, table) in [(1, "WEFT_CT"), (2, "WEFT_CT_CLOSING")] {
+        let key = CtKey::new(
+            6,
+            u32::from_ne_bytes([10, 1, 0, 2]),
+            u32::from_ne_bytes([198, 18, 0, 2]),
+            [0x9c, n],
+            [0, 80],
+        );
+        // Alive, so the agent's first GC keeps it.
+        let entry = CtEntry {
+            last_seen_ns: weft::datapath::conntrack::now_ns(),
+            tcp_state: weft_common::maps::CT_TCP_ESTABLISHED,
+            xlate_ip_be: u32::from_ne_bytes([198, 18, 0, 1]),
+            xlate_port_be: [0xee, n],
+            ..Default::default()
+        };
+        ct_table(table)?.insert(key, entry, 0)?;
+        carried.push((table, key, entry));
+    }
     let maps: BTreeMap<String, u32> = every_map(&node)?
         .into_iter()
         .map(|(name, (id, _))| (name, id))
         .collect();
+    let moved_on: Vec<String> = maps
+        .keys()
+        .filter(|name| weft_common::maps::layout_version(name).is_some_and(|v| v > 1))
+        .cloned()
+        .collect();
+    assert_eq!(
+        moved_on,
+        ["WEFT_CT", "WEFT_CT_CLOSING"],
+        "maps past version 1"
+    );
 
     let _agent = node.start_agent()?;
     let status = node.weft_json(&["status"])?;
-    assert_eq!(
-        status["migrated_at_start"]["migrated"],
-        serde_json::json!([]),
-        "{status}"
-    );
-    assert_eq!(
-        status["migrated_at_start"]["reloaded_programs"],
-        serde_json::json!([]),
-        "{status}"
-    );
-    assert_eq!(program_id(&node)?, program, "adopted, not reloaded");
+    let migrated: Vec<(String, u64)> = status["migrated_at_start"]["migrated"]
+        .as_array()
+        .with_context(|| format!("{status}"))?
+        .iter()
+        .map(|m| {
+            (
+                m["map"].as_str().unwrap_or_default().to_owned(),
+                m["from_version"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = moved_on.iter().map(|m| (m.clone(), 1)).collect();
+    assert_eq!(migrated, expected, "only those, from version 1: {status}");
     let now: BTreeMap<String, u32> = every_map(&node)?
         .into_iter()
         .map(|(name, (id, _))| (name, id))
         .collect();
-    assert_eq!(now, maps, "no map recreated");
+    for (name, id) in &maps {
+        if !moved_on.contains(name) {
+            assert_eq!(now.get(name), Some(id), "{name}: adopted, not recreated");
+        }
+    }
+    for (table, key, entry) in &carried {
+        assert_eq!(
+            ct_table(table)?.get(key, 0)?,
+            *entry,
+            "{table}: the entry is carried over as it was"
+        );
+    }
     for r in migrate::read_meta(&paths)?
         .iter()
         .filter(|r| r.program_object().is_none())
@@ -813,7 +864,9 @@ fn map_abi_v6_records_count_as_version_1_and_are_adopted() -> Result<()> {
             weft_common::maps::layout_version(&name),
             "{name}: the agent records the version"
         );
-        assert_eq!(r.abi_version, 6, "{name}: still pinned by v6");
+        if !moved_on.contains(&name) {
+            assert_eq!(r.abi_version, 6, "{name}: still pinned by v6");
+        }
     }
     assert_eq!(a.ping(&ip_b, 3)?, 3);
     Ok(())

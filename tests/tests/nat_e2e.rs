@@ -227,26 +227,46 @@ fn node_set_validates_and_undoes() -> Result<()> {
     );
     fail(&["node", "unset"], "no node uplink is set")?;
 
-    // Through the agent: the same routes.
-    let _agent = node.start_agent()?;
-    node.weft(&set)?;
-    let shown = node.weft_json(&["node", "show"])?;
-    assert_eq!(shown["uplink"], UPLINK, "{shown}");
-    fail(
-        &["node", "set", "--uplink", "nope0", "--ip", NODE_UPLINK_IP],
-        "does not exist",
-    )?;
-    assert_eq!(node.weft_json(&["node", "show"])?["uplink"], UPLINK);
-    node.weft(&["node", "unset"])?;
-    assert_eq!(node.weft_json(&["node", "show"])?["configured"], false);
-    let fwd = node
-        .ns
-        .exec(&["cat", "/proc/sys/net/ipv4/conf/all/forwarding"])?;
-    assert_eq!(
-        String::from_utf8_lossy(&fwd.stdout).trim(),
-        "0",
-        "unset restores forwarding"
-    );
+    // `unset` puts back the forwarding the node had before `set`, whatever
+    // it was: a new namespace inherits the root's, so on a forwarding host
+    // (any Docker host) the node starts with 1. Both starting values, set
+    // inside the node namespace only; the first without the agent, the
+    // second through it (the same routes).
+    let forwarding = || -> Result<String> {
+        let out = node
+            .ns
+            .exec(&["cat", "/proc/sys/net/ipv4/conf/all/forwarding"])?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let mut agent = None;
+    for before in ["0", "1"] {
+        if before == "1" {
+            agent = Some(node.start_agent()?);
+        }
+        node.ns.exec(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv4.conf.all.forwarding={before}"),
+        ])?;
+        assert_eq!(forwarding()?, before, "the node starts with {before}");
+        node.weft(&set)?;
+        let shown = node.weft_json(&["node", "show"])?;
+        assert_eq!(shown["uplink"], UPLINK, "{shown}");
+        assert_eq!(forwarding()?, "1", "set turns forwarding on");
+        fail(
+            &["node", "set", "--uplink", "nope0", "--ip", NODE_UPLINK_IP],
+            "does not exist",
+        )?;
+        assert_eq!(node.weft_json(&["node", "show"])?["uplink"], UPLINK);
+        node.weft(&["node", "unset"])?;
+        assert_eq!(node.weft_json(&["node", "show"])?["configured"], false);
+        assert_eq!(
+            forwarding()?,
+            before,
+            "unset restores the forwarding the node had before set"
+        );
+    }
+    drop(agent);
     Ok(())
 }
 

@@ -10,13 +10,18 @@
 //! - `rr`: request/response on connections kept open (netperf's TCP_RR):
 //!   transactions per second on established flows.
 //!
-//! Clients print one JSON line: `{"mode","ops","errors","seconds","per_second"}`.
+//! Clients print one JSON line: `{"mode","ops","errors","error_kinds",
+//! "seconds","per_second"}`; `error_kinds` counts failed connections by
+//! `std::io::ErrorKind` (`TimedOut`: no answer; `ConnectionReset`: an RST;
+//! `AddrNotAvailable`: the client ran out of ports), so a failure says
+//! whose it is.
 
 use std::{
+    collections::BTreeMap,
     io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread,
@@ -93,9 +98,11 @@ pub fn run(args: &Args) -> Result<()> {
                         let addr = SocketAddr::new(to, ports[i % ports.len()]);
                         i = i.wrapping_add(1);
                         match one_connection(addr) {
-                            Ok(()) => ops.fetch_add(1, Ordering::Relaxed),
-                            Err(_) => errors.fetch_add(1, Ordering::Relaxed),
-                        };
+                            Ok(()) => {
+                                ops.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => errors.add(&e),
+                        }
                     }
                 },
             )
@@ -103,15 +110,14 @@ pub fn run(args: &Args) -> Result<()> {
         Mode::Rr { to, secs, threads } => {
             let to = *to;
             report("rr", *secs, *threads, move |_, stop, ops, errors| {
-                let Ok(mut s) = connect(to) else {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    return;
+                let mut s = match connect(to) {
+                    Ok(s) => s,
+                    Err(e) => return errors.add(&e),
                 };
                 let mut buf = [0u8; MSG];
                 while !stop.load(Ordering::Relaxed) {
-                    if exchange(&mut s, &mut buf).is_err() {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        return;
+                    if let Err(e) = exchange(&mut s, &mut buf) {
+                        return errors.add(&e);
                     }
                     ops.fetch_add(1, Ordering::Relaxed);
                 }
@@ -154,14 +160,30 @@ fn one_connection(addr: SocketAddr) -> std::io::Result<()> {
     exchange(&mut s, &mut [0u8; MSG])
 }
 
+/// Failed connections, by kind.
+#[derive(Default)]
+struct Errors {
+    count: AtomicU64,
+    kinds: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Errors {
+    fn add(&self, e: &std::io::Error) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut kinds) = self.kinds.lock() {
+            *kinds.entry(format!("{:?}", e.kind())).or_default() += 1;
+        }
+    }
+}
+
 /// Runs `work` on `threads` threads for `secs` seconds and prints the rate.
 fn report<F>(mode: &str, secs: u64, threads: usize, work: F) -> Result<()>
 where
-    F: Fn(usize, &AtomicBool, &AtomicU64, &AtomicU64) + Send + Sync + 'static,
+    F: Fn(usize, &AtomicBool, &AtomicU64, &Errors) + Send + Sync + 'static,
 {
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(Errors::default());
     let work = Arc::new(work);
     let start = Instant::now();
     let handles: Vec<_> = (0..threads.max(1))
@@ -183,7 +205,8 @@ where
         json!({
             "mode": mode,
             "ops": done,
-            "errors": errors.load(Ordering::Relaxed),
+            "errors": errors.count.load(Ordering::Relaxed),
+            "error_kinds": errors.kinds.lock().map(|k| k.clone()).unwrap_or_default(),
             "seconds": elapsed,
             "per_second": done as f64 / elapsed,
         })

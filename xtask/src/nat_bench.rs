@@ -93,6 +93,18 @@ struct Rates {
     in_crr_one: Vec<f64>,
     in_crr_many: Vec<f64>,
     errors: Vec<String>,
+    /// Every measurement's failed connections (also when 0), as
+    /// `{"rep","what","failed","kinds"}`.
+    failed: Vec<Value>,
+}
+
+impl Rates {
+    fn failed_total(&self) -> u64 {
+        self.failed
+            .iter()
+            .filter_map(|f| f["failed"].as_u64())
+            .sum()
+    }
 }
 
 /// Figures and targets of the NAT section.
@@ -389,8 +401,17 @@ fn pinned_cpu() -> usize {
     crate::bench::cpus().saturating_sub(1)
 }
 
-/// One `loadgen` client run in `ns`; its rate per second.
-fn client(ns: &NetNs, exe: &Path, args: &[&str], secs: u32) -> Result<(f64, u64)> {
+/// What one `loadgen` client run measured.
+struct Run {
+    rate: f64,
+    /// Connections that failed (connect, exchange or close).
+    failed: u64,
+    /// `failed` by `std::io::ErrorKind`.
+    kinds: Value,
+}
+
+/// One `loadgen` client run in `ns`.
+fn client(ns: &NetNs, exe: &Path, args: &[&str], secs: u32) -> Result<Run> {
     let exe = exe.to_string_lossy();
     let mut all = vec![exe.as_ref(), "loadgen"];
     all.extend(args);
@@ -403,11 +424,15 @@ fn client(ns: &NetNs, exe: &Path, args: &[&str], secs: u32) -> Result<(f64, u64)
     let v: Value = serde_json::from_str(out.trim())
         .with_context(|| format!("loadgen printed no JSON: {out}"))?;
     let rate = v["per_second"].as_f64().context("loadgen: no per_second")?;
-    let errors = v["errors"].as_u64().unwrap_or(0);
+    let failed = v["errors"].as_u64().unwrap_or(0);
     if v["ops"].as_u64() == Some(0) {
-        bail!("no request completed ({errors} errors)");
+        bail!("no request completed ({failed} errors)");
     }
-    Ok((rate, errors))
+    Ok(Run {
+        rate,
+        failed,
+        kinds: v["error_kinds"].clone(),
+    })
 }
 
 fn measure(s: &Side, r: &mut Rates, rep: u32, secs: u32, exe: &Path, many: bool) -> Result<()> {
@@ -418,17 +443,24 @@ fn measure(s: &Side, r: &mut Rates, rep: u32, secs: u32, exe: &Path, many: bool)
     };
     let mut line = format!("rep {rep} {:<8}", s.name);
     let mut record = |what: &str,
-                      res: Result<(f64, u64)>,
+                      res: Result<Run>,
                       into: &mut Vec<f64>,
-                      errs: &mut Vec<String>| {
+                      errs: &mut Vec<String>,
+                      failed: &mut Vec<Value>| {
         match res {
-            Ok((rate, errors)) => {
-                let _ = write!(line, "  {what} {rate:8.0}/s");
-                if errors > 0 {
-                    let _ = write!(line, " ({errors} err)");
-                    errs.push(format!("rep {rep} {what}: {errors} failed connections"));
+            Ok(run) => {
+                let _ = write!(line, "  {what} {:8.0}/s", run.rate);
+                if run.failed > 0 {
+                    let _ = write!(line, " ({} FAILED CONNECTIONS {})", run.failed, run.kinds);
+                    errs.push(format!(
+                        "rep {rep} {what}: {} failed connections {}",
+                        run.failed, run.kinds
+                    ));
                 }
-                into.push(rate);
+                failed.push(json!({
+                    "rep": rep, "what": what, "failed": run.failed, "kinds": run.kinds,
+                }));
+                into.push(run.rate);
             }
             Err(e) => {
                 let _ = write!(line, "  {what} FAILED");
@@ -454,9 +486,15 @@ fn measure(s: &Side, r: &mut Rates, rep: u32, secs: u32, exe: &Path, many: bool)
             ],
             secs,
         );
-        record("out conn", crr, &mut r.out_crr, &mut r.errors);
+        record(
+            "out conn",
+            crr,
+            &mut r.out_crr,
+            &mut r.errors,
+            &mut r.failed,
+        );
         let rr = client(&s.container, exe, &["rr", "--to", &out_addr], secs);
-        record("out rr", rr, &mut r.out_rr, &mut r.errors);
+        record("out rr", rr, &mut r.out_rr, &mut r.errors, &mut r.failed);
     }
     if s.no_publish.is_none() {
         gc();
@@ -487,7 +525,7 @@ fn measure(s: &Side, r: &mut Rates, rep: u32, secs: u32, exe: &Path, many: bool)
             ],
             secs,
         );
-        record(what, crr, into, &mut r.errors);
+        record(what, crr, into, &mut r.errors, &mut r.failed);
     }
     proc::check_interrupted()?;
     println!("{line}");
@@ -548,10 +586,39 @@ fn results(
         ),
     ];
     let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
-    let mut lines = vec![format!(
+    // Failed connections first and always, 0 too: a rate says nothing of
+    // the connections a NAT lost.
+    let mut lines: Vec<String> = sides
+        .iter()
+        .zip(rates)
+        .map(|((name, _), r)| {
+            let runs = r.failed.len();
+            let bad: Vec<String> = r
+                .failed
+                .iter()
+                .filter(|f| f["failed"].as_u64().unwrap_or(0) > 0)
+                .map(|f| {
+                    format!(
+                        "rep {} {}: {} {}",
+                        f["rep"], f["what"], f["failed"], f["kinds"]
+                    )
+                })
+                .collect();
+            if bad.is_empty() {
+                format!("FAILED CONNECTIONS {name:<9} 0 (in every one of {runs} runs)")
+            } else {
+                format!(
+                    "FAILED CONNECTIONS {name:<9} {} !!! ({})",
+                    r.failed_total(),
+                    bad.join("; ")
+                )
+            }
+        })
+        .collect();
+    lines.push(format!(
         "{:<9} {:>14} {:>14} {:>18} {:>20}",
         "NAT", "out conn/s", "out RR/s", "in conn/s 1 port", "in conn/s 10k ports"
-    )];
+    ));
     let mut per_side = serde_json::Map::new();
     for ((name, note), r) in sides.iter().zip(rates) {
         lines.push(format!(
@@ -580,6 +647,8 @@ fn results(
                     "in_conn_per_s_10k_ports": r.in_crr_many,
                 },
                 "errors": r.errors,
+                "failed_connections": r.failed_total(),
+                "failed_connections_per_run": r.failed,
                 "published_ports_unavailable": note,
             }),
         );
@@ -593,8 +662,14 @@ fn results(
             "(iptables: 10k ports / 1 port conn/s = {ratio:.3}x)"
         ));
     }
+    let failed: serde_json::Map<String, Value> = sides
+        .iter()
+        .zip(rates)
+        .map(|((name, _), r)| ((*name).to_owned(), json!(r.failed_total())))
+        .collect();
     NatResults {
         json: json!({
+            "failed_connections": failed,
             "method": "cargo xtask loadgen pinned to the last CPU (clients and servers), 64-byte TCP request/response; conn = connect, one exchange, close (4 client threads); RR = one kept-open connection; in conn spread round-robin over the published ports; weft NAT ports 10240-65535 with `weft ct gc` before each conn run; iptables = Docker's MASQUERADE/DNAT/filter layout on a Linux bridge",
             "sides": Value::Object(per_side),
         }),

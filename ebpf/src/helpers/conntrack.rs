@@ -84,20 +84,39 @@ fn entry_ptr(table: Table, k: &CtKey) -> Option<*mut CtEntry> {
     }
 }
 
+/// The partner of `entry` (at `k` in `table`; its key is `pk`, that is
+/// `k.partner(entry)`), if that entry names `k` back (`CtKey::pairs_with`):
+/// a key a newer connection took belongs to that one, and pairing with it
+/// would translate this connection with the other's ports.
+#[inline(always)]
+fn partner_at(table: Table, k: &CtKey, pk: &CtKey) -> Option<*mut CtEntry> {
+    let p = entry_ptr(table, pk)?;
+    // SAFETY: a successful lookup returns a pointer valid for this program
+    // run; the value is read in place.
+    pk.names(unsafe { &*p }, k).then_some(p)
+}
+
+/// [`partner_at`] for `entry`'s partner.
+#[inline(always)]
+fn partner_ptr(table: Table, k: &CtKey, entry: &CtEntry) -> Option<*mut CtEntry> {
+    partner_at(table, k, &k.partner(entry))
+}
+
 /// The entry at `k`, open connections first, and the table it is in. A
 /// closed connection counts only whole: the closing table is an LRU that
 /// churn keeps full, and it evicts the two entries of a pair separately;
 /// half a pair (say the inbound half of a published port's connection,
-/// reopened by a client reusing its port) would translate one way only.
+/// reopened by a client reusing its port, whose container-side key another
+/// connection took since) would translate one way only, or with another
+/// connection's ports.
 #[inline(always)]
 fn find(k: &CtKey) -> Option<(Table, *mut CtEntry)> {
     if let Some(p) = CT.get_ptr_mut(k) {
         return Some((Table::Open, p));
     }
     let p = CT_CLOSING.get_ptr_mut(k)?;
-    // SAFETY: as in `alive`: copied out at once.
-    let entry = unsafe { *p };
-    CT_CLOSING.get_ptr(k.partner(&entry))?;
+    // SAFETY: as in `partner_ptr`: read in place.
+    partner_ptr(Table::Closing, k, unsafe { &*p })?;
     Some((Table::Closing, p))
 }
 
@@ -109,47 +128,64 @@ fn alive(table: Table, k: &CtKey, entry: &CtEntry, now: u64) -> bool {
     if entry.fresh(k.proto, now, u64::MAX) {
         return true;
     }
-    // SAFETY: a successful lookup returns a pointer valid for this program
-    // run; the value is copied out at once.
-    match entry_ptr(table, &k.partner(entry)).map(|p| unsafe { *p }) {
-        Some(partner) => partner.fresh(k.proto, now, u64::MAX),
+    // SAFETY: as in `partner_ptr`: read in place.
+    match partner_ptr(table, k, entry) {
+        Some(p) => unsafe { (*p).fresh(k.proto, now, u64::MAX) },
         None => false,
     }
 }
 
 /// Moves both entries of a connection, with their new TCP state, into
-/// `to` and out of the other table (its partner is looked up in `from`).
-/// `entry` may be the map value itself: values are inserted straight from
-/// map memory, never copied to the stack, which NAT's 512 bytes could not
-/// spare.
+/// `to` and out of the other table (its partner is looked up in `from`);
+/// whether it moved. Back into the open table (a reopen) it moves only
+/// where neither key holds an open connection now: a published port's
+/// container-side key can be taken by another connection once this one
+/// closed (see `Side::Container`). `entry` may be the map value itself:
+/// values are inserted straight from map memory, never copied to the
+/// stack, which NAT's 512 bytes could not spare.
 #[inline(always)]
-fn move_pair(k: &CtKey, entry: &CtEntry, from: Table, to: Table) {
+fn move_pair(k: &CtKey, entry: &CtEntry, from: Table, to: Table) -> bool {
     let partner_key = k.partner(entry);
+    let partner = partner_at(from, k, &partner_key);
+    let flags = if to == Table::Open {
+        u64::from(BPF_NOEXIST)
+    } else {
+        0
+    };
     let moved = match to {
-        Table::Open => CT.insert(k, entry, 0),
+        Table::Open => CT.insert(k, entry, flags),
         Table::Closing => CT_CLOSING.insert(k, entry, 0),
     };
     if moved.is_err() {
         // Left where it was: still translated, just not moved.
-        return;
+        return false;
     }
-    if let Some(partner) = entry_ptr(from, &partner_key) {
+    if let Some(partner) = partner {
         // SAFETY: a value pointer from this run's lookup: the state is
         // written in place and the value inserted straight from the map
         // (no copy on this frame's stack).
-        unsafe {
+        let put = unsafe {
             (*partner).tcp_state = entry.tcp_state;
             (*partner).fin_seen = entry.fin_seen;
-            let _ = match to {
-                Table::Open => CT.insert(partner_key, *partner, 0),
+            match to {
+                Table::Open => CT.insert(partner_key, *partner, flags),
                 Table::Closing => CT_CLOSING.insert(partner_key, *partner, 0),
-            };
+            }
+        };
+        if put.is_err() && to == Table::Open {
+            let _ = CT.remove(k);
+            return false;
         }
+        let _ = match from {
+            Table::Open => CT.remove(partner_key),
+            Table::Closing => CT_CLOSING.remove(partner_key),
+        };
     }
     let _ = match from {
-        Table::Open => CT.remove(k).and(CT.remove(partner_key)),
-        Table::Closing => CT_CLOSING.remove(k).and(CT_CLOSING.remove(partner_key)),
+        Table::Open => CT.remove(k),
+        Table::Closing => CT_CLOSING.remove(k),
     };
+    true
 }
 
 /// The direction whose entry sees a connection's opening SYN: a published
@@ -203,9 +239,18 @@ fn tcp_next(state: u8, fin_seen: u8, flags: u8, direction: u8, initiator: u8) ->
 /// Refreshes the entry at `k` (in `table`) for a packet of `len` bytes,
 /// tracks TCP state (written to both entries when it changes; a closing
 /// connection moves to `CT_CLOSING`, one a SYN reopens back) and returns
-/// a copy.
+/// a copy; `None` for a SYN on a closed connection that cannot reopen
+/// because another connection holds one of its keys now (the caller
+/// makes a new one).
 #[inline(always)]
-fn touch(k: &CtKey, table: Table, p: *mut CtEntry, tcp_flags: u8, now: u64, len: u32) -> CtEntry {
+fn touch(
+    k: &CtKey,
+    table: Table,
+    p: *mut CtEntry,
+    tcp_flags: u8,
+    now: u64,
+    len: u32,
+) -> Option<CtEntry> {
     // SAFETY: `p` is a map value pointer from a lookup in this program run.
     // Concurrent CPUs may race on the counters (plain adds, as per-CPU
     // counters cannot be used in a hash value); a lost increment is benign.
@@ -229,6 +274,7 @@ fn touch(k: &CtKey, table: Table, p: *mut CtEntry, tcp_flags: u8, now: u64, len:
         if state != entry.tcp_state || fins != entry.fin_seen {
             let closes = state == CT_TCP_CLOSED && entry.tcp_state != CT_TCP_CLOSED;
             let reopens = entry.tcp_state == CT_TCP_CLOSED && state != CT_TCP_CLOSED;
+            let (old_state, old_fins) = (entry.tcp_state, entry.fin_seen);
             entry.tcp_state = state;
             entry.fin_seen = fins;
             let copy = *entry;
@@ -236,27 +282,32 @@ fn touch(k: &CtKey, table: Table, p: *mut CtEntry, tcp_flags: u8, now: u64, len:
                 count(CT_BUDGET_CLOSED);
                 // Moved from the map value, removed last.
                 move_pair(k, entry, Table::Open, Table::Closing);
-                return copy;
+                return Some(copy);
             }
-            if reopens {
+            if reopens && table == Table::Closing {
+                if !move_pair(k, entry, Table::Closing, Table::Open) {
+                    entry.tcp_state = old_state;
+                    entry.fin_seen = old_fins;
+                    return None;
+                }
                 // A new SYN on a closed tuple: a connection again.
                 count(CT_BUDGET_CREATED);
-                if table == Table::Closing {
-                    move_pair(k, entry, Table::Closing, Table::Open);
-                    return copy;
-                }
+                return Some(copy);
             }
-            if let Some(partner) = entry_ptr(table, &k.partner(&copy)) {
+            if reopens {
+                count(CT_BUDGET_CREATED);
+            }
+            if let Some(partner) = partner_ptr(table, k, &copy) {
                 // SAFETY: as above, a value pointer from this run's lookup.
                 unsafe {
                     (*partner).tcp_state = state;
                     (*partner).fin_seen = fins;
                 }
             }
-            return copy;
+            return Some(copy);
         }
     }
-    *entry
+    Some(*entry)
 }
 
 /// The live entry at `k`, refreshed for this packet.
@@ -268,7 +319,7 @@ pub fn hit(k: &CtKey, tcp_flags: u8, now: u64, len: u32) -> Option<CtEntry> {
     if !alive(table, k, &entry, now) {
         return None;
     }
-    Some(touch(k, table, p, tcp_flags, now, len))
+    touch(k, table, p, tcp_flags, now, len)
 }
 
 /// The live connection `orig` from endpoint `src` through `node`, refreshed
@@ -328,7 +379,7 @@ pub fn create(
     } else {
         (CT_TCP_NONE, 0)
     };
-    let reply = CtEntry {
+    let mut entry = CtEntry {
         last_seen_ns: now,
         created_ns: now,
         xlate_ip_be: orig.src_ip_be,
@@ -340,22 +391,16 @@ pub fn create(
         direction: CT_DIR_REPLY,
         ..CtEntry::default()
     };
-    let nat_port = claim_port(orig, node, &reply)?;
-    let original = CtEntry {
-        last_seen_ns: now,
-        created_ns: now,
-        packets_orig: 1,
-        bytes_orig: u64::from(len),
-        xlate_ip_be: node.node_ip_be,
-        xlate_port_be: nat_port,
-        ifindex: src.ifindex,
-        stats_slot: src.stats_slot,
-        tcp_state,
-        fin_seen,
-        direction: CT_DIR_ORIGINAL,
-        ..CtEntry::default()
-    };
-    if CT.insert(orig, original, 0).is_err() {
+    let nat_port = claim_port(orig, node, &entry)?;
+    // The reply entry is in the map: the same stack slot becomes the
+    // original one (two 72-byte values do not fit NAT's stack next to the
+    // rest).
+    entry.packets_orig = 1;
+    entry.bytes_orig = u64::from(len);
+    entry.xlate_ip_be = node.node_ip_be;
+    entry.xlate_port_be = nat_port;
+    entry.direction = CT_DIR_ORIGINAL;
+    if CT.insert(orig, entry, 0).is_err() {
         let _ = CT.remove(orig.reply(node.node_ip_be, nat_port));
         return Err(drop_here!(ConntrackFull));
     }
@@ -393,13 +438,24 @@ fn initial_tcp(proto: u8, flags: u8) -> (u8, u8) {
 /// port: `inbound` (outside -> node ip : published port) translates to
 /// `target`'s address and port; its partner, keyed by the container's
 /// reply tuple, translates back to the node's address and published port.
-/// Returns the inbound entry. Either key may hold an expired entry (the
-/// caller found no live one), so both are written unconditionally.
+/// Returns the inbound entry. The inbound key may hold an expired entry
+/// (the caller found no live one), so it is written unconditionally.
+///
+/// The container's tuple does not name the host port: a client that uses
+/// one source port towards two host ports leading to one container port
+/// (Linux shares an ephemeral port between connections to different
+/// destinations) makes one tuple in the container for two connections.
+/// So the container's side is claimed like a NAT port, the client's own
+/// port first, and where another connection holds it the container sees
+/// the client with a port of the NAT range instead (as the kernel's NAT
+/// gives a clashing connection another source port); both entries keep
+/// the client's port on the other side in `peer_port_be`.
 #[inline(always)]
 pub fn create_dnat(
     inbound: &CtKey,
     target: &PublishTarget,
     dst: &EndpointInfo,
+    node: &NodeConfig,
     tcp_flags: u8,
     now: u64,
     len: u32,
@@ -408,35 +464,49 @@ pub fn create_dnat(
         return Err(drop_here!(ConntrackFull));
     }
     let (tcp_state, fin_seen) = initial_tcp(inbound.proto, tcp_flags);
-    let entry = CtEntry {
+    let outbound = CtEntry {
         last_seen_ns: now,
         created_ns: now,
-        packets_reply: 1,
-        bytes_reply: u64::from(len),
-        xlate_ip_be: target.ip_be,
-        xlate_port_be: target.port_be,
+        xlate_ip_be: inbound.dst_ip_be,
+        xlate_port_be: inbound.dst_port_be,
+        peer_port_be: inbound.src_port_be,
         ifindex: dst.ifindex,
         stats_slot: dst.stats_slot,
         tcp_state,
         fin_seen,
-        direction: CT_DIR_REPLY,
+        direction: CT_DIR_ORIGINAL,
         flags: CT_FLAG_DNAT,
         ..CtEntry::default()
     };
-    let outbound_key = inbound.partner(&entry);
-    let outbound = CtEntry {
-        packets_reply: 0,
-        bytes_reply: 0,
-        xlate_ip_be: inbound.dst_ip_be,
-        xlate_port_be: inbound.dst_port_be,
-        direction: CT_DIR_ORIGINAL,
-        ..entry
+    let container_side = |port: u16| {
+        CtKey::new(
+            inbound.proto,
+            target.ip_be,
+            inbound.src_ip_be,
+            target.port_be,
+            port.to_be_bytes(),
+        )
     };
-    if CT.insert(outbound_key, outbound, 0).is_err() {
-        return Err(drop_here!(ConntrackFull));
-    }
+    let client_port = claim(
+        container_side,
+        u16::from_be_bytes(inbound.src_port_be),
+        true,
+        flow_hash(inbound),
+        node,
+        &outbound,
+        Side::Container,
+    )?;
+    let entry = CtEntry {
+        packets_reply: 1,
+        bytes_reply: u64::from(len),
+        xlate_ip_be: target.ip_be,
+        xlate_port_be: target.port_be,
+        peer_port_be: client_port,
+        direction: CT_DIR_REPLY,
+        ..outbound
+    };
     if CT.insert(inbound, entry, 0).is_err() {
-        let _ = CT.remove(outbound_key);
+        let _ = CT.remove(container_side(u16::from_be_bytes(client_port)));
         return Err(drop_here!(ConntrackFull));
     }
     count(CT_BUDGET_CREATED);
@@ -565,7 +635,14 @@ pub fn create_service(
         } else {
             key.dst_port_be
         },
-        peer_port_be: key.dst_port_be,
+        // What `CtKey::partner` needs to name the client-side entry: the
+        // client's port (a published port's entries record it the same
+        // way), or for a hairpin the service port its source becomes.
+        peer_port_be: if hairpin {
+            key.dst_port_be
+        } else {
+            key.src_port_be
+        },
         ifindex: client.ifindex,
         stats_slot: client.stats_slot,
         direction: CT_DIR_ORIGINAL,
@@ -582,54 +659,143 @@ pub fn create_service(
     Ok(entry)
 }
 
-/// Claims a NAT port for `orig` by inserting its reply entry with
-/// `BPF_NOEXIST`: the insert is atomic, so two CPUs never get the same
-/// port for the same destination. The original port is kept when it is in
-/// the range and free; otherwise up to `NAT_PORT_PROBES` ports of the
-/// range are tried from an offset given by the flow's hash.
+/// Claims a NAT port for `orig` by inserting its reply entry (see
+/// [`claim`]); the original port is kept when it is in the range and free.
 #[inline(always)]
 fn claim_port(orig: &CtKey, node: &NodeConfig, reply: &CtEntry) -> Result<[u8; 2], Dropped> {
+    claim(
+        |port: u16| orig.reply(node.node_ip_be, port.to_be_bytes()),
+        u16::from_be_bytes(orig.src_port_be),
+        false,
+        flow_hash(orig),
+        node,
+        reply,
+        Side::Uplink,
+    )
+}
+
+/// Which side of a connection a claimed key is on, which says how long a
+/// closed connection holds it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The uplink's (a NAT port): until the closed connection expires, as
+    /// the peer may still hold the old connection (TIME_WAIT).
+    Uplink,
+    /// A published port's container side: until the closed connection's
+    /// last packet went into the container (the final ACK, an RST) at
+    /// least [`CONTAINER_SIDE_GRACE_NS`] ago, after which the container
+    /// holds nothing of it. Clients share a port between host ports all
+    /// the time, so holding it for the whole closing timeout would move
+    /// nearly every connection to another port.
+    Container,
+}
+
+/// How long after a closed connection's last packet went into the
+/// container its container-side tuple stays held: the final ACK and a new
+/// SYN for the tuple can cross weft on two CPUs a microsecond apart and
+/// reach the container in the other order, and a SYN that finds the old
+/// socket still in LAST_ACK gets no answer (the bench saw exactly that).
+/// Far above such reordering, far below the gaps between a client's
+/// reuses of a port.
+const CONTAINER_SIDE_GRACE_NS: u64 = 100_000_000;
+
+/// Ports of the NAT range a published port's connection tries for the
+/// container's side when the client's own port is taken there: that is
+/// rare (a client port shared between host ports at the same moment), so a
+/// few probes do, and fewer probes keep `weft_from_uplink` quick to
+/// verify.
+const CONTAINER_SIDE_PROBES: u32 = 8;
+
+/// Claims the key `key_for(port)` for a new connection by inserting
+/// `value` there with `BPF_NOEXIST`: the insert is atomic, so two CPUs
+/// never get the same key. Port `own` is tried first (only inside the NAT
+/// range unless `own_anywhere`); then up to `NAT_PORT_PROBES` ports of the
+/// range (`CONTAINER_SIDE_PROBES` on the container's side) from an offset
+/// given by `hash`. Returns the port.
+#[inline(always)]
+fn claim(
+    key_for: impl Fn(u16) -> CtKey,
+    own: u16,
+    own_anywhere: bool,
+    hash: u32,
+    node: &NodeConfig,
+    value: &CtEntry,
+    side: Side,
+) -> Result<[u8; 2], Dropped> {
+    let in_range = node.port_min <= own && own <= node.port_max;
+    if (own_anywhere || in_range) && try_claim(&key_for(own), value, side)? {
+        return Ok(own.to_be_bytes());
+    }
     if node.port_max < node.port_min {
         return Err(drop_here!(NatPortsExhausted));
     }
     let size = u32::from(node.port_max - node.port_min) + 1;
-    let own = u16::from_be_bytes(orig.src_port_be);
-    if (node.port_min..=node.port_max).contains(&own) && try_claim(orig, node, reply, own)? {
-        return Ok(own.to_be_bytes());
-    }
-    let start = flow_hash(orig).checked_rem(size).unwrap_or(0);
+    let start = hash.checked_rem(size).unwrap_or(0);
+    let probes = match side {
+        Side::Uplink => NAT_PORT_PROBES,
+        Side::Container => CONTAINER_SIDE_PROBES,
+    };
     // The verifier needs a constant trip count: a fixed number of probes,
     // fewer when the range is smaller.
-    for i in 0..NAT_PORT_PROBES {
+    for i in 0..probes {
         if i >= size {
             break;
         }
         let offset = start.wrapping_add(i).checked_rem(size).unwrap_or(0);
         let port = node.port_min.wrapping_add(offset as u16);
-        if try_claim(orig, node, reply, port)? {
+        if try_claim(&key_for(port), value, side)? {
             return Ok(port.to_be_bytes());
         }
     }
     Err(drop_here!(NatPortsExhausted))
 }
 
-/// Whether the reply entry for `port` was inserted (`false`: taken).
+/// Whether `value` was inserted at `k` (`false`: taken).
 #[inline(always)]
-fn try_claim(orig: &CtKey, node: &NodeConfig, reply: &CtEntry, port: u16) -> Result<bool, Dropped> {
-    let k = orig.reply(node.node_ip_be, port.to_be_bytes());
-    // A closed connection keeps its port until it expires: the peer may
-    // still hold the old connection (TIME_WAIT).
-    // SAFETY: as in `alive`.
-    if let Some(closed) = CT_CLOSING.get_ptr(k).map(|p| unsafe { *p })
-        && alive(Table::Closing, &k, &closed, now_ns())
-    {
+fn try_claim(k: &CtKey, value: &CtEntry, side: Side) -> Result<bool, Dropped> {
+    if closing_holds(k, side, now_ns()) {
         return Ok(false);
     }
-    match CT.insert(k, reply, u64::from(BPF_NOEXIST)) {
+    match CT.insert(k, value, u64::from(BPF_NOEXIST)) {
         Ok(()) => Ok(true),
         Err(EEXIST) => Ok(false),
         Err(_) => Err(drop_here!(ConntrackFull)),
     }
+}
+
+/// Whether a closed connection in `CT_CLOSING` still holds key `k` on
+/// `side` (see [`Side`]). It runs in the probe loop, where every lookup
+/// and branch costs verification time (`weft_nat_egress` verifies some
+/// 800,000 instructions of the kernel's 1,000,000): the partner is looked
+/// up once.
+#[inline(always)]
+fn closing_holds(k: &CtKey, side: Side, now: u64) -> bool {
+    let Some(p) = CT_CLOSING.get_ptr_mut(k) else {
+        return false;
+    };
+    // SAFETY: as in `partner_ptr`: read in place.
+    let closed = unsafe { &*p };
+    if side == Side::Uplink {
+        // Held while either entry is fresh; a partner key another
+        // connection took can only hold the port longer, so it is not
+        // checked here, in the probe loop, where every check costs
+        // verification time.
+        return closed.fresh(k.proto, now, u64::MAX)
+            // SAFETY: as in `partner_ptr`.
+            || entry_ptr(Table::Closing, &k.partner(closed))
+                .is_some_and(|q| unsafe { (*q).fresh(k.proto, now, u64::MAX) });
+    }
+    let Some(partner) = partner_ptr(Table::Closing, k, closed) else {
+        // Half a pair: held while it is fresh itself.
+        return closed.fresh(k.proto, now, u64::MAX);
+    };
+    // SAFETY: as in `partner_ptr`.
+    let other = unsafe { &*partner };
+    if !closed.fresh(k.proto, now, u64::MAX) && !other.fresh(k.proto, now, u64::MAX) {
+        return false;
+    }
+    other.last_seen_ns <= closed.last_seen_ns
+        || now.saturating_sub(other.last_seen_ns) < CONTAINER_SIDE_GRACE_NS
 }
 
 /// A well-mixed 32-bit hash of the tuple (murmur3's finaliser).

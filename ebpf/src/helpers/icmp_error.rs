@@ -63,6 +63,11 @@ struct Quote {
     port_off: usize,
     addr: u32,
     port: [u8; 2],
+    /// The quoted packet's other port (ICMP echo: the identifier again),
+    /// which a published port's connection may translate too
+    /// (`CtEntry::peer_port_be`).
+    other_port_off: usize,
+    other_port: [u8; 2],
     /// The conntrack key of the packets answering the quoted one.
     key: CtKey,
 }
@@ -104,18 +109,20 @@ fn parse_quote(
     }
     // The port is kept from these loads: re-reading it at another offset
     // lets LLVM drop a bounds check the verifier needs.
-    let (port_off, port, key) = match q.proto {
+    let (port_off, port, other_port_off, other_port, key) = match q.proto {
         IPPROTO_TCP | IPPROTO_UDP => {
             let [sport, dport]: [[u8; 2]; 2] =
                 load(ctx, q_l4).ok_or(drop_here!(BadIcmpEmbedded))?;
-            let (port_off, port) = if source {
-                (Q_SPORT_OFF, sport)
+            let (port_off, port, other_off, other) = if source {
+                (Q_SPORT_OFF, sport, Q_DPORT_OFF, dport)
             } else {
-                (Q_DPORT_OFF, dport)
+                (Q_DPORT_OFF, dport, Q_SPORT_OFF, sport)
             };
             (
                 q_l4 + port_off,
                 port,
+                q_l4 + other_off,
+                other,
                 CtKey::new(q.proto, q_dst, q_src, dport, sport),
             )
         }
@@ -132,6 +139,8 @@ fn parse_quote(
             (
                 q_l4 + ICMP_ECHO_ID_OFF,
                 id,
+                q_l4 + ICMP_ECHO_ID_OFF,
+                id,
                 CtKey::new(IPPROTO_ICMP, q_dst, q_src, id, [0; 2]),
             )
         }
@@ -144,12 +153,16 @@ fn parse_quote(
         port_off,
         addr,
         port,
+        other_port_off,
+        other_port,
         key,
     }))
 }
 
-/// Rewrites the quote's address and port to `addr`/`port`, with the
-/// quoted IPv4 checksum and the ICMP checksum at `l4_off`.
+/// Rewrites the quote's address and port to `addr`/`port` and, for a
+/// published port's connection that translates the client's port too,
+/// its other port to `other`, with the quoted IPv4 checksum and the ICMP
+/// checksum at `l4_off`.
 #[inline(always)]
 fn rewrite_quote(
     ctx: &TcContext,
@@ -157,6 +170,7 @@ fn rewrite_quote(
     q: &Quote,
     addr: u32,
     port: [u8; 2],
+    other: Option<[u8; 2]>,
 ) -> Result<(), Dropped> {
     let icmp_check: [u8; 2] =
         load(ctx, l4_off + ICMP_CSUM_OFF).ok_or(drop_here!(BadIcmpEmbedded))?;
@@ -164,6 +178,10 @@ fn rewrite_quote(
     let mut check = csum::after_u32_change(icmp_check, q.addr, addr);
     check = csum::after_u16_change(check, q.check, q_check);
     check = csum::after_u16_change(check, q.port, port);
+    if let Some(other) = other {
+        check = csum::after_u16_change(check, q.other_port, other);
+        store(ctx, q.other_port_off, other).ok_or(drop_here!(BadIcmpEmbedded))?;
+    }
     store(ctx, q.addr_off, addr).ok_or(drop_here!(BadIcmpEmbedded))?;
     store(ctx, q.off + Q_CSUM_OFF, q_check).ok_or(drop_here!(BadIcmpEmbedded))?;
     store(ctx, q.port_off, port).ok_or(drop_here!(BadIcmpEmbedded))?;
@@ -191,7 +209,14 @@ pub fn from_uplink(ctx: &TcContext, ip: &Ipv4Hdr, l4_off: usize) -> Verdict {
     if ip.ttl <= 1 {
         return Err(drop_here!(TtlExceeded));
     }
-    rewrite_quote(ctx, l4_off, &quote, entry.xlate_ip_be, entry.xlate_port_be)?;
+    rewrite_quote(
+        ctx,
+        l4_off,
+        &quote,
+        entry.xlate_ip_be,
+        entry.xlate_port_be,
+        entry.dnat_peer_port(),
+    )?;
     ipv4::retarget(ctx, ip, IP_DST_OFF, node.node_ip_be, entry.xlate_ip_be)?;
     deliver_as_gateway(ctx, &dst, Forward::IcmpErrorTranslated, FromUplink)
 }
@@ -226,7 +251,14 @@ pub fn from_container(
     if ip.ttl <= 1 {
         return Err(drop_here!(TtlExceeded));
     }
-    rewrite_quote(ctx, l4_off, &quote, node.node_ip_be, entry.xlate_port_be)?;
+    rewrite_quote(
+        ctx,
+        l4_off,
+        &quote,
+        node.node_ip_be,
+        entry.xlate_port_be,
+        entry.dnat_peer_port(),
+    )?;
     ipv4::retarget(ctx, ip, IP_SRC_OFF, src.ip_be, node.node_ip_be)?;
     send_to_hop(ctx, &hop, Forward::IcmpErrorTranslated, FromContainer)
 }

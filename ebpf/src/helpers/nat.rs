@@ -196,11 +196,12 @@ pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
     if ip.ttl <= 1 {
         return Err(drop_here!(TtlExceeded));
     }
-    let kind = match live {
+    let kind = match &live {
         Some(entry) if entry.flags & CT_FLAG_DNAT != 0 => Forward::ReverseDnat,
         _ => Forward::Snat,
     };
-    let (nat_port, hop) = match live {
+    let peer_port = live.as_ref().and_then(|entry| entry.dnat_peer_port());
+    let (nat_port, hop) = match &live {
         Some(entry)
             if entry.next_hop_be != [0; 4] && entry.packets_orig % FIB_RECHECK_EVERY != 0 =>
         {
@@ -219,7 +220,7 @@ pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
             else {
                 return pass_to_stack(ctx, FromContainer);
             };
-            let nat_port = match live {
+            let nat_port = match &live {
                 Some(entry) => entry.xlate_port_be,
                 None => conntrack::create(&orig, src, &node, l4.tcp_flags, now, ctx.len())?,
             };
@@ -228,7 +229,7 @@ pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
         }
     };
 
-    source_to_node(ctx, ip, &l4, src, node.node_ip_be, nat_port)?;
+    source_to_node(ctx, ip, &l4, src, node.node_ip_be, nat_port, peer_port)?;
     send_to_hop(ctx, &hop, kind, FromContainer)
 }
 
@@ -271,13 +272,23 @@ pub fn reverse_dnat_to_overlay(
     if ip.ttl <= 1 {
         return Err(drop_here!(TtlExceeded));
     }
-    source_to_node(ctx, ip, &l4, src, node.node_ip_be, entry.xlate_port_be)?;
+    source_to_node(
+        ctx,
+        ip,
+        &l4,
+        src,
+        node.node_ip_be,
+        entry.xlate_port_be,
+        entry.dnat_peer_port(),
+    )?;
     Ok(true)
 }
 
 /// A container's packet leaving as the node's: source address
 /// `src.ip_be` -> `node_ip_be` (TTL - 1, checksums) and source port (ICMP:
-/// identifier) -> `port`. The caller checked TTL > 1.
+/// identifier) -> `port`; the destination port -> the client's own for a
+/// published port's connection that gave the container another (`peer`,
+/// see `rewrite_peer_port`). The caller checked TTL > 1.
 #[inline(always)]
 fn source_to_node(
     ctx: &TcContext,
@@ -286,10 +297,29 @@ fn source_to_node(
     src: &EndpointInfo,
     node_ip_be: u32,
     port: [u8; 2],
+    peer: Option<[u8; 2]>,
 ) -> Result<(), Dropped> {
+    rewrite_peer_port(ctx, l4, l4.dport, peer)?;
     ipv4::retarget(ctx, ip, IP_SRC_OFF, src.ip_be, node_ip_be)?;
     rewrite_l4(ctx, l4, ip.proto, src.ip_be, node_ip_be)?;
     rewrite_port(ctx, l4, l4.sport, port)
+}
+
+/// A published port's connection whose client the container sees with
+/// another port than its own (`CtEntry::dnat_peer_port`, `peer`): the
+/// packet's other port (the one this way does not translate), `from`,
+/// becomes the client's port on the other side.
+#[inline(always)]
+fn rewrite_peer_port(
+    ctx: &TcContext,
+    l4: &L4,
+    from: [u8; 2],
+    peer: Option<[u8; 2]>,
+) -> Result<(), Dropped> {
+    match peer {
+        Some(port) => rewrite_port_at(ctx, l4, l4.other_port_off, from, port),
+        None => Ok(()),
+    }
 }
 
 /// Whether `src`'s network masquerades traffic leaving weft.
@@ -334,7 +364,10 @@ pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
                 return pass_to_stack(ctx, FromUplink);
             };
             let dst = endpoint_by_ip(target.ip_be).ok_or(drop_here!(PublishedEndpointMissing))?;
-            conntrack::create_dnat(&k, &target, &dst, l4.tcp_flags, now, ctx.len())?
+            let Some(node) = node_config() else {
+                return pass_to_stack(ctx, FromUplink);
+            };
+            conntrack::create_dnat(&k, &target, &dst, &node, l4.tcp_flags, now, ctx.len())?
         }
     };
     // The endpoint must still be the one the connection was made from.
@@ -348,6 +381,7 @@ pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
     ipv4::retarget(ctx, ip, IP_DST_OFF, dst_ip, entry.xlate_ip_be)?;
     rewrite_l4(ctx, &l4, ip.proto, dst_ip, entry.xlate_ip_be)?;
     rewrite_port(ctx, &l4, l4.dport, entry.xlate_port_be)?;
+    rewrite_peer_port(ctx, &l4, l4.sport, entry.dnat_peer_port())?;
     let kind = if entry.flags & CT_FLAG_DNAT != 0 {
         Forward::Dnat
     } else {
@@ -440,10 +474,22 @@ pub fn rewrite_l4(ctx: &TcContext, l4: &L4, proto: u8, from: u32, to: u32) -> Re
 /// Replaces the port (ICMP: echo identifier) and updates the L4 checksum.
 #[inline(always)]
 pub fn rewrite_port(ctx: &TcContext, l4: &L4, from: [u8; 2], to: [u8; 2]) -> Result<(), Dropped> {
+    rewrite_port_at(ctx, l4, l4.port_off, from, to)
+}
+
+/// [`rewrite_port`] of the port at `port_off`.
+#[inline(always)]
+pub fn rewrite_port_at(
+    ctx: &TcContext,
+    l4: &L4,
+    port_off: usize,
+    from: [u8; 2],
+    to: [u8; 2],
+) -> Result<(), Dropped> {
     if from == to {
         return Ok(());
     }
-    store(ctx, l4.port_off, to).ok_or(drop_here!(TruncatedL4))?;
+    store(ctx, port_off, to).ok_or(drop_here!(TruncatedL4))?;
     let flags = (l4.csum_flags & !u64::from(BPF_F_PSEUDO_HDR)) | 2;
     ctx.l4_csum_replace(
         l4.csum_off,

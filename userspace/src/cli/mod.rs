@@ -440,6 +440,9 @@ pub fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Out of `ip netns exec`'s private mount namespace, whose bpffs dies
+    // with the command; setns needs a single-threaded process.
+    crate::datapath::paths::join_outliving_mount_namespace(&cli.bpffs)?;
     // setns switches only this thread: do it before any runtime or thread.
     if let Some(ns) = &cli.node_netns {
         crate::datapath::netns::enter(ns)?;

@@ -130,7 +130,7 @@ pub fn connections(entries: &[(CtKey, CtEntry)], now: u64) -> Vec<Connection> {
     let mut out = Vec::new();
     for (k, e) in entries {
         let pk = k.partner(e);
-        let partner = by_key.get(&pk).copied();
+        let partner = by_key.get(&pk).copied().filter(|p| k.pairs_with(e, p));
         if e.direction == CT_DIR_REPLY && partner.is_some() {
             // Listed from its original entry.
             continue;
@@ -143,20 +143,22 @@ pub fn connections(entries: &[(CtKey, CtEntry)], now: u64) -> Vec<Connection> {
         let sum = |f: fn(&CtEntry) -> u64| orig.map_or(0, f) + reply.map_or(0, f);
         // The uplink tuple: from the original entry's translation, or the
         // reply entry's key read backwards.
+        // A published port's client may have another port outside than
+        // the container sees (`CtEntry::peer_port_be`).
         let translated = match (orig, reply) {
             (Some(o), _) => (
                 o.xlate_ip_be,
                 o.xlate_port_be,
                 orig_key.dst_ip_be,
-                orig_key.dst_port_be,
+                o.dnat_peer_port().unwrap_or(orig_key.dst_port_be),
             ),
             (None, _) => {
-                let nat_port = if k.proto == IPPROTO_ICMP {
-                    k.src_port_be
+                let (nat_port, peer_port) = if k.proto == IPPROTO_ICMP {
+                    (k.src_port_be, orig_key.dst_port_be)
                 } else {
-                    k.dst_port_be
+                    (k.dst_port_be, k.src_port_be)
                 };
-                (k.dst_ip_be, nat_port, k.src_ip_be, orig_key.dst_port_be)
+                (k.dst_ip_be, nat_port, k.src_ip_be, peer_port)
             }
         };
         out.push(Connection {
@@ -245,7 +247,9 @@ pub fn gc(paths: &Paths, max_idle_ns: Option<u64>, limit: Option<u32>) -> Result
     let now = now_ns();
     let mut result = GcResult::default();
     for (table, k, e) in &entries {
-        let partner = by_key.get(&k.partner(e));
+        // A partner key another connection took since does not keep this
+        // entry alive (the datapath's rule too).
+        let partner = by_key.get(&k.partner(e)).filter(|p| k.pairs_with(e, p));
         if !expired(k, e, partner, now, max_idle_ns) {
             continue;
         }
@@ -255,7 +259,10 @@ pub fn gc(paths: &Paths, max_idle_ns: Option<u64>, limit: Option<u32>) -> Result
         let Ok(current) = map.get(k, 0) else {
             continue;
         };
-        let partner_now = map.get(&k.partner(&current), 0).ok();
+        let partner_now = map
+            .get(&k.partner(&current), 0)
+            .ok()
+            .filter(|p| k.pairs_with(&current, p));
         if !expired(k, &current, partner_now.as_ref(), now_ns(), max_idle_ns) {
             continue;
         }
@@ -355,6 +362,91 @@ mod tests {
             assert_eq!(ok.partner(&oe), rk);
             assert_eq!(rk.partner(&re), ok);
         }
+    }
+
+    /// A published port's connection from client port 40000 to host port
+    /// `host`, which the container sees from port `seen`.
+    fn dnat_pair(host: u16, seen: u16) -> ((CtKey, CtEntry), (CtKey, CtEntry)) {
+        let (c, o, n) = (
+            u32::from_ne_bytes([10, 1, 0, 2]),
+            u32::from_ne_bytes([198, 18, 0, 2]),
+            u32::from_ne_bytes([198, 18, 0, 1]),
+        );
+        let inbound = CtKey::new(
+            IPPROTO_TCP,
+            o,
+            n,
+            40000u16.to_be_bytes(),
+            host.to_be_bytes(),
+        );
+        let ie = CtEntry {
+            xlate_ip_be: c,
+            xlate_port_be: 8080u16.to_be_bytes(),
+            peer_port_be: seen.to_be_bytes(),
+            direction: CT_DIR_REPLY,
+            flags: CT_FLAG_DNAT,
+            ..CtEntry::default()
+        };
+        let outbound = CtKey::new(IPPROTO_TCP, c, o, 8080u16.to_be_bytes(), seen.to_be_bytes());
+        let oe = CtEntry {
+            xlate_ip_be: n,
+            xlate_port_be: host.to_be_bytes(),
+            peer_port_be: 40000u16.to_be_bytes(),
+            direction: CT_DIR_ORIGINAL,
+            flags: CT_FLAG_DNAT,
+            ..CtEntry::default()
+        };
+        ((inbound, ie), (outbound, oe))
+    }
+
+    #[test]
+    fn a_published_ports_pair_with_another_client_port_inside_pairs_up() {
+        let ((ik, ie), (ok, oe)) = dnat_pair(20000, 61000);
+        assert_eq!(ik.partner(&ie), ok);
+        assert_eq!(ok.partner(&oe), ik);
+        assert!(ik.pairs_with(&ie, &oe) && ok.pairs_with(&oe, &ie));
+        let conns = connections(&[(ik, ie), (ok, oe)], 0);
+        assert_eq!(conns.len(), 1);
+        assert_eq!(
+            conns[0].original.3,
+            61000u16.to_be_bytes(),
+            "as the container sees it"
+        );
+        assert_eq!(
+            conns[0].translated.3,
+            40000u16.to_be_bytes(),
+            "the client's own port"
+        );
+        let alone = connections(&[(ik, ie)], 0);
+        assert_eq!(alone[0].translated, conns[0].translated);
+        // Version 1 entries (no peer port) pair as they always did.
+        let ((ik, mut ie), (ok, mut oe)) = dnat_pair(20000, 40000);
+        (ie.peer_port_be, oe.peer_port_be) = ([0; 2], [0; 2]);
+        assert!(ik.pairs_with(&ie, &oe) && ok.pairs_with(&oe, &ie));
+    }
+
+    #[test]
+    fn a_partner_key_taken_by_another_connection_pairs_with_nothing() {
+        // Client port 40000 to host port 20000 closed; the same client
+        // port to host port 20001 took the container-side key since.
+        let ((old_in, old_ie), _) = dnat_pair(20000, 40000);
+        let ((new_in, new_ie), (ok, oe)) = dnat_pair(20001, 40000);
+        assert_eq!(old_in.partner(&old_ie), ok, "the same container-side key");
+        assert!(!old_in.pairs_with(&old_ie, &oe), "which names the new one");
+        assert!(new_in.pairs_with(&new_ie, &oe));
+        let now = 1000 * S;
+        let mut stale = old_ie;
+        stale.last_seen_ns = now - 200 * S;
+        let fresh = CtEntry {
+            last_seen_ns: now,
+            ..oe
+        };
+        let conns = connections(&[(old_in, stale), (new_in, new_ie), (ok, fresh)], now);
+        assert_eq!(conns.len(), 2, "{conns:?}");
+        assert!(
+            conns.iter().any(|c| c.expired),
+            "the stale half is not kept alive by the other connection's entry"
+        );
     }
 
     #[test]

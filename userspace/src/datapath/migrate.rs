@@ -73,10 +73,11 @@ use bytemuck::{Pod, Zeroable};
 use weft_common::{
     ABI_VERSION,
     maps::{
-        COUNTER_SLOTS, CT_MAX_ENTRIES, Counter, CtEntry, CtKey, DIR_FROM_CONTAINER, FdbEntry,
-        FdbKey, FloodList, MAP_CT, MAP_DROPS, MAP_FDB, MAP_FLOOD, MAP_FORWARDS, MAP_TAILS,
-        MAX_ENDPOINTS, MAX_NETWORKS, MAX_REASONS, PROG_NAT_EGRESS, PROG_OVERLAY_ENCAP,
-        TAIL_NAT_EGRESS, TAIL_OVERLAY_ENCAP, counter_slot, layout_version,
+        COUNTER_SLOTS, CT_CLOSING_MAX_ENTRIES, CT_MAX_ENTRIES, Counter, CtEntry, CtKey,
+        DIR_FROM_CONTAINER, FdbEntry, FdbKey, FloodList, MAP_CT, MAP_CT_CLOSING, MAP_DROPS,
+        MAP_FDB, MAP_FLOOD, MAP_FORWARDS, MAP_TAILS, MAX_ENDPOINTS, MAX_NETWORKS, MAX_REASONS,
+        PROG_NAT_EGRESS, PROG_OVERLAY_ENCAP, TAIL_NAT_EGRESS, TAIL_OVERLAY_ENCAP, counter_slot,
+        layout_version,
     },
 };
 
@@ -428,6 +429,21 @@ pub const CT_LAYOUT: Layout = Layout {
     max_entries: CT_MAX_ENTRIES,
 };
 
+/// The layout of [`MAP_CT_CLOSING`] (both versions).
+pub const CT_CLOSING_LAYOUT: Layout = Layout {
+    max_entries: CT_CLOSING_MAX_ENTRIES,
+    ..CT_LAYOUT
+};
+
+/// Layout version 2 of the conntrack tables: a published port's entries
+/// carry the client's port on the other side in `peer_port_be`, which
+/// version 1 left zero (and version 2 reads zero as "the same port"), so
+/// version 1 entries are version 2 entries as they are.
+const CT_V2: u16 = 2;
+
+const CT_PEER_PORT: &str = "published ports' entries may carry the client's port on the other \
+                            side (version 1 entries carry none and are copied as they are)";
+
 /// [`FdbEntry`] at the synthetic layout version 0 of [`MAP_FDB`]: the same
 /// two `u32`s in the other order, so the same 8 bytes, and only the
 /// recorded version tells them apart. No weft ever pinned it (versions
@@ -464,7 +480,7 @@ const V1: u16 = 1;
 /// Every layout change weft can carry entries across. A migration leads to
 /// the map's current version and layout; a map two changes behind is
 /// refused unless one migration covers both.
-pub static MIGRATIONS: [Migration; 5] = [
+pub static MIGRATIONS: [Migration; 7] = [
     Migration {
         map: MAP_FLOOD,
         from_version: V1,
@@ -496,11 +512,29 @@ pub static MIGRATIONS: [Migration; 5] = [
         map: MAP_CT,
         from_version: V1,
         from: CT_V3_LAYOUT,
-        to_version: V1,
+        to_version: CT_V2,
         to: CT_LAYOUT,
         what: "conntrack entries gain a creation time (taken as their last-seen time), \
                NAT flags and a hairpin port (zero)",
         copy: ct_add_creation_time,
+    },
+    Migration {
+        map: MAP_CT,
+        from_version: V1,
+        from: CT_LAYOUT,
+        to_version: CT_V2,
+        to: CT_LAYOUT,
+        what: CT_PEER_PORT,
+        copy: ct_entries_as_they_are,
+    },
+    Migration {
+        map: MAP_CT_CLOSING,
+        from_version: V1,
+        from: CT_CLOSING_LAYOUT,
+        to_version: CT_V2,
+        to: CT_CLOSING_LAYOUT,
+        what: CT_PEER_PORT,
+        copy: ct_entries_as_they_are,
     },
     Migration {
         map: MAP_FDB,
@@ -592,6 +626,11 @@ fn ct_add_creation_time(old: &Map, new: &mut Map) -> Result<usize, MapError> {
         created_ns: v3.last_seen_ns,
         ..CtEntry::default()
     })
+}
+
+/// Conntrack entries of layout version 1, valid version 2 entries.
+fn ct_entries_as_they_are(old: &Map, new: &mut Map) -> Result<usize, MapError> {
+    convert_entries::<CtKey, _, _>(old, new, |entry: CtEntry| entry)
 }
 
 fn flood_16_to_32(old: &Map, new: &mut Map) -> Result<usize, MapError> {

@@ -2,14 +2,26 @@
 //!
 //! Both are configurable so tests and several weft instances can share one
 //! machine without seeing each other's maps or state.
+//!
+//! Pins must outlive the command: a bpffs that goes away takes the maps,
+//! programs and TCX links with it. `ip netns exec` runs a command in a
+//! private mount namespace with a fresh sysfs on `/sys`, so `/sys/fs/bpf`
+//! there is an empty sysfs directory, and a bpffs mounted on it dies with
+//! that namespace when the command exits. So a weft in such a namespace
+//! first joins the mount namespace it was started from
+//! ([`join_outliving_mount_namespace`]), where it sees what `weft --netns
+//! NODE` run from there sees; and it never mounts bpffs in a private mount
+//! namespace.
 
 use std::{
     fs,
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
 use nix::{
     mount::{MsFlags, mount},
+    sched::{CloneFlags, setns},
     sys::statfs::{BPF_FS_MAGIC, statfs},
 };
 
@@ -86,10 +98,26 @@ impl Paths {
         self.state_dir.join("lock")
     }
 
-    /// Makes sure the pin directory exists on a bpffs, mounting bpffs at
-    /// `/sys/fs/bpf` first when the pin directory lives there and it is not
-    /// mounted (fresh machines have the directory but no mount).
+    /// Makes sure the pin directory exists on a bpffs that outlives this
+    /// command, mounting bpffs at `/sys/fs/bpf` first when the pin
+    /// directory lives there and it is not mounted (fresh machines have the
+    /// directory but no mount). In a private mount namespace (one
+    /// [`join_outliving_mount_namespace`] could not leave) it refuses,
+    /// changing nothing, unless the pin directory is on a bpffs the
+    /// namespace weft came from shares.
     pub fn prepare_bpffs(&self) -> Result<()> {
+        if let MountNamespace::Private(anchor) = mount_namespace()
+            && !shares_bpffs(anchor, &self.bpffs)
+        {
+            return Err(Error::Invalid(format!(
+                "weft runs in a private mount namespace (as under `ip netns exec`) and {} is not \
+                 on a bpffs the mount namespace it came from shares: pins there would vanish \
+                 with the command, and the datapath with them. Run `weft --netns NODE ...` \
+                 instead of `ip netns exec NODE weft ...`, or mount bpffs on the host first \
+                 (`mount -t bpf bpf {BPFFS_ROOT}`)",
+                self.bpffs.display()
+            )));
+        }
         let under_root = self.bpffs.starts_with(BPFFS_ROOT);
         if under_root && !is_bpffs(Path::new(BPFFS_ROOT)) {
             mount_bpffs(Path::new(BPFFS_ROOT))?;
@@ -147,6 +175,123 @@ fn mount_bpffs(at: &Path) -> Result<()> {
             e,
         )
     })
+}
+
+/// Whose mount namespace this process runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MountNamespace {
+    /// The one of the process it was started from (see [`anchor`]): what
+    /// it mounts there outlives it.
+    Anchor,
+    /// Another one than that of process `.0` (`ip netns exec`,
+    /// `unshare -m`, a sandboxed service): what is mounted only here goes
+    /// away with it.
+    Private(u32),
+    /// No process to compare with could be inspected.
+    Unknown,
+}
+
+/// The identity of process `pid`'s mount namespace, if it can be
+/// inspected (root can, except where a sandbox hides a process).
+fn mount_ns_id(pid: &str) -> Option<(u64, u64)> {
+    fs::metadata(format!("/proc/{pid}/ns/mnt"))
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// The process whose mount namespace outlives this command: PID 1 where
+/// it can be inspected, else the oldest ancestor that can (some sandboxes
+/// hide PID 1). Not a parent: `ip netns exec` runs its command in a
+/// namespace made for it, and a parent may be in there too.
+fn anchor() -> Option<u32> {
+    if mount_ns_id("1").is_some() {
+        return Some(1);
+    }
+    let parent = |pid: u32| -> Option<u32> {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("PPid:"))?;
+        line["PPid:".len()..].trim().parse().ok()
+    };
+    let mut oldest = None;
+    let mut pid = std::os::unix::process::parent_id();
+    // Bounded: a pid chain cannot be longer than the pids there are.
+    for _ in 0..4096 {
+        if pid <= 1 {
+            break;
+        }
+        if mount_ns_id(&pid.to_string()).is_some() {
+            oldest = Some(pid);
+        }
+        match parent(pid) {
+            Some(p) => pid = p,
+            None => break,
+        }
+    }
+    oldest
+}
+
+fn mount_namespace() -> MountNamespace {
+    let Some(anchor) = anchor() else {
+        return MountNamespace::Unknown;
+    };
+    match (mount_ns_id("self"), mount_ns_id(&anchor.to_string())) {
+        (Some(own), Some(theirs)) if own == theirs => MountNamespace::Anchor,
+        (Some(_), Some(_)) => MountNamespace::Private(anchor),
+        _ => MountNamespace::Unknown,
+    }
+}
+
+/// Whether `path` (or its nearest existing ancestor) is on a bpffs that
+/// process `anchor` sees at the same path: the same filesystem, so pins
+/// there outlive this mount namespace.
+fn shares_bpffs(anchor: u32, path: &Path) -> bool {
+    let ours = nearest_existing(path);
+    let theirs = nearest_existing(
+        &Path::new(&format!("/proc/{anchor}/root")).join(path.strip_prefix("/").unwrap_or(path)),
+    );
+    let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).ok();
+    is_bpffs(&ours) && dev(&ours).is_some() && dev(&ours) == dev(&theirs)
+}
+
+/// Joins the mount namespace weft was started from when it runs in a
+/// private one where pin directory `bpffs` is not on a bpffs shared with
+/// that namespace (`ip netns exec`): pins made or found there are the
+/// ones a `weft --netns NODE` from outside uses, and a bpffs mounted there
+/// stays. A private namespace that shares its bpffs (a sandboxed service)
+/// is kept. Call it before any thread exists: `setns(CLONE_NEWNS)` refuses
+/// a process whose threads share filesystem attributes. It resets the
+/// working directory, which is restored by path, so relative paths mean
+/// what they meant.
+pub fn join_outliving_mount_namespace(bpffs: &Path) -> Result<()> {
+    let MountNamespace::Private(anchor) = mount_namespace() else {
+        return Ok(());
+    };
+    if shares_bpffs(anchor, bpffs) {
+        return Ok(());
+    }
+    let path = format!("/proc/{anchor}/ns/mnt");
+    let ns = fs::File::open(&path).map_err(|e| Error::io(format!("cannot open {path}"), e))?;
+    let cwd = std::env::current_dir().ok();
+    setns(&ns, CloneFlags::CLONE_NEWNS).map_err(|e| {
+        Error::sys(
+            format!(
+                "weft runs in a private mount namespace (as under `ip netns exec`), where its \
+                 pins would vanish with the command, and cannot join that of process {anchor}; \
+                 run `weft --netns NODE ...` instead of `ip netns exec NODE weft ...`"
+            ),
+            e,
+        )
+    })?;
+    log::info!("left a private mount namespace for that of process {anchor}");
+    if let Some(cwd) = cwd
+        && std::env::set_current_dir(&cwd).is_err()
+    {
+        log::warn!(
+            "{} does not exist outside the private mount namespace; relative paths now start at /",
+            cwd.display()
+        );
+    }
+    Ok(())
 }
 
 /// `path` or its closest ancestor that exists.
