@@ -171,7 +171,7 @@ fn pick(svc: &SvcEntry, key: &CtKey, now: u64) -> Option<Pick> {
     let mut ip_be = 0;
     if affinity {
         // SAFETY: a value pointer from this run's lookup, copied at once.
-        if let Some(a) = AFFINITY.get_ptr(&akey).map(|p| unsafe { *p })
+        if let Some(a) = AFFINITY.get_ptr(akey).map(|p| unsafe { *p })
             && now.saturating_sub(a.last_seen_ns) <= u64::from(svc.affinity_s) * 1_000_000_000
             && member_state(svc.svc_id, a.backend_ip_be) == SVC_MEMBER_ACTIVE
         {
@@ -187,7 +187,7 @@ fn pick(svc: &SvcEntry, key: &CtKey, now: u64) -> Option<Pick> {
             backend_ip_be: ip_be,
             _pad: 0,
         };
-        let _ = AFFINITY.insert(&akey, &a, 0);
+        let _ = AFFINITY.insert(akey, a, 0);
     }
     let (ifindex, stats_slot) = match endpoint_by_ip(ip_be) {
         Some(ep) => (ep.ifindex, ep.stats_slot),
@@ -211,7 +211,7 @@ fn maglev(svc: &SvcEntry, key: &CtKey, affinity: bool) -> Option<u32> {
         chunk: slot / MAGLEV_CHUNK,
         _pad: 0,
     };
-    let p = MAGLEV.get_ptr(&chunk)?;
+    let p = MAGLEV.get_ptr(chunk)?;
     // SAFETY: a value pointer from this run's lookup, read at one index.
     let ip_be = unsafe { (*p).slots.get((slot % MAGLEV_CHUNK) as usize).copied()? };
     (ip_be != 0).then_some(ip_be)
@@ -220,7 +220,7 @@ fn maglev(svc: &SvcEntry, key: &CtKey, affinity: bool) -> Option<u32> {
 fn member_state(svc_id: u32, ip_be: u32) -> u32 {
     // SAFETY: a value pointer from this run's lookup, copied at once.
     SVC_MEMBERS
-        .get_ptr(&MemberKey { svc_id, ip_be })
+        .get_ptr(MemberKey { svc_id, ip_be })
         .map_or(0, |p| unsafe { *p })
 }
 
@@ -249,11 +249,11 @@ fn fmix(mut h: u32) -> u32 {
 #[inline(always)]
 fn count(svc_id: u32, ip_be: u32) {
     let key = MemberKey { svc_id, ip_be };
-    match SVC_COUNTS.get_ptr_mut(&key) {
+    match SVC_COUNTS.get_ptr_mut(key) {
         // SAFETY: this CPU's value of a per-CPU hash, valid for the run.
         Some(n) => unsafe { *n += 1 },
         None => {
-            let _ = SVC_COUNTS.insert(&key, &1, 0);
+            let _ = SVC_COUNTS.insert(key, 1, 0);
         }
     }
 }

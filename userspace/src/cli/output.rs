@@ -409,17 +409,6 @@ impl Render for StatusView {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_aligns() {
-        let t = table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]);
-        assert_eq!(t, "A    BB\nxyz  1\n");
-    }
-}
-
 fn ports_text(ports: &[weft_api::records::ServicePort]) -> String {
     ports
         .iter()
@@ -505,5 +494,16 @@ impl Render for weft_api::records::ServiceConfig {
             "service range {}, Maglev table size {}\n",
             self.range, self.maglev_size
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns() {
+        let t = table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]);
+        assert_eq!(t, "A    BB\nxyz  1\n");
     }
 }

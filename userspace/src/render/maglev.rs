@@ -127,7 +127,7 @@ pub fn table_id(m: u32, sorted_backends: &[Ipv4Addr]) -> u64 {
         bytes.extend_from_slice(&b.octets());
     }
     // 0 means "no table" to the datapath.
-    hash64(SEED ^ 0x7461_626c_65, &bytes).max(1)
+    hash64(SEED ^ 0x0074_6162_6c65, &bytes).max(1)
 }
 
 /// The datapath's flow hash (`ebpf/src/helpers/service.rs`, the same
