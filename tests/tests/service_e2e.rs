@@ -221,5 +221,28 @@ fn connections_spread_survive_a_drain_and_fail_fast_without_backends() -> Result
         started.elapsed()
     );
     assert!(node.drops("service_no_backend")? > drops);
+
+    // Visibility: inspect counts new connections per backend, and the
+    // agent's metrics carry them.
+    let detail = node.weft_json(&["service", "inspect", "web"])?;
+    let total: u64 = detail["members"]
+        .as_array()
+        .context("members")?
+        .iter()
+        .filter_map(|b| b["new_connections"].as_u64())
+        .sum();
+    assert!(total >= 300 + 60 + 1, "new connections counted: {detail}");
+    let empty = node.weft_json(&["service", "inspect", "empty"])?;
+    assert!(empty["refused"].as_u64() >= Some(1), "{empty}");
+    let _agent = node.start_agent()?;
+    let text = weft_tests::metrics::scrape(&node)?;
+    let web1 = weft_tests::metrics::sample(
+        &text,
+        "weft_service_connections_total{service=\"web\",backend=\"web1\"}",
+    )?;
+    assert!(web1 >= 75.0, "{web1}");
+    let refused =
+        weft_tests::metrics::sample(&text, "weft_service_no_backend_total{service=\"empty\"}")?;
+    assert!(refused >= 1.0);
     Ok(())
 }

@@ -44,6 +44,9 @@ pub struct BackendView {
     pub state: String,
     /// Connections the datapath pinned to it, still tracked.
     pub connections: u64,
+    /// New connections it was picked for, ever (`WEFT_SVC_COUNTS`).
+    #[serde(default)]
+    pub new_connections: u64,
     /// Share of the Maglev table's slots it holds.
     pub slots: u32,
 }
@@ -55,6 +58,9 @@ pub struct ServiceDetail {
     pub service: ServiceView,
     pub members: Vec<BackendView>,
     pub maglev_size: u32,
+    /// Connections refused for want of a backend, ever.
+    #[serde(default)]
+    pub refused: u64,
 }
 
 /// A network as `network ls` shows it.

@@ -237,6 +237,8 @@ pub fn render(paths: &Paths, st: &Model, reconcile: &ReconcileTally) -> Result<S
     );
     registry.register("endpoint_bytes", "Bytes per endpoint", ep_bytes);
 
+    service_metrics(paths, st, &mut registry)?;
+
     let endpoints = Gauge::<i64>::default();
     endpoints.set(st.endpoints.len() as i64);
     registry.register("endpoints", "Endpoints on this node", endpoints);
@@ -316,6 +318,46 @@ pub fn render(paths: &Paths, st: &Model, reconcile: &ReconcileTally) -> Result<S
 /// The classic Prometheus text format of an OpenMetrics exposition: there,
 /// a counter's HELP and TYPE lines carry the `_total` name its samples have,
 /// and there is no `# EOF` or `# UNIT`.
+/// New connections per service backend and refusals for want of one.
+fn service_metrics(paths: &Paths, st: &Model, registry: &mut Registry) -> Result<()> {
+    if st.services.is_empty() {
+        return Ok(());
+    }
+    let counts = crate::datapath::counters::service_counts(paths)?;
+    let conns = Family::<Labels, Counter>::default();
+    let refused = Family::<Labels, Counter>::default();
+    for ((svc_id, ip), n) in counts {
+        let Some(svc) = st.services.iter().find(|s| s.id == svc_id) else {
+            continue;
+        };
+        if ip.is_unspecified() {
+            refused
+                .get_or_create(&vec![("service".to_owned(), svc.name.clone())])
+                .inc_by(n);
+            continue;
+        }
+        let backend = st
+            .ip_holder(ip)
+            .map_or_else(|| ip.to_string(), str::to_owned);
+        let l = vec![
+            ("service".to_owned(), svc.name.clone()),
+            ("backend".to_owned(), backend),
+        ];
+        conns.get_or_create(&l).inc_by(n);
+    }
+    registry.register(
+        "service_connections",
+        "New connections per service backend (Maglev or affinity picks)",
+        conns,
+    );
+    registry.register(
+        "service_no_backend",
+        "Connections refused because the service had no backend",
+        refused,
+    );
+    Ok(())
+}
+
 pub fn prometheus_text(openmetrics: &str) -> String {
     let counters: std::collections::HashSet<&str> = openmetrics
         .lines()

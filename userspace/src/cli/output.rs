@@ -477,13 +477,24 @@ impl Render for weft_api::views::ServiceDetail {
                     b.state.clone(),
                     format!("{}/{}", b.slots, self.maglev_size),
                     b.connections.to_string(),
+                    b.new_connections.to_string(),
                 ]
             })
             .collect();
         out.push_str(&table(
-            &["BACKEND", "IP", "STATE", "MAGLEV SLOTS", "CONNECTIONS"],
+            &[
+                "BACKEND",
+                "IP",
+                "STATE",
+                "MAGLEV SLOTS",
+                "CONNECTIONS",
+                "NEW",
+            ],
             &rows,
         ));
+        if self.refused > 0 {
+            out.push_str(&format!("refused (no backend): {}\n", self.refused));
+        }
         out
     }
 }

@@ -126,3 +126,24 @@ pub fn zero_endpoint_stats(map: &mut Map, slot: u32) -> Result<()> {
         .set(slot, zeros, 0)
         .map_err(|e| Error::map(format!("cannot write slot {slot} of {MAP_EP_STATS}"), e))
 }
+
+/// New service connections per member (`WEFT_SVC_COUNTS`, summed over
+/// CPUs): `(service id, backend address)`, address 0 counting the ones
+/// refused for want of a backend. Empty when the map is not pinned.
+pub fn service_counts(
+    paths: &Paths,
+) -> Result<std::collections::HashMap<(u32, std::net::Ipv4Addr), u64>> {
+    use weft_common::maps::{MAP_SVC_COUNTS, MemberKey};
+    let mut out = std::collections::HashMap::new();
+    let Some(map) = super::maps::open_pinned(paths, MAP_SVC_COUNTS)? else {
+        return Ok(out);
+    };
+    let counts = aya::maps::PerCpuHashMap::<_, MemberKey, u64>::try_from(map)
+        .map_err(|e| Error::map(format!("map {MAP_SVC_COUNTS} has an unexpected type"), e))?;
+    for item in counts.iter() {
+        let Ok((k, per_cpu)) = item else { continue };
+        let total: u64 = per_cpu.iter().sum();
+        out.insert((k.svc_id, super::ip_of(k.ip_be)), total);
+    }
+    Ok(out)
+}

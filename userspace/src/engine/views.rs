@@ -280,6 +280,7 @@ pub fn service_detail(
     let now = conntrack::now_ns();
     let entries = conntrack::snapshot(paths).unwrap_or_default();
     let vip_be = crate::datapath::ip_be(svc.vip);
+    let counts = crate::datapath::counters::service_counts(paths).unwrap_or_default();
     let pinned = |ip: Ipv4Addr| {
         let ip_be = crate::datapath::ip_be(ip);
         entries
@@ -313,6 +314,7 @@ pub fn service_detail(
                 }
                 .into(),
                 connections: pinned(ep.ip),
+                new_connections: counts.get(&(svc.id, ep.ip)).copied().unwrap_or(0),
                 slots,
             }
         })
@@ -321,5 +323,9 @@ pub fn service_detail(
         service: service(svc, model),
         members,
         maglev_size: model.service_config().maglev_size,
+        refused: counts
+            .get(&(svc.id, Ipv4Addr::UNSPECIFIED))
+            .copied()
+            .unwrap_or(0),
     })
 }

@@ -232,7 +232,10 @@ pub fn remove(model: &Model, name: &str) -> Result<Model> {
 
 /// Whether `m` is a prime (trial division: table sizes are small).
 pub fn is_prime(m: u32) -> bool {
-    m >= 2 && (2..).take_while(|d: &u32| d * d <= m).all(|d| !m.is_multiple_of(d))
+    m >= 2
+        && (2..)
+            .take_while(|d: &u32| d * d <= m)
+            .all(|d| !m.is_multiple_of(d))
 }
 
 /// `model` with the service settings `req` changes. The range may only
