@@ -231,7 +231,8 @@ fn connections_spread_survive_a_drain_and_fail_fast_without_backends() -> Result
         .iter()
         .filter_map(|b| b["new_connections"].as_u64())
         .sum();
-    assert!(total >= 300 + 60 + 1, "new connections counted: {detail}");
+    // 300 spread, 60 after the drain, the held one.
+    assert!(total > 300 + 60, "new connections counted: {detail}");
     let empty = node.weft_json(&["service", "inspect", "empty"])?;
     assert!(empty["refused"].as_u64() >= Some(1), "{empty}");
     let _agent = node.start_agent()?;
