@@ -93,8 +93,9 @@ pub const MAP_MAGLEV: &str = "WEFT_MAGLEV";
 /// translation lookup.
 pub const MAP_SVC_SLOTS: &str = "WEFT_SVC_SLOTS";
 /// Service members: [`MemberKey`] to `SVC_MEMBER_*` (affinity only sticks
-/// to a backend still in the service).
-pub const MAP_SVC_MEMBERS: &str = "WEFT_SVC_MEMBERS";
+/// to a backend still in the service). Map names stay within the kernel's
+/// 15 characters (`BPF_OBJ_NAME_LEN`), or the pinned map's name is cut.
+pub const MAP_SVC_MEMBERS: &str = "WEFT_MEMBERS";
 /// Client-IP affinity: LRU hash of [`AffinityKey`] to [`AffinityEntry`].
 pub const MAP_AFFINITY: &str = "WEFT_AFFINITY";
 /// New connections per service member, per CPU: [`MemberKey`] to `u64`

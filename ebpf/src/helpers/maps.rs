@@ -225,7 +225,7 @@ pub static MAGLEV: HashMap<MaglevKey, MaglevChunk> =
 pub static SVC_SLOTS: Array<u32> = Array::pinned(MAX_ENDPOINTS, 0);
 
 /// Service members and their state.
-#[map(name = "WEFT_SVC_MEMBERS")]
+#[map(name = "WEFT_MEMBERS")]
 pub static SVC_MEMBERS: HashMap<MemberKey, u32> =
     HashMap::pinned(MAX_SVC_MEMBERS, BPF_F_NO_PREALLOC);
 
