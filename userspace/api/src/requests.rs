@@ -19,6 +19,8 @@
 //! | [`ListPublished`], [`Publish`], [`Unpublish`] | `GET`, `POST`, `DELETE /v1/publish` | list; 201 list; list |
 //! | [`BenchProgram`], [`BenchRemove`] | `POST`, `DELETE /v1/bench/endpoints` | [`Timing`] |
 //!
+//! | [`ClusterStatus`] | `GET /v1/cluster` | [`ClusterStatusView`] |
+//!
 //! [`Teardown`] has no route: it removes the very state and pins an agent
 //! serves, so it only runs in-process (`weft teardown`, agent stopped).
 
@@ -27,8 +29,8 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::{
     records::Endpoint,
     views::{
-        ConnView, Connection, GcResult, NatView, NetworkDetail, NetworkView, NodeEntry, NodeView,
-        PublishView, Removed, StatsView, StatusView, TeardownView, Timing,
+        ClusterStatusView, ConnView, Connection, GcResult, NatView, NetworkDetail, NetworkView,
+        NodeEntry, NodeView, PublishView, Removed, StatsView, StatusView, TeardownView, Timing,
     },
 };
 
@@ -240,6 +242,8 @@ bare! {
     BenchRemove;
     /// In-process only: remove everything weft made on the node.
     Teardown;
+    /// `GET /v1/cluster`.
+    ClusterStatus;
 }
 
 /// Declares [`Request`], its `From` impls and each request's answer type.
@@ -292,6 +296,7 @@ requests! {
     BenchProgram => Timing,
     BenchRemove => Timing,
     Teardown => TeardownView,
+    ClusterStatus => ClusterStatusView,
 }
 
 /// Where a request goes over HTTP.
@@ -319,6 +324,7 @@ impl Request {
                 | Request::ListConntrack(_)
                 | Request::Nat(_)
                 | Request::ListPublished(_)
+                | Request::ClusterStatus(_)
         )
     }
 
@@ -378,6 +384,7 @@ impl Request {
             Request::Unpublish(r) => ("DELETE", "/v1/publish".to_owned(), json(r)),
             Request::BenchProgram(r) => ("POST", "/v1/bench/endpoints".to_owned(), json(r)),
             Request::BenchRemove(_) => ("DELETE", "/v1/bench/endpoints".to_owned(), None),
+            Request::ClusterStatus(_) => ("GET", "/v1/cluster".to_owned(), None),
             Request::Teardown(_) => return None,
         };
         Some(Route { method, path, body })

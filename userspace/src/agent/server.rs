@@ -22,9 +22,9 @@ use weft_api::{
     AGENT_HEADER, ApiError, ErrorKind, Request,
     error::ErrorBody,
     requests::{
-        BenchRemove, ConnectNetworks, DisconnectNetworks, GcConntrack, InspectNetwork,
-        ListConntrack, ListEndpoints, ListNetworks, ListNodes, ListPublished, Nat, RemoveEndpoint,
-        RemoveNetwork, RemoveNode, ShowNode, Stats, Status, UnsetNode,
+        BenchRemove, ClusterStatus, ConnectNetworks, DisconnectNetworks, GcConntrack,
+        InspectNetwork, ListConntrack, ListEndpoints, ListNetworks, ListNodes, ListPublished, Nat,
+        RemoveEndpoint, RemoveNetwork, RemoveNode, ShowNode, Stats, Status, UnsetNode,
     },
 };
 
@@ -49,6 +49,7 @@ pub fn serve(
     let pid = HeaderValue::from(engine.startup.pid);
     let app = Router::new()
         .route("/v1/status", get(bare::<Status>))
+        .route("/v1/cluster", get(bare::<ClusterStatus>))
         .route(
             "/v1/networks",
             get(bare::<ListNetworks>).post(created::<weft_api::requests::CreateNetwork>),

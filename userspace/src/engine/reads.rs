@@ -43,6 +43,11 @@ pub(super) async fn handle(engine: &mut Engine, request: Request) -> Result<serd
                 .collect();
             answer(&list)
         }
+        Request::ClusterStatus(_) => Err(Error::Invalid(
+            "this node is not in cluster mode: no agent runs with --etcd (start one with \
+             `weft agent --etcd URL`)"
+                .into(),
+        )),
         change => Err(Error::Invalid(format!(
             "{change:?} is a change, not a read; this is a bug in weft"
         ))),
