@@ -57,10 +57,13 @@ impl Flood {
     }
 }
 
+/// `network create NAME --subnet SUBNET`, then the network as `network
+/// inspect` shows it.
 fn network_create(n: &ClusterNode, name: &str, subnet: &str) -> Result<Value> {
     n.node
         .node
-        .weft_json(&["network", "create", name, "--subnet", subnet])
+        .weft(&["network", "create", name, "--subnet", subnet])?;
+    n.node.node.weft_json(&["network", "inspect", name])
 }
 
 /// Waits until every node in `nodes` knows all the others (as `cluster`

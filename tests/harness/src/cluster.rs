@@ -14,13 +14,17 @@ use crate::{
     underlay::{Underlay, UnderlayNode},
 };
 
-/// A weft node whose agent is in cluster mode.
+/// A weft node whose agent is in cluster mode. Its agent's log goes to
+/// `agent.log` in the node's state dir; set `WEFT_TEST_AGENT_LOGS=1` to
+/// have it printed when the node is dropped.
 pub struct ClusterNode {
+    /// Declared first so it is dropped first: the node's teardown refuses
+    /// to run while an agent owns the datapath.
+    agent: Option<Agent>,
     pub node: UnderlayNode,
     pub name: String,
     /// `weft agent` flags (`--etcd ... --node-name ...`).
     args: Vec<String>,
-    agent: Option<Agent>,
 }
 
 impl ClusterNode {
@@ -81,9 +85,18 @@ impl ClusterNode {
         self.agent = Some(
             self.node
                 .node
-                .start_agent_logging(&args, AgentLog::Discarded)?,
+                .start_agent_logging(&args, AgentLog::File(self.log_path()))?,
         );
         Ok(())
+    }
+
+    fn log_path(&self) -> std::path::PathBuf {
+        self.node.node.state_dir().join("agent.log")
+    }
+
+    /// Everything the node's agents logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// SIGKILLs the agent (the datapath keeps forwarding).
@@ -167,5 +180,14 @@ impl ClusterNode {
     /// `weft cluster status -o json`.
     pub fn status(&self) -> Result<Value> {
         self.node.node.weft_json(&["cluster", "status"])
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.agent = None;
+        if std::env::var_os("WEFT_TEST_AGENT_LOGS").is_some() {
+            eprintln!("---- agent log of node {} ----\n{}", self.name, self.log());
+        }
     }
 }

@@ -73,11 +73,7 @@ impl ClusterConfig {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect();
-        if endpoints.is_empty() {
-            return Err(Error::Invalid(
-                "--etcd needs at least one URL, e.g. http://127.0.0.1:2379".into(),
-            ));
-        }
+        crate::store::cluster::etcd::check_urls(&endpoints)?;
         let kind = SchemaKind::parse(schema.unwrap_or("weft"))?;
         let schema = Schema::new(kind, prefix, flannel_network.unwrap_or("flannel"))?;
         let node_name = match node_name {

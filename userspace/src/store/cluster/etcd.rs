@@ -59,25 +59,32 @@ fn unavailable(endpoints: &[String], what: &str, e: impl std::fmt::Display) -> E
     ))
 }
 
+/// Checks `--etcd`'s URLs before anything connects, so a typo stops the
+/// agent at start instead of looking like an outage.
+pub fn check_urls(endpoints: &[String]) -> Result<()> {
+    if endpoints.is_empty() {
+        return Err(Error::Invalid(
+            "--etcd needs at least one URL, e.g. http://127.0.0.1:2379".into(),
+        ));
+    }
+    for e in endpoints {
+        let ok = e
+            .strip_prefix("http://")
+            .and_then(|hp| hp.rsplit_once(':'))
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !ok {
+            return Err(Error::Invalid(format!(
+                "invalid etcd URL '{e}': expected http://HOST:PORT, e.g. http://127.0.0.1:2379"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Etcd {
     /// Connects to `endpoints` (URLs such as `http://10.0.0.1:2379`).
     pub async fn connect(endpoints: &[String], requests: Arc<AtomicU64>) -> Result<Self> {
-        if endpoints.is_empty() {
-            return Err(Error::Invalid(
-                "--etcd needs at least one URL, e.g. http://127.0.0.1:2379".into(),
-            ));
-        }
-        for e in endpoints {
-            let ok = e
-                .strip_prefix("http://")
-                .and_then(|hp| hp.rsplit_once(':'))
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-            if !ok {
-                return Err(Error::Invalid(format!(
-                    "invalid etcd URL '{e}': expected http://HOST:PORT, e.g. http://127.0.0.1:2379"
-                )));
-            }
-        }
+        check_urls(endpoints)?;
         let options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
