@@ -36,7 +36,18 @@ impl Flood {
     fn start(from: &NetNs, to: &str, seconds: u32) -> Result<Self> {
         let count = seconds * 100;
         let child = from
-            .command(&["ping", "-n", "-q", "-i", "0.01", "-W", "1", "-c", &count.to_string(), to])
+            .command(&[
+                "ping",
+                "-n",
+                "-q",
+                "-i",
+                "0.01",
+                "-W",
+                "1",
+                "-c",
+                &count.to_string(),
+                to,
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -78,7 +89,9 @@ fn wait_full_mesh(nodes: &[&ClusterNode], within: Duration) -> Result<()> {
         n.wait_nodes("every other node", within, |ls| {
             let seen: BTreeSet<String> = ls
                 .iter()
-                .filter(|e| e["source"] == "cluster" && !e["subnets"].as_array().is_none_or(Vec::is_empty))
+                .filter(|e| {
+                    e["source"] == "cluster" && !e["subnets"].as_array().is_none_or(Vec::is_empty)
+                })
                 .filter_map(|e| e["name"].as_str().map(str::to_owned))
                 .collect();
             others.is_subset(&seen)
@@ -125,7 +138,10 @@ fn nodes_join_learn_routes_restart_and_leave() -> Result<()> {
     assert_eq!(subnets.len(), 3, "no two nodes share a subnet: {subnets:?}");
     let leases = etcd.get_prefix("/weft/cluster/subnets/blue/")?;
     assert_eq!(leases.len(), 3, "one lease per node: {leases:?}");
-    assert!(s1.starts_with("10.51.1."), "the first node takes the first free /24: {s1}");
+    assert!(
+        s1.starts_with("10.51.1."),
+        "the first node takes the first free /24: {s1}"
+    );
 
     wait_full_mesh(&[&n1, &n2, &n3], Duration::from_secs(10))?;
     let (c1, ip1) = n1.node.node.container("blue", "c1")?;
@@ -145,7 +161,8 @@ fn nodes_join_learn_routes_restart_and_leave() -> Result<()> {
     let eps = etcd.get_prefix("/weft/endpoints/")?;
     assert_eq!(eps.len(), 3, "{eps:?}");
     assert!(
-        eps.iter().any(|(k, v)| k == "/weft/endpoints/n2/c2" && v.contains(&ip2)),
+        eps.iter()
+            .any(|(k, v)| k == "/weft/endpoints/n2/c2" && v.contains(&ip2)),
         "{eps:?}"
     );
 
@@ -163,7 +180,11 @@ fn nodes_join_learn_routes_restart_and_leave() -> Result<()> {
     n4.kill_agent()?;
     std::thread::sleep(Duration::from_millis(500));
     n4.start_agent()?;
-    assert_eq!(n4.wait_subnet("blue", Duration::from_secs(5))?, s4, "n4 keeps its subnet");
+    assert_eq!(
+        n4.wait_subnet("blue", Duration::from_secs(5))?,
+        s4,
+        "n4 keeps its subnet"
+    );
     let lost = flood.lost()?;
     assert_eq!(lost, 0, "pings lost across n4's agent restart");
     std::thread::sleep(Duration::from_secs(u64::from(TTL) + 1));
@@ -191,7 +212,10 @@ fn nodes_join_learn_routes_restart_and_leave() -> Result<()> {
             |ls| !ls.iter().any(|e| e["name"] == "n4"),
         )?;
     }
-    eprintln!("n4's routes left every peer {:?} after it died", lost_at.elapsed());
+    eprintln!(
+        "n4's routes left every peer {:?} after it died",
+        lost_at.elapsed()
+    );
     assert_eq!(c1.ping(&ip4, 2)?, 0, "n4 is gone");
     assert!(
         n1.node.node.drops("overlay_no_route")? >= no_route + 2,
@@ -233,14 +257,25 @@ fn an_etcd_outage_loses_no_packet_and_refuses_cluster_changes() -> Result<()> {
     std::thread::sleep(Duration::from_secs(1));
     // A cluster change: a clear error, quickly.
     let asked = Instant::now();
-    let out = n1.node.node.weft_unchecked(&["network", "create", "red", "--subnet", "10.53.0.0/16"])?;
+    let out =
+        n1.node
+            .node
+            .weft_unchecked(&["network", "create", "red", "--subnet", "10.53.0.0/16"])?;
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a cluster change during the outage must fail");
     assert!(
-        err.contains("cluster store") && err.contains("unreachable") || err.contains("did not answer"),
+        !out.status.success(),
+        "a cluster change during the outage must fail"
+    );
+    assert!(
+        err.contains("cluster store") && err.contains("unreachable")
+            || err.contains("did not answer"),
         "the error names the cluster store: {err}"
     );
-    assert!(asked.elapsed() < Duration::from_secs(8), "refused, not hung: {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "refused, not hung: {:?}",
+        asked.elapsed()
+    );
     // Local reads answer.
     assert_eq!(n1.nodes()?.len(), 1, "node ls answers during the outage");
     assert_eq!(n1.status()?["connected"], false);
@@ -258,22 +293,32 @@ fn an_etcd_outage_loses_no_packet_and_refuses_cluster_changes() -> Result<()> {
     n3.wait_subnet("blue", Duration::from_secs(15))?;
     wait_full_mesh(&[&n1, &n2, &n3], Duration::from_secs(15))?;
     let (c3, ip3) = n3.node.node.container("blue", "c3")?;
-    assert_eq!(c1.ping(&ip3, 3)?, 3, "ping n1 -> n3, which joined during the outage");
+    assert_eq!(
+        c1.ping(&ip3, 3)?,
+        3,
+        "ping n1 -> n3, which joined during the outage"
+    );
     assert_eq!(c3.ping(&ip2, 3)?, 3, "ping n3 -> n2");
     network_create(&n1, "red", "10.53.0.0/16")?;
     let text = metrics::scrape(&n1.node.node)?;
-    assert!(metrics::sample(&text, "weft_cluster_lease_failures_total")? >= 1.0, "{text}");
-    assert!(metrics::sample(&text, "weft_cluster_resyncs_total")? >= 2.0, "{text}");
+    assert!(
+        metrics::sample(&text, "weft_cluster_lease_failures_total")? >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metrics::sample(&text, "weft_cluster_resyncs_total")? >= 2.0,
+        "{text}"
+    );
     Ok(())
 }
 
 /// The etcd members `node`'s agent has connections to.
 fn connected_members(node: &ClusterNode, etcd: &Etcd) -> Result<Vec<usize>> {
-    let out = node
-        .node
-        .node
-        .ns
-        .exec(&["ss", "-Htn", "state", "established", "dport", "=", ":2379"])?;
+    let out =
+        node.node
+            .node
+            .ns
+            .exec(&["ss", "-Htn", "state", "established", "dport", "=", ":2379"])?;
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(etcd
         .members
@@ -285,10 +330,18 @@ fn connected_members(node: &ClusterNode, etcd: &Etcd) -> Result<Vec<usize>> {
 }
 
 /// Retries a cluster change until it succeeds or `within` passes.
-fn eventually_create(n: &ClusterNode, name: &str, subnet: &str, within: Duration) -> Result<Duration> {
+fn eventually_create(
+    n: &ClusterNode,
+    name: &str,
+    subnet: &str,
+    within: Duration,
+) -> Result<Duration> {
     let start = Instant::now();
     loop {
-        let out = n.node.node.weft_unchecked(&["network", "create", name, "--subnet", subnet])?;
+        let out = n
+            .node
+            .node
+            .weft_unchecked(&["network", "create", name, "--subnet", subnet])?;
         if out.status.success() {
             return Ok(start.elapsed());
         }
@@ -321,7 +374,9 @@ fn a_three_member_etcd_loses_a_member_and_quorum() -> Result<()> {
     let (_c2, ip2) = n2.node.node.container("blue", "c2")?;
 
     let talking = connected_members(&n1, &etcd)?;
-    let victim = *talking.first().context("n1's agent has no connection to any etcd member")?;
+    let victim = *talking
+        .first()
+        .context("n1's agent has no connection to any etcd member")?;
     etcd.kill(victim)?;
     let took = eventually_create(&n1, "red", "10.55.0.0/16", Duration::from_secs(15))?;
     eprintln!("member {victim} killed: cluster changes work again after {took:?}");
@@ -334,9 +389,16 @@ fn a_three_member_etcd_loses_a_member_and_quorum() -> Result<()> {
     etcd.kill(others[0])?;
     etcd.kill(others[1])?;
     let asked = Instant::now();
-    let out = n1.node.node.weft_unchecked(&["network", "create", "green", "--subnet", "10.56.0.0/16"])?;
+    let out =
+        n1.node
+            .node
+            .weft_unchecked(&["network", "create", "green", "--subnet", "10.56.0.0/16"])?;
     assert!(!out.status.success(), "no quorum, no cluster change");
-    assert!(asked.elapsed() < Duration::from_secs(10), "refused, not hung: {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "refused, not hung: {:?}",
+        asked.elapsed()
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cluster store"), "{err}");
     assert_eq!(c1.ping(&ip2, 3)?, 3, "routes intact without quorum");
@@ -356,12 +418,14 @@ fn a_three_member_etcd_loses_a_member_and_quorum() -> Result<()> {
 }
 
 /// An agent's watch falls behind (the agent stopped) while the store moves
-/// on and is compacted past it: it re-lists and converges, removing a node
-/// deleted meanwhile and learning one added.
+/// on and is compacted past it, then its connection breaks (etcd
+/// restarted): the resumed watch is refused as compacted, so the agent
+/// re-lists and converges, removing a node deleted meanwhile and learning
+/// one added.
 #[test]
 fn a_compaction_past_the_watch_makes_the_agent_relist() -> Result<()> {
     let underlay = Underlay::new(1500)?;
-    let etcd = Etcd::single(&underlay)?;
+    let mut etcd = Etcd::single(&underlay)?;
     let urls = etcd.urls();
     let n1 = ClusterNode::start(&underlay, &urls, "n1", 20, &[])?;
     network_create(&n1, "blue", "10.57.0.0/16")?;
@@ -372,49 +436,58 @@ fn a_compaction_past_the_watch_makes_the_agent_relist() -> Result<()> {
             r#"{{"PublicIP":"{ip}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"0a:56:0a:00:00:09"}},"Node":"{node}"}}"#
         )
     };
-    etcd.put("/weft/cluster/subnets/blue/10.57.9.0-24", &lease("172.30.9.9", "old"))?;
-    n1.wait_nodes("old", Duration::from_secs(5), |ls| ls.iter().any(|n| n["name"] == "old"))?;
+    etcd.put(
+        "/weft/cluster/subnets/blue/10.57.9.0-24",
+        &lease("172.30.9.9", "old"),
+    )?;
+    n1.wait_nodes("old", Duration::from_secs(5), |ls| {
+        ls.iter().any(|n| n["name"] == "old")
+    })?;
     let resyncs = |n: &ClusterNode| -> Result<f64> {
-        metrics::sample(&metrics::scrape(&n.node.node)?, "weft_cluster_resyncs_total")
+        metrics::sample(
+            &metrics::scrape(&n.node.node)?,
+            "weft_cluster_resyncs_total",
+        )
     };
     let before = resyncs(&n1)?;
 
-    let pid = n1_agent_pid(&n1)?;
-    // SAFETY: kill(2) of the agent process this test started.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    n1.signal_agent("STOP")?;
     let moved = (|| -> Result<()> {
-        etcd.delete("/weft/cluster/subnets/blue/10.57.9.0-24")?;
-        etcd.put("/weft/cluster/subnets/blue/10.57.8.0-24", &lease("172.30.8.8", "new"))?;
-        // Enough separate revisions that the stopped watcher falls out of
-        // sync (etcd buffers 128 responses per stream).
+        // Far more revisions than the stopped agent's connection can hold
+        // (flow-control windows of 64 KiB), so the changes after them can
+        // only reach it through a listing.
         let filler: Vec<(String, String)> = (0..1500)
-            .map(|i| (format!("/weft/cluster/filler/{}", i % 10), "x".repeat(200)))
+            .map(|i| (format!("/weft/cluster/filler/{}", i % 10), "x".repeat(1000)))
             .collect();
         for chunk in filler.chunks(1) {
             etcd.put_many(chunk.to_vec(), 0)?;
         }
-        etcd.compact(etcd.revision()?)
+        etcd.delete("/weft/cluster/subnets/blue/10.57.9.0-24")?;
+        etcd.put(
+            "/weft/cluster/subnets/blue/10.57.8.0-24",
+            &lease("172.30.8.8", "new"),
+        )?;
+        etcd.compact(etcd.revision()?)?;
+        etcd.kill(0)?;
+        etcd.restart(0)
     })();
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+    n1.signal_agent("CONT")?;
     moved?;
-    n1.wait_nodes("the store after the compaction", Duration::from_secs(10), |ls| {
-        ls.iter().any(|n| n["name"] == "new") && !ls.iter().any(|n| n["name"] == "old")
-    })?;
+    n1.wait_nodes(
+        "the store after the compaction",
+        Duration::from_secs(10),
+        |ls| ls.iter().any(|n| n["name"] == "new") && !ls.iter().any(|n| n["name"] == "old"),
+    )?;
+    assert!(
+        n1.log().contains("was compacted"),
+        "the resumed watch was refused as compacted: {}",
+        n1.log()
+    );
     assert!(
         resyncs(&n1)? > before,
         "the agent re-listed after its revision was compacted"
     );
     Ok(())
-}
-
-fn n1_agent_pid(n: &ClusterNode) -> Result<i32> {
-    let status = n.node.node.weft_json(&["status"])?;
-    status["agent_pid"]
-        .as_i64()
-        .or_else(|| status["pid"].as_i64())
-        .and_then(|p| i32::try_from(p).ok())
-        .with_context(|| format!("no agent pid in status: {status}"))
 }
 
 /// A weft node joins a Flannel vxlan cluster: Flannel's config and a lease
@@ -431,9 +504,16 @@ fn a_weft_node_joins_a_flannel_cluster() -> Result<()> {
         "/coreos.com/network/config",
         r#"{"Network":"10.5.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1}}"#,
     )?;
-    let peer = underlay.peer_node(PeerKind::KernelVxlan { vni: 1, vtep_mac: VTEP }, "10.5.52.0/24")?;
+    let peer = underlay.peer_node(
+        PeerKind::KernelVxlan {
+            vni: 1,
+            vtep_mac: VTEP,
+        },
+        "10.5.52.0/24",
+    )?;
     // Flannel's own address on its device: the subnet's .0/32.
-    peer.ns.exec(&["ip", "addr", "add", "10.5.52.0/32", "dev", KERNEL_VTEP])?;
+    peer.ns
+        .exec(&["ip", "addr", "add", "10.5.52.0/32", "dev", KERNEL_VTEP])?;
     etcd.put_leased(
         "/coreos.com/network/subnets/10.5.52.0-24",
         &format!(
@@ -442,22 +522,34 @@ fn a_weft_node_joins_a_flannel_cluster() -> Result<()> {
         ),
         60,
     )?;
-    let n1 = ClusterNode::start(&underlay, &etcd.urls(), "w1", 5, &["--cluster-schema", "flannel"])?;
+    let n1 = ClusterNode::start(
+        &underlay,
+        &etcd.urls(),
+        "w1",
+        5,
+        &["--cluster-schema", "flannel"],
+    )?;
     n1.set_overlay("tunnel")?;
     let own = n1.wait_subnet("flannel", Duration::from_secs(10))?;
     n1.wait_nodes("the Flannel node", Duration::from_secs(5), |ls| {
-        ls.iter().any(|n| n["underlay_ip"] == peer.underlay_ip.to_string() && n["vtep_mac"] == "c6:d2:32:6f:8f:44")
+        ls.iter().any(|n| {
+            n["underlay_ip"] == peer.underlay_ip.to_string() && n["vtep_mac"] == "c6:d2:32:6f:8f:44"
+        })
     })?;
     // weft's lease, in Flannel's form.
     let key = format!("/coreos.com/network/subnets/{}", own.replace('/', "-"));
     let leases = etcd.get_prefix(&key)?;
-    let (_, value) = leases.first().with_context(|| format!("no {key} in etcd"))?;
+    let (_, value) = leases
+        .first()
+        .with_context(|| format!("no {key} in etcd"))?;
     let lease: Value = serde_json::from_str(value)?;
     let weft_ip = n1.node.underlay_ip;
     assert_eq!(lease["PublicIP"], weft_ip.to_string(), "{lease}");
     assert_eq!(lease["BackendType"], "vxlan", "{lease}");
     assert_eq!(lease["BackendData"]["VNI"], 1, "{lease}");
-    let mac = lease["BackendData"]["VtepMAC"].as_str().context("VtepMAC")?;
+    let mac = lease["BackendData"]["VtepMAC"]
+        .as_str()
+        .context("VtepMAC")?;
     assert_eq!(parse_mac(mac)?, n1.node.vtep_mac()?, "{lease}");
     // What flanneld on the kernel node does with that lease.
     peer.add_remote(&own, weft_ip, parse_mac(mac)?)?;
@@ -469,9 +561,15 @@ fn a_weft_node_joins_a_flannel_cluster() -> Result<()> {
     assert_eq!(k1.ping(&ip1, 3)?, 3, "Flannel node -> weft");
     tcp_echo(&k1, &ipk, &c1, 100_000)?;
     // Network changes belong to Flannel's config.
-    let out = n1.node.node.weft_unchecked(&["network", "create", "x", "--subnet", "10.9.0.0/16"])?;
+    let out =
+        n1.node
+            .node
+            .weft_unchecked(&["network", "create", "x", "--subnet", "10.9.0.0/16"])?;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Flannel"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Flannel"),
+        "{out:?}"
+    );
     Ok(())
 }
 
@@ -483,14 +581,20 @@ fn bad_input_is_refused_or_skipped_never_fatal() -> Result<()> {
     let underlay = Underlay::new(1500)?;
     // A malformed URL: the agent refuses to start, saying why.
     let lone = underlay.weft_node()?;
-    let out = lone.node.weft_unchecked(&["agent", "--etcd", "localhost:2379", "--node-name", "x"])?;
+    let out =
+        lone.node
+            .weft_unchecked(&["agent", "--etcd", "localhost:2379", "--node-name", "x"])?;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid etcd URL 'localhost:2379'"), "{err}");
     // Unreachable URLs: the agent serves, says it is not connected, and a
     // cluster change is refused with the reason.
     let stray = ClusterNode::start(&underlay, "http://172.30.0.250:2379", "stray", 5, &[])?;
-    let out = stray.node.node.weft_unchecked(&["network", "create", "b", "--subnet", "10.58.0.0/16"])?;
+    let out =
+        stray
+            .node
+            .node
+            .weft_unchecked(&["network", "create", "b", "--subnet", "10.58.0.0/16"])?;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("172.30.0.250:2379"), "{err}");
@@ -504,10 +608,18 @@ fn bad_input_is_refused_or_skipped_never_fatal() -> Result<()> {
     n1.wait_subnet("blue", Duration::from_secs(10))?;
     let good = r#"{"PublicIP":"172.30.7.7","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:56:ac:1e:07:07"},"Node":"peer"}"#;
     etcd.put("/weft/cluster/subnets/blue/10.59.7.0-24", good)?;
-    n1.wait_nodes("peer", Duration::from_secs(5), |ls| ls.iter().any(|n| n["name"] == "peer"))?;
+    n1.wait_nodes("peer", Duration::from_secs(5), |ls| {
+        ls.iter().any(|n| n["name"] == "peer")
+    })?;
     let routes_before = n1.nodes()?;
-    etcd.put("/weft/cluster/networks/broken", r#"{"name":"broken","subnet":"10.60.0.0/33"}"#)?;
-    etcd.put("/weft/cluster/subnets/blue/10.59.6.0-24", "this is not json")?;
+    etcd.put(
+        "/weft/cluster/networks/broken",
+        r#"{"name":"broken","subnet":"10.60.0.0/33"}"#,
+    )?;
+    etcd.put(
+        "/weft/cluster/subnets/blue/10.59.6.0-24",
+        "this is not json",
+    )?;
     etcd.put("/weft/cluster/subnets/blue/10.58.1.0-24", good)?;
     let start = Instant::now();
     let skipped = loop {

@@ -59,10 +59,12 @@ impl Node {
                 AgentLog::File(path) => path
                     .parent()
                     .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|()| std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path))
+                    .and_then(|()| {
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(path)
+                    })
                     .with_context(|| format!("opening the agent log {}", path.display()))?
                     .into(),
             })

@@ -99,6 +99,23 @@ impl ClusterNode {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// Sends the agent signal `name` (`STOP`, `CONT`, ...) with kill(1).
+    pub fn signal_agent(&self, name: &str) -> Result<()> {
+        let pid = self
+            .agent
+            .as_ref()
+            .map(Agent::pid)
+            .context("the agent is not running")?;
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill -{name} {pid} failed ({status})");
+        }
+        Ok(())
+    }
+
     /// SIGKILLs the agent (the datapath keeps forwarding).
     pub fn kill_agent(&mut self) -> Result<()> {
         match self.agent.take() {

@@ -93,7 +93,10 @@ impl Etcd {
         let m = &self.members[i];
         let dir = self.data.join(&m.name);
         let log = std::fs::File::create(self.data.join(format!("{}.log", m.name)))?;
-        let client = format!("http://{}:{CLIENT_PORT},http://127.0.0.1:{CLIENT_PORT}", m.ip);
+        let client = format!(
+            "http://{}:{CLIENT_PORT},http://127.0.0.1:{CLIENT_PORT}",
+            m.ip
+        );
         let advertise = format!("http://{}:{CLIENT_PORT}", m.ip);
         let peer = format!("http://{}:{PEER_PORT}", m.ip);
         let dir_text = dir.to_string_lossy().into_owned();
@@ -128,14 +131,13 @@ impl Etcd {
             "--log-level",
             "warn",
         ];
-        let child = m
-            .ns
-            .command(&args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting etcd (is etcd-server installed? `cargo xtask setup`)")?;
+        let child =
+            m.ns.command(&args)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("starting etcd (is etcd-server installed? `cargo xtask setup`)")?;
         self.members[i].child = Some(child);
         Ok(())
     }
@@ -294,7 +296,16 @@ impl Etcd {
 
     /// The store's revision now.
     pub fn revision(&self) -> Result<i64> {
-        let out = self.ctl(&["get", "--prefix", "/", "--keys-only", "-w", "json", "--limit", "1"])?;
+        let out = self.ctl(&[
+            "get",
+            "--prefix",
+            "/",
+            "--keys-only",
+            "-w",
+            "json",
+            "--limit",
+            "1",
+        ])?;
         let v: Value = serde_json::from_str(&out)?;
         v["header"]["revision"]
             .as_i64()
@@ -326,20 +337,25 @@ impl Etcd {
             }
             Ok(started.elapsed())
         })?;
-        handle.join().map_err(|_| anyhow::anyhow!("put_many thread panicked"))?
+        handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("put_many thread panicked"))?
     }
 
     /// Grants a lease of `ttl` seconds over the gateway; returns its id.
     pub fn grant(&self, ttl: u32) -> Result<i64> {
         let i = self.live()?;
         let handle = self.members[i].ns.run_in(move || {
-            let v = Gateway::connect()?.post("/v3/lease/grant", &json!({ "TTL": ttl.to_string() }))?;
+            let v =
+                Gateway::connect()?.post("/v3/lease/grant", &json!({ "TTL": ttl.to_string() }))?;
             v["ID"]
                 .as_str()
                 .and_then(|s| s.parse().ok())
                 .with_context(|| format!("lease grant answered {v}"))
         })?;
-        handle.join().map_err(|_| anyhow::anyhow!("grant thread panicked"))?
+        handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("grant thread panicked"))?
     }
 }
 

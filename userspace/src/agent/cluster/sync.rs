@@ -3,8 +3,8 @@
 //! else a new one), lists the cluster's range and reconciles it (claims,
 //! registration, endpoints, the view given to the engine), then watches
 //! from the listed revision + 1. A broken watch is resumed from the last
-//! revision seen + 1 with backoff; a compacted revision means listing
-//! again; a lost lease or connection ends the session, and the next one
+//! revision seen + 1 with backoff; a compacted revision, or a store that
+//! could not be reached at all for a while, means listing again; a lost lease or connection ends the session, and the next one
 //! starts over with a full listing, so nothing stays stale however long
 //! etcd or the agent was away.
 
@@ -122,14 +122,37 @@ impl Session {
         let mut renew_at = Instant::now() + renew_every;
         let mut model = self.engine.model.clone();
         let mut backoff = BACKOFF_MIN;
+        // Set once the store could not be reached: a blip is bridged by
+        // resuming the watch, an outage ends with a full listing.
+        let mut relist = false;
         'watch: loop {
-            let mut stream = match etcd.watch(&start, &end, self.revision + 1).await {
-                Ok(s) => s,
+            let stream = if relist {
+                match self.resync().await {
+                    Ok(()) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            } else {
+                etcd.watch(&start, &end, self.revision + 1).await.map(Some)
+            };
+            let mut stream = match stream {
+                Ok(Some(s)) => {
+                    self.handle.stats.connected.store(true, Ordering::Relaxed);
+                    self.handle.set_error(None);
+                    s
+                }
+                Ok(None) => {
+                    relist = false;
+                    log::info!(
+                        "cluster: the store answers again; listed it at revision {}",
+                        self.revision
+                    );
+                    continue 'watch;
+                }
                 Err(e) => {
-                    // Creating the watch failed: the member is gone or
-                    // there is no leader; the lease renewal decides when
-                    // this is an outage rather than a blip.
+                    // The member is gone or there is no leader; the lease
+                    // renewal decides when the lease itself is lost.
                     log::warn!("cluster: watch: {}", chain(&e));
+                    relist = true;
                     self.handle.stats.connected.store(false, Ordering::Relaxed);
                     self.handle.set_error(Some(chain(&e)));
                     self.renew_if_due(&mut renew_at, renew_every).await?;
@@ -302,10 +325,14 @@ impl Session {
     async fn reconcile(&mut self) -> Result<()> {
         let model = self.engine.model.borrow().clone();
         let own_ip = model.overlay().and(model.node.as_ref()).map(|n| n.ip);
-        let parsed = self.handle.config.schema.parse(&self.kvs, own_ip);
+        let mut parsed = self.handle.config.schema.parse(&self.kvs, own_ip);
         if let Some(ip) = own_ip {
             self.register(&model, ip).await?;
-            self.claim(&model, ip, &parsed).await?;
+            if self.claim(&model, ip, &parsed).await? {
+                // The claims are in `kvs` already: the engine gets the new
+                // subnets now, not when the watch brings them back.
+                parsed = self.handle.config.schema.parse(&self.kvs, own_ip);
+            }
         }
         self.publish_endpoints(&model).await?;
         for s in &parsed.skipped {
@@ -356,11 +383,13 @@ impl Session {
     /// A pod subnet lease of every cluster network this node lacks one of:
     /// the one it had (kept across restarts), else the first free slice,
     /// each with a create-only transaction; a lease of its own left on an
-    /// older etcd lease is moved onto the current one.
-    async fn claim(&mut self, model: &Model, ip: Ipv4Addr, parsed: &Parsed) -> Result<()> {
+    /// older etcd lease is moved onto the current one. Returns whether it
+    /// won a claim (recorded in `kvs`).
+    async fn claim(&mut self, model: &Model, ip: Ipv4Addr, parsed: &Parsed) -> Result<bool> {
         let Some(overlay) = model.overlay() else {
-            return Ok(());
+            return Ok(false);
         };
+        let mut claimed = false;
         let cfg = self.handle.config.clone();
         let etcd = self.etcd()?.clone();
         for net in &parsed.view.networks {
@@ -425,10 +454,15 @@ impl Session {
                 }
             }
             match won {
-                Some(cidr) => log::info!(
-                    "cluster: claimed {cidr} of network '{}' ({tried} tried)",
-                    net.name
-                ),
+                Some(cidr) => {
+                    log::info!(
+                        "cluster: claimed {cidr} of network '{}' ({tried} tried)",
+                        net.name
+                    );
+                    self.kvs
+                        .insert(cfg.schema.lease_key(&net.name, cidr), value.clone());
+                    claimed = true;
+                }
                 None => log::warn!(
                     "cluster: network '{}' ({}) has no free /{} left for this node",
                     net.name,
@@ -437,7 +471,7 @@ impl Session {
                 ),
             }
         }
-        Ok(())
+        Ok(claimed)
     }
 
     /// This node's endpoints, on its lease.

@@ -22,6 +22,8 @@ use crate::error::{Error, Result};
 /// Bound on one request: a write without quorum times out inside etcd
 /// after about 5 s with 3 members; we give up earlier and say why.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pause before trying a refused request again.
+const RETRY: Duration = Duration::from_millis(50);
 /// Bound on opening a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -57,6 +59,15 @@ fn unavailable(endpoints: &[String], what: &str, e: impl std::fmt::Display) -> E
         "the cluster store (etcd at {}) did not answer {what}: {e}",
         endpoints.join(",")
     ))
+}
+
+/// Whether `e` says the request reached no member able to serve it.
+fn retryable(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::Unavailable,
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    }
 }
 
 /// Checks `--etcd`'s URLs before anything connects, so a typo stops the
@@ -108,31 +119,44 @@ impl Etcd {
         &self.endpoints
     }
 
-    /// Runs one request, bounded by [`REQUEST_TIMEOUT`].
-    async fn bounded<T, F>(&self, what: &str, f: F) -> Result<T>
+    /// Runs one request, bounded by [`REQUEST_TIMEOUT`]. An attempt the
+    /// store refused as unavailable (the channel picked a member that is
+    /// down, or the member has no leader) is tried again until the bound:
+    /// the request never reached a member that could act on it, and the
+    /// channel moves on to another member.
+    async fn bounded<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
     where
-        F: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(unavailable(&self.endpoints, what, e)),
-            Err(_) => Err(unavailable(
-                &self.endpoints,
-                what,
-                format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
-            )),
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            match tokio::time::timeout_at(deadline, attempt(self.client.clone())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if retryable(&e) && tokio::time::Instant::now() + RETRY < deadline => {
+                    tokio::time::sleep(RETRY).await;
+                }
+                Ok(Err(e)) => return Err(unavailable(&self.endpoints, what, e)),
+                Err(_) => {
+                    return Err(unavailable(
+                        &self.endpoints,
+                        what,
+                        format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
+                    ));
+                }
+            }
         }
     }
 
     /// Everything in `[start, end)`.
     pub async fn list(&self, start: &str, end: &str) -> Result<Listing> {
-        let mut c = self.client.clone();
+        let options = GetOptions::new().with_range(end);
         let resp = self
-            .bounded(
-                "a listing",
-                c.get(start, Some(GetOptions::new().with_range(end))),
-            )
+            .bounded("a listing", |mut c| {
+                let options = options.clone();
+                async move { c.get(start, Some(options)).await }
+            })
             .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let kvs = resp
@@ -150,15 +174,14 @@ impl Etcd {
 
     /// Keys under `prefix` (values not fetched).
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut c = self.client.clone();
         let resp = self
-            .bounded(
-                "a key listing",
+            .bounded("a key listing", |mut c| async move {
                 c.get(
                     prefix,
                     Some(GetOptions::new().with_prefix().with_keys_only()),
-                ),
-            )
+                )
+                .await
+            })
             .await?;
         Ok(resp
             .kvs()
@@ -168,34 +191,36 @@ impl Etcd {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let mut c = self.client.clone();
-        let resp = self.bounded("a read", c.get(key, None)).await?;
+        let resp = self
+            .bounded("a read", |mut c| async move { c.get(key, None).await })
+            .await?;
         Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
     /// A lease of `ttl` seconds.
     pub async fn grant(&self, ttl: i64) -> Result<i64> {
-        let mut c = self.client.clone();
         let resp = self
-            .bounded("a lease grant", c.lease_grant(ttl, None))
+            .bounded("a lease grant", |mut c| async move {
+                c.lease_grant(ttl, None).await
+            })
             .await?;
         Ok(resp.id())
     }
 
     /// Seconds lease `id` has left; `None` if it expired or never was.
     pub async fn ttl_left(&self, id: i64) -> Result<Option<i64>> {
-        let mut c = self.client.clone();
         let resp = self
-            .bounded("a lease query", c.lease_time_to_live(id, None))
+            .bounded("a lease query", |mut c| async move {
+                c.lease_time_to_live(id, None).await
+            })
             .await?;
         Ok((resp.ttl() > 0).then_some(resp.ttl()))
     }
 
     /// Renews lease `id` once; `None` if it is gone.
     pub async fn renew(&self, id: i64) -> Result<Option<i64>> {
-        let mut c = self.client.clone();
         let ttl = self
-            .bounded("a lease renewal", async move {
+            .bounded("a lease renewal", |mut c| async move {
                 let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
                 keeper.keep_alive().await?;
                 let resp = stream.message().await?;
@@ -207,9 +232,12 @@ impl Etcd {
 
     /// `put` on `lease` (0: none).
     pub async fn put(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<()> {
-        let mut c = self.client.clone();
         let options = (lease != 0).then(|| PutOptions::new().with_lease(lease));
-        self.bounded("a write", c.put(key, value, options)).await?;
+        self.bounded("a write", |mut c| {
+            let (value, options) = (value.clone(), options.clone());
+            async move { c.put(key, value, options).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -241,8 +269,12 @@ impl Etcd {
     }
 
     async fn claim_txn(&self, txn: Txn) -> Result<Claim> {
-        let mut c = self.client.clone();
-        let resp = self.bounded("a claim", c.txn(txn)).await?;
+        let resp = self
+            .bounded("a claim", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
         if resp.succeeded() {
             return Ok(Claim::Won);
         }
@@ -265,8 +297,9 @@ impl Etcd {
 
     /// The key's value and mod revision.
     pub async fn get_with_revision(&self, key: &str) -> Result<Option<(Vec<u8>, i64, i64)>> {
-        let mut c = self.client.clone();
-        let resp = self.bounded("a read", c.get(key, None)).await?;
+        let resp = self
+            .bounded("a read", |mut c| async move { c.get(key, None).await })
+            .await?;
         Ok(resp
             .kvs()
             .first()
@@ -274,20 +307,24 @@ impl Etcd {
     }
 
     pub async fn delete(&self, key: &str) -> Result<()> {
-        let mut c = self.client.clone();
-        self.bounded("a delete", c.delete(key, None::<DeleteOptions>))
-            .await?;
+        self.bounded("a delete", |mut c| async move {
+            c.delete(key, None::<DeleteOptions>).await
+        })
+        .await?;
         Ok(())
     }
 
     /// A watch of `[start, end)` from `revision`, with previous values.
     pub async fn watch(&self, start: &str, end: &str, revision: i64) -> Result<WatchStream> {
-        let mut c = self.client.clone();
         let options = WatchOptions::new()
             .with_range(end)
             .with_start_revision(revision)
             .with_prev_key();
-        self.bounded("a watch", c.watch(start, Some(options))).await
+        self.bounded("a watch", |mut c| {
+            let options = options.clone();
+            async move { c.watch(start, Some(options)).await }
+        })
+        .await
     }
 
     /// Whether `url` alone answers a status request now.
