@@ -222,8 +222,18 @@ fn nodes_join_learn_routes_restart_and_leave() -> Result<()> {
         "traffic to a lost node's subnet is counted as overlay_no_route"
     );
     assert_eq!(c1.ping(&ip2, 2)?, 2, "the others still talk");
+    let left: Vec<(String, String)> = etcd
+        .get_prefix("/weft/endpoints/n4/")?
+        .into_iter()
+        .chain(etcd.get_prefix("/weft/cluster/nodes/n4")?)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "n4's endpoints and registration went with its lease: {left:?}"
+    );
 
     let text = metrics::scrape(&n1.node.node)?;
+    metrics::promtool_accepts(&text)?;
     assert_eq!(metrics::sample(&text, "weft_cluster_etcd_connected")?, 1.0);
     assert_eq!(metrics::sample(&text, "weft_cluster_remote_nodes")?, 2.0);
     assert!(metrics::sample(&text, "weft_cluster_lease_renewals_total")? >= 1.0);
@@ -299,7 +309,24 @@ fn an_etcd_outage_loses_no_packet_and_refuses_cluster_changes() -> Result<()> {
         "ping n1 -> n3, which joined during the outage"
     );
     assert_eq!(c3.ping(&ip2, 3)?, 3, "ping n3 -> n2");
+    // Cluster changes work again, on every node: a network made and
+    // removed from n1 comes and goes on n2.
     network_create(&n1, "red", "10.53.0.0/16")?;
+    n2.wait_subnet("red", Duration::from_secs(10))?;
+    n1.node.node.weft(&["network", "rm", "red"])?;
+    let start = Instant::now();
+    while n2
+        .node
+        .node
+        .weft_json(&["network", "ls"])?
+        .to_string()
+        .contains("\"red\"")
+    {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("network red still on n2 10 s after `network rm` on n1");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let text = metrics::scrape(&n1.node.node)?;
     assert!(
         metrics::sample(&text, "weft_cluster_lease_failures_total")? >= 1.0,
@@ -490,7 +517,77 @@ fn a_compaction_past_the_watch_makes_the_agent_relist() -> Result<()> {
     Ok(())
 }
 
-/// A weft node joins a Flannel vxlan cluster: Flannel's config and a lease
+/// A restarted agent lists the whole store and reconciles it against what
+/// it had: a peer that left while it was down is removed, one that joined
+/// is learned. Its subnet lease lapsed meanwhile and another node took the
+/// subnet: it takes a free one and leaves the other's lease alone
+/// (Flannel's #1289), as it skipped a held subnet when it first joined.
+#[test]
+fn a_restarted_agent_relists_and_never_takes_a_held_subnet() -> Result<()> {
+    const TTL: u32 = 3;
+    let underlay = Underlay::new(1500)?;
+    let etcd = Etcd::single(&underlay)?;
+    let lease = |ip: &str, node: &str| {
+        format!(
+            r#"{{"PublicIP":"{ip}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"0a:56:0a:00:00:09"}},"Node":"{node}"}}"#
+        )
+    };
+    let key = |cidr: &str| format!("/weft/cluster/subnets/blue/{cidr}");
+    etcd.put_leased(&key("10.61.1.0-24"), &lease("172.30.9.1", "f1"), 120)?;
+    let mut n1 = ClusterNode::start(&underlay, &etcd.urls(), "n1", TTL, &[])?;
+    network_create(&n1, "blue", "10.61.0.0/16")?;
+    n1.set_overlay("tunnel")?;
+    let first = n1.wait_subnet("blue", Duration::from_secs(10))?;
+    assert_eq!(
+        first, "10.61.2.0/24",
+        "the first free subnet, skipping f1's"
+    );
+    etcd.put_leased(&key("10.61.3.0-24"), &lease("172.30.9.3", "old"), 120)?;
+    n1.wait_nodes("f1 and old", Duration::from_secs(5), |ls| {
+        ls.iter().any(|n| n["name"] == "f1") && ls.iter().any(|n| n["name"] == "old")
+    })?;
+
+    n1.kill_agent()?;
+    let start = Instant::now();
+    while !etcd.get_prefix(&key("10.61.2.0-24"))?.is_empty() {
+        if start.elapsed() > Duration::from_secs(u64::from(TTL) + 5) {
+            bail!("n1's lease outlived its TTL with the agent dead");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let thief = lease("172.30.9.2", "thief");
+    etcd.put_leased(&key("10.61.2.0-24"), &thief, 120)?;
+    etcd.delete(&key("10.61.3.0-24"))?;
+    etcd.put_leased(&key("10.61.4.0-24"), &lease("172.30.9.4", "new"), 120)?;
+
+    n1.start_agent()?;
+    let start = Instant::now();
+    let now = loop {
+        let s = n1.wait_subnet("blue", Duration::from_secs(5))?;
+        if s != first {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("n1 still holds {first}, which another node took");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(now, "10.61.3.0/24", "the first free subnet now");
+    let held = etcd.get_prefix(&key("10.61.2.0-24"))?;
+    assert_eq!(
+        held.first().map(|(_, v)| v.as_str()),
+        Some(thief.as_str()),
+        "the other's lease is untouched"
+    );
+    n1.wait_nodes("the store as it is now", Duration::from_secs(5), |ls| {
+        let has = |name: &str| ls.iter().any(|n| n["name"] == name);
+        has("f1") && has("thief") && has("new") && !has("old")
+    })?;
+    Ok(())
+}
+
+/// A weft node joins a Flannel vxlan cluster (under a prefix of its own,
+/// as flanneld's `--etcd-prefix` allows): Flannel's config and a lease
 /// written exactly as Flannel documents them, a kernel-VXLAN node set up as
 /// Flannel's vxlan backend does; weft writes its own lease in Flannel's
 /// form, which the kernel node is programmed from, and their containers
@@ -501,7 +598,7 @@ fn a_weft_node_joins_a_flannel_cluster() -> Result<()> {
     let underlay = Underlay::new(1500)?;
     let etcd = Etcd::single(&underlay)?;
     etcd.put(
-        "/coreos.com/network/config",
+        "/example.com/network/config",
         r#"{"Network":"10.5.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1}}"#,
     )?;
     let peer = underlay.peer_node(
@@ -515,7 +612,7 @@ fn a_weft_node_joins_a_flannel_cluster() -> Result<()> {
     peer.ns
         .exec(&["ip", "addr", "add", "10.5.52.0/32", "dev", KERNEL_VTEP])?;
     etcd.put_leased(
-        "/coreos.com/network/subnets/10.5.52.0-24",
+        "/example.com/network/subnets/10.5.52.0-24",
         &format!(
             r#"{{"PublicIP":"{}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}}}"#,
             peer.underlay_ip
@@ -527,7 +624,12 @@ fn a_weft_node_joins_a_flannel_cluster() -> Result<()> {
         &etcd.urls(),
         "w1",
         5,
-        &["--cluster-schema", "flannel"],
+        &[
+            "--cluster-schema",
+            "flannel",
+            "--etcd-prefix",
+            "/example.com/network",
+        ],
     )?;
     n1.set_overlay("tunnel")?;
     let own = n1.wait_subnet("flannel", Duration::from_secs(10))?;
@@ -537,7 +639,7 @@ fn a_weft_node_joins_a_flannel_cluster() -> Result<()> {
         })
     })?;
     // weft's lease, in Flannel's form.
-    let key = format!("/coreos.com/network/subnets/{}", own.replace('/', "-"));
+    let key = format!("/example.com/network/subnets/{}", own.replace('/', "-"));
     let leases = etcd.get_prefix(&key)?;
     let (_, value) = leases
         .first()
