@@ -99,6 +99,14 @@ impl ClusterNode {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The running agent's pid.
+    pub fn agent_pid(&self) -> Result<u32> {
+        self.agent
+            .as_ref()
+            .map(Agent::pid)
+            .context("the agent is not running")
+    }
+
     /// Sends the agent signal `name` (`STOP`, `CONT`, ...) with kill(1).
     pub fn signal_agent(&self, name: &str) -> Result<()> {
         let pid = self

@@ -41,6 +41,8 @@ pub struct Etcd {
     pub members: Vec<Member>,
     data: PathBuf,
     token: String,
+    /// Flags every member gets beside the harness's own.
+    extra: Vec<String>,
 }
 
 impl Etcd {
@@ -51,6 +53,12 @@ impl Etcd {
 
     /// `count` members on `underlay`, started and healthy.
     pub fn new(underlay: &Underlay, count: usize) -> Result<Self> {
+        Self::with_flags(underlay, count, &[])
+    }
+
+    /// [`Etcd::new`], each member also given `extra` flags (the bench's
+    /// larger transactions and quota).
+    pub fn with_flags(underlay: &Underlay, count: usize, extra: &[&str]) -> Result<Self> {
         let data = state_dir_path();
         std::fs::create_dir_all(&data)
             .with_context(|| format!("creating etcd's data dir {}", data.display()))?;
@@ -72,6 +80,7 @@ impl Etcd {
             members,
             data,
             token,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         for i in 0..count {
             etcd.spawn(i)?;
@@ -100,7 +109,7 @@ impl Etcd {
         let advertise = format!("http://{}:{CLIENT_PORT}", m.ip);
         let peer = format!("http://{}:{PEER_PORT}", m.ip);
         let dir_text = dir.to_string_lossy().into_owned();
-        let args = [
+        let mut args = vec![
             "etcd",
             "--name",
             &m.name,
@@ -131,6 +140,7 @@ impl Etcd {
             "--log-level",
             "warn",
         ];
+        args.extend(self.extra.iter().map(String::as_str));
         let child =
             m.ns.command(&args)
                 .stdin(Stdio::null())
@@ -322,11 +332,22 @@ impl Etcd {
     /// default limit), from a thread in a member's namespace; `lease` 0
     /// for none. Returns how long it took.
     pub fn put_many(&self, kvs: Vec<(String, String)>, lease: i64) -> Result<Duration> {
+        self.put_batched(kvs, lease, 128)
+    }
+
+    /// [`Etcd::put_many`] with `per_txn` puts per transaction (at most the
+    /// members' `--max-txn-ops`).
+    pub fn put_batched(
+        &self,
+        kvs: Vec<(String, String)>,
+        lease: i64,
+        per_txn: usize,
+    ) -> Result<Duration> {
         let i = self.live()?;
         let handle = self.members[i].ns.run_in(move || {
             let started = Instant::now();
             let mut conn = Gateway::connect()?;
-            for chunk in kvs.chunks(128) {
+            for chunk in kvs.chunks(per_txn.max(1)) {
                 let ops: Vec<Value> = chunk
                     .iter()
                     .map(|(k, v)| {
@@ -340,6 +361,26 @@ impl Etcd {
         handle
             .join()
             .map_err(|_| anyhow::anyhow!("put_many thread panicked"))?
+    }
+
+    /// Deletes `keys` over the gateway, 128 per transaction.
+    pub fn delete_many(&self, keys: Vec<String>) -> Result<Duration> {
+        let i = self.live()?;
+        let handle = self.members[i].ns.run_in(move || {
+            let started = Instant::now();
+            let mut conn = Gateway::connect()?;
+            for chunk in keys.chunks(128) {
+                let ops: Vec<Value> = chunk
+                    .iter()
+                    .map(|k| json!({"requestDeleteRange": {"key": b64(k.as_bytes())}}))
+                    .collect();
+                conn.post("/v3/kv/txn", &json!({ "success": ops }))?;
+            }
+            Ok(started.elapsed())
+        })?;
+        handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("delete_many thread panicked"))?
     }
 
     /// Grants a lease of `ttl` seconds over the gateway; returns its id.
