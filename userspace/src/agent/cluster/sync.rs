@@ -29,8 +29,11 @@ use crate::{
     },
 };
 
+/// Backoff between attempts to reach the store: doubling from 100 ms, and
+/// capped at 1 s so a node is back in step within about a second of etcd
+/// answering again (the cost: one refused attempt per second meanwhile).
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Runs sessions until the agent stops.
 pub(super) async fn run(handle: Arc<ClusterHandle>, engine: EngineHandle) {
