@@ -16,7 +16,9 @@
 //!   (nodes on an underlay switch, kernel-VXLAN and routed peers) and
 //!   [`overlay`] (a weft overlay cluster).
 
-pub use weft_harness::{api, bpffs, metrics, netns, outside, overlay, traffic, underlay};
+pub use weft_harness::{
+    api, bpffs, cluster, etcd, metrics, netns, outside, overlay, traffic, underlay,
+};
 
 pub mod fixture;
 pub mod frames;

@@ -81,6 +81,7 @@ pub fn add_overlay(m: &mut Model, mode: u8) -> Result<()> {
             subnet(NET_A, "10.1.0.128/26")?,
             subnet(NET_B, "10.2.0.128/25")?,
         ],
+        source: Default::default(),
     };
     let own = vec![subnet(NET_A, "10.1.0.0/25")?, subnet(NET_B, "10.2.0.0/25")?];
     let node = m.node.as_mut().context("the overlay needs the node set")?;

@@ -2,48 +2,17 @@
 //! forwarding while it is killed, it repairs drift, serves metrics that move
 //! with real traffic, and refuses to run twice or with a bad config.
 
-use std::io::Write;
-
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use weft_api::requests::{AddEndpoint, CreateNetwork, Publish, SetNode, Status};
 use weft_tests::{
     load::restart_agent_under_load,
-    metrics::{sample, scrape, scrape_at},
+    metrics::{promtool_accepts, sample, scrape, scrape_at},
     netns::NetNs,
     node::{Node, PinnedIds},
     outside::{NODE_UPLINK_IP, Outside, UPLINK},
     traffic::{join, tcp_echo_from, tcp_echo_server},
 };
-
-/// `promtool check metrics` (Debian's prometheus package, installed by
-/// `cargo xtask setup`) must find nothing to complain about.
-fn promtool_accepts(response: &str) -> Result<()> {
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or(response, |(_, body)| body);
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("running promtool (cargo xtask setup installs Debian's prometheus)")?;
-    child
-        .stdin
-        .take()
-        .context("promtool stdin")?
-        .write_all(body.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "promtool check metrics failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
 
 fn program_id(node: &Node) -> Result<u64> {
     node.weft_json(&["status"])?["program_id"]

@@ -36,7 +36,7 @@ pub const ADDS: usize = 1_000;
 const IDLE: Duration = Duration::from_secs(5);
 
 /// `VmRSS` and `VmHWM` of `pid`, in MiB.
-fn rss_mib(pid: u32) -> Result<(f64, f64)> {
+pub(crate) fn rss_mib(pid: u32) -> Result<(f64, f64)> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> Result<f64> {
         let kb: f64 = status

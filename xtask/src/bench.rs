@@ -15,7 +15,8 @@
 //! `prog_cost` binary of `weft-tests`, when it exists. Before that, NAT
 //! (`nat_bench`): masquerade and published ports against iptables. Last, the agent alone
 //! (`agent_bench`): RSS and CPU at idle and while it programs 10,000
-//! endpoints into the maps. Figures are checked against targets and
+//! endpoints into the maps. Then cluster mode against a real etcd
+//! (`bench_cluster`). Figures are checked against targets and
 //! reported HIT/MISS; a MISS never fails the run.
 
 use std::{
@@ -36,7 +37,7 @@ use weft_harness::{
     traffic::{self, Latency, Pin, Stream},
 };
 
-use crate::{agent_bench, bench_overlay, build_ebpf, nat_bench, setup};
+use crate::{agent_bench, bench_cluster, bench_overlay, build_ebpf, nat_bench, setup};
 
 const NS_PREFIX: &str = "wbench";
 /// Pins in `/sys/fs/bpf/weft-bench-<pid>-<n>`, state in `/tmp/weft-bench-<pid>-<n>`.
@@ -75,6 +76,8 @@ pub enum Section {
     Prog,
     /// The agent's RSS/CPU and map programming.
     Agent,
+    /// Cluster mode against a real etcd: convergence, 1,000 nodes.
+    Cluster,
 }
 
 impl Args {
@@ -204,6 +207,15 @@ pub fn run(args: &Args) -> Result<()> {
         proc::check_interrupted()?;
         eprintln!("xtask bench: agent measurement unavailable: {e}");
     }
+    let cluster = match &weft_bin {
+        _ if !args.wants(Section::Cluster) => Err(NOT_RUN.to_owned()),
+        Ok(_) => bench_cluster::run().map_err(|e| format!("{e:#}")),
+        Err(e) => Err(format!("weft could not be built: {e}")),
+    };
+    if let (Err(e), true) = (&cluster, args.wants(Section::Cluster)) {
+        proc::check_interrupted()?;
+        eprintln!("xtask bench: cluster measurement unavailable: {e}");
+    }
     let mut report = Report::new(&names, &samples, &unavailable, &prog_cost, &agent);
     if let Ok(nat) = &nat {
         println!();
@@ -213,6 +225,9 @@ pub fn run(args: &Args) -> Result<()> {
     }
     report.targets.extend(nat_bench::targets(&nat));
     report.targets.extend(overlay.targets.iter().cloned());
+    if let Ok(c) = &cluster {
+        report.targets.extend(c.targets.iter().cloned());
+    }
     if !args.only.is_empty() {
         // Targets of the sections left out have no figures: leave them out.
         report.targets.retain(|t| t.value.is_some());
@@ -242,6 +257,7 @@ pub fn run(args: &Args) -> Result<()> {
         "agent": agent.as_ref().map_or_else(|e| json!({"unavailable": e}), |v| v.clone()),
         "nat": nat.as_ref().map_or_else(|e| json!({"unavailable": e}), |v| v.json.clone()),
         "overlay": overlay.json,
+        "cluster": cluster.as_ref().map_or_else(|e| json!({"unavailable": e}), |c| c.json.clone()),
         "targets": report.targets_json(),
     });
     let dir = args

@@ -8,6 +8,7 @@
 
 mod agent_bench;
 mod bench;
+mod bench_cluster;
 mod bench_overlay;
 mod build_ebpf;
 mod demo;

@@ -5,7 +5,8 @@
 //! one in the project's toolchain notes: rust-src for `-Z build-std=core`,
 //! bpf-linker built against the nightly's own libLLVM (no prebuilt binaries
 //! can be downloaded here, and Debian 12 has no LLVM 22), the Debian tools
-//! tests and benches call, and bpffs mounted at /sys/fs/bpf.
+//! tests and benches call (etcd and protoc for cluster mode among them), and
+//! bpffs mounted at /sys/fs/bpf.
 
 use std::{path::Path, process::Command, time::Duration};
 
@@ -31,6 +32,13 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // dnsmasq's binary only (the `dnsmasq` package would start a system
     // resolver): the DNS bench's baseline and the tests' upstream.
     "dnsmasq-base",
+    // Cluster mode's tests and bench start their own etcd (3.4) in test
+    // namespaces; etcdctl writes to it as other nodes would.
+    "etcd-server",
+    "etcd-client",
+    // The etcd-client crate's build compiles etcd's .proto files.
+    "protobuf-compiler",
+    "libprotobuf-dev",
 ];
 
 const BPFFS: &str = "/sys/fs/bpf";

@@ -16,13 +16,16 @@ use crate::{node::Node, proc};
 const READY: Duration = Duration::from_secs(15);
 
 /// Where the agent's log (its stderr) goes.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AgentLog {
     /// Kept for [`Agent::kill_and_log`] and a failed start's error; for
     /// short-lived agents, since nothing drains the pipe while it runs.
     Captured,
     /// Thrown away: for agents that run long (the bench's).
     Discarded,
+    /// Appended to this file: for long-running agents whose log a failed
+    /// test shows (the cluster tests').
+    File(std::path::PathBuf),
 }
 
 /// A running `weft agent`, killed on drop.
@@ -61,9 +64,20 @@ impl Node {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(match log {
+            .stderr(match &log {
                 AgentLog::Captured => Stdio::piped(),
                 AgentLog::Discarded => Stdio::null(),
+                AgentLog::File(path) => path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| {
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(path)
+                    })
+                    .with_context(|| format!("opening the agent log {}", path.display()))?
+                    .into(),
             })
             .spawn()
             .context("starting weft agent")?;

@@ -21,10 +21,14 @@
 //!   kernel-VXLAN and routed peers, a weft overlay cluster.
 //! - [`traffic`]: ping, iperf3, sockperf, echo servers and clients, probes.
 //! - [`mac`], [`snmp`]: MAC text, a namespace's IPv4 counters.
+//! - [`etcd`], [`cluster`]: a real etcd on the underlay, weft nodes whose
+//!   agents run in cluster mode.
 
 pub mod agent;
 pub mod api;
 pub mod bpffs;
+pub mod cluster;
+pub mod etcd;
 pub mod links;
 pub mod mac;
 pub mod metrics;

@@ -7,7 +7,7 @@ use std::{
     net::TcpStream,
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::node::Node;
 
@@ -56,4 +56,34 @@ mod tests {
         );
         assert!(sample(text, "weft_conntrack_entries").is_err());
     }
+}
+
+/// `promtool check metrics` (Debian's prometheus package, installed by
+/// `cargo xtask setup`) must find nothing to complain about in a scrape
+/// (headers are skipped).
+pub fn promtool_accepts(response: &str) -> Result<()> {
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(response, |(_, body)| body);
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running promtool (cargo xtask setup installs Debian's prometheus)")?;
+    child
+        .stdin
+        .take()
+        .context("promtool stdin")?
+        .write_all(body.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "promtool check metrics failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }

@@ -43,6 +43,11 @@ pub struct Model {
     /// removing the endpoint puts it back down.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub raised_container_lo: Vec<String>,
+    /// Networks that come from the cluster store (`weft agent --etcd`):
+    /// the cluster's watch adds, changes and removes them, never a local
+    /// request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_networks: Vec<String>,
     /// Services (`weft service create`): virtual IPs spread over backends.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<Service>,
@@ -74,6 +79,7 @@ impl Default for Model {
             services: Vec::new(),
             next_service_id: 1,
             service_config: None,
+            cluster_networks: Vec::new(),
         }
     }
 }
@@ -166,6 +172,33 @@ pub struct RemoteNode {
     pub underlay_ip: Ipv4Addr,
     pub vtep_mac: Mac,
     pub subnets: Vec<PodSubnet>,
+    /// Where weft learned of it.
+    #[serde(default, skip_serializing_if = "NodeSource::is_static")]
+    pub source: NodeSource,
+}
+
+/// Where a remote node came from.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeSource {
+    /// `weft node add`.
+    #[default]
+    Static,
+    /// The cluster store's subnet leases (`weft agent --etcd`).
+    Cluster,
+}
+
+impl NodeSource {
+    pub fn is_static(&self) -> bool {
+        *self == NodeSource::Static
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeSource::Static => "static",
+            NodeSource::Cluster => "cluster",
+        }
+    }
 }
 
 /// The node's uplink: where masqueraded traffic leaves, with which address

@@ -23,6 +23,8 @@
 //! | [`ShowServiceConfig`], [`SetServiceConfig`] | `GET`, `PUT /v1/service-config` | [`ServiceConfig`] |
 //! | [`BenchProgram`], [`BenchRemove`] | `POST`, `DELETE /v1/bench/endpoints` | [`Timing`] |
 //!
+//! | [`ClusterStatus`] | `GET /v1/cluster` | [`ClusterStatusView`] |
+//!
 //! [`Teardown`] has no route: it removes the very state and pins an agent
 //! serves, so it only runs in-process (`weft teardown`, agent stopped).
 
@@ -31,9 +33,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::{
     records::{Endpoint, ServiceConfig},
     views::{
-        ConnView, Connection, GcResult, NatView, NetworkDetail, NetworkView, NodeEntry, NodeView,
-        PublishView, Removed, ServiceDetail, ServiceView, StatsView, StatusView, TeardownView,
-        Timing,
+        ClusterStatusView, ConnView, Connection, GcResult, NatView, NetworkDetail, NetworkView,
+        NodeEntry, NodeView, PublishView, Removed, ServiceDetail, ServiceView, StatsView,
+        StatusView, TeardownView, Timing,
     },
 };
 
@@ -320,6 +322,8 @@ bare! {
     ShowServiceConfig;
     /// In-process only: remove everything weft made on the node.
     Teardown;
+    /// `GET /v1/cluster`.
+    ClusterStatus;
 }
 
 /// Declares [`Request`], its `From` impls and each request's answer type.
@@ -380,6 +384,7 @@ requests! {
     BenchProgram => Timing,
     BenchRemove => Timing,
     Teardown => TeardownView,
+    ClusterStatus => ClusterStatusView,
 }
 
 /// Where a request goes over HTTP.
@@ -410,6 +415,7 @@ impl Request {
                 | Request::ListServices(_)
                 | Request::InspectService(_)
                 | Request::ShowServiceConfig(_)
+                | Request::ClusterStatus(_)
         )
     }
 
@@ -489,6 +495,7 @@ impl Request {
             Request::Unpublish(r) => ("DELETE", "/v1/publish".to_owned(), json(r)),
             Request::BenchProgram(r) => ("POST", "/v1/bench/endpoints".to_owned(), json(r)),
             Request::BenchRemove(_) => ("DELETE", "/v1/bench/endpoints".to_owned(), None),
+            Request::ClusterStatus(_) => ("GET", "/v1/cluster".to_owned(), None),
             Request::Teardown(_) => return None,
         };
         Some(Route { method, path, body })

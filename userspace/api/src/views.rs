@@ -11,7 +11,7 @@ use serde::{
 
 use crate::{
     mac::Mac,
-    records::{Endpoint, NodeOverlay, PodSubnet, Proto, ServicePort},
+    records::{Endpoint, NodeOverlay, NodeSource, PodSubnet, Proto, ServicePort},
 };
 
 /// A service as `service ls` shows it.
@@ -143,6 +143,9 @@ pub struct NodeEntry {
     pub underlay_ip: Ipv4Addr,
     pub vtep_mac: Mac,
     pub subnets: Vec<SubnetEntry>,
+    /// `static` (`node add`) or `cluster` (learned from the cluster store).
+    #[serde(default)]
+    pub source: NodeSource,
 }
 
 /// One pod CIDR of a node, with the VNI that carries it.
@@ -349,4 +352,44 @@ pub struct Timing {
 pub struct TeardownView {
     pub endpoints: usize,
     pub networks: usize,
+}
+
+/// `cluster status`: the agent's cluster store (`weft agent --etcd`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterStatusView {
+    /// `weft` or `flannel`.
+    pub schema: String,
+    pub prefix: String,
+    /// This node's name in the cluster.
+    pub node: String,
+    /// Whether the last exchange with etcd succeeded.
+    pub connected: bool,
+    pub endpoints: Vec<EtcdEndpointView>,
+    /// This node's etcd lease, once granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<i64>,
+    pub lease_ttl_seconds: i64,
+    /// Seconds the lease has left, as etcd said at the last renewal (or
+    /// now, if it answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ttl_left_seconds: Option<i64>,
+    /// The pod subnets this node holds, per network.
+    pub subnets: Vec<PodSubnet>,
+    /// Remote nodes learned from the store.
+    pub remote_nodes: usize,
+    /// The revision the watch has seen up to.
+    pub revision: i64,
+    /// Entries of the store that did not parse and were skipped.
+    pub skipped: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// One configured etcd endpoint and whether it answered just now.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EtcdEndpointView {
+    pub url: String,
+    pub healthy: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

@@ -7,6 +7,7 @@ use std::{
 
 use serde::Deserialize;
 
+use super::cluster::ClusterConfig;
 use crate::{
     datapath::paths::Paths,
     error::{Error, Result},
@@ -25,6 +26,30 @@ pub struct FileConfig {
     /// Seconds between drift repairs (the kernel made to match the model
     /// again). Default: 30.
     pub reconcile_interval_seconds: Option<u64>,
+    /// Cluster mode: etcd URLs, comma-separated (`--etcd`).
+    pub etcd: Option<String>,
+    /// Key prefix in etcd (`--etcd-prefix`). Default: `/weft`, or
+    /// `/coreos.com/network` with schema `flannel`.
+    pub etcd_prefix: Option<String>,
+    /// `weft` or `flannel` (`--cluster-schema`). Default: weft.
+    pub cluster_schema: Option<String>,
+    /// Schema `flannel`: the name of Flannel's network here. Default: flannel.
+    pub flannel_network: Option<String>,
+    /// This node's name in the cluster (`--node-name`). Default: the hostname.
+    pub node_name: Option<String>,
+    /// TTL of the node's etcd lease (`--lease-ttl`). Default: 30.
+    pub lease_ttl_seconds: Option<i64>,
+}
+
+/// Cluster mode's flags (each also a config file key; flags win).
+#[derive(Debug, Default, Clone)]
+pub struct ClusterFlags {
+    pub etcd: Option<String>,
+    pub etcd_prefix: Option<String>,
+    pub cluster_schema: Option<String>,
+    pub flannel_network: Option<String>,
+    pub node_name: Option<String>,
+    pub lease_ttl_seconds: Option<i64>,
 }
 
 /// Settings in force.
@@ -33,6 +58,8 @@ pub struct AgentConfig {
     pub socket: Option<PathBuf>,
     pub metrics_addr: SocketAddr,
     pub reconcile_interval: std::time::Duration,
+    /// Cluster mode, when `--etcd` (or `etcd` in the file) is given.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Default seconds between drift repairs.
@@ -44,6 +71,24 @@ impl AgentConfig {
         file: Option<&Path>,
         socket: Option<PathBuf>,
         metrics_addr: Option<String>,
+    ) -> Result<Self> {
+        Self::load_with(
+            file,
+            socket,
+            metrics_addr,
+            ClusterFlags::default(),
+            Path::new("."),
+        )
+    }
+
+    /// [`AgentConfig::load`] with cluster mode's flags; the lease id is
+    /// kept in `state_dir`.
+    pub fn load_with(
+        file: Option<&Path>,
+        socket: Option<PathBuf>,
+        metrics_addr: Option<String>,
+        flags: ClusterFlags,
+        state_dir: &Path,
     ) -> Result<Self> {
         let from_file = match file {
             Some(path) => parse_file(path)?,
@@ -65,10 +110,26 @@ impl AgentConfig {
                 "reconcile_interval_seconds must be at least 1".into(),
             ));
         }
+        let cluster = match flags.etcd.or(from_file.etcd) {
+            Some(etcd) => Some(ClusterConfig::new(
+                &etcd,
+                flags.cluster_schema.or(from_file.cluster_schema).as_deref(),
+                flags.etcd_prefix.or(from_file.etcd_prefix).as_deref(),
+                flags
+                    .flannel_network
+                    .or(from_file.flannel_network)
+                    .as_deref(),
+                flags.node_name.or(from_file.node_name),
+                flags.lease_ttl_seconds.or(from_file.lease_ttl_seconds),
+                state_dir,
+            )?),
+            None => None,
+        };
         Ok(Self {
             socket: socket.or(from_file.socket),
             metrics_addr,
             reconcile_interval: std::time::Duration::from_secs(reconcile),
+            cluster,
         })
     }
 
@@ -147,5 +208,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("/nonexistent/weft.toml"), "{err}");
+    }
+
+    #[test]
+    fn cluster_mode_from_the_file_and_flags() {
+        let f = write("etcd = \"http://10.0.0.1:2379, http://10.0.0.2:2379\"\nnode_name = \"a\"\n");
+        let c = AgentConfig::load_with(
+            Some(&f.0),
+            None,
+            None,
+            ClusterFlags {
+                lease_ttl_seconds: Some(5),
+                ..ClusterFlags::default()
+            },
+            Path::new("/tmp"),
+        )
+        .unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.endpoints.len(), 2);
+        assert_eq!((cluster.lease_ttl, cluster.node_name.as_str()), (5, "a"));
+        assert_eq!(cluster.schema.prefix, "/weft");
+        let err = AgentConfig::load_with(
+            None,
+            None,
+            None,
+            ClusterFlags {
+                etcd: Some("http://x:1".into()),
+                node_name: Some("a".into()),
+                cluster_schema: Some("calico".into()),
+                ..ClusterFlags::default()
+            },
+            Path::new("/tmp"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("'calico'"), "{err}");
+        assert!(
+            AgentConfig::load(None, None, None)
+                .unwrap()
+                .cluster
+                .is_none()
+        );
     }
 }

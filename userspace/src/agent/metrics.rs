@@ -18,6 +18,7 @@ use prometheus_client::{
 use tokio::sync::watch;
 use weft_common::maps::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PROG_FROM_CONTAINER};
 
+use super::cluster::Stats as ClusterStats;
 use crate::{
     apply::MapDiff,
     datapath::{conntrack, counters::read_counters, ct_budget, ip_be, paths::Paths},
@@ -106,6 +107,7 @@ struct Scraped {
     paths: Paths,
     model: watch::Receiver<Arc<Model>>,
     reconcile: Arc<Mutex<ReconcileTally>>,
+    cluster: Option<Arc<ClusterStats>>,
 }
 
 /// Serves `/metrics` on `addr` until the returned future is dropped.
@@ -113,6 +115,7 @@ pub async fn serve(
     paths: Paths,
     model: watch::Receiver<Arc<Model>>,
     reconcile: Arc<Mutex<ReconcileTally>>,
+    cluster: Option<Arc<ClusterStats>>,
     addr: SocketAddr,
 ) -> Result<impl std::future::Future<Output = std::io::Result<()>>> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -124,6 +127,7 @@ pub async fn serve(
             paths,
             model,
             reconcile,
+            cluster,
         });
     Ok(async move { axum::serve(listener, app).await })
 }
@@ -137,7 +141,7 @@ async fn scrape(State(s): State<Scraped>, headers: axum::http::HeaderMap) -> imp
         .is_some_and(|v| v.contains("application/openmetrics-text"));
     let model = s.model.borrow().clone();
     let rendered = match s.reconcile.lock() {
-        Ok(tally) => render(&s.paths, &model, &tally),
+        Ok(tally) => render_with(&s.paths, &model, &tally, s.cluster.as_deref()),
         Err(_) => Err(Error::Invalid("the reconcile tally is poisoned".into())),
     };
     match rendered {
@@ -167,10 +171,23 @@ async fn scrape(State(s): State<Scraped>, headers: axum::http::HeaderMap) -> imp
 
 /// The OpenMetrics text of every weft metric, from the pinned maps now.
 pub fn render(paths: &Paths, st: &Model, reconcile: &ReconcileTally) -> Result<String> {
+    render_with(paths, st, reconcile, None)
+}
+
+/// [`render`], with cluster mode's metrics when it is on.
+pub fn render_with(
+    paths: &Paths,
+    st: &Model,
+    reconcile: &ReconcileTally,
+    cluster: Option<&ClusterStats>,
+) -> Result<String> {
     let slots: Vec<u32> = st.endpoints.iter().map(|e| e.stats_slot).collect();
     let counters = read_counters(paths, &slots)?;
     let mut registry = Registry::with_prefix("weft");
     reconcile.register(&mut registry);
+    if let Some(c) = cluster {
+        c.register(&mut registry);
+    }
 
     let drop_packets = Family::<Labels, Counter>::default();
     let drop_bytes = Family::<Labels, Counter>::default();

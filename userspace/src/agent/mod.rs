@@ -8,6 +8,7 @@
 //! depends on the agent being up: programs stay attached through pinned
 //! links, so stopping, killing or restarting the agent drops no traffic.
 
+pub mod cluster;
 pub mod config;
 pub mod dns;
 pub mod ebpf_log;
@@ -35,7 +36,14 @@ pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
     let _agent = locks::agent(paths)?;
     let _stats = metrics::enable_kernel_stats();
     let tally = Arc::new(Mutex::new(metrics::ReconcileTally::default()));
-    let engine = queue::spawn(paths, Arc::clone(&tally)).await?;
+    let mut engine = queue::spawn(paths, Arc::clone(&tally)).await?;
+    let cluster = config
+        .cluster
+        .clone()
+        .map(|c| cluster::start(c, engine.clone()));
+    if let Some(c) = &cluster {
+        engine = engine.with_cluster(Arc::clone(c));
+    }
     log::info!(
         "agent up (pid {}): adopted program {:?}; repaired {:?}",
         engine.startup.pid,
@@ -49,6 +57,7 @@ pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
         paths.clone(),
         engine.model.clone(),
         tally,
+        cluster.as_ref().map(|c| Arc::clone(&c.stats)),
         config.metrics_addr,
     )
     .await?;

@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
 use weft_api::{ApiError, Request};
 
-use super::metrics::ReconcileTally;
+use super::{cluster::ClusterHandle, metrics::ReconcileTally};
 use crate::{
     datapath::{conntrack, paths::Paths},
     engine::{Engine, Role, Startup},
     error::{Error, Result, chain},
-    model::Model,
+    model::{Model, cluster::ClusterView},
 };
 
 /// How many requests may wait for the engine before senders wait too.
@@ -30,6 +30,9 @@ enum Job {
     Repair,
     /// Collect expired conntrack entries (the agent's timer).
     CollectConntrack,
+    /// The cluster store's view (`agent::cluster`), merged into the model;
+    /// answered with what was skipped.
+    Cluster(ClusterView, oneshot::Sender<Result<Vec<String>>>),
 }
 
 /// The agent's side of its engine.
@@ -38,6 +41,9 @@ pub struct EngineHandle {
     jobs: mpsc::Sender<Job>,
     pub model: watch::Receiver<Arc<Model>>,
     pub startup: Arc<Startup>,
+    /// Cluster mode: networks and the cluster's status go to the cluster
+    /// store instead of the engine.
+    cluster: Option<Arc<ClusterHandle>>,
 }
 
 /// Starts the engine thread: the engine starts as the agent's (see
@@ -92,6 +98,7 @@ pub async fn spawn(paths: &Paths, tally: Arc<Mutex<ReconcileTally>>) -> Result<E
         jobs,
         model,
         startup,
+        cluster: None,
     })
 }
 
@@ -124,6 +131,9 @@ async fn run(engine: &mut Engine, job: Job, tally: &Mutex<ReconcileTally>) {
             }
             Err(e) => log::warn!("reconcile: {}", chain(&e)),
         },
+        Job::Cluster(view, answer) => {
+            let _ = answer.send(engine.merge_cluster(&view).await);
+        }
         Job::CollectConntrack => {
             let limit = engine.model().node.as_ref().and_then(|n| n.conntrack_max);
             match conntrack::gc(engine.paths(), None, limit) {
@@ -138,8 +148,25 @@ async fn run(engine: &mut Engine, job: Job, tally: &Mutex<ReconcileTally>) {
 }
 
 impl EngineHandle {
-    /// Queues `request` and waits for its answer.
+    /// This handle, with cluster requests going to `cluster`.
+    pub fn with_cluster(mut self, cluster: Arc<ClusterHandle>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// Queues `request` and waits for its answer (in cluster mode, a
+    /// cluster request goes to the cluster store first).
     pub async fn call(&self, request: Request) -> Result<serde_json::Value, ApiError> {
+        if let Some(cluster) = &self.cluster
+            && let Some(answer) = cluster.call(self, &request).await
+        {
+            return answer.map_err(|e| ApiError::from(&e));
+        }
+        self.engine_call(request).await
+    }
+
+    /// Queues `request` to the engine itself and waits for its answer.
+    pub async fn engine_call(&self, request: Request) -> Result<serde_json::Value, ApiError> {
         let (tx, rx) = oneshot::channel();
         let gone = || {
             ApiError::new(
@@ -149,6 +176,17 @@ impl EngineHandle {
         };
         self.jobs
             .send(Job::Request(request, tx))
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Queues the cluster's view; returns what the merge skipped.
+    pub async fn merge_cluster(&self, view: ClusterView) -> Result<Vec<String>> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || Error::Unavailable("the agent's engine stopped".into());
+        self.jobs
+            .send(Job::Cluster(view, tx))
             .await
             .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?

@@ -22,10 +22,10 @@ use weft_api::{
     AGENT_HEADER, ApiError, ErrorKind, Request,
     error::ErrorBody,
     requests::{
-        BenchRemove, ConnectNetworks, DisconnectNetworks, GcConntrack, InspectNetwork,
-        InspectService, ListConntrack, ListEndpoints, ListNetworks, ListNodes, ListPublished,
-        ListServices, Nat, RemoveEndpoint, RemoveNetwork, RemoveNode, RemoveService, ShowNode,
-        ShowServiceConfig, Stats, Status, UnsetNode,
+        BenchRemove, ClusterStatus, ConnectNetworks, DisconnectNetworks, GcConntrack,
+        InspectNetwork, InspectService, ListConntrack, ListEndpoints, ListNetworks, ListNodes,
+        ListPublished, ListServices, Nat, RemoveEndpoint, RemoveNetwork, RemoveNode, RemoveService,
+        ShowNode, ShowServiceConfig, Stats, Status, UnsetNode,
     },
 };
 
@@ -50,6 +50,7 @@ pub fn serve(
     let pid = HeaderValue::from(engine.startup.pid);
     let app = Router::new()
         .route("/v1/status", get(bare::<Status>))
+        .route("/v1/cluster", get(bare::<ClusterStatus>))
         .route(
             "/v1/networks",
             get(bare::<ListNetworks>).post(created::<weft_api::requests::CreateNetwork>),

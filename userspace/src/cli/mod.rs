@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use weft_api::requests::{
-    AddEndpoint, AddNode, ConnectNetworks, CreateNetwork, CreateService, DisconnectNetworks,
-    DrainEndpoint, GcConntrack, InspectNetwork, InspectService, LabelEndpoint, ListConntrack,
-    ListEndpoints, ListNetworks, ListNodes, ListPublished, ListServices, Nat, Publish,
-    RemoveEndpoint, RemoveNetwork, RemoveNode, RemoveService, SetNode, SetServiceConfig, ShowNode,
-    ShowServiceConfig, Stats, Status, Teardown, Unpublish, UnsetNode,
+    AddEndpoint, AddNode, ClusterStatus, ConnectNetworks, CreateNetwork, CreateService,
+    DisconnectNetworks, DrainEndpoint, GcConntrack, InspectNetwork, InspectService, LabelEndpoint,
+    ListConntrack, ListEndpoints, ListNetworks, ListNodes, ListPublished, ListServices, Nat,
+    Publish, RemoveEndpoint, RemoveNetwork, RemoveNode, RemoveService, SetNode, SetServiceConfig,
+    ShowNode, ShowServiceConfig, Stats, Status, Teardown, Unpublish, UnsetNode,
 };
 
 use self::{
@@ -107,7 +107,12 @@ enum Command {
         /// Where to serve Prometheus metrics (/metrics). Default: 127.0.0.1:9965.
         #[arg(long, value_name = "IP:PORT")]
         metrics_addr: Option<String>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
+    /// Cluster mode (`weft agent --etcd`): the cluster store's state.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Print the datapath's drop events live: time, program, endpoint,
     /// 5-tuple, named reason and the eBPF source location that dropped it.
     Monitor {
@@ -139,6 +144,41 @@ enum Command {
         #[command(flatten)]
         output: OutputArg,
     },
+}
+
+/// Cluster mode's flags of `weft agent`.
+#[derive(Args)]
+struct ClusterArgs {
+    /// Join a cluster kept in etcd: its client URLs, comma-separated
+    /// (e.g. http://10.0.0.1:2379,http://10.0.0.2:2379).
+    #[arg(long, value_name = "URL[,URL...]")]
+    etcd: Option<String>,
+    /// Key prefix in etcd. Default: /weft (schema weft),
+    /// /coreos.com/network (schema flannel).
+    #[arg(long, value_name = "PREFIX")]
+    etcd_prefix: Option<String>,
+    /// Keys and values: `weft`, or `flannel` to join a Flannel vxlan
+    /// cluster (its config key and subnet leases).
+    #[arg(long, value_name = "weft|flannel")]
+    cluster_schema: Option<String>,
+    /// Schema flannel: the name of Flannel's network on this node.
+    /// Default: flannel.
+    #[arg(long, value_name = "NAME")]
+    flannel_network: Option<String>,
+    /// This node's name in the cluster. Default: the hostname.
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
+    /// TTL of the node's etcd lease, which everything it owns in etcd hangs
+    /// on. Default: 30.
+    #[arg(long, value_name = "SECONDS")]
+    lease_ttl: Option<i64>,
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// etcd endpoints and their health, this node's lease and TTL left,
+    /// the subnets it holds.
+    Status(OutputArg),
 }
 
 #[derive(Args)]
@@ -727,12 +767,29 @@ async fn dispatch(paths: Paths, direct: bool, command: Command) -> anyhow::Resul
             }
         }
         Command::Stats(o) => print!("{}", render(o.output, &api.call(Stats).await?)),
+        Command::Cluster(ClusterCmd::Status(o)) => {
+            print!("{}", render(o.output, &api.call(ClusterStatus).await?));
+        }
         Command::Agent {
             config,
             socket,
             metrics_addr,
+            cluster,
         } => {
-            let config = agent::AgentConfig::load(config.as_deref(), socket, metrics_addr)?;
+            let config = agent::AgentConfig::load_with(
+                config.as_deref(),
+                socket,
+                metrics_addr,
+                agent::config::ClusterFlags {
+                    etcd: cluster.etcd,
+                    etcd_prefix: cluster.etcd_prefix,
+                    cluster_schema: cluster.cluster_schema,
+                    flannel_network: cluster.flannel_network,
+                    node_name: cluster.node_name,
+                    lease_ttl_seconds: cluster.lease_ttl,
+                },
+                &paths.state_dir,
+            )?;
             agent::run(&paths, &config).await?;
         }
         Command::Monitor {

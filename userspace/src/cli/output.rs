@@ -7,8 +7,8 @@ use serde::Serialize;
 use weft_api::{
     records::Endpoint,
     views::{
-        ConnView, CounterView, GcResult, NatView, NetworkDetail, NetworkView, NodeEntry, NodeView,
-        Ordered, PublishView, StatsView, StatusView, Tuple,
+        ClusterStatusView, ConnView, CounterView, GcResult, NatView, NetworkDetail, NetworkView,
+        NodeEntry, NodeView, Ordered, PublishView, StatsView, StatusView, Tuple,
     },
 };
 
@@ -264,10 +264,14 @@ impl Render for Vec<NodeEntry> {
                     } else {
                         subnets.join(", ")
                     },
+                    n.source.name().to_owned(),
                 ]
             })
             .collect();
-        table(&["NAME", "UNDERLAY", "VTEP MAC", "POD SUBNETS"], &rows)
+        table(
+            &["NAME", "UNDERLAY", "VTEP MAC", "POD SUBNETS", "SOURCE"],
+            &rows,
+        )
     }
 }
 
@@ -516,5 +520,54 @@ mod tests {
     fn table_aligns() {
         let t = table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]);
         assert_eq!(t, "A    BB\nxyz  1\n");
+    }
+}
+
+impl Render for ClusterStatusView {
+    fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "cluster: schema {} prefix {} node {} ({})",
+            self.schema,
+            self.prefix,
+            self.node,
+            if self.connected {
+                "connected"
+            } else {
+                "NOT connected"
+            }
+        );
+        for e in &self.endpoints {
+            let _ = writeln!(
+                out,
+                "  etcd {}: {}",
+                e.url,
+                match &e.error {
+                    None => "healthy".to_owned(),
+                    Some(err) => format!("unhealthy ({err})"),
+                }
+            );
+        }
+        let _ = writeln!(
+            out,
+            "lease: {} (TTL {} s, {} left)",
+            self.lease_id.map_or("-".into(), |id| format!("{id:x}")),
+            self.lease_ttl_seconds,
+            self.lease_ttl_left_seconds
+                .map_or("?".into(), |s| format!("{s} s"))
+        );
+        for s in &self.subnets {
+            let _ = writeln!(out, "  holds {}={}", s.network, s.cidr);
+        }
+        let _ = writeln!(
+            out,
+            "remote nodes: {}; revision {}; skipped entries {}",
+            self.remote_nodes, self.revision, self.skipped
+        );
+        if let Some(e) = &self.last_error {
+            let _ = writeln!(out, "last error: {e}");
+        }
+        out
     }
 }

@@ -142,7 +142,7 @@ pub(super) async fn handle(engine: &mut Engine, request: Request) -> Result<serd
 
 impl Engine {
     /// Applies and commits `model` (the synthetic endpoints unchanged).
-    async fn commit_model(&mut self, model: Model) -> Result<Model> {
+    pub(super) async fn commit_model(&mut self, model: Model) -> Result<Model> {
         let synthetic = self.synthetic.clone();
         self.transact(model, synthetic).await
     }

@@ -13,6 +13,7 @@
 
 pub mod bench;
 mod changes;
+mod cluster;
 pub mod locks;
 mod reads;
 pub mod teardown;

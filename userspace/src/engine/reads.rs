@@ -53,6 +53,11 @@ pub(super) async fn handle(engine: &mut Engine, request: Request) -> Result<serd
         }
         Request::InspectService(req) => answer(&views::service_detail(paths, model, &req.name)?),
         Request::ShowServiceConfig(_) => answer(&model.service_config()),
+        Request::ClusterStatus(_) => Err(Error::Invalid(
+            "this node is not in cluster mode: no agent runs with --etcd (start one with \
+             `weft agent --etcd URL`)"
+                .into(),
+        )),
         change => Err(Error::Invalid(format!(
             "{change:?} is a change, not a read; this is a bug in weft"
         ))),

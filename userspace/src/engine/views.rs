@@ -59,6 +59,7 @@ pub fn remote_node(node: &RemoteNode, model: &Model) -> NodeEntry {
                 vni: model.network(&s.network).map_or(0, |n| n.overlay_vni()),
             })
             .collect(),
+        source: node.source,
     }
 }
 

@@ -60,6 +60,7 @@ pub fn add(model: &Model, req: &AddNode) -> Result<(Model, RemoteNode)> {
         underlay_ip,
         vtep_mac,
         subnets,
+        source: weft_api::records::NodeSource::Static,
     };
     let mut new = model.clone();
     new.remote_nodes.push(node.clone());

@@ -4,6 +4,7 @@
 //! revision the writer read, so two writers never overwrite each other
 //! unseen, and a watch reports each new revision after a given one.
 
+pub mod cluster;
 pub mod file;
 
 use futures::future::BoxFuture;
