@@ -195,6 +195,7 @@ fn agent_lifecycle_through_the_api() -> Result<()> {
             name: Some(name.into()),
             ifname: None,
             mtu: None,
+            mac: None,
         })?;
         ips.push(ep.ip.to_string());
     }

@@ -240,6 +240,7 @@ fn storm_request(client: &Client, i: usize, spares: &[NetNs]) -> Result<()> {
                 name: Some(format!("e{i}")),
                 ifname: None,
                 mtu: None,
+                mac: None,
             })
             .map(drop),
         5 => client

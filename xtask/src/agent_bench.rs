@@ -176,6 +176,7 @@ fn sequential_adds(client: &Client) -> Result<Adds> {
             name: None,
             ifname: None,
             mtu: None,
+            mac: None,
         })?;
         times.push(started.elapsed().as_secs_f64() * 1e3);
     }

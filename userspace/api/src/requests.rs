@@ -18,13 +18,16 @@
 //! | [`Nat`] | `GET /v1/nat` | [`NatView`] |
 //! | [`ListPublished`], [`Publish`], [`Unpublish`] | `GET`, `POST`, `DELETE /v1/publish` | list; 201 list; list |
 //! | [`BenchProgram`], [`BenchRemove`] | `POST`, `DELETE /v1/bench/endpoints` | [`Timing`] |
+//! | attachments (CNI) | `/v1/attachments...` | see [`crate::attach`] |
 //!
 //! [`Teardown`] has no route: it removes the very state and pins an agent
 //! serves, so it only runs in-process (`weft teardown`, agent stopped).
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+pub use crate::attach::{AttachContainer, CheckAttachment, DetachContainer, GcAttachments};
 use crate::{
+    attach::{Attachment, AttachmentCheck, Detached, GcAttachmentsView},
     records::Endpoint,
     views::{
         ConnView, Connection, GcResult, NatView, NetworkDetail, NetworkView, NodeEntry, NodeView,
@@ -76,6 +79,9 @@ pub struct AddEndpoint {
     pub ifname: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// The container end's MAC; default: derived from the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// `PUT /v1/node`.
@@ -292,6 +298,10 @@ requests! {
     BenchProgram => Timing,
     BenchRemove => Timing,
     Teardown => TeardownView,
+    AttachContainer => Attachment,
+    CheckAttachment => AttachmentCheck,
+    DetachContainer => Detached,
+    GcAttachments => GcAttachmentsView,
 }
 
 /// Where a request goes over HTTP.
@@ -319,6 +329,7 @@ impl Request {
                 | Request::ListConntrack(_)
                 | Request::Nat(_)
                 | Request::ListPublished(_)
+                | Request::CheckAttachment(_)
         )
     }
 
@@ -379,6 +390,14 @@ impl Request {
             Request::BenchProgram(r) => ("POST", "/v1/bench/endpoints".to_owned(), json(r)),
             Request::BenchRemove(_) => ("DELETE", "/v1/bench/endpoints".to_owned(), None),
             Request::Teardown(_) => return None,
+            Request::AttachContainer(r) => ("POST", "/v1/attachments".to_owned(), json(r)),
+            Request::CheckAttachment(r) => {
+                ("GET", attachment_path(&r.container_id, &r.ifname), None)
+            }
+            Request::DetachContainer(r) => {
+                ("DELETE", attachment_path(&r.container_id, &r.ifname), None)
+            }
+            Request::GcAttachments(r) => ("POST", "/v1/attachments/gc".to_owned(), json(r)),
         };
         Some(Route { method, path, body })
     }
@@ -397,6 +416,14 @@ mod erased {
             serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
         }
     }
+}
+
+fn attachment_path(container_id: &str, ifname: &str) -> String {
+    format!(
+        "/v1/attachments/{}/{}",
+        segment(container_id),
+        segment(ifname)
+    )
 }
 
 /// `segment` for a URL path: everything outside `A-Z a-z 0-9 - _`
@@ -433,6 +460,16 @@ mod tests {
         .into();
         assert_eq!(r.route().unwrap().path, "/v1/conntrack/gc?older_than=5");
         assert!(Request::from(Teardown).route().is_none());
+        let r: Request = DetachContainer {
+            container_id: "default-c1".into(),
+            ifname: "eth0".into(),
+        }
+        .into();
+        let route = r.route().unwrap();
+        assert_eq!(
+            (route.method, route.path.as_str()),
+            ("DELETE", "/v1/attachments/default-c1/eth0")
+        );
     }
 
     #[test]

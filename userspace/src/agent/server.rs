@@ -92,6 +92,19 @@ pub fn serve(
                 .delete(body::<weft_api::requests::Unpublish>),
         )
         .route(
+            "/v1/attachments",
+            post(created::<weft_api::requests::AttachContainer>),
+        )
+        .route(
+            "/v1/attachments/gc",
+            post(body::<weft_api::requests::GcAttachments>),
+        )
+        .route(
+            "/v1/attachments/{container_id}/{ifname}",
+            get(pair::<weft_api::requests::CheckAttachment>)
+                .delete(pair::<weft_api::requests::DetachContainer>),
+        )
+        .route(
             "/v1/bench/endpoints",
             post(body::<weft_api::requests::BenchProgram>).delete(bare::<BenchRemove>),
         )
@@ -144,7 +157,8 @@ async fn named<R: From<String> + Into<Request>>(
     answer(&engine, R::from(name).into(), StatusCode::OK).await
 }
 
-/// A request naming two networks in the path.
+/// A request naming two objects in the path (two networks; a container
+/// and its interface).
 async fn pair<R: From<(String, String)> + Into<Request>>(
     State(engine): State<EngineHandle>,
     UrlPath(names): UrlPath<(String, String)>,
@@ -186,7 +200,7 @@ async fn not_found() -> Response {
         ErrorKind::NotFound,
         "no such route; the API serves /v1/status, /v1/networks[/{name}[/connect|disconnect/{other}]], \
          /v1/endpoints[/{name}], /v1/stats, /v1/node, /v1/nodes[/{name}], /v1/conntrack[/gc], \
-         /v1/nat and /v1/publish",
+         /v1/nat, /v1/publish and /v1/attachments[/gc|/{container_id}/{ifname}]",
     ))
 }
 

@@ -333,6 +333,10 @@ enum EndpointCmd {
         /// else 1500.
         #[arg(long)]
         mtu: Option<u32>,
+        /// The container end's MAC (unicast, unique in the network).
+        /// Default: 02:57: + the address's octets.
+        #[arg(long)]
+        mac: Option<String>,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -446,6 +450,7 @@ async fn dispatch(paths: Paths, direct: bool, command: Command) -> anyhow::Resul
                 name,
                 ifname,
                 mtu,
+                mac,
                 output,
             } => {
                 let ep = api
@@ -456,6 +461,7 @@ async fn dispatch(paths: Paths, direct: bool, command: Command) -> anyhow::Resul
                         name,
                         ifname: Some(ifname),
                         mtu,
+                        mac,
                     })
                     .await?;
                 print!("{}", render(output.output, &ep));

@@ -44,6 +44,9 @@ fn synthetic(i: u32, slot: u32) -> Endpoint {
         host_ifindex: SYNTHETIC_IFINDEX + i,
         mtu: 0,
         stats_slot: slot,
+        container_id: None,
+        cni_network: None,
+        aliases: Vec::new(),
     }
 }
 

@@ -7,7 +7,7 @@ use weft_api::{
     views::{Connection, Removed},
 };
 
-use super::{Engine, answer, bench, teardown, views};
+use super::{Engine, answer, attach, bench, teardown, views};
 use crate::{
     datapath::{conntrack, netlink::Netlink, netns, sysctl},
     error::{Error, Result},
@@ -100,6 +100,9 @@ pub(super) async fn handle(engine: &mut Engine, request: Request) -> Result<serd
             let idle = req.older_than.map(|s| s.saturating_mul(1_000_000_000));
             answer(&conntrack::gc(&engine.paths, idle, limit)?)
         }
+        Request::AttachContainer(req) => answer(&attach::attach(engine, &req).await?),
+        Request::DetachContainer(req) => answer(&attach::detach(engine, &req).await?),
+        Request::GcAttachments(req) => answer(&attach::gc(engine, &req).await?),
         Request::BenchProgram(req) => answer(&bench::program(engine, req.count).await?),
         Request::BenchRemove(_) => answer(&bench::remove(engine).await?),
         Request::Teardown(_) => {
@@ -114,7 +117,7 @@ pub(super) async fn handle(engine: &mut Engine, request: Request) -> Result<serd
 
 impl Engine {
     /// Applies and commits `model` (the synthetic endpoints unchanged).
-    async fn commit_model(&mut self, model: Model) -> Result<Model> {
+    pub(super) async fn commit_model(&mut self, model: Model) -> Result<Model> {
         let synthetic = self.synthetic.clone();
         self.transact(model, synthetic).await
     }
@@ -129,6 +132,17 @@ async fn add_endpoint(engine: &mut Engine, req: &AddEndpoint) -> Result<Endpoint
             Ok(planned)
         })
         .await?;
+    ensure_free(&ep).await?;
+    let model = engine.commit_model(model).await?;
+    model
+        .endpoint(&ep.name)
+        .cloned()
+        .ok_or_else(|| Error::Invalid(format!("endpoint '{}' vanished; a bug", ep.name)))
+}
+
+/// Refuses endpoint `ep` when its host interface exists in the node
+/// namespace or its interface in the container's.
+pub(super) async fn ensure_free(ep: &Endpoint) -> Result<()> {
     let nl = Netlink::connect()?;
     if nl.link_index(&ep.host_ifname).await?.is_some() {
         return Err(Error::Conflict(format!(
@@ -149,11 +163,7 @@ async fn add_endpoint(engine: &mut Engine, req: &AddEndpoint) -> Result<Endpoint
             ep.ifname, ep.netns
         )));
     }
-    let model = engine.commit_model(model).await?;
-    model
-        .endpoint(&ep.name)
-        .cloned()
-        .ok_or_else(|| Error::Invalid(format!("endpoint '{}' vanished; a bug", ep.name)))
+    Ok(())
 }
 
 /// Sets (or replaces) the node's uplink.

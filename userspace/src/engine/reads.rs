@@ -43,6 +43,7 @@ pub(super) async fn handle(engine: &mut Engine, request: Request) -> Result<serd
                 .collect();
             answer(&list)
         }
+        Request::CheckAttachment(req) => answer(&super::attach::check(engine, &req).await?),
         change => Err(Error::Invalid(format!(
             "{change:?} is a change, not a read; this is a bug in weft"
         ))),

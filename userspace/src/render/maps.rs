@@ -305,6 +305,7 @@ mod tests {
                 name: None,
                 ifname: None,
                 mtu: None,
+                mac: None,
             };
             m = endpoint::add(&m, &req).unwrap().0;
             m.endpoints[i].host_ifindex = 10 + i as u32;
