@@ -16,6 +16,7 @@
 
 pub use weft_harness::{api, bpffs, metrics, netns, outside, overlay, traffic, underlay};
 
+pub mod cni;
 pub mod fixture;
 pub mod frames;
 pub mod load;

@@ -25,6 +25,7 @@
 pub mod agent;
 pub mod api;
 pub mod bpffs;
+pub mod cni;
 pub mod links;
 pub mod mac;
 pub mod metrics;

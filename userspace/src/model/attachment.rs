@@ -212,15 +212,15 @@ mod tests {
 
     #[test]
     fn attach_names_endpoints_after_the_container() {
-        let (m, a) = attach(&blue(), &req("default-web", "eth0")).unwrap();
+        let (m, a, _) = attach(&blue(), &req("default-web", "eth0")).unwrap();
         assert_eq!(a.name, "default-web-eth0");
         assert_eq!(a.container_id.as_deref(), Some("default-web"));
         assert_eq!(a.aliases, ["web"]);
-        let (m, b) = attach(&m, &req(PODMAN_ID, "eth0")).unwrap();
+        let (m, b, _) = attach(&m, &req(PODMAN_ID, "eth0")).unwrap();
         assert_eq!(b.name, "3f2a9c1d7e4b-eth0");
         // Another id with the same first 12 characters.
         let other = format!("{}0", &PODMAN_ID[..63]);
-        let (m, c) = attach(&m, &req(&other, "eth0")).unwrap();
+        let (m, c, _) = attach(&m, &req(&other, "eth0")).unwrap();
         assert!(c.name.starts_with("3f2a9c1d") && c.name.ends_with("-eth0"));
         assert_ne!(c.name, b.name);
         assert!(c.name.len() <= 32);
@@ -245,11 +245,11 @@ mod tests {
 
     #[test]
     fn detach_and_gc_find_attachments_by_container() {
-        let (m, _) = attach(&blue(), &req("c1", "eth0")).unwrap();
-        let (m, _) = attach(&m, &req("c2", "eth0")).unwrap();
+        let (m, _, _) = attach(&blue(), &req("c1", "eth0")).unwrap();
+        let (m, _, _) = attach(&m, &req("c2", "eth0")).unwrap();
         let mut other = req("c3", "eth0");
         other.cni_network = Some("elsewhere".into());
-        let (m, _) = attach(&m, &other).unwrap();
+        let (m, _, _) = attach(&m, &other).unwrap();
         assert!(detach(&m, "c9", "eth0").unwrap().is_none());
         let (gone, ep) = detach(&m, "c1", "eth0").unwrap().unwrap();
         assert_eq!((ep.name.as_str(), gone.endpoints.len()), ("c1-eth0", 2));
