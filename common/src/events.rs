@@ -73,26 +73,29 @@ pub struct PacketEvent {
 const _: () = assert!(size_of::<PacketEvent>() == 32 + EVENT_SNAP_LEN);
 
 /// The eBPF source files a drop can come from; an event stores the index.
-/// Index 0 means unknown.
-pub const SOURCE_FILES: [&str; 18] = [
+/// Index 0 means unknown. New files go at the end, so an index keeps
+/// naming the same file.
+pub const SOURCE_FILES: [&str; 20] = [
     "?",
-    "ebpf/src/from_container.rs",
-    "ebpf/src/arp.rs",
-    "ebpf/src/forward.rs",
-    "ebpf/src/nat.rs",
-    "ebpf/src/conntrack.rs",
-    "ebpf/src/from_uplink.rs",
-    "ebpf/src/verdict.rs",
-    "ebpf/src/access.rs",
-    "ebpf/src/parse.rs",
-    "ebpf/src/nat_egress.rs",
-    "ebpf/src/overlay_encap.rs",
-    "ebpf/src/encap.rs",
-    "ebpf/src/decap.rs",
-    "ebpf/src/from_vxlan.rs",
-    "ebpf/src/xdp_underlay.rs",
-    "ebpf/src/icmp_error.rs",
-    "ebpf/src/mtu.rs",
+    "ebpf/src/programs/from_container.rs",
+    "ebpf/src/helpers/arp.rs",
+    "ebpf/src/helpers/forward.rs",
+    "ebpf/src/helpers/nat.rs",
+    "ebpf/src/helpers/conntrack.rs",
+    "ebpf/src/programs/from_uplink.rs",
+    "ebpf/src/helpers/verdict.rs",
+    "ebpf/src/helpers/access.rs",
+    "ebpf/src/helpers/parse.rs",
+    "ebpf/src/programs/nat_egress.rs",
+    "ebpf/src/programs/overlay_encap.rs",
+    "ebpf/src/helpers/encap.rs",
+    "ebpf/src/helpers/decap.rs",
+    "ebpf/src/programs/from_vxlan.rs",
+    "ebpf/src/programs/xdp_underlay.rs",
+    "ebpf/src/helpers/icmp_error.rs",
+    "ebpf/src/helpers/mtu.rs",
+    "ebpf/src/helpers/deliver.rs",
+    "ebpf/src/helpers/ipv4.rs",
 ];
 
 /// The [`SOURCE_FILES`] index of `path` (as `file!()` spells it), at
@@ -155,7 +158,7 @@ mod tests {
     fn file_ids_match_by_file_name() {
         assert_eq!(
             SOURCE_FILES[source_file_id("src/forward.rs") as usize],
-            "ebpf/src/forward.rs"
+            "ebpf/src/helpers/forward.rs"
         );
         assert_eq!(source_file_id("ebpf/src/arp.rs"), 2);
         assert_eq!(source_file_id("src/unknown.rs"), 0);

@@ -44,9 +44,33 @@ pub const fn vxlan_header(vni: u32) -> [u8; VXLAN_LEN] {
     [VXLAN_FLAG_VNI, 0, 0, 0, v[1], v[2], v[3], 0]
 }
 
+/// The VNI of a VXLAN header, `None` if its I flag is clear (the VNI is
+/// not valid then: RFC 7348 section 5). The reserved fields are ignored,
+/// as the RFC asks of a receiver.
+#[inline(always)]
+pub const fn vxlan_vni(header: &[u8; VXLAN_LEN]) -> Option<u32> {
+    if header[0] & VXLAN_FLAG_VNI == 0 {
+        return None;
+    }
+    Some(u32::from_be_bytes([0, header[4], header[5], header[6]]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vni_reads_back_what_the_header_carries() {
+        assert_eq!(vxlan_vni(&vxlan_header(0x00ab_cdef)), Some(0x00ab_cdef));
+        assert_eq!(vxlan_vni(&vxlan_header(VNI_MAX + 1)), Some(0));
+        let mut reserved_set = vxlan_header(100);
+        reserved_set[1] = 0xff;
+        reserved_set[7] = 0xff;
+        assert_eq!(vxlan_vni(&reserved_set), Some(100));
+        let mut no_flag = vxlan_header(100);
+        no_flag[0] = 0;
+        assert_eq!(vxlan_vni(&no_flag), None);
+    }
 
     #[test]
     fn source_ports_stay_in_range_and_spread() {

@@ -1,73 +1,34 @@
-//! weft's eBPF datapath.
-//!
-//! One module per attach point (`from_container`, `from_uplink`), helpers
-//! by concern: `access` (the only bounds-checked packet and context
-//! accessors and raw helper calls), `parse` (header offsets), `arp`,
-//! `forward` (bridging, routing, flooding), `nat` (masquerade and
-//! published ports), `icmp_error` (errors about translated connections),
-//! `encap` and `decap` (VXLAN overlay; entries `overlay_encap`, `from_vxlan`,
-//! and the XDP early drop `xdp_underlay`), `mtu` (the overlay's MTU:
-//! fragmentation-needed answers and TCP MSS clamping),
-//! `conntrack`, `csum`, `maps` and `verdict` (counters and drop accounting). `calibrate` is a
-//! no-op used only to measure test-run overhead.
+//! weft's eBPF datapath: entry programs in `programs` (one module per
+//! attach point), helpers by concern in `helpers` (see their module docs
+//! for the layering).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 /// A drop decided here: the reason plus this source file and line, which
-/// `weft monitor` shows. The file id is computed at compile time.
+/// `weft monitor` shows. The file id is computed at compile time, and a
+/// file missing from `weft_common::events::SOURCE_FILES` does not build.
 #[cfg(target_arch = "bpf")]
 macro_rules! drop_here {
     ($reason:ident) => {
-        $crate::verdict::Dropped::new(
+        $crate::helpers::verdict::Dropped::new(
             weft_common::reason::Drop::$reason,
-            const { weft_common::events::source_file_id(file!()) },
+            const {
+                let id = weft_common::events::source_file_id(file!());
+                assert!(
+                    id != 0,
+                    "list this file in weft_common::events::SOURCE_FILES"
+                );
+                id
+            },
             line!() as u16,
         )
     };
 }
 
 #[cfg(target_arch = "bpf")]
-mod access;
+mod helpers;
 #[cfg(target_arch = "bpf")]
-mod arp;
-#[cfg(target_arch = "bpf")]
-mod calibrate;
-#[cfg(target_arch = "bpf")]
-mod conntrack;
-#[cfg(target_arch = "bpf")]
-mod csum;
-#[cfg(target_arch = "bpf")]
-mod decap;
-#[cfg(target_arch = "bpf")]
-mod encap;
-#[cfg(target_arch = "bpf")]
-mod events;
-#[cfg(target_arch = "bpf")]
-mod forward;
-#[cfg(target_arch = "bpf")]
-mod from_container;
-#[cfg(target_arch = "bpf")]
-mod from_uplink;
-#[cfg(target_arch = "bpf")]
-mod from_vxlan;
-#[cfg(target_arch = "bpf")]
-mod icmp_error;
-#[cfg(target_arch = "bpf")]
-mod maps;
-#[cfg(target_arch = "bpf")]
-mod mtu;
-#[cfg(target_arch = "bpf")]
-mod nat;
-#[cfg(target_arch = "bpf")]
-mod nat_egress;
-#[cfg(target_arch = "bpf")]
-mod overlay_encap;
-#[cfg(target_arch = "bpf")]
-mod parse;
-#[cfg(target_arch = "bpf")]
-mod verdict;
-#[cfg(target_arch = "bpf")]
-mod xdp_underlay;
+mod programs;
 
 /// The eBPF panic handler must never be reachable: code uses `?` and `.get()`,
 /// and the verifier rejects a program whose panic path it can reach.

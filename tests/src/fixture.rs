@@ -1,27 +1,42 @@
-//! The real datapath object, loaded with its own pinned maps, filled per
-//! test, and driven through `BPF_PROG_TEST_RUN`.
+//! The real datapath object, loaded with its own pinned maps, programmed
+//! per test, and driven through `BPF_PROG_TEST_RUN`.
+//!
+//! What a table's maps hold comes from a `weft::model::Model` (networks,
+//! endpoints, network links, the node's uplink and overlay, remote nodes,
+//! publications): the fixture renders it with weft's own
+//! `render::maps::render` and writes the difference from the previous
+//! render with `apply::maps::{write_changes, remove_stale}`, as the
+//! engine does, so the tables run against the entries weft really writes
+//! (flood lists, caches, gateway MACs and node flags included). Only what
+//! no model describes is written here directly: the tail-call targets,
+//! conntrack entries and budget, and a forced cache collision.
 
-use std::{collections::HashMap as StdHashMap, net::Ipv4Addr, time::Duration};
+use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuValues, lpm_trie::Key},
+    maps::{Array, HashMap, PerCpuArray, PerCpuValues},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
     util::nr_cpus,
 };
+use ipnet::Ipv4Net;
+use weft::{
+    apply::{
+        Steps,
+        maps::{remove_stale, write_changes},
+    },
+    model::{Endpoint, Mac, Model, Network, Proto},
+    render::maps::{DesiredMaps, Synthetic, render},
+};
+use weft_api::requests::Publish;
 use weft_common::{
     maps::{
         CT_BUDGET_CREATED, CT_BUDGET_LIMIT, CT_BUDGET_REFRESHED, CT_BUDGET_REMOVED, Counter,
-        CtEntry, CtKey, DIRECTIONS, EndpointInfo, EndpointStats, FdbEntry, FdbKey, FloodList,
-        MAP_CT, MAP_CT_BUDGET, MAP_CT_CLOSING, MAP_DROPS, MAP_EP_BY_IF, MAP_EP_BY_IP,
-        MAP_EP_IF_CACHE, MAP_EP_IP_CACHE, MAP_EP_STATS, MAP_FDB, MAP_FLOOD, MAP_FORWARDS,
-        MAP_NET_LINKS, MAP_NETWORKS, MAP_NODE, MAP_OVERLAY, MAP_PUBLISH, MAP_ROUTES, MAP_SUBNETS,
-        MAP_TAILS, MAP_VNIS, MAX_FLOOD, NET_FLAG_FLOOD, NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED,
-        NODE_FLAG_PUBLISHES, NetPairKey, NetworkInfo, NodeConfig, OverlayConfig, OverlayRoute,
-        PROG_CALIBRATE, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_NAT_EGRESS, PROG_OVERLAY_ENCAP,
-        PROG_XDP_UNDERLAY, PublishKey, PublishTarget, TAIL_NAT_EGRESS, TAIL_OVERLAY_ENCAP,
-        counter_slot, ifcache_slot, ipcache_slot,
+        CtEntry, CtKey, DIRECTIONS, EndpointInfo, EndpointStats, MAP_CT, MAP_CT_BUDGET,
+        MAP_CT_CLOSING, MAP_DROPS, MAP_EP_IF_CACHE, MAP_EP_IP_CACHE, MAP_EP_STATS, MAP_FORWARDS,
+        MAP_TAILS, PROG_CALIBRATE, PROG_FROM_CONTAINER, PROG_FROM_UPLINK, PROG_NAT_EGRESS,
+        PROG_OVERLAY_ENCAP, PROG_XDP_UNDERLAY, TAIL_NAT_EGRESS, TAIL_OVERLAY_ENCAP, counter_slot,
     },
     reason::{Drop, Forward},
 };
@@ -38,20 +53,53 @@ pub const TC_ACT_SHOT: u32 = 2;
 pub const TC_ACT_STOLEN: u32 = 4;
 pub const TC_ACT_REDIRECT: u32 = 7;
 
-/// A network as a test declares it.
+/// A network as a test declares it; [`Net::record`] is its model record.
+/// Its gateway MAC is weft's, derived from the id ([`Net::gateway_mac`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Net {
     pub id: u32,
     pub subnet: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
-    pub gateway_mac: [u8; 6],
     pub flood: bool,
     /// SNAT traffic to outside weft through the node's uplink.
     pub masquerade: bool,
 }
 
-/// An endpoint as a test declares it.
+impl Net {
+    /// Its name in the model.
+    pub fn name(&self) -> String {
+        network_name(self.id)
+    }
+
+    /// The gateway MAC weft gives the network (`Mac::gateway`).
+    pub fn gateway_mac(&self) -> [u8; 6] {
+        Mac::gateway(self.id).octets()
+    }
+
+    /// The network as the model records it (connected to nothing; VNI the
+    /// id).
+    pub fn record(&self) -> Result<Network> {
+        Ok(Network {
+            name: self.name(),
+            id: self.id,
+            subnet: Ipv4Net::new(self.subnet, self.prefix_len)
+                .with_context(|| format!("subnet of network {}", self.id))?,
+            gateway: self.gateway,
+            flood: self.flood,
+            masquerade: self.masquerade,
+            connected: Vec::new(),
+            vni: 0,
+        })
+    }
+}
+
+fn network_name(id: u32) -> String {
+    format!("net{id}")
+}
+
+/// An endpoint as a test declares it, with a synthetic host ifindex, MAC
+/// and counter slot; [`Ep::record`] is its model record.
 #[derive(Clone, Copy, Debug)]
 pub struct Ep {
     pub ifindex: u32,
@@ -59,6 +107,47 @@ pub struct Ep {
     pub ip: Ipv4Addr,
     pub mac: [u8; 6],
     pub stats_slot: u32,
+}
+
+impl Ep {
+    /// Its name in the model.
+    pub fn name(&self) -> String {
+        format!("ep{}", self.ifindex)
+    }
+
+    /// The endpoint as the model records it. Names of devices and
+    /// namespaces are placeholders: no map entry is rendered from them.
+    pub fn record(&self) -> Endpoint {
+        Endpoint {
+            name: self.name(),
+            network: network_name(self.network_id),
+            netns: format!("ns{}", self.ifindex),
+            ip: self.ip,
+            mac: Mac(self.mac),
+            ifname: "eth0".into(),
+            host_ifname: format!("wt{}", self.ifindex),
+            host_ifindex: self.ifindex,
+            mtu: 1500,
+            stats_slot: self.stats_slot,
+        }
+    }
+}
+
+/// A model of networks `nets` and endpoints `eps` (in that order: a
+/// direct-mapped cache slot goes to the first endpoint mapping to it),
+/// each pair of `links` connected by weft's own rule.
+pub fn model(nets: &[Net], eps: &[Ep], links: &[(Net, Net)]) -> Result<Model> {
+    let mut m = Model {
+        networks: nets.iter().map(Net::record).collect::<Result<_>>()?,
+        endpoints: eps.iter().map(Ep::record).collect(),
+        next_network_id: nets.iter().map(|n| n.id + 1).max().unwrap_or(1),
+        ..Model::default()
+    };
+    for (a, b) in links {
+        m = weft::model::network::connect(&m, &a.name(), &b.name())
+            .with_context(|| format!("connecting networks {} and {}", a.id, b.id))?;
+    }
+    Ok(m)
 }
 
 /// What one run of the program did.
@@ -72,17 +161,19 @@ pub struct RunOutcome {
 /// The datapath loaded for one test, with maps pinned in a private dir.
 pub struct Datapath {
     ebpf: Ebpf,
-    /// Gateway MAC per network id, copied into endpoints as userspace does.
-    gateway_macs: StdHashMap<u32, [u8; 6]>,
-    /// Counter slot per endpoint ifindex, so tests can ask by ifindex.
-    slots: StdHashMap<u32, u32>,
+    /// What the maps were programmed from.
+    model: Model,
+    /// `model`'s render as applied: the next change writes only what
+    /// differs from it.
+    applied: DesiredMaps,
     // Dropped after `ebpf`, so the pins go once nothing else uses the maps.
     _pins: PinDir,
 }
 
 impl Datapath {
     /// Loads the object `weft` embeds and its `weft_from_container` and
-    /// `weft_from_uplink` programs.
+    /// `weft_from_uplink` programs, with every map the model describes
+    /// empty.
     pub fn load() -> Result<Self> {
         let pins = PinDir::new().context("creating a bpffs pin directory")?;
         let mut ebpf = EbpfLoader::new()
@@ -102,33 +193,81 @@ impl Datapath {
             prog.load()
                 .with_context(|| format!("the verifier rejected {name}"))?;
         }
-        // Install the tail-call targets, as userspace does on a node.
-        let nat_egress: &SchedClassifier = ebpf
-            .program(PROG_NAT_EGRESS)
-            .ok_or_else(|| anyhow!("program {PROG_NAT_EGRESS} missing"))?
-            .try_into()?;
-        let nat_fd = nat_egress.fd()?.try_clone()?;
-        let mut tails = aya::maps::ProgramArray::try_from(
-            ebpf.map_mut(MAP_TAILS)
-                .ok_or_else(|| anyhow!("map {MAP_TAILS} missing"))?,
-        )?;
-        tails.set(TAIL_NAT_EGRESS, &nat_fd, 0)?;
-        let encap: &SchedClassifier = ebpf
-            .program(PROG_OVERLAY_ENCAP)
-            .ok_or_else(|| anyhow!("program {PROG_OVERLAY_ENCAP} missing"))?
-            .try_into()?;
-        let encap_fd = encap.fd()?.try_clone()?;
-        let mut tails = aya::maps::ProgramArray::try_from(
-            ebpf.map_mut(MAP_TAILS)
-                .ok_or_else(|| anyhow!("map {MAP_TAILS} missing"))?,
-        )?;
-        tails.set(TAIL_OVERLAY_ENCAP, &encap_fd, 0)?;
+        // Written directly: the tail-call targets are the loader's, not
+        // the model's (the engine installs them when it loads the object).
+        for (slot, name) in [
+            (TAIL_NAT_EGRESS, PROG_NAT_EGRESS),
+            (TAIL_OVERLAY_ENCAP, PROG_OVERLAY_ENCAP),
+        ] {
+            let prog: &SchedClassifier = ebpf
+                .program(name)
+                .ok_or_else(|| anyhow!("program {name} missing"))?
+                .try_into()?;
+            let fd = prog.fd()?.try_clone()?;
+            let mut tails = aya::maps::ProgramArray::try_from(
+                ebpf.map_mut(MAP_TAILS)
+                    .ok_or_else(|| anyhow!("map {MAP_TAILS} missing"))?,
+            )?;
+            tails.set(slot, &fd, 0)?;
+        }
         Ok(Self {
             ebpf,
-            gateway_macs: StdHashMap::new(),
-            slots: StdHashMap::new(),
+            model: Model::default(),
+            applied: DesiredMaps::default(),
             _pins: pins,
         })
+    }
+
+    /// Loads the object and programs what `model` describes.
+    pub fn with_model(model: Model) -> Result<Self> {
+        let mut dp = Self::load()?;
+        dp.set_model(model)?;
+        Ok(dp)
+    }
+
+    /// The model the maps were last programmed from.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Programs what `model` describes, through weft's own render and map
+    /// apply: entries it adds or changes written, entries only the
+    /// previous model had removed, counter slots changing hands zeroed.
+    pub fn set_model(&mut self, model: Model) -> Result<()> {
+        let to = render(&model, &Synthetic::default());
+        let mut steps = Steps::default();
+        write_changes(&mut self.ebpf, &self.applied, &to, &mut steps)
+            .context("writing the model's map entries")?;
+        remove_stale(&mut self.ebpf, &self.applied, &to, &mut steps)
+            .context("removing map entries the model no longer has")?;
+        self.applied = to;
+        self.model = model;
+        Ok(())
+    }
+
+    /// Changes the model with `edit` and programs the result.
+    pub fn change(&mut self, edit: impl FnOnce(&mut Model)) -> Result<()> {
+        let mut model = self.model.clone();
+        edit(&mut model);
+        self.set_model(model)
+    }
+
+    /// Publishes `host_port` of `proto` to port `port` of the endpoint at
+    /// `ip`, by weft's own rule (`weft publish`: the node must be set, a
+    /// port is published once), and programs the result.
+    pub fn publish(&mut self, proto: Proto, host_port: u16, ip: Ipv4Addr, port: u16) -> Result<()> {
+        let endpoint = self
+            .model
+            .ip_holder(ip)
+            .ok_or_else(|| anyhow!("no endpoint has address {ip}"))?
+            .to_owned();
+        let req = Publish {
+            endpoint,
+            spec: format!("{host_port}:{port}/{proto}"),
+        };
+        let (model, _) = weft::model::publish::publish(&self.model, &req)
+            .with_context(|| format!("publishing {}", req.spec))?;
+        self.set_model(model)
     }
 
     fn map(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
@@ -137,115 +276,18 @@ impl Datapath {
             .ok_or_else(|| anyhow!("map {name} missing from the object"))
     }
 
-    pub fn add_network(&mut self, net: Net) -> Result<()> {
-        self.gateway_macs.insert(net.id, net.gateway_mac);
-        let info = NetworkInfo {
-            gateway_ip_be: u32::from_ne_bytes(net.gateway.octets()),
-            subnet_be: u32::from_ne_bytes(net.subnet.octets()),
-            prefix_len: net.prefix_len,
-            flags: if net.flood { NET_FLAG_FLOOD } else { 0 }
-                | if net.masquerade {
-                    NET_FLAG_MASQUERADE
-                } else {
-                    0
-                },
-            gateway_mac: net.gateway_mac,
-        };
-        HashMap::<_, u32, NetworkInfo>::try_from(self.map(MAP_NETWORKS)?)?
-            .insert(net.id, info, 0)?;
-        LpmTrie::<_, u32, u32>::try_from(self.map(MAP_SUBNETS)?)?.insert(
-            &Key::new(u32::from(net.prefix_len), info.subnet_be),
-            net.id,
-            0,
-        )?;
-        Ok(())
-    }
-
-    pub fn add_endpoint(&mut self, ep: Ep) -> Result<()> {
-        let gateway_mac = *self
-            .gateway_macs
-            .get(&ep.network_id)
-            .ok_or_else(|| anyhow!("add network {} before its endpoints", ep.network_id))?;
-        let info = EndpointInfo {
-            ifindex: ep.ifindex,
-            network_id: ep.network_id,
-            ip_be: u32::from_ne_bytes(ep.ip.octets()),
-            stats_slot: ep.stats_slot,
-            mac: ep.mac,
-            gateway_mac,
-        };
-        self.slots.insert(ep.ifindex, ep.stats_slot);
-        HashMap::<_, u32, EndpointInfo>::try_from(self.map(MAP_EP_BY_IP)?)?
-            .insert(info.ip_be, info, 0)?;
-        HashMap::<_, u32, EndpointInfo>::try_from(self.map(MAP_EP_BY_IF)?)?
-            .insert(ep.ifindex, info, 0)?;
-        self.put_ifcache(ifcache_slot(ep.ifindex), info)?;
-        self.put_ipcache(ipcache_slot(info.ip_be), info)?;
-        let fdb_key = FdbKey {
-            network_id: ep.network_id,
-            mac: ep.mac,
-            _pad: [0; 2],
-        };
-        let entry = FdbEntry {
-            ifindex: ep.ifindex,
-            stats_slot: ep.stats_slot,
-        };
-        HashMap::<_, FdbKey, FdbEntry>::try_from(self.map(MAP_FDB)?)?.insert(fdb_key, entry, 0)?;
-        let zeros = per_cpu(EndpointStats::default())?;
-        PerCpuArray::<_, EndpointStats>::try_from(self.map(MAP_EP_STATS)?)?.set(
-            ep.stats_slot,
-            zeros,
-            0,
-        )?;
-        Ok(())
-    }
-
-    /// Writes `info` into cache slot `slot` of the by-ifindex cache, e.g. to
-    /// make another endpoint own a sender's slot (a collision).
+    /// Writes `info` into slot `slot` of the by-ifindex cache directly,
+    /// e.g. to make a stranger own a sender's slot: no model renders a
+    /// slot whose owner the hash table lacks.
     pub fn put_ifcache(&mut self, slot: u32, info: EndpointInfo) -> Result<()> {
         Array::<_, EndpointInfo>::try_from(self.map(MAP_EP_IF_CACHE)?)?.set(slot, info, 0)?;
         Ok(())
     }
 
-    /// Writes `info` into slot `slot` of the by-IP cache.
+    /// Writes `info` into slot `slot` of the by-IP cache directly (see
+    /// [`Self::put_ifcache`]).
     pub fn put_ipcache(&mut self, slot: u32, info: EndpointInfo) -> Result<()> {
         Array::<_, EndpointInfo>::try_from(self.map(MAP_EP_IP_CACHE)?)?.set(slot, info, 0)?;
-        Ok(())
-    }
-
-    /// Lets networks `a` and `b` route to each other.
-    pub fn connect(&mut self, a: u32, b: u32) -> Result<()> {
-        let mut links = HashMap::<_, NetPairKey, u32>::try_from(self.map(MAP_NET_LINKS)?)?;
-        for (from, to) in [(a, b), (b, a)] {
-            links.insert(
-                NetPairKey {
-                    from_network: from,
-                    to_network: to,
-                },
-                1,
-                0,
-            )?;
-        }
-        Ok(())
-    }
-
-    pub fn set_flood_list(&mut self, network_id: u32, members: &[Ep]) -> Result<()> {
-        let mut list = FloodList::default();
-        for (entry, ep) in list.members.iter_mut().zip(members.iter().take(MAX_FLOOD)) {
-            *entry = FdbEntry {
-                ifindex: ep.ifindex,
-                stats_slot: ep.stats_slot,
-            };
-        }
-        list.count = members.len().min(MAX_FLOOD) as u32;
-        HashMap::<_, u32, FloodList>::try_from(self.map(MAP_FLOOD)?)?
-            .insert(network_id, list, 0)?;
-        Ok(())
-    }
-
-    /// Writes the node's masquerade settings (`WEFT_NODE` entry 0).
-    pub fn set_node(&mut self, node: NodeConfig) -> Result<()> {
-        Array::<_, NodeConfig>::try_from(self.map(MAP_NODE)?)?.set(0, node, 0)?;
         Ok(())
     }
 
@@ -276,27 +318,8 @@ impl Datapath {
         })
     }
 
-    /// Writes this node's overlay settings (`WEFT_OVERLAY` entry 0).
-    pub fn set_overlay(&mut self, overlay: OverlayConfig) -> Result<()> {
-        Array::<_, OverlayConfig>::try_from(self.map(MAP_OVERLAY)?)?.set(0, overlay, 0)?;
-        Ok(())
-    }
-
-    /// Adds an overlay route for `prefix/len`.
-    pub fn add_route(&mut self, prefix: Ipv4Addr, len: u32, route: OverlayRoute) -> Result<()> {
-        LpmTrie::<_, u32, OverlayRoute>::try_from(self.map(MAP_ROUTES)?)?.insert(
-            &Key::new(len, u32::from_ne_bytes(prefix.octets())),
-            route,
-            0,
-        )?;
-        Ok(())
-    }
-
-    /// Maps VXLAN network identifier `vni` to network `network_id`.
-    pub fn add_vni(&mut self, vni: u32, network_id: u32) -> Result<()> {
-        HashMap::<_, u32, u32>::try_from(self.map(MAP_VNIS)?)?.insert(vni, network_id, 0)?;
-        Ok(())
-    }
+    // Conntrack is the datapath's own state, which no model describes:
+    // read and written directly.
 
     /// The conntrack entry at `key`, if there is one: an open connection's
     /// (`WEFT_CT`) or a closed one's (`WEFT_CT_CLOSING`).
@@ -366,37 +389,6 @@ impl Datapath {
     /// Writes a conntrack entry, e.g. to age one.
     pub fn ct_put(&mut self, key: CtKey, entry: CtEntry) -> Result<()> {
         HashMap::<_, CtKey, CtEntry>::try_from(self.map(MAP_CT)?)?.insert(key, entry, 0)?;
-        Ok(())
-    }
-
-    /// Publishes `host_port` of `proto` to `ip:port` (`WEFT_PUBLISH`) and,
-    /// as `weft publish` does, sets `NODE_FLAG_PUBLISHES` on a configured
-    /// node.
-    pub fn publish(&mut self, proto: u8, host_port: u16, ip: Ipv4Addr, port: u16) -> Result<()> {
-        let mut node = Array::<_, NodeConfig>::try_from(self.map(MAP_NODE)?)?;
-        let config = node.get(&0, 0)?;
-        if config.flags & NODE_FLAG_CONFIGURED != 0 {
-            node.set(
-                0,
-                NodeConfig {
-                    flags: config.flags | NODE_FLAG_PUBLISHES,
-                    ..config
-                },
-                0,
-            )?;
-        }
-        let key = PublishKey {
-            port_be: host_port.to_be_bytes(),
-            proto,
-            _pad: 0,
-        };
-        let target = PublishTarget {
-            ip_be: u32::from_ne_bytes(ip.octets()),
-            port_be: port.to_be_bytes(),
-            _pad: [0; 2],
-        };
-        HashMap::<_, PublishKey, PublishTarget>::try_from(self.map(MAP_PUBLISH)?)?
-            .insert(key, target, 0)?;
         Ok(())
     }
 
@@ -514,12 +506,15 @@ impl Datapath {
         }))
     }
 
-    /// The counters of the endpoint added with `ifindex`.
+    /// The counters of the model's endpoint with host ifindex `ifindex`.
     pub fn endpoint_stats(&mut self, ifindex: u32) -> Result<EndpointStats> {
-        let slot = *self
-            .slots
-            .get(&ifindex)
-            .ok_or_else(|| anyhow!("no endpoint with ifindex {ifindex} was added"))?;
+        let slot = self
+            .model
+            .endpoints
+            .iter()
+            .find(|e| e.host_ifindex == ifindex)
+            .map(|e| e.stats_slot)
+            .ok_or_else(|| anyhow!("the model has no endpoint with ifindex {ifindex}"))?;
         let map = PerCpuArray::<_, EndpointStats>::try_from(self.map(MAP_EP_STATS)?)?;
         let values = map.get(&slot, 0)?;
         Ok(values
@@ -531,9 +526,4 @@ impl Datapath {
                 tx_bytes: sum.tx_bytes + s.tx_bytes,
             }))
     }
-}
-
-fn per_cpu<T: aya::Pod + Copy>(value: T) -> Result<PerCpuValues<T>> {
-    let cpus = nr_cpus().map_err(|(_, e)| anyhow!("counting possible CPUs: {e}"))?;
-    Ok(PerCpuValues::try_from(vec![value; cpus])?)
 }

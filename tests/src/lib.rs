@@ -1,10 +1,12 @@
 //! weft's test harness.
 //!
-//! - [`fixture`]: the real datapath object loaded into the kernel, maps
-//!   filled per test, packets run through `BPF_PROG_TEST_RUN`.
+//! - [`fixture`]: the real datapath object loaded into the kernel, its
+//!   maps programmed from a model by weft's own render and apply, packets
+//!   run through `BPF_PROG_TEST_RUN`.
 //! - [`frames`]: frames built independently of the datapath code;
 //!   [`nat_frames`]: what NAT must make of them.
-//! - [`topology`]: the networks and endpoints the tables and cost tool use.
+//! - [`topology`]: the models (networks, endpoints, node) the tables and
+//!   cost tool use.
 //! - [`node`]: end-to-end tests through the real `weft` binary, and the
 //!   kernel ids of a node's pins; [`load`]: traffic across agent restarts.
 //! - From [`weft_harness`], shared with xtask: [`api`] calls to the agent,

@@ -1,21 +1,26 @@
 //! The overlay's packet-table topology and VXLAN frame builders, shared by
-//! the overlay packet tables and `prog_cost`: [`nat_topology`] plus this
-//! node's overlay (underlay address [`NODE_IP`], VNIs for networks A and
-//! B, this node's and a remote node's pod CIDRs), and the exact frames
-//! the bpf encapsulation must produce and the remote node sends.
+//! the overlay packet tables and `prog_cost`: the model of
+//! [`crate::topology::nat_topology`] plus this node's overlay (underlay
+//! address [`NODE_IP`], VNIs for networks A and B, this node's and a
+//! remote node's pod CIDRs), and the exact frames the bpf encapsulation
+//! must produce and the remote node sends.
 
 use std::net::Ipv4Addr;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
+use ipnet::Ipv4Net;
+use weft::model::{
+    Encap, Mac, Model, NodeOverlay, NodeUplink, PodSubnet, RemoteNode, naming::VXLAN_IFNAME,
+};
 use weft_common::{
-    maps::{ENCAP_TUNNEL, NodeConfig, OverlayConfig, OverlayRoute},
+    maps::{ENCAP_BPF, ENCAP_TUNNEL},
     overlay::{VXLAN_PORT, flow_src_port},
 };
 
 use crate::{
-    fixture::Datapath,
+    fixture::{Datapath, Net},
     frames::{ETH_HLEN, internet_checksum},
-    topology::{NET_A, NET_B, NODE_IP, nat_topology},
+    topology::{NET_A, NET_B, NODE_IP, nat_model},
 };
 
 /// The remote node's underlay address (on the uplink's /24).
@@ -33,47 +38,64 @@ pub const UNROUTED_A: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 200);
 /// In this node's own pod CIDR of A, no endpoint.
 pub const EMPTY_LOCAL_A: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 100);
 
-/// `nat_topology` plus the overlay: this node at [`NODE_IP`] in `mode`,
-/// its own pod CIDRs 10.1.0.0/25 and 10.2.0.0/25, the remote node's
-/// 10.1.0.128/26 (A) and 10.2.0.128/25 (B), VNIs for A and B.
-/// `uplink` is the namespace's uplink ifindex (also standing in for the
-/// vxlan device in tunnel mode).
-pub fn overlay_topology(uplink: u32, config: NodeConfig, mode: u8) -> Result<Datapath> {
-    let mut dp = nat_topology(config)?;
-    dp.set_overlay(OverlayConfig {
-        underlay_ip_be: be(NODE_IP),
-        underlay_ifindex: uplink,
-        vxlan_ifindex: if mode == ENCAP_TUNNEL { uplink } else { 0 },
-        mtu: 1450,
-        vtep_mac: LOCAL_VTEP,
-        mode,
-        _pad: 0,
-    })?;
-    let local = |network_id, vni| OverlayRoute {
-        underlay_ip_be: 0,
-        vni,
-        network_id,
-        vtep_mac: [0; 6],
-        _pad: [0; 2],
-    };
-    let remote = |network_id, vni| OverlayRoute {
-        underlay_ip_be: be(REMOTE_UNDERLAY),
-        vni,
-        network_id,
-        vtep_mac: REMOTE_VTEP,
-        _pad: [0; 2],
-    };
-    dp.add_route(Ipv4Addr::new(10, 1, 0, 0), 25, local(NET_A.id, VNI_A))?;
-    dp.add_route(Ipv4Addr::new(10, 2, 0, 0), 25, local(NET_B.id, VNI_B))?;
-    dp.add_route(Ipv4Addr::new(10, 1, 0, 128), 26, remote(NET_A.id, VNI_A))?;
-    dp.add_route(Ipv4Addr::new(10, 2, 0, 128), 25, remote(NET_B.id, VNI_B))?;
-    dp.add_vni(VNI_A, NET_A.id)?;
-    dp.add_vni(VNI_B, NET_B.id)?;
-    Ok(dp)
+/// `nat_topology` plus the overlay (see [`overlay_model`]).
+pub fn overlay_topology(node: NodeUplink, mode: u8) -> Result<Datapath> {
+    Datapath::with_model(overlay_model(node, mode)?)
 }
 
-pub fn be(ip: Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(ip.octets())
+/// `nat_topology`'s model plus the overlay (see [`add_overlay`]).
+pub fn overlay_model(node: NodeUplink, mode: u8) -> Result<Model> {
+    let mut m = nat_model(Some(node))?;
+    add_overlay(&mut m, mode)?;
+    Ok(m)
+}
+
+/// Adds the overlay to `m`, a model with networks A and B and the node
+/// set: this node (its address the underlay's) in `mode` (`ENCAP_BPF` or
+/// `ENCAP_TUNNEL`) with overlay MTU 1450, its own pod CIDRs 10.1.0.0/25
+/// and 10.2.0.0/25, the remote node's 10.1.0.128/26 (A) and 10.2.0.128/25
+/// (B), VNIs [`VNI_A`] and [`VNI_B`]. In tunnel mode the uplink also
+/// stands in for the vxlan device.
+pub fn add_overlay(m: &mut Model, mode: u8) -> Result<()> {
+    let encap = match mode {
+        ENCAP_BPF => Encap::Bpf,
+        ENCAP_TUNNEL => Encap::Tunnel,
+        other => bail!("no encapsulation mode {other}"),
+    };
+    for (net, vni) in [(NET_A, VNI_A), (NET_B, VNI_B)] {
+        m.network_mut(&net.name())
+            .with_context(|| format!("the overlay needs network {}", net.id))?
+            .vni = vni;
+    }
+    let subnet = |net: Net, cidr: &str| -> Result<PodSubnet> {
+        Ok(PodSubnet {
+            network: net.name(),
+            cidr: cidr.parse::<Ipv4Net>()?,
+        })
+    };
+    let remote = RemoteNode {
+        name: "remote".into(),
+        underlay_ip: REMOTE_UNDERLAY,
+        vtep_mac: Mac(REMOTE_VTEP),
+        subnets: vec![
+            subnet(NET_A, "10.1.0.128/26")?,
+            subnet(NET_B, "10.2.0.128/25")?,
+        ],
+    };
+    let own = vec![subnet(NET_A, "10.1.0.0/25")?, subnet(NET_B, "10.2.0.0/25")?];
+    let node = m.node.as_mut().context("the overlay needs the node set")?;
+    let tunnel = encap == Encap::Tunnel;
+    node.overlay = Some(NodeOverlay {
+        encap,
+        vtep_mac: Mac(LOCAL_VTEP),
+        mtu: 1450,
+        vxlan_ifname: tunnel.then(|| VXLAN_IFNAME.to_owned()),
+        vxlan_ifindex: if tunnel { node.uplink_ifindex } else { 0 },
+        xdp: false,
+    });
+    node.subnets = own;
+    m.remote_nodes.push(remote);
+    Ok(())
 }
 
 /// The frame the bpf mode must produce for `inner` (an Ethernet frame,

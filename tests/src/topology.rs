@@ -4,15 +4,15 @@
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
+use weft::model::{Model, NodeUplink};
 
-use crate::fixture::{Datapath, Ep, Net, TEST_RUN_IFINDEX};
+use crate::fixture::{Datapath, Ep, Net, TEST_RUN_IFINDEX, model};
 
 pub const NET_A: Net = Net {
     id: 1,
     subnet: Ipv4Addr::new(10, 1, 0, 0),
     prefix_len: 24,
     gateway: Ipv4Addr::new(10, 1, 0, 1),
-    gateway_mac: [0x0a, 0x57, 0x46, 0, 0, 1],
     flood: false,
     masquerade: false,
 };
@@ -21,7 +21,6 @@ pub const NET_B: Net = Net {
     subnet: Ipv4Addr::new(10, 2, 0, 0),
     prefix_len: 24,
     gateway: Ipv4Addr::new(10, 2, 0, 1),
-    gateway_mac: [0x0a, 0x57, 0x46, 0, 0, 2],
     flood: false,
     masquerade: false,
 };
@@ -31,7 +30,6 @@ pub const NET_C: Net = Net {
     subnet: Ipv4Addr::new(10, 3, 0, 0),
     prefix_len: 24,
     gateway: Ipv4Addr::new(10, 3, 0, 1),
-    gateway_mac: [0x0a, 0x57, 0x46, 0, 0, 3],
     flood: false,
     masquerade: false,
 };
@@ -68,15 +66,11 @@ pub const C1: Ep = Ep {
 
 /// Networks A and B connected, C isolated; A1 sends.
 pub fn topology() -> Result<Datapath> {
-    let mut dp = Datapath::load()?;
-    for net in [NET_A, NET_B, NET_C] {
-        dp.add_network(net)?;
-    }
-    for ep in [A1, A2, B1, C1] {
-        dp.add_endpoint(ep)?;
-    }
-    dp.connect(NET_A.id, NET_B.id)?;
-    Ok(dp)
+    Datapath::with_model(model(
+        &[NET_A, NET_B, NET_C],
+        &[A1, A2, B1, C1],
+        &[(NET_A, NET_B)],
+    )?)
 }
 
 /// The node's uplink address in the NAT namespace (see [`NatNode`]).
@@ -116,14 +110,19 @@ impl NatNode {
         Ok(Self { ns, uplink_ifindex })
     }
 
-    /// The node settings the tables use: ports `port_min..=port_max`.
-    pub fn config(&self, port_min: u16, port_max: u16) -> weft_common::maps::NodeConfig {
-        weft_common::maps::NodeConfig {
+    /// The node settings the tables use (`weft node set --uplink wup0 --ip
+    /// NODE_IP`): ports `port_min..=port_max`.
+    pub fn config(&self, port_min: u16, port_max: u16) -> NodeUplink {
+        NodeUplink {
+            uplink: "wup0".into(),
             uplink_ifindex: self.uplink_ifindex,
-            node_ip_be: u32::from_ne_bytes(NODE_IP.octets()),
+            ip: NODE_IP,
             port_min,
             port_max,
-            flags: weft_common::maps::NODE_FLAG_CONFIGURED,
+            conntrack_max: None,
+            forwarding_before: None,
+            overlay: None,
+            subnets: Vec::new(),
         }
     }
 
@@ -140,20 +139,24 @@ impl NatNode {
     }
 }
 
-/// [`topology`] with masquerade on network A and the node configured with
-/// `node` (network C stays without masquerade).
-pub fn nat_topology(node: weft_common::maps::NodeConfig) -> Result<Datapath> {
-    let mut dp = Datapath::load()?;
-    dp.add_network(Net {
+/// [`topology`]'s model with masquerade on network A and the node `node`
+/// (none: not configured); network C stays without masquerade.
+pub fn nat_model(node: Option<NodeUplink>) -> Result<Model> {
+    let masquerading = Net {
         masquerade: true,
         ..NET_A
-    })?;
-    dp.add_network(NET_B)?;
-    dp.add_network(NET_C)?;
-    for ep in [A1, A2, B1, C1] {
-        dp.add_endpoint(ep)?;
-    }
-    dp.connect(NET_A.id, NET_B.id)?;
-    dp.set_node(node)?;
-    Ok(dp)
+    };
+    let mut m = model(
+        &[masquerading, NET_B, NET_C],
+        &[A1, A2, B1, C1],
+        &[(NET_A, NET_B)],
+    )?;
+    m.node = node;
+    Ok(m)
+}
+
+/// [`topology`] with masquerade on network A and the node configured with
+/// `node` (network C stays without masquerade).
+pub fn nat_topology(node: NodeUplink) -> Result<Datapath> {
+    Datapath::with_model(nat_model(Some(node))?)
 }

@@ -12,10 +12,11 @@
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
+use weft::model::Proto;
 use weft_common::{
     maps::{
         CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CT_TCP_SYN_SENT, CtKey,
-        IPPROTO_TCP, IPPROTO_UDP,
+        IPPROTO_TCP,
     },
     reason::{Drop, Forward},
 };
@@ -50,12 +51,12 @@ fn from_router() -> ([u8; 6], [u8; 6]) {
 
 /// Ethernet addresses of A1's frames to its gateway.
 fn to_gateway() -> ([u8; 6], [u8; 6]) {
-    (NET_A.gateway_mac, A1.mac)
+    (NET_A.gateway_mac(), A1.mac)
 }
 
 /// Ethernet addresses of a frame delivered into A1.
 fn into_a1() -> ([u8; 6], [u8; 6]) {
-    (A1.mac, NET_A.gateway_mac)
+    (A1.mac, NET_A.gateway_mac())
 }
 
 fn key(proto: u8, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> CtKey {
@@ -104,8 +105,8 @@ fn dnat_in_and_reply_out() -> Result<()> {
     let config = node.config(PORT_MIN, PORT_MAX);
     node.run(move || {
         let mut dp = nat_topology(config)?;
-        dp.publish(IPPROTO_TCP, 8080, A1.ip, 80)?;
-        dp.publish(IPPROTO_UDP, 5353, A1.ip, 53)?;
+        dp.publish(Proto::Tcp, 8080, A1.ip, 80)?;
+        dp.publish(Proto::Udp, 5353, A1.ip, 53)?;
         let client = (OUTSIDE, 50_001);
 
         let syn_in = tcp(from_router(), client, (NODE_IP, 8080), syn(), 60);
@@ -221,7 +222,7 @@ fn closed_published_connections_reopen_whole() -> Result<()> {
     let config = node.config(PORT_MIN, PORT_MAX);
     node.run(move || {
         let mut dp = nat_topology(config)?;
-        dp.publish(IPPROTO_TCP, 8080, A1.ip, 80)?;
+        dp.publish(Proto::Tcp, 8080, A1.ip, 80)?;
         let flags = |syn, ack, fin| TcpFlags {
             syn,
             ack,
@@ -322,7 +323,7 @@ fn unpublished_port_goes_to_the_stack_untouched() -> Result<()> {
     let config = node.config(PORT_MIN, PORT_MAX);
     node.run(move || {
         let mut dp = nat_topology(config)?;
-        dp.publish(IPPROTO_TCP, 8080, A1.ip, 80)?;
+        dp.publish(Proto::Tcp, 8080, A1.ip, 80)?;
         for (what, frame) in [
             (
                 "UDP to a TCP-published port",
@@ -363,7 +364,7 @@ fn hairpin() -> Result<()> {
     let config = node.config(PORT_MIN, PORT_MAX);
     node.run(move || {
         let mut dp = nat_topology(config)?;
-        dp.publish(IPPROTO_TCP, 8080, A1.ip, 80)?;
+        dp.publish(Proto::Tcp, 8080, A1.ip, 80)?;
         // The client port is in the NAT range and free: it is kept.
         let client = (A1.ip, 40_020);
         let syn_out = tcp(to_gateway(), client, (NODE_IP, 8080), syn(), 64);
@@ -466,7 +467,7 @@ fn icmp_errors_translated() -> Result<()> {
         }
 
         // DNAT: A1's answer from its published port could not be delivered.
-        dp.publish(IPPROTO_UDP, 5353, A1.ip, 53)?;
+        dp.publish(Proto::Udp, 5353, A1.ip, 53)?;
         let client = (OUTSIDE, 50_010);
         let q_in = udp_ports(from_router(), client, (NODE_IP, 5353), 60, b"q");
         dp.run_uplink(&q_in)?;
@@ -587,7 +588,7 @@ fn hairpin_port_exhaustion_is_a_named_drop() -> Result<()> {
     let config = node.config(PORT_MIN, PORT_MIN);
     node.run(move || {
         let mut dp = nat_topology(config)?;
-        dp.publish(IPPROTO_TCP, 8080, A1.ip, 80)?;
+        dp.publish(Proto::Tcp, 8080, A1.ip, 80)?;
         let first = tcp(to_gateway(), (A1.ip, 1111), (NODE_IP, 8080), syn(), 64);
         let want = hairpinned(&first, (NODE_IP, PORT_MIN), (A1.ip, 80), into_a1());
         check(

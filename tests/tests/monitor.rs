@@ -72,11 +72,11 @@ fn monitor_shows_drops_with_reason_location_and_pcap() -> Result<()> {
         assert_eq!(e["proto"], "icmp", "{e}");
         let location = e["location"].as_str().unwrap_or("");
         let line: u32 = location
-            .strip_prefix("ebpf/src/forward.rs:")
+            .strip_prefix("ebpf/src/helpers/forward.rs:")
             .and_then(|l| l.parse().ok())
             .with_context(|| format!("location should be forward.rs:<line>, got {location}"))?;
         let source = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ebpf/src/forward.rs"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ebpf/src/helpers/forward.rs"),
         )?;
         let text = source.lines().nth(line as usize - 1).unwrap_or("");
         assert!(

@@ -11,6 +11,7 @@
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
+use weft::model::Proto;
 use weft_common::{
     maps::{
         CT_BUDGET_FRESH_NS, CT_DIR_ORIGINAL, CT_DIR_REPLY, CT_FIN_ORIGINAL, CT_FIN_REPLY,
@@ -28,7 +29,8 @@ use weft_tests::{
     nat_frames::{l4_start, port_at, translated},
     table::{self, Expect, Hook},
     topology::{
-        A1, A2, NET_A, NODE_IP, NatNode, OUTSIDE, ROUTER_MAC, UPLINK_MAC, nat_topology, topology,
+        A1, A2, NET_A, NODE_IP, NatNode, OUTSIDE, ROUTER_MAC, UPLINK_MAC, nat_model, nat_topology,
+        topology,
     },
 };
 
@@ -66,7 +68,7 @@ fn reply_to(out: &[u8]) -> Vec<u8> {
 }
 
 fn to_outside() -> ([u8; 6], [u8; 6]) {
-    (NET_A.gateway_mac, A1.mac)
+    (NET_A.gateway_mac(), A1.mac)
 }
 
 /// Ethernet addresses of a frame arriving on the uplink.
@@ -130,7 +132,7 @@ fn back_in(dp: &mut Datapath, what: &str, out: &[u8], original: &[u8]) {
         false,
         A1.ip,
         port_at(original, true),
-        Some((A1.mac, NET_A.gateway_mac)),
+        Some((A1.mac, NET_A.gateway_mac())),
     );
     let back = check(
         dp,
@@ -359,7 +361,7 @@ fn conntrack_budget_refuses_only_new_connections() -> Result<()> {
             53u16.to_be_bytes(),
         );
         assert!(dp.ct_get(&key)?.is_none(), "no entry for the refused flow");
-        dp.publish(IPPROTO_TCP, 8080, A1.ip, 80)?;
+        dp.publish(Proto::Tcp, 8080, A1.ip, 80)?;
         check(
             &mut dp,
             "a new connection to a published port at the limit",
@@ -700,7 +702,7 @@ fn without_masquerade_passes_to_stack() -> Result<()> {
             delivered_to: None,
         };
         let mut plain = topology()?;
-        plain.set_node(config)?;
+        plain.change(|m| m.node = Some(config))?;
         check(
             &mut plain,
             "network without masquerade",
@@ -728,7 +730,7 @@ fn without_masquerade_passes_to_stack() -> Result<()> {
         }
         assert!(plain.ct_entries()?.is_empty(), "no conntrack entry");
 
-        let mut unconfigured = nat_topology(weft_common::maps::NodeConfig { flags: 0, ..config })?;
+        let mut unconfigured = Datapath::with_model(nat_model(None)?)?;
         check(
             &mut unconfigured,
             "node not configured",

@@ -13,8 +13,9 @@
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
+use weft::model::Proto;
 use weft_common::{
-    maps::{ENCAP_BPF, ENCAP_TUNNEL, IPPROTO_TCP},
+    maps::{ENCAP_BPF, ENCAP_TUNNEL},
     overlay::VXLAN_SPORT_MIN,
     reason::{Drop, Forward},
 };
@@ -47,15 +48,15 @@ fn ttl_decremented(frame: &[u8]) -> Vec<u8> {
 }
 
 fn to_gateway() -> ([u8; 6], [u8; 6]) {
-    (NET_A.gateway_mac, A1.mac)
+    (NET_A.gateway_mac(), A1.mac)
 }
 
 #[test]
 fn bpf_encapsulation() -> Result<()> {
     let node = NatNode::new()?;
-    let (uplink, config) = (node.uplink_ifindex, node.config(40_000, 40_999));
+    let config = node.config(40_000, 40_999);
     node.run(move || {
-        let mut dp = overlay_topology(uplink, config, ENCAP_BPF)?;
+        let mut dp = overlay_topology(config, ENCAP_BPF)?;
         let frame = udp_ports(to_gateway(), (A1.ip, 40_000), (REMOTE_A, 53), 64, b"hi");
         let sport = sport_of(&frame);
         assert!(sport >= VXLAN_SPORT_MIN);
@@ -159,9 +160,9 @@ fn bpf_encapsulation() -> Result<()> {
                 kind: Forward::ArpReplied,
                 output: arp(
                     A1.mac,
-                    NET_A.gateway_mac,
+                    NET_A.gateway_mac(),
                     2,
-                    (NET_A.gateway_mac, REMOTE_A),
+                    (NET_A.gateway_mac(), REMOTE_A),
                     (A1.mac, A1.ip),
                 ),
                 delivered_to: None,
@@ -181,9 +182,9 @@ fn bpf_encapsulation() -> Result<()> {
 #[test]
 fn tunnel_encapsulation() -> Result<()> {
     let node = NatNode::new()?;
-    let (uplink, config) = (node.uplink_ifindex, node.config(40_000, 40_999));
+    let config = node.config(40_000, 40_999);
     node.run(move || {
-        let mut dp = overlay_topology(uplink, config, ENCAP_TUNNEL)?;
+        let mut dp = overlay_topology(config, ENCAP_TUNNEL)?;
         let frame = udp_ports(to_gateway(), (A1.ip, 40_000), (REMOTE_A, 53), 64, b"hi");
         // The vxlan device adds the outer headers; the program hands it the
         // inner frame addressed VTEP to VTEP.
@@ -233,13 +234,13 @@ fn tunnel_encapsulation() -> Result<()> {
 #[test]
 fn bpf_decapsulation() -> Result<()> {
     let node = NatNode::new()?;
-    let (uplink, config) = (node.uplink_ifindex, node.config(40_000, 40_999));
+    let config = node.config(40_000, 40_999);
     node.run(move || {
-        let mut dp = overlay_topology(uplink, config, ENCAP_BPF)?;
+        let mut dp = overlay_topology(config, ENCAP_BPF)?;
         let inner = udp(vtep_to_vtep(), REMOTE_A, A2.ip, 64, b"from afar");
         let mut want = vec![];
         want.extend_from_slice(&A2.mac);
-        want.extend_from_slice(&NET_A.gateway_mac);
+        want.extend_from_slice(&NET_A.gateway_mac());
         want.extend_from_slice(&inner[12..]);
         check(
             &mut dp,
@@ -376,10 +377,10 @@ fn options(before: &[u8], value: u16, after: &[u8]) -> Vec<u8> {
 #[test]
 fn oversized_packets_get_frag_needed_or_a_named_drop() -> Result<()> {
     let node = NatNode::new()?;
-    let (uplink, config) = (node.uplink_ifindex, node.config(40_000, 40_999));
+    let config = node.config(40_000, 40_999);
     node.run(move || {
         for mode in [ENCAP_BPF, ENCAP_TUNNEL] {
-            let mut dp = overlay_topology(uplink, config, mode)?;
+            let mut dp = overlay_topology(config.clone(), mode)?;
             let fits = udp_of_ip_len(REMOTE_A, OVERLAY_MTU);
             let out = dp.run(&fits)?;
             assert_eq!(
@@ -414,8 +415,12 @@ fn oversized_packets_get_frag_needed_or_a_named_drop() -> Result<()> {
                 }),
             ];
             for (what, frame) in rows {
-                let want =
-                    frag_needed(&frame, NET_A.gateway, NET_A.gateway_mac, OVERLAY_MTU as u16);
+                let want = frag_needed(
+                    &frame,
+                    NET_A.gateway,
+                    NET_A.gateway_mac(),
+                    OVERLAY_MTU as u16,
+                );
                 assert!(l4_checksum_valid(&want), "the expected ICMP is well formed");
                 check(
                     &mut dp,
@@ -451,9 +456,9 @@ fn oversized_packets_get_frag_needed_or_a_named_drop() -> Result<()> {
 #[test]
 fn tcp_mss_is_clamped_to_the_overlay() -> Result<()> {
     let node = NatNode::new()?;
-    let (uplink, config) = (node.uplink_ifindex, node.config(40_000, 40_999));
+    let config = node.config(40_000, 40_999);
     node.run(move || {
-        let mut dp = overlay_topology(uplink, config, ENCAP_BPF)?;
+        let mut dp = overlay_topology(config, ENCAP_BPF)?;
         let syn = |opts: &[u8]| tcp_with_options(to_gateway(), A1.ip, REMOTE_A, false, opts);
         let syn_ack = |opts: &[u8]| tcp_with_options(to_gateway(), A1.ip, REMOTE_A, true, opts);
         // Linux's SYN options: MSS, SACK permitted, timestamps, NOP, window scale.
@@ -559,7 +564,7 @@ fn tcp_mss_is_clamped_to_the_overlay() -> Result<()> {
         let delivered = |frame: Vec<u8>| {
             let mut want = vec![];
             want.extend_from_slice(&A2.mac);
-            want.extend_from_slice(&NET_A.gateway_mac);
+            want.extend_from_slice(&NET_A.gateway_mac());
             want.extend_from_slice(&frame[12..]);
             want
         };
@@ -584,9 +589,9 @@ fn tcp_mss_is_clamped_to_the_overlay() -> Result<()> {
 #[test]
 fn tunnel_mode_clamps_mss() -> Result<()> {
     let node = NatNode::new()?;
-    let (uplink, config) = (node.uplink_ifindex, node.config(40_000, 40_999));
+    let config = node.config(40_000, 40_999);
     node.run(move || {
-        let mut dp = overlay_topology(uplink, config, ENCAP_TUNNEL)?;
+        let mut dp = overlay_topology(config, ENCAP_TUNNEL)?;
         let syn = |v| tcp_with_options(to_gateway(), A1.ip, REMOTE_A, false, &options(&[], v, &[]));
         let mut want = syn(CLAMPED_MSS);
         want[..6].copy_from_slice(&REMOTE_VTEP);
@@ -616,10 +621,10 @@ fn tunnel_mode_clamps_mss() -> Result<()> {
 #[test]
 fn reply_to_a_remote_pod_client_of_a_published_port() -> Result<()> {
     let node = NatNode::new()?;
-    let (uplink, config) = (node.uplink_ifindex, node.config(40_000, 40_999));
+    let config = node.config(40_000, 40_999);
     node.run(move || {
-        let mut dp = overlay_topology(uplink, config, ENCAP_BPF)?;
-        dp.publish(IPPROTO_TCP, 8080, A1.ip, 80)?;
+        let mut dp = overlay_topology(config, ENCAP_BPF)?;
+        dp.publish(Proto::Tcp, 8080, A1.ip, 80)?;
         let client = (REMOTE_A, 50_001);
         let syn = TcpFlags {
             syn: true,
@@ -634,7 +639,7 @@ fn reply_to_a_remote_pod_client_of_a_published_port() -> Result<()> {
             Expect::Forward {
                 action: TC_ACT_REDIRECT,
                 kind: Forward::Dnat,
-                output: tcp((A1.mac, NET_A.gateway_mac), client, (A1.ip, 80), syn, 63),
+                output: tcp((A1.mac, NET_A.gateway_mac()), client, (A1.ip, 80), syn, 63),
                 delivered_to: Some(A1.ifindex),
             },
         );
@@ -688,9 +693,9 @@ const XDP_PASS: u32 = 2;
 #[test]
 fn xdp_early_drop() -> Result<()> {
     let node = NatNode::new()?;
-    let (uplink, config) = (node.uplink_ifindex, node.config(40_000, 40_999));
+    let config = node.config(40_000, 40_999);
     node.run(move || {
-        let mut dp = overlay_topology(uplink, config, ENCAP_BPF)?;
+        let mut dp = overlay_topology(config, ENCAP_BPF)?;
         let inner = udp(vtep_to_vtep(), REMOTE_A, A2.ip, 64, b"in");
         let mut to_other = arriving(&inner, VNI_A, 0x08);
         to_other[30..34].copy_from_slice(&[192, 168, 77, 9]);

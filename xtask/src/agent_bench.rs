@@ -138,7 +138,7 @@ pub fn run() -> Result<Value> {
         "endpoint_add_max_ms": adds.max_ms,
         "datapath_open_ms": programmed.open_seconds * 1e3,
         "rss_after_remove_mib": after_rss,
-        "build": "weft as `cargo xtask bench` builds it (debug userspace, release eBPF)",
+        "build": "weft as `cargo xtask bench` builds it (release userspace and eBPF)",
         "endpoint_add_method": "AddEndpoint through the agent's socket (weft-api client), one after another, each into its own fresh namespace, timed by the client from request to answer; datapath_open_ms: the engine's one Datapath::open (object load, layout checks, map pins), which each request paid before the engine",
         "method": "weft agent alone in a fresh node namespace; RSS = VmRSS (peak = VmHWM) from /proc/PID/status; CPU = utime+stime from /proc/PID/stat over the interval, % of one CPU; map update time reported by the agent (POST /v1/bench/endpoints: synthetic endpoints, map entries only, one bpf() call per entry, no batching in aya 0.14)",
     }))

@@ -658,7 +658,7 @@ impl Report {
                 });
             }
         }
-        // The NAT paths (issue 3), judged the same way.
+        // The masquerade paths, judged the same way against their own goal.
         for name in ["snat", "reverse_snat"] {
             let p = paths.iter().find(|p| p["name"] == name);
             let raw = p.and_then(|p| p["ns_per_packet"].as_f64());
@@ -748,18 +748,21 @@ impl Report {
             }
         }
         if !self.paths.is_empty() {
-            // Targets hold `ns_per_packet` (prog_cost's contract, test-run
-            // overhead included); `program_ns` has that overhead subtracted.
+            // `ns_per_packet` includes the test-run loop's own overhead;
+            // `program_ns` (what the targets hold) has the no-op program's
+            // figure subtracted, and `x no-op` divides by it: the path in
+            // units of this machine's test-run overhead.
             println!(
-                "\n{:<16} {:>10} {:>11}  method",
-                "program path", "ns/packet", "program ns"
+                "\n{:<16} {:>10} {:>11} {:>8}  method",
+                "program path", "ns/packet", "program ns", "x no-op"
             );
             for p in &self.paths {
                 println!(
-                    "{:<16} {:>10} {:>11}  {}",
+                    "{:<16} {:>10} {:>11} {:>8}  {}",
                     p["name"].as_str().unwrap_or("?"),
                     fmt(p["ns_per_packet"].as_f64(), 1),
                     fmt(p["program_ns"].as_f64(), 1),
+                    fmt(p["noop_ratio"].as_f64(), 2),
                     p["method"].as_str().unwrap_or("")
                 );
             }

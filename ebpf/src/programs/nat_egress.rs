@@ -8,11 +8,12 @@ use aya_ebpf::{macros::classifier, programs::TcContext};
 use network_types::ip::Ipv4Hdr;
 use weft_common::events::PROGRAM_NAT_EGRESS;
 
-use crate::{
-    access::{ifindex, load},
-    maps::endpoint_by_ifindex,
+use crate::helpers::{
+    access::load,
+    direction::Direction,
     nat,
     parse::IP_OFF,
+    tail,
     verdict::{Verdict, drop_packet},
 };
 
@@ -20,15 +21,16 @@ use crate::{
 pub fn weft_nat_egress(ctx: TcContext) -> i32 {
     match try_nat_egress(&ctx) {
         Ok(action) => action,
-        Err(dropped) => drop_packet(&ctx, dropped, PROGRAM_NAT_EGRESS),
+        Err(dropped) => drop_packet(&ctx, dropped, PROGRAM_NAT_EGRESS, Direction::FromContainer),
     }
 }
 
-/// `weft_from_container` already validated the frame and counted it; this
-/// re-reads what it knew (the sender, the IPv4 header) from the packet.
+/// `weft_from_container` validated the frame, counted it and handed over
+/// the sender (`tail::sender`); the IPv4 header is read again, since NAT
+/// rewrites it.
 #[inline(always)]
 fn try_nat_egress(ctx: &TcContext) -> Verdict {
-    let src = endpoint_by_ifindex(ifindex(ctx)).ok_or(drop_here!(UnknownEndpoint))?;
     let ip: Ipv4Hdr = load(ctx, IP_OFF).ok_or(drop_here!(TruncatedIpv4))?;
+    let src = tail::sender(ctx, &ip);
     nat::egress(ctx, &src, &ip)
 }

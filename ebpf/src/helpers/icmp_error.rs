@@ -28,15 +28,17 @@ use weft_common::{
     reason::Forward,
 };
 
-use crate::{
-    access::{fib_lookup, ifindex, load, now_ns, store},
+use super::{
+    access::{fib_lookup, ifindex, load, now_ns, pull, store},
     conntrack, csum,
+    deliver::{deliver_as_gateway, pass_to_stack, send_to_hop},
+    direction::Direction::{FromContainer, FromUplink},
+    ipv4,
     maps::{endpoint_by_ip, node_config},
-    nat::{Way, deliver, pass_to_stack, retarget_ipv4, send_out},
     parse::{
         ICMP_CSUM_OFF, ICMP_DEST_UNREACH, ICMP_ECHO_ID_OFF, ICMP_ECHO_REQUEST, ICMP_LEN,
         ICMP_PARAMETER_PROBLEM, ICMP_QUOTED_L4, ICMP_TIME_EXCEEDED, ICMP_TYPE_CODE_OFF, IP_DST_OFF,
-        IP_MIN_LEN, IP_OFF, IP_SRC_OFF,
+        IP_OFF, IP_SRC_OFF, ipv4_header_len,
     },
     verdict::{Dropped, Verdict},
 };
@@ -89,10 +91,7 @@ fn parse_quote(
     let off = l4_off + ICMP_LEN;
     pull(ctx, off + 60 + QUOTED_L4);
     let q: Ipv4Hdr = load(ctx, off).ok_or(drop_here!(BadIcmpEmbedded))?;
-    let q_len = usize::from(q.vihl & 0x0f) * 4;
-    if q.vihl >> 4 != 4 || q_len < IP_MIN_LEN {
-        return Err(drop_here!(BadIcmpEmbedded));
-    }
+    let q_len = ipv4_header_len(&q).ok_or(drop_here!(BadIcmpEmbedded))?;
     let q_l4 = off + q_len;
     if q_l4 + QUOTED_L4 > ip_end {
         return Err(drop_here!(BadIcmpEmbedded));
@@ -177,24 +176,24 @@ fn rewrite_quote(
 #[inline(always)]
 pub fn from_uplink(ctx: &TcContext, ip: &Ipv4Hdr, l4_off: usize) -> Verdict {
     let Some(node) = node_config() else {
-        return pass_to_stack(ctx, Way::In);
+        return pass_to_stack(ctx, FromUplink);
     };
     let Some(quote) = parse_quote(ctx, ip, l4_off, Q_SRC_OFF, node.node_ip_be)? else {
-        return pass_to_stack(ctx, Way::In);
+        return pass_to_stack(ctx, FromUplink);
     };
     let Some(entry) = conntrack::peek(&quote.key, now_ns()) else {
-        return pass_to_stack(ctx, Way::In);
+        return pass_to_stack(ctx, FromUplink);
     };
     let Some(dst) = endpoint_by_ip(entry.xlate_ip_be).filter(|ep| ep.ifindex == entry.ifindex)
     else {
-        return pass_to_stack(ctx, Way::In);
+        return pass_to_stack(ctx, FromUplink);
     };
     if ip.ttl <= 1 {
         return Err(drop_here!(TtlExceeded));
     }
     rewrite_quote(ctx, l4_off, &quote, entry.xlate_ip_be, entry.xlate_port_be)?;
-    retarget_ipv4(ctx, ip, IP_DST_OFF, node.node_ip_be, entry.xlate_ip_be)?;
-    deliver(ctx, &dst, Forward::IcmpErrorTranslated, Way::In)
+    ipv4::retarget(ctx, ip, IP_DST_OFF, node.node_ip_be, entry.xlate_ip_be)?;
+    deliver_as_gateway(ctx, &dst, Forward::IcmpErrorTranslated, FromUplink)
 }
 
 /// An ICMP message container `src` sends outside weft that is not an echo
@@ -209,37 +208,25 @@ pub fn from_container(
     node: &NodeConfig,
 ) -> Verdict {
     let Some(quote) = parse_quote(ctx, ip, l4_off, Q_DST_OFF, src.ip_be)? else {
-        return pass_to_stack(ctx, Way::Out);
+        return pass_to_stack(ctx, FromContainer);
     };
     let Some(entry) = conntrack::peek(&quote.key, now_ns()).filter(|e| {
         e.direction == CT_DIR_ORIGINAL
             && e.ifindex == src.ifindex
             && e.xlate_ip_be == node.node_ip_be
     }) else {
-        return pass_to_stack(ctx, Way::Out);
+        return pass_to_stack(ctx, FromContainer);
     };
     let dst_ip = u32::from_ne_bytes(ip.dst_addr);
     let Some(hop) = fib_lookup(ctx, ifindex(ctx), node.node_ip_be, dst_ip)
         .filter(|hop| hop.ifindex == node.uplink_ifindex)
     else {
-        return pass_to_stack(ctx, Way::Out);
+        return pass_to_stack(ctx, FromContainer);
     };
     if ip.ttl <= 1 {
         return Err(drop_here!(TtlExceeded));
     }
     rewrite_quote(ctx, l4_off, &quote, node.node_ip_be, entry.xlate_port_be)?;
-    retarget_ipv4(ctx, ip, IP_SRC_OFF, src.ip_be, node.node_ip_be)?;
-    send_out(ctx, &hop, Forward::IcmpErrorTranslated)
-}
-
-/// Makes the first `want` bytes (at most the packet) linear.
-#[inline(always)]
-fn pull(ctx: &TcContext, want: usize) {
-    let want = want as u32;
-    let want = if ctx.len() < want { ctx.len() } else { want };
-    if ctx.data_end() - ctx.data() < want as usize {
-        // A failed pull leaves the packet as it was; the loads then see it
-        // as cut short.
-        let _ = ctx.pull_data(want);
-    }
+    ipv4::retarget(ctx, ip, IP_SRC_OFF, src.ip_be, node.node_ip_be)?;
+    send_to_hop(ctx, &hop, Forward::IcmpErrorTranslated, FromContainer)
 }

@@ -13,7 +13,8 @@ use weft_common::maps::{
     ifcache_slot, ipcache_slot,
 };
 
-/// Tail-call targets (`weft_common::maps::TAIL_*`), filled by userspace.
+/// Tail-call targets (`weft_common::maps::TAIL_*`), filled by userspace;
+/// jumped to through `tail::hand_over`.
 #[map(name = "WEFT_TAILS")]
 pub static TAILS: ProgramArray = ProgramArray::pinned(weft_common::maps::MAX_TAILS, 0);
 
@@ -204,21 +205,4 @@ pub fn flood_list(id: u32) -> Option<&'static FloodList> {
     // SAFETY: a successful lookup returns a pointer to the map value that
     // stays valid for this program run; it is only read.
     FLOOD.get_ptr(id).map(|p| unsafe { &*p })
-}
-
-/// Jumps to tail-call program `index`; returns only if the slot is empty
-/// (the program was not installed), and then the caller carries on. That
-/// failure is logged (aya-log, read by the agent): it is never the fast
-/// path, and it means the node lost part of its datapath.
-#[inline(always)]
-pub fn tail_call(ctx: &aya_ebpf::programs::TcContext, index: u32) {
-    // SAFETY: `ctx` is this program's context and TAILS a program array;
-    // on success control never comes back, on failure nothing changed.
-    unsafe { TAILS.tail_call(ctx, index) };
-    // Reached only when the tail call failed.
-    aya_log_ebpf::warn!(
-        ctx,
-        "tail call to WEFT_TAILS[{}] failed (slot empty): packet handed to the stack untranslated",
-        index
-    );
 }

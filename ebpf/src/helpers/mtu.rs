@@ -17,25 +17,26 @@
 //! `bpf_skb_store_bytes`: TCP options sit at offsets the verifier cannot
 //! bound for direct packet access.
 
-use aya_ebpf::{bindings::TC_ACT_REDIRECT, programs::TcContext};
+use aya_ebpf::programs::TcContext;
 use network_types::ip::Ipv4Hdr;
 use weft_common::{
     maps::{EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
     reason::Forward,
 };
 
-use crate::{
-    access::{
-        EXCERPT_MAX, change_tail, gso_size, load_excerpt, redirect_egress, store, store_excerpt,
-    },
+use super::{
+    access::{EXCERPT_MAX, change_tail, gso_size, load_excerpt, store, store_excerpt},
     csum,
+    deliver::send_out_of,
+    direction::Direction,
+    ipv4::{self, Originated},
     maps::network,
     parse::{
         ETH_DST_OFF, ETH_LEN, ETH_SRC_OFF, ICMP_DEST_UNREACH, ICMP_LEN, ICMP_QUOTED_L4, IP_DF,
         IP_FRAG_OFFSET_MASK, IP_MIN_LEN, IP_OFF, TCP_CSUM_OFF, TCP_LEN, TCP_OFF_FLAGS_OFF, TCP_SYN,
-        UDP_LEN,
+        UDP_LEN, header_len,
     },
-    verdict::{Dropped, count_forward},
+    verdict::Dropped,
 };
 
 /// IPv4 and TCP fixed headers: what an MSS does not count.
@@ -91,7 +92,7 @@ fn packet_len(ctx: &TcContext, ip: &Ipv4Hdr) -> u32 {
     if gso == 0 {
         return total;
     }
-    let ip_len = u32::from(ip.vihl & 0x0f) * 4;
+    let ip_len = header_len(ip) as u32;
     let l4_off = IP_OFF + ip_len as usize;
     let l4_len = match ip.proto {
         IPPROTO_TCP => match ctx.load::<[u8; 1]>(l4_off + TCP_OFF_FLAGS_OFF) {
@@ -117,7 +118,7 @@ fn frag_needed(
     mtu: u32,
 ) -> Result<i32, Dropped> {
     let net = network(src.network_id).ok_or(drop_here!(UnknownEndpoint))?;
-    let quote_len = usize::from(ip.vihl & 0x0f) * 4 + ICMP_QUOTED_L4;
+    let quote_len = header_len(ip) + ICMP_QUOTED_L4;
     let mut quote = [0u8; EXCERPT_MAX];
     load_excerpt(ctx, IP_OFF, &mut quote, quote_len).ok_or(drop_here!(TruncatedL4))?;
 
@@ -131,16 +132,15 @@ fn frag_needed(
     icmp[2..4].copy_from_slice(&check);
 
     let total = (IP_MIN_LEN + ICMP_LEN + quote_len) as u16;
-    let mut header = [0u8; IP_MIN_LEN];
-    header[0] = 0x45;
-    header[1] = TOS_INTERNETWORK_CONTROL;
-    header[2..4].copy_from_slice(&total.to_be_bytes());
-    header[8] = ICMP_TTL;
-    header[9] = IPPROTO_ICMP;
-    header[12..16].copy_from_slice(&net.gateway_ip_be.to_ne_bytes());
-    header[16..20].copy_from_slice(&ip.src_addr);
-    let check = csum::ipv4_header(&header);
-    header[10..12].copy_from_slice(&check);
+    let header = ipv4::originate(&Originated {
+        tos: TOS_INTERNETWORK_CONTROL,
+        total_len: total,
+        frags: 0,
+        ttl: ICMP_TTL,
+        proto: IPPROTO_ICMP,
+        src_be: net.gateway_ip_be,
+        dst_be: u32::from_ne_bytes(ip.src_addr),
+    });
 
     // From here the packet is rewritten: nothing below may fail halfway
     // but by a helper error, which drops it.
@@ -151,12 +151,12 @@ fn frag_needed(
     store(ctx, IP_OFF + IP_MIN_LEN, icmp).ok_or(drop_here!(EncapFailed))?;
     store_excerpt(ctx, IP_OFF + IP_MIN_LEN + ICMP_LEN, &quote, quote_len)
         .ok_or(drop_here!(EncapFailed))?;
-    count_forward(ctx, Forward::FragNeededSent);
-    let action = redirect_egress(src.ifindex);
-    if action != i64::from(TC_ACT_REDIRECT) {
-        return Err(drop_here!(RedirectFailed));
-    }
-    Ok(TC_ACT_REDIRECT)
+    send_out_of(
+        ctx,
+        src.ifindex,
+        Forward::FragNeededSent,
+        Direction::FromContainer,
+    )
 }
 
 /// Clamps the MSS option of a TCP SYN (or SYN-ACK) in the IPv4 packet `ip`
@@ -167,7 +167,7 @@ pub fn clamp_mss(ctx: &TcContext, ip_off: usize, ip: &Ipv4Hdr, max: u16) {
     if ip.proto != IPPROTO_TCP || u16::from_be_bytes(ip.frags) & IP_FRAG_OFFSET_MASK != 0 {
         return;
     }
-    let l4_off = ip_off + usize::from(ip.vihl & 0x0f) * 4;
+    let l4_off = ip_off + header_len(ip);
     let Ok([data_off, flags]) = ctx.load::<[u8; 2]>(l4_off + TCP_OFF_FLAGS_OFF) else {
         return;
     };

@@ -12,15 +12,15 @@ use aya_ebpf::{
 };
 use network_types::ip::Ipv4Hdr;
 use weft_common::{
-    maps::IPPROTO_UDP,
-    overlay::{VXLAN_FLAG_VNI, VXLAN_LEN, VXLAN_PORT},
+    overlay::{VXLAN_LEN, vxlan_vni},
     reason::Drop,
 };
 
-use crate::{
-    access::xdp_load,
+use crate::helpers::{
+    access::load,
+    direction::Direction,
     maps::{network_of_vni, overlay_config},
-    parse::{ETH_P_IP, ETH_PROTO_OFF, IP_MIN_LEN, IP_OFF, UDP_LEN},
+    parse::{ETH_P_IP, ETH_PROTO_OFF, IP_OFF, UDP_LEN, ipv4_header_len, is_vxlan},
     verdict::count_drop_xdp,
 };
 
@@ -28,7 +28,11 @@ use crate::{
 pub fn weft_xdp_underlay(ctx: XdpContext) -> u32 {
     match early_drop(&ctx) {
         Some(reason) => {
-            count_drop_xdp(reason, (ctx.data_end() - ctx.data()) as u32);
+            count_drop_xdp(
+                reason,
+                (ctx.data_end() - ctx.data()) as u32,
+                Direction::FromUplink,
+            );
             XDP_DROP
         }
         None => XDP_PASS,
@@ -39,29 +43,24 @@ pub fn weft_xdp_underlay(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn early_drop(ctx: &XdpContext) -> Option<Drop> {
     let overlay = overlay_config()?;
-    let proto: [u8; 2] = xdp_load(ctx, ETH_PROTO_OFF)?;
+    let proto: [u8; 2] = load(ctx, ETH_PROTO_OFF)?;
     if u16::from_be_bytes(proto) != ETH_P_IP {
         return None;
     }
-    let ip: Ipv4Hdr = xdp_load(ctx, IP_OFF)?;
-    let header_len = usize::from(ip.vihl & 0x0f) * 4;
-    if ip.vihl >> 4 != 4 || header_len < IP_MIN_LEN || ip.proto != IPPROTO_UDP {
-        return None;
-    }
-    let udp_off = IP_OFF + header_len;
-    let dport: [u8; 2] = xdp_load(ctx, udp_off + 2)?;
-    if u16::from_be_bytes(dport) != VXLAN_PORT {
+    let ip: Ipv4Hdr = load(ctx, IP_OFF)?;
+    // Only the header is checked: a packet with a bad total length is
+    // weft_from_uplink's to judge (and the node's stack's).
+    let header_len = ipv4_header_len(&ip)?;
+    if !is_vxlan(ctx, &ip, header_len) {
         return None;
     }
     if u32::from_ne_bytes(ip.dst_addr) != overlay.underlay_ip_be {
         return Some(Drop::VxlanNotForNode);
     }
-    let vxlan: [u8; VXLAN_LEN] = xdp_load(ctx, udp_off + UDP_LEN)?;
-    if vxlan[0] & VXLAN_FLAG_VNI == 0 {
-        // Malformed: weft_from_uplink drops it with its reason and event.
-        return None;
-    }
-    let vni = u32::from_be_bytes([0, vxlan[4], vxlan[5], vxlan[6]]);
+    let vxlan: [u8; VXLAN_LEN] = load(ctx, IP_OFF + header_len + UDP_LEN)?;
+    // Malformed (no I flag): weft_from_uplink drops it with its reason and
+    // event.
+    let vni = vxlan_vni(&vxlan)?;
     match network_of_vni(vni) {
         Some(_) => None,
         None => Some(Drop::VxlanUnknownVni),

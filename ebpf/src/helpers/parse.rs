@@ -1,13 +1,19 @@
-//! Header layouts and named field offsets.
+//! Header layouts, named field offsets, and the checks that make a header
+//! one the datapath may act on: IPv4 (version, IHL, total length) and
+//! whether a UDP packet is VXLAN.
 //!
 //! Offsets are derived from network-types' `#[repr(C)]` headers with
 //! `offset_of!`, never written as bare numbers.
 
 use core::mem::offset_of;
 
+use aya_ebpf::programs::TcContext;
 use network_types::{
     arp::ArpHdr, eth::EthHdr, icmp::Icmpv4Hdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr,
 };
+use weft_common::{maps::IPPROTO_UDP, overlay::VXLAN_PORT};
+
+use super::access::{Packet, load};
 
 pub const ETH_LEN: usize = EthHdr::LEN;
 pub const ETH_DST_OFF: usize = offset_of!(EthHdr, dst_addr);
@@ -81,4 +87,61 @@ pub fn be16(bytes: [u8; 2]) -> u16 {
 #[inline(always)]
 pub fn is_group_mac(mac: &[u8; 6]) -> bool {
     mac[0] & 1 == 1
+}
+
+/// Why an IPv4 header cannot be acted on.
+#[derive(Clone, Copy)]
+pub enum BadIpv4 {
+    /// Not there: the frame ends first.
+    Truncated,
+    /// Not version 4, an IHL under 5, or options past the frame's end.
+    Header,
+    /// A total length shorter than the header or longer than the frame.
+    Length,
+}
+
+/// The length of IPv4 header `ip` in bytes, from its IHL (options
+/// included). Only meaningful for a header [`ipv4_header_len`] accepted.
+#[inline(always)]
+pub fn header_len(ip: &Ipv4Hdr) -> usize {
+    usize::from(ip.vihl & 0x0f) * 4
+}
+
+/// The header length of `ip` if it is an IPv4 header at all: version 4
+/// and at least the 20 fixed bytes.
+#[inline(always)]
+pub fn ipv4_header_len(ip: &Ipv4Hdr) -> Option<usize> {
+    let len = header_len(ip);
+    (ip.vihl >> 4 == 4 && len >= IP_MIN_LEN).then_some(len)
+}
+
+/// The IPv4 header at `ip_off` and its length, if the packet holds a whole
+/// one: header and total length inside the frame (`ctx.len()`, linear or
+/// not; only the fixed header is read, from linear data).
+#[inline(always)]
+pub fn ipv4_at(ctx: &TcContext, ip_off: usize) -> Result<(Ipv4Hdr, usize), BadIpv4> {
+    let ip: Ipv4Hdr = load(ctx, ip_off).ok_or(BadIpv4::Truncated)?;
+    let frame_len = ctx.len() as usize;
+    let header_len = ipv4_header_len(&ip).ok_or(BadIpv4::Header)?;
+    if ip_off + header_len > frame_len {
+        return Err(BadIpv4::Header);
+    }
+    let total_len = usize::from(u16::from_be_bytes(ip.tot_len));
+    if total_len < header_len || ip_off + total_len > frame_len {
+        return Err(BadIpv4::Length);
+    }
+    Ok((ip, header_len))
+}
+
+/// Whether IPv4 header `ip` at `IP_OFF`, `header_len` bytes long, starts
+/// UDP to the VXLAN port.
+#[inline(always)]
+pub fn is_vxlan(ctx: &impl Packet, ip: &Ipv4Hdr, header_len: usize) -> bool {
+    if ip.proto != IPPROTO_UDP {
+        return false;
+    }
+    // Two-byte loads at a variable offset: LLVM turns a one-byte bound
+    // check into `ptr >= end`, which the verifier does not read as a range.
+    let dport: Option<[u8; 2]> = load(ctx, IP_OFF + header_len + UDP_DPORT_OFF);
+    dport.is_some_and(|p| u16::from_be_bytes(p) == VXLAN_PORT)
 }

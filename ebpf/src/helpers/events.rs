@@ -12,7 +12,7 @@ use weft_common::events::{
     EVENT_DROP, EVENT_SNAP_LEN, EVENT_TRACE, EVENTS_RING_BYTES, PacketEvent, TraceConfig,
 };
 
-use crate::access;
+use super::access;
 
 #[map(name = "WEFT_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_RING_BYTES, 0);

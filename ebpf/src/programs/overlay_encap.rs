@@ -7,12 +7,12 @@ use aya_ebpf::{macros::classifier, programs::TcContext};
 use network_types::ip::Ipv4Hdr;
 use weft_common::events::PROGRAM_OVERLAY_ENCAP;
 
-use crate::{
-    access::{ifindex, load},
-    encap,
-    maps::endpoint_by_ifindex,
-    nat,
+use crate::helpers::{
+    access::load,
+    direction::Direction,
+    encap, nat,
     parse::IP_OFF,
+    tail,
     verdict::{Verdict, drop_packet},
 };
 
@@ -20,18 +20,23 @@ use crate::{
 pub fn weft_overlay_encap(ctx: TcContext) -> i32 {
     match try_overlay_encap(&ctx) {
         Ok(action) => action,
-        Err(dropped) => drop_packet(&ctx, dropped, PROGRAM_OVERLAY_ENCAP),
+        Err(dropped) => drop_packet(
+            &ctx,
+            dropped,
+            PROGRAM_OVERLAY_ENCAP,
+            Direction::FromContainer,
+        ),
     }
 }
 
-/// `weft_from_container` validated the frame, counted it and checked that
-/// the sender's network may reach the destination's; this re-reads the
-/// sender and the IPv4 header. A reply to a published port's client on
+/// `weft_from_container` validated the frame, counted it, checked that
+/// the sender's network may reach the destination's and handed over the
+/// sender (`tail::sender`). A reply to a published port's client on
 /// another node is translated first (`nat::reverse_dnat_to_overlay`).
 #[inline(always)]
 fn try_overlay_encap(ctx: &TcContext) -> Verdict {
-    let src = endpoint_by_ifindex(ifindex(ctx)).ok_or(drop_here!(UnknownEndpoint))?;
     let mut ip: Ipv4Hdr = load(ctx, IP_OFF).ok_or(drop_here!(TruncatedIpv4))?;
+    let src = tail::sender(ctx, &ip);
     if nat::reverse_dnat_to_overlay(ctx, &src, &ip)? {
         ip = load(ctx, IP_OFF).ok_or(drop_here!(TruncatedIpv4))?;
     }

@@ -15,9 +15,41 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 
+/// A context whose packet is read directly: TC's skb or XDP's frame.
+pub trait Packet {
+    /// Address of the first byte of the packet's linear data.
+    fn data(&self) -> usize;
+    /// Address one past the last byte of the packet's linear data.
+    fn data_end(&self) -> usize;
+}
+
+impl Packet for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+}
+
+impl Packet for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+}
+
 /// Reads a `T` at `offset` bytes into the packet, if the packet is that long.
 #[inline(always)]
-pub fn load<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
+pub fn load<T: Copy>(ctx: &impl Packet, offset: usize) -> Option<T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
@@ -25,19 +57,6 @@ pub fn load<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
     }
     // SAFETY: [start + offset, start + offset + size_of::<T>()) lies within
     // [data, data_end), checked above; read_unaligned tolerates any alignment.
-    Some(unsafe { ((start + offset) as *const T).read_unaligned() })
-}
-
-/// [`load`] for XDP: reads a `T` at `offset` bytes into the frame, if the
-/// frame is that long.
-#[inline(always)]
-pub fn xdp_load<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + offset + size_of::<T>() > end {
-        return None;
-    }
-    // SAFETY: as in `load`: the range lies within [data, data_end).
     Some(unsafe { ((start + offset) as *const T).read_unaligned() })
 }
 
@@ -55,12 +74,44 @@ pub fn store<T: Copy>(ctx: &TcContext, offset: usize, value: T) -> Option<()> {
     Some(())
 }
 
+/// Makes the packet's first `len` bytes (all of it, if shorter) linear, so
+/// [`load`] and [`store`] reach them: headers may sit in paged data (e.g.
+/// GRO'd skbs). Pulls nothing when they already are: a pull makes the skb
+/// writable, which copies its head if it is a clone (TCP keeps one of each
+/// segment it sends). A failed pull leaves the packet as it was; the loads
+/// then see it as cut short, and the caller drops it with its reason.
+#[inline(always)]
+pub fn pull(ctx: &TcContext, len: usize) {
+    let len = len as u32;
+    let want = if ctx.len() < len { ctx.len() } else { len };
+    if ctx.data_end() - ctx.data() < want as usize {
+        let _ = ctx.pull_data(want);
+    }
+}
+
 /// The ifindex of the device the packet is on (the host-side veth at ingress).
 #[inline(always)]
 pub fn ifindex(ctx: &TcContext) -> u32 {
     // SAFETY: `skb` is the context pointer the kernel passed in; reading
     // `ifindex` is a plain context load the verifier rewrites.
     unsafe { (*ctx.skb.skb).ifindex }
+}
+
+/// Writes the skb's control block (`__sk_buff::cb`, 20 bytes of scratch
+/// that stays with the skb for the whole TC run, tail calls included).
+#[inline(always)]
+pub fn set_cb(ctx: &TcContext, words: [u32; 5]) {
+    // SAFETY: `skb` is the context pointer the kernel passed in; TC
+    // programs may write `cb[0..5]` (plain context stores the verifier
+    // rewrites into the skb's qdisc control block).
+    unsafe { (*ctx.skb.skb).cb = words };
+}
+
+/// Reads the skb's control block, as [`set_cb`] (or nobody: zeros) left it.
+#[inline(always)]
+pub fn cb(ctx: &TcContext) -> [u32; 5] {
+    // SAFETY: as in `set_cb`: plain context loads.
+    unsafe { (*ctx.skb.skb).cb }
 }
 
 /// Delivers the packet straight into the namespace of `ifindex`'s veth peer,

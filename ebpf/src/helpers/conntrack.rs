@@ -13,7 +13,7 @@ use weft_common::maps::{
     EndpointInfo, IPPROTO_TCP, NAT_PORT_PROBES, NodeConfig, PublishTarget,
 };
 
-use crate::{
+use super::{
     access::{now_ns, percpu_u64},
     maps::{CT, CT_BUDGET, CT_CLOSING, endpoint_by_ip},
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},

@@ -3,12 +3,12 @@
 
 use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
 use weft_common::{
-    events::{PROGRAM_FROM_UPLINK, PROGRAM_FROM_VXLAN},
-    maps::{DIR_FROM_CONTAINER, DIR_FROM_UPLINK, counter_slot},
+    maps::counter_slot,
     reason::{Drop, Forward},
 };
 
-use crate::{
+use super::{
+    direction::Direction,
     events::{Site, emit_drop, maybe_trace},
     maps::{DROPS, EP_STATS, FORWARDS},
 };
@@ -47,19 +47,13 @@ const _: () = assert!((weft_common::maps::MAX_REASONS as usize) <= 256);
 /// A TC action code (`TC_ACT_*`), or the drop decision.
 pub type Verdict = Result<i32, Dropped>;
 
-/// Counts the drop (in the direction of `program`), emits its event and
+/// Counts the drop under `direction` (the direction of `program`, the
+/// `weft_common::events::PROGRAM_*` that decided it), emits its event and
 /// returns the action that drops the packet.
 #[inline(always)]
-pub fn drop_packet(ctx: &TcContext, dropped: Dropped, program: u8) -> i32 {
+pub fn drop_packet(ctx: &TcContext, dropped: Dropped, program: u8, direction: Direction) -> i32 {
     let code = dropped.code();
-    // Decapsulation (on the uplink or the vxlan device) is traffic from
-    // the underlay.
-    let direction = if program == PROGRAM_FROM_UPLINK || program == PROGRAM_FROM_VXLAN {
-        DIR_FROM_UPLINK
-    } else {
-        DIR_FROM_CONTAINER
-    };
-    bump(&DROPS, counter_slot(direction, code), ctx.len());
+    bump(&DROPS, counter_slot(direction.counters(), code), ctx.len());
     emit_drop(
         ctx,
         code,
@@ -72,25 +66,26 @@ pub fn drop_packet(ctx: &TcContext, dropped: Dropped, program: u8) -> i32 {
     TC_ACT_SHOT
 }
 
-/// Counts a drop decided in XDP on the underlay (direction `from_uplink`,
-/// the same counters the TC programs there use; no event: XDP has no skb
-/// to snapshot the way `emit_drop` does).
+/// Counts a drop decided in XDP (no event: XDP has no skb to snapshot the
+/// way `emit_drop` does).
 #[inline(always)]
-pub fn count_drop_xdp(reason: Drop, len: u32) {
-    bump(&DROPS, counter_slot(DIR_FROM_UPLINK, reason.code()), len);
+pub fn count_drop_xdp(reason: Drop, len: u32, direction: Direction) {
+    bump(
+        &DROPS,
+        counter_slot(direction.counters(), reason.code()),
+        len,
+    );
 }
 
-/// Counts a forwarding verdict of `kind` for a packet from a container.
+/// Counts a forwarding verdict of `kind` under `direction` (a constant at
+/// every call site, so the index folds at compile time).
 #[inline(always)]
-pub fn count_forward(ctx: &TcContext, kind: Forward) {
-    count_forward_in(ctx, kind, DIR_FROM_CONTAINER);
-}
-
-/// Counts a forwarding verdict of `kind` in `direction` (`DIR_*`; a
-/// constant at every call site, so the index folds at compile time).
-#[inline(always)]
-pub fn count_forward_in(ctx: &TcContext, kind: Forward, direction: u32) {
-    bump(&FORWARDS, counter_slot(direction, kind.code()), ctx.len());
+pub fn count_forward(ctx: &TcContext, kind: Forward, direction: Direction) {
+    bump(
+        &FORWARDS,
+        counter_slot(direction.counters(), kind.code()),
+        ctx.len(),
+    );
     maybe_trace(ctx, kind.code());
 }
 

@@ -3,9 +3,11 @@
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 
-use crate::{
-    access::{ifindex, load},
-    arp, forward,
+use crate::helpers::{
+    access::{ifindex, load, pull},
+    arp,
+    direction::Direction,
+    forward,
     maps::endpoint_by_ifindex,
     parse::{ETH_DST_OFF, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ETH_PROTO_OFF, ETH_SRC_OFF},
     verdict::{Verdict, count_endpoint_tx, drop_packet},
@@ -20,7 +22,7 @@ use crate::{
 /// segment, since TCP keeps a clone of each for retransmission. NAT pulls
 /// the L4 header it rewrites itself; the MSS clamp and the
 /// fragmentation-needed quote read through `bpf_skb_load_bytes`.
-const PULL_LEN: u32 = (ETH_LEN + ARP_LEN) as u32;
+const PULL_LEN: usize = ETH_LEN + ARP_LEN;
 /// An Ethernet/IPv4 ARP body.
 const ARP_LEN: usize = 28;
 
@@ -28,13 +30,18 @@ const ARP_LEN: usize = 28;
 pub fn weft_from_container(ctx: TcContext) -> i32 {
     match try_from_container(&ctx) {
         Ok(action) => action,
-        Err(dropped) => drop_packet(&ctx, dropped, weft_common::events::PROGRAM_FROM_CONTAINER),
+        Err(dropped) => drop_packet(
+            &ctx,
+            dropped,
+            weft_common::events::PROGRAM_FROM_CONTAINER,
+            Direction::FromContainer,
+        ),
     }
 }
 
 #[inline(always)]
 fn try_from_container(ctx: &TcContext) -> Verdict {
-    make_headers_linear(ctx);
+    pull(ctx, PULL_LEN);
     let src = endpoint_by_ifindex(ifindex(ctx)).ok_or(drop_here!(UnknownEndpoint))?;
     count_endpoint_tx(src.stats_slot, ctx.len());
 
@@ -49,21 +56,5 @@ fn try_from_container(ctx: &TcContext) -> Verdict {
         ETH_P_IP => forward::ipv4(ctx, &src, dst_mac),
         ETH_P_IPV6 => Err(drop_here!(Ipv6Unsupported)),
         _ => Err(drop_here!(UnsupportedEthertype)),
-    }
-}
-
-/// Headers may sit in paged data (e.g. GRO'd skbs); pull what we parse into
-/// the linear area so direct packet access can see it.
-#[inline(always)]
-fn make_headers_linear(ctx: &TcContext) {
-    let want = if ctx.len() < PULL_LEN {
-        ctx.len()
-    } else {
-        PULL_LEN
-    };
-    if ctx.data_end() - ctx.data() < want as usize {
-        // A failed pull leaves the packet as it was; the parsers then see it
-        // as truncated and drop it with a reason.
-        let _ = ctx.pull_data(want);
     }
 }

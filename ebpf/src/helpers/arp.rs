@@ -2,18 +2,20 @@
 //! program itself (for the gateway or a peer of the same network) or dropped
 //! with a reason; nothing is flooded.
 
-use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
+use aya_ebpf::programs::TcContext;
 use network_types::arp::ArpHdr;
 use weft_common::{maps::EndpointInfo, reason::Forward};
 
-use crate::{
-    access::{load, redirect_egress, store},
+use super::{
+    access::{load, store},
+    deliver::{pass_to_stack, send_out_of},
+    direction::Direction,
     maps::{endpoint_by_ip, network, overlay_route},
     parse::{
         ARP_HTYPE_ETHERNET, ARP_OFF, ARP_OP_REPLY, ARP_OP_REQUEST, ARP_OPER_OFF, ARP_SHA_OFF,
         ARP_SPA_OFF, ARP_THA_OFF, ARP_TPA_OFF, ETH_DST_OFF, ETH_P_IP, ETH_SRC_OFF, be16,
     },
-    verdict::{Dropped, Verdict, count_forward},
+    verdict::{Dropped, Verdict},
 };
 
 /// Answers an ARP request from endpoint `src` in place and sends the reply
@@ -30,10 +32,7 @@ pub fn handle(ctx: &TcContext, src: &EndpointInfo) -> Verdict {
     }
     match be16(arp.oper) {
         ARP_OP_REQUEST => {}
-        ARP_OP_REPLY => {
-            count_forward(ctx, Forward::PassedToStack);
-            return Ok(TC_ACT_OK);
-        }
+        ARP_OP_REPLY => return pass_to_stack(ctx, Direction::FromContainer),
         _ => return Err(drop_here!(UnsupportedArp)),
     }
     if arp.tpa == arp.spa {
@@ -49,8 +48,12 @@ pub fn handle(ctx: &TcContext, src: &EndpointInfo) -> Verdict {
     store(ctx, ARP_THA_OFF, arp.sha).ok_or(drop_here!(TruncatedArp))?;
     store(ctx, ARP_TPA_OFF, arp.spa).ok_or(drop_here!(TruncatedArp))?;
 
-    count_forward(ctx, Forward::ArpReplied);
-    Ok(redirect_egress(src.ifindex) as i32)
+    send_out_of(
+        ctx,
+        src.ifindex,
+        Forward::ArpReplied,
+        Direction::FromContainer,
+    )
 }
 
 /// The MAC that owns `target` in `src`'s network: the gateway or a peer.

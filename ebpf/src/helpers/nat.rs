@@ -4,11 +4,12 @@
 //! replies. A DNAT connection is tracked like a masqueraded one seen from
 //! the other side: its container-side entry is an "original" entry.
 //!
-//! Only TCP, UDP and ICMP echo are translated; other traffic keeps going to
-//! the node's stack untranslated, as before masquerade existed. Checksums
-//! are updated with `bpf_l3_csum_replace`/`bpf_l4_csum_replace`, which also
-//! handle `CHECKSUM_PARTIAL` (offloaded) and `CHECKSUM_COMPLETE` skbs; a UDP
-//! checksum of 0 ("none") stays 0 (`BPF_F_MARK_MANGLED_0`).
+//! Only TCP, UDP and ICMP echo are translated; other traffic goes to the
+//! node's stack untranslated, for the node to route or answer. The IPv4
+//! header checksum is updated by hand (`ipv4`); L4 checksums with
+//! `bpf_l4_csum_replace`, which also handles `CHECKSUM_PARTIAL`
+//! (offloaded) and `CHECKSUM_COMPLETE` skbs; a UDP checksum of 0 ("none")
+//! stays 0 (`BPF_F_MARK_MANGLED_0`).
 //!
 //! IPv4 fragments: a first fragment carries the ports and is translated; a
 //! later fragment carries none, so it cannot be matched to a connection and
@@ -16,61 +17,44 @@
 //! the stack, since it may be the node's own traffic.
 
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_REDIRECT},
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
     programs::TcContext,
 };
 use network_types::ip::Ipv4Hdr;
 use weft_common::{
     maps::{
-        CT_DIR_ORIGINAL, CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CtKey, DIR_FROM_CONTAINER, DIR_FROM_UPLINK,
-        EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NET_FLAG_MASQUERADE,
-        NODE_FLAG_PUBLISHES, NodeConfig,
+        CT_DIR_ORIGINAL, CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CtKey, EndpointInfo, IPPROTO_ICMP,
+        IPPROTO_TCP, IPPROTO_UDP, NET_FLAG_MASQUERADE, NODE_FLAG_PUBLISHES, NodeConfig,
     },
     reason::Forward,
 };
 
-use crate::{
-    access::{FibHop, fib_lookup, ifindex, load, now_ns, redirect_neigh, redirect_peer, store},
-    conntrack, csum, icmp_error,
+use super::{
+    access::{FibHop, fib_lookup, ifindex, load, now_ns, pull, store},
+    conntrack, csum,
+    deliver::{deliver_as_gateway, pass_to_stack, send_to_hop},
+    direction::Direction::{self, FromContainer, FromUplink},
+    icmp_error, ipv4,
     maps::{endpoint_by_ip, network, node_config, published},
     parse::{
-        ETH_DST_OFF, ETH_SRC_OFF, ICMP_CSUM_OFF, ICMP_ECHO_ID_OFF, ICMP_ECHO_REPLY,
-        ICMP_ECHO_REQUEST, ICMP_LEN, ICMP_TYPE_CODE_OFF, IP_CSUM_OFF, IP_DST_OFF,
-        IP_FRAG_OFFSET_MASK, IP_OFF, IP_SRC_OFF, IP_TTL_OFF, TCP_CSUM_OFF, TCP_DPORT_OFF, TCP_LEN,
-        TCP_OFF_FLAGS_OFF, TCP_SPORT_OFF, UDP_CSUM_OFF, UDP_DPORT_OFF, UDP_LEN, UDP_SPORT_OFF,
+        ICMP_CSUM_OFF, ICMP_ECHO_ID_OFF, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_LEN,
+        ICMP_TYPE_CODE_OFF, IP_CSUM_OFF, IP_DST_OFF, IP_FRAG_OFFSET_MASK, IP_OFF, IP_SRC_OFF,
+        IP_TTL_OFF, TCP_CSUM_OFF, TCP_DPORT_OFF, TCP_LEN, TCP_OFF_FLAGS_OFF, TCP_SPORT_OFF,
+        UDP_CSUM_OFF, UDP_DPORT_OFF, UDP_LEN, UDP_SPORT_OFF, header_len,
     },
-    verdict::{Dropped, Verdict, count_endpoint_rx, count_forward, count_forward_in},
+    verdict::{Dropped, Verdict},
 };
 
 /// The longest L4 header part NAT reads or writes (TCP's fixed header).
 const L4_MAX: usize = TCP_LEN;
-
-/// Which way a packet crosses the NAT.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Way {
-    /// Container to outside: the source is translated.
-    Out,
-    /// Outside to container (a reply on the uplink): the destination is.
-    In,
-}
-
-impl Way {
-    /// The counter direction of packets crossing this way.
-    #[inline(always)]
-    const fn direction(self) -> u32 {
-        match self {
-            Self::Out => DIR_FROM_CONTAINER,
-            Self::In => DIR_FROM_UPLINK,
-        }
-    }
-}
 
 /// The translatable part of an L4 header.
 #[derive(Clone, Copy)]
 struct L4 {
     sport: [u8; 2],
     dport: [u8; 2],
-    /// Absolute offset of the port (ICMP: identifier) this way rewrites.
+    /// Absolute offset of the port (ICMP: identifier) this direction
+    /// rewrites.
     port_off: usize,
     /// Absolute offset of the other port (hairpin rewrites both).
     other_port_off: usize,
@@ -81,10 +65,16 @@ struct L4 {
     tcp_flags: u8,
 }
 
-/// The ports of a TCP, UDP or ICMP echo packet whose L4 header starts at
-/// `l4_off`; `None` for anything else; a cut-short header is a drop.
+/// The ports of a TCP, UDP or ICMP echo packet (a request from a
+/// container, a reply from the uplink) whose L4 header starts at `l4_off`;
+/// `None` for anything else; a cut-short header is a drop.
 #[inline(always)]
-fn parse_l4(ctx: &TcContext, ip: &Ipv4Hdr, l4_off: usize, way: Way) -> Result<Option<L4>, Dropped> {
+fn parse_l4(
+    ctx: &TcContext,
+    ip: &Ipv4Hdr,
+    l4_off: usize,
+    direction: Direction,
+) -> Result<Option<L4>, Dropped> {
     let ip_end = IP_OFF + usize::from(u16::from_be_bytes(ip.tot_len));
     let (need, sport_off, dport_off, csum_off, csum_flags) = match ip.proto {
         IPPROTO_TCP => (
@@ -119,7 +109,7 @@ fn parse_l4(ctx: &TcContext, ip: &Ipv4Hdr, l4_off: usize, way: Way) -> Result<Op
     if ip.proto == IPPROTO_ICMP {
         let [ty, _code]: [u8; 2] =
             load(ctx, l4_off + ICMP_TYPE_CODE_OFF).ok_or(drop_here!(TruncatedL4))?;
-        let want = if way == Way::Out {
+        let want = if direction == FromContainer {
             ICMP_ECHO_REQUEST
         } else {
             ICMP_ECHO_REPLY
@@ -136,7 +126,7 @@ fn parse_l4(ctx: &TcContext, ip: &Ipv4Hdr, l4_off: usize, way: Way) -> Result<Op
     let dport: [u8; 2] = load(ctx, l4_off + dport_off).ok_or(drop_here!(TruncatedL4))?;
     // Checked so the rewrite below cannot fail half-way.
     load::<[u8; 2]>(ctx, l4_off + csum_off).ok_or(drop_here!(TruncatedL4))?;
-    let (port_off, other_port_off) = if way == Way::Out {
+    let (port_off, other_port_off) = if direction == FromContainer {
         (sport_off, dport_off)
     } else {
         (dport_off, sport_off)
@@ -154,32 +144,17 @@ fn parse_l4(ctx: &TcContext, ip: &Ipv4Hdr, l4_off: usize, way: Way) -> Result<Op
 
 /// Whether `ip` is a fragment other than the first (no L4 header).
 #[inline(always)]
-pub fn is_later_fragment(ip: &Ipv4Hdr) -> bool {
+fn is_later_fragment(ip: &Ipv4Hdr) -> bool {
     u16::from_be_bytes(ip.frags) & IP_FRAG_OFFSET_MASK != 0
 }
 
-/// Offset of the L4 header behind an already validated IPv4 header.
+/// Offset of the L4 header behind an already validated IPv4 header, made
+/// linear up to the part NAT reads and writes.
 #[inline(always)]
-fn l4_offset(ip: &Ipv4Hdr) -> usize {
-    IP_OFF + usize::from(ip.vihl & 0x0f) * 4
-}
-
-/// Headers may sit in paged data; pull up to the L4 part NAT needs.
-#[inline(always)]
-pub fn pull_l4(ctx: &TcContext, l4_off: usize) {
-    let want = (l4_off + L4_MAX) as u32;
-    let want = if ctx.len() < want { ctx.len() } else { want };
-    if ctx.data_end() - ctx.data() < want as usize {
-        // A failed pull leaves the packet as it was; the parser then sees
-        // it as truncated.
-        let _ = ctx.pull_data(want);
-    }
-}
-
-#[inline(always)]
-pub fn pass_to_stack(ctx: &TcContext, way: Way) -> Verdict {
-    count_forward_in(ctx, Forward::PassedToStack, way.direction());
-    Ok(TC_ACT_OK)
+fn pull_l4(ctx: &TcContext, ip: &Ipv4Hdr) -> usize {
+    let l4_off = IP_OFF + header_len(ip);
+    pull(ctx, l4_off + L4_MAX);
+    l4_off
 }
 
 /// Container traffic to an address outside every weft network: masquerade
@@ -188,7 +163,7 @@ pub fn pass_to_stack(ctx: &TcContext, way: Way) -> Verdict {
 #[inline(always)]
 pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
     let Some(node) = node_config() else {
-        return pass_to_stack(ctx, Way::Out);
+        return pass_to_stack(ctx, FromContainer);
     };
     let dst_ip = u32::from_ne_bytes(ip.dst_addr);
     // To the node's own address: maybe a published port (hairpin), which
@@ -198,11 +173,10 @@ pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
         if hairpin || masquerades(src) {
             return Err(drop_here!(Ipv4Fragment));
         }
-        return pass_to_stack(ctx, Way::Out);
+        return pass_to_stack(ctx, FromContainer);
     }
-    let l4_off = l4_offset(ip);
-    pull_l4(ctx, l4_off);
-    let Some(l4) = parse_l4(ctx, ip, l4_off, Way::Out)? else {
+    let l4_off = pull_l4(ctx, ip);
+    let Some(l4) = parse_l4(ctx, ip, l4_off, FromContainer)? else {
         return icmp_error::from_container(ctx, src, ip, l4_off, &node);
     };
     if hairpin {
@@ -216,7 +190,7 @@ pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
     // published, which needs no masquerade), and the hash lookup costs
     // ~35 ns.
     if live.is_none() && !masquerades(src) {
-        return pass_to_stack(ctx, Way::Out);
+        return pass_to_stack(ctx, FromContainer);
     }
     if ip.ttl <= 1 {
         return Err(drop_here!(TtlExceeded));
@@ -242,7 +216,7 @@ pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
             let Some(hop) = fib_lookup(ctx, ifindex(ctx), node.node_ip_be, dst_ip)
                 .filter(|hop| hop.ifindex == node.uplink_ifindex)
             else {
-                return pass_to_stack(ctx, Way::Out);
+                return pass_to_stack(ctx, FromContainer);
             };
             let nat_port = match live {
                 Some(entry) => entry.xlate_port_be,
@@ -254,7 +228,7 @@ pub fn egress(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
     };
 
     source_to_node(ctx, ip, &l4, src, node.node_ip_be, nat_port)?;
-    send_out(ctx, &hop, kind)
+    send_to_hop(ctx, &hop, kind, FromContainer)
 }
 
 /// A container's reply on a connection to a published port whose client
@@ -277,9 +251,8 @@ pub fn reverse_dnat_to_overlay(
     if ip.proto == IPPROTO_ICMP || is_later_fragment(ip) {
         return Ok(false);
     }
-    let l4_off = l4_offset(ip);
-    pull_l4(ctx, l4_off);
-    let Some(l4) = parse_l4(ctx, ip, l4_off, Way::Out)? else {
+    let l4_off = pull_l4(ctx, ip);
+    let Some(l4) = parse_l4(ctx, ip, l4_off, FromContainer)? else {
         return Ok(false);
     };
     let orig = CtKey::new(
@@ -313,7 +286,7 @@ fn source_to_node(
     node_ip_be: u32,
     port: [u8; 2],
 ) -> Result<(), Dropped> {
-    retarget_ipv4(ctx, ip, IP_SRC_OFF, src.ip_be, node_ip_be)?;
+    ipv4::retarget(ctx, ip, IP_SRC_OFF, src.ip_be, node_ip_be)?;
     rewrite_l4(ctx, l4, ip.proto, src.ip_be, node_ip_be)?;
     rewrite_port(ctx, l4, l4.sport, port)
 }
@@ -328,26 +301,16 @@ fn masquerades(src: &EndpointInfo) -> bool {
 /// FIB lookup, in packets: route changes take effect within this many.
 const FIB_RECHECK_EVERY: u64 = 64;
 
-#[inline(always)]
-pub fn send_out(ctx: &TcContext, hop: &FibHop, kind: Forward) -> Verdict {
-    if redirect_neigh(hop) != i64::from(TC_ACT_REDIRECT) {
-        return Err(drop_here!(RedirectFailed));
-    }
-    count_forward(ctx, kind);
-    Ok(TC_ACT_REDIRECT)
-}
-
 /// An IPv4 packet on the uplink addressed to the node (header validated):
 /// a reply to a masqueraded connection is translated back and delivered
 /// into its container; anything else is the node's own.
 #[inline(always)]
 pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
     if is_later_fragment(ip) {
-        return pass_to_stack(ctx, Way::In);
+        return pass_to_stack(ctx, FromUplink);
     }
-    let l4_off = l4_offset(ip);
-    pull_l4(ctx, l4_off);
-    let Some(l4) = parse_l4(ctx, ip, l4_off, Way::In)? else {
+    let l4_off = pull_l4(ctx, ip);
+    let Some(l4) = parse_l4(ctx, ip, l4_off, FromUplink)? else {
         return icmp_error::from_uplink(ctx, ip, l4_off);
     };
     let dst_ip = u32::from_ne_bytes(ip.dst_addr);
@@ -363,11 +326,11 @@ pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
         Some(entry) => entry,
         None => {
             if ip.proto == IPPROTO_ICMP {
-                return pass_to_stack(ctx, Way::In);
+                return pass_to_stack(ctx, FromUplink);
             }
             // Published ports are looked up only for new connections.
             let Some(target) = published(ip.proto, l4.dport) else {
-                return pass_to_stack(ctx, Way::In);
+                return pass_to_stack(ctx, FromUplink);
             };
             let dst = endpoint_by_ip(target.ip_be).ok_or(drop_here!(PublishedEndpointMissing))?;
             conntrack::create_dnat(&k, &target, &dst, l4.tcp_flags, now, ctx.len())?
@@ -376,12 +339,12 @@ pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
     // The endpoint must still be the one the connection was made from.
     let Some(dst) = endpoint_by_ip(entry.xlate_ip_be).filter(|ep| ep.ifindex == entry.ifindex)
     else {
-        return pass_to_stack(ctx, Way::In);
+        return pass_to_stack(ctx, FromUplink);
     };
     if ip.ttl <= 1 {
         return Err(drop_here!(TtlExceeded));
     }
-    retarget_ipv4(ctx, ip, IP_DST_OFF, dst_ip, entry.xlate_ip_be)?;
+    ipv4::retarget(ctx, ip, IP_DST_OFF, dst_ip, entry.xlate_ip_be)?;
     rewrite_l4(ctx, &l4, ip.proto, dst_ip, entry.xlate_ip_be)?;
     rewrite_port(ctx, &l4, l4.dport, entry.xlate_port_be)?;
     let kind = if entry.flags & CT_FLAG_DNAT != 0 {
@@ -389,21 +352,7 @@ pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
     } else {
         Forward::ReverseSnat
     };
-    deliver(ctx, &dst, kind, Way::In)
-}
-
-/// Delivers a translated packet into endpoint `dst`: Ethernet header as
-/// its gateway would write it, then `bpf_redirect_peer`.
-#[inline(always)]
-pub fn deliver(ctx: &TcContext, dst: &EndpointInfo, kind: Forward, way: Way) -> Verdict {
-    store(ctx, ETH_DST_OFF, dst.mac).ok_or(drop_here!(TruncatedIpv4))?;
-    store(ctx, ETH_SRC_OFF, dst.gateway_mac).ok_or(drop_here!(TruncatedIpv4))?;
-    if redirect_peer(dst.ifindex) != i64::from(TC_ACT_REDIRECT) {
-        return Err(drop_here!(RedirectFailed));
-    }
-    count_endpoint_rx(dst.stats_slot, ctx.len());
-    count_forward_in(ctx, kind, way.direction());
-    Ok(TC_ACT_REDIRECT)
+    deliver_as_gateway(ctx, &dst, kind, FromUplink)
 }
 
 /// A container's packet to the node's own address (header validated,
@@ -420,16 +369,16 @@ fn hairpin_out(
     node: &NodeConfig,
 ) -> Verdict {
     if ip.proto == IPPROTO_ICMP {
-        return pass_to_stack(ctx, Way::Out);
+        return pass_to_stack(ctx, FromContainer);
     }
     let orig = CtKey::new(ip.proto, src.ip_be, node.node_ip_be, l4.sport, l4.dport);
     let now = now_ns();
     let entry = match conntrack::hit(&orig, l4.tcp_flags, now, ctx.len()) {
         Some(entry) if entry.flags & CT_FLAG_HAIRPIN != 0 => entry,
-        Some(_) => return pass_to_stack(ctx, Way::Out),
+        Some(_) => return pass_to_stack(ctx, FromContainer),
         None => {
             let Some(target) = published(ip.proto, l4.dport) else {
-                return pass_to_stack(ctx, Way::Out);
+                return pass_to_stack(ctx, FromContainer);
             };
             conntrack::create_hairpin(&orig, src, &target, node, l4.tcp_flags, now, ctx.len())?
         }
@@ -467,24 +416,7 @@ fn hairpin_out(
     } else {
         Forward::ReverseDnat
     };
-    deliver(ctx, &dst, kind, Way::Out)
-}
-
-/// Forwards the IPv4 header like a router that translates: TTL - 1 and
-/// the address at `addr_off` `from` -> `to`, with the header checksum
-/// updated by hand in one go (no helper call). The caller checked TTL > 1.
-#[inline(always)]
-pub fn retarget_ipv4(
-    ctx: &TcContext,
-    ip: &Ipv4Hdr,
-    addr_off: usize,
-    from: u32,
-    to: u32,
-) -> Result<(), Dropped> {
-    let check = csum::after_u32_change(csum::after_ttl_decrement(ip.check), from, to);
-    store(ctx, IP_TTL_OFF, ip.ttl - 1).ok_or(drop_here!(TruncatedIpv4))?;
-    store(ctx, addr_off, to).ok_or(drop_here!(TruncatedIpv4))?;
-    store(ctx, IP_CSUM_OFF, check).ok_or(drop_here!(TruncatedIpv4))
+    deliver_as_gateway(ctx, &dst, kind, FromContainer)
 }
 
 /// The TCP/UDP checksum's pseudo-header part after an address change

@@ -14,7 +14,7 @@
 use aya_ebpf::{
     bindings::{
         BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
-        TC_ACT_REDIRECT, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     },
     programs::TcContext,
 };
@@ -28,16 +28,18 @@ use weft_common::{
     reason::Forward,
 };
 
-use crate::{
-    access::{fib_lookup, ifindex, load, redirect_egress, redirect_neigh, set_tunnel_key, store},
-    csum,
+use super::{
+    access::{fib_lookup, ifindex, load, set_tunnel_key, store},
+    deliver::{send_out_of, send_to_hop},
+    direction::Direction,
+    ipv4::{self, Originated},
     maps::{overlay_config, overlay_route},
     mtu,
     parse::{
-        ETH_DST_OFF, ETH_LEN, ETH_P_IP, ETH_SRC_OFF, IP_CSUM_OFF, IP_DF, IP_FRAG_OFFSET_MASK,
-        IP_MIN_LEN, IP_OFF, IP_TTL_OFF,
+        ETH_DST_OFF, ETH_LEN, ETH_P_IP, ETH_SRC_OFF, IP_DF, IP_FRAG_OFFSET_MASK, IP_MIN_LEN,
+        IP_OFF, header_len,
     },
-    verdict::{Verdict, count_forward},
+    verdict::Verdict,
 };
 
 /// Outer header offsets in a frame encapsulated by the bpf mode.
@@ -68,9 +70,7 @@ pub fn encapsulate(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict
         if ip.ttl <= 1 {
             return Err(drop_here!(TtlExceeded));
         }
-        store(ctx, IP_TTL_OFF, ip.ttl - 1).ok_or(drop_here!(TruncatedIpv4))?;
-        store(ctx, IP_CSUM_OFF, csum::after_ttl_decrement(ip.check))
-            .ok_or(drop_here!(TruncatedIpv4))?;
+        ipv4::decrement_ttl(ctx, ip)?;
     }
     if overlay.mtu != 0 {
         mtu::clamp_mss(ctx, IP_OFF, ip, mtu::max_mss(overlay.mtu));
@@ -112,11 +112,12 @@ fn tunnel(ctx: &TcContext, overlay: &OverlayConfig, route: &OverlayRoute) -> Ver
     {
         return Err(drop_here!(EncapFailed));
     }
-    if redirect_egress(overlay.vxlan_ifindex) != i64::from(TC_ACT_REDIRECT) {
-        return Err(drop_here!(RedirectFailed));
-    }
-    count_forward(ctx, Forward::EncapTunnel);
-    Ok(TC_ACT_REDIRECT)
+    send_out_of(
+        ctx,
+        overlay.vxlan_ifindex,
+        Forward::EncapTunnel,
+        Direction::FromContainer,
+    )
 }
 
 /// The outer UDP source port: a hash of the inner 5-tuple (ports only for
@@ -125,7 +126,7 @@ fn tunnel(ctx: &TcContext, overlay: &OverlayConfig, route: &OverlayRoute) -> Ver
 fn source_port(ctx: &TcContext, ip: &Ipv4Hdr) -> u16 {
     let has_ports = (ip.proto == IPPROTO_TCP || ip.proto == IPPROTO_UDP)
         && u16::from_be_bytes(ip.frags) & IP_FRAG_OFFSET_MASK == 0;
-    let l4_off = IP_OFF + usize::from(ip.vihl & 0x0f) * 4;
+    let l4_off = IP_OFF + header_len(ip);
     let ports: [u8; 4] = if has_ports {
         load(ctx, l4_off).unwrap_or([0; 4])
     } else {
@@ -164,19 +165,17 @@ fn in_bpf(ctx: &TcContext, overlay: &OverlayConfig, route: &OverlayRoute, sport:
 
     // After adjust_room the old pointers are gone: everything below goes
     // through `store`, which re-reads data/data_end.
-    let mut header = [0u8; 20];
-    header[0] = 0x45;
-    header[2..4].copy_from_slice(&ip_total.to_be_bytes());
-    // Don't Fragment only: the overlay never fragments (`mtu` keeps what it
-    // carries within the inner MTU).
-    header[6..8].copy_from_slice(&IP_DF.to_be_bytes());
-    header[8] = OUTER_TTL;
-    header[9] = IPPROTO_UDP;
-    header[12..16].copy_from_slice(&overlay.underlay_ip_be.to_ne_bytes());
-    header[16..20].copy_from_slice(&route.underlay_ip_be.to_ne_bytes());
-    let check = csum::ipv4_header(&header);
-    header[10] = check[0];
-    header[11] = check[1];
+    let header = ipv4::originate(&Originated {
+        tos: 0,
+        total_len: ip_total,
+        // Don't Fragment only: the overlay never fragments (`mtu` keeps
+        // what it carries within the inner MTU).
+        frags: IP_DF,
+        ttl: OUTER_TTL,
+        proto: IPPROTO_UDP,
+        src_be: overlay.underlay_ip_be,
+        dst_be: route.underlay_ip_be,
+    });
 
     let udp_len = ip_total - IP_MIN_LEN as u16;
     let mut udp = [0u8; 8];
@@ -194,11 +193,7 @@ fn in_bpf(ctx: &TcContext, overlay: &OverlayConfig, route: &OverlayRoute, sport:
     inner_macs(ctx, INNER_ETH_OFF, overlay, route)?;
     store(ctx, INNER_ETH_OFF + 12, ETH_P_IP.to_be_bytes()).ok_or(drop_here!(EncapFailed))?;
 
-    if redirect_neigh(&hop) != i64::from(TC_ACT_REDIRECT) {
-        return Err(drop_here!(RedirectFailed));
-    }
-    count_forward(ctx, Forward::EncapBpf);
-    Ok(TC_ACT_REDIRECT)
+    send_to_hop(ctx, &hop, Forward::EncapBpf, Direction::FromContainer)
 }
 
 /// `BPF_F_ADJ_ROOM_ENCAP_L2(len)`: the inner L2 header's length, which

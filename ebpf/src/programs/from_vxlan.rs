@@ -6,9 +6,10 @@
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use weft_common::events::PROGRAM_FROM_VXLAN;
 
-use crate::{
+use crate::helpers::{
     access::{load, tunnel_vni},
     decap,
+    direction::Direction,
     maps::{network_of_vni, overlay_config},
     parse::{ETH_P_IP, ETH_PROTO_OFF, IP_OFF},
     verdict::{Verdict, drop_packet},
@@ -18,7 +19,8 @@ use crate::{
 pub fn weft_from_vxlan(ctx: TcContext) -> i32 {
     match try_from_vxlan(&ctx) {
         Ok(action) => action,
-        Err(dropped) => drop_packet(&ctx, dropped, PROGRAM_FROM_VXLAN),
+        // Decapsulated traffic came over the underlay.
+        Err(dropped) => drop_packet(&ctx, dropped, PROGRAM_FROM_VXLAN, Direction::FromUplink),
     }
 }
 
@@ -32,5 +34,5 @@ fn try_from_vxlan(ctx: &TcContext) -> Verdict {
     }
     let target = decap::inner_target(ctx, IP_OFF, network_id)?;
     let mtu = overlay_config().map_or(0, |o| o.mtu);
-    decap::deliver(ctx, &target, mtu)
+    decap::into_container(ctx, &target, mtu)
 }

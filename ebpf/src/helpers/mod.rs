@@ -1,0 +1,34 @@
+//! Helpers by concern, used by the entry programs in `programs`. Each
+//! module has one job; they never import a program, and import each other
+//! only downward through these layers (no cycles):
+//!
+//! 1. `access` (the only raw packet, context and helper-call accesses,
+//!    bounds-checked), `csum` (checksum arithmetic), `direction`, `maps`;
+//! 2. `parse` (offsets, the IPv4 and VXLAN checks), `events` (drop and
+//!    trace events), `tail` (tail calls and what they hand over);
+//! 3. `verdict` (drops and counters);
+//! 4. `deliver` (where a packet leaves for), `ipv4` (IPv4 headers
+//!    rewritten as a router does, or originated), `conntrack`;
+//! 5. `mtu` (the overlay's MTU), `icmp_error` (errors about translated
+//!    connections);
+//! 6. `arp`, `forward` (bridging, routing, flooding), `nat` (masquerade and
+//!    published ports), `encap` and `decap` (the VXLAN overlay).
+
+pub mod access;
+pub mod arp;
+pub mod conntrack;
+pub mod csum;
+pub mod decap;
+pub mod deliver;
+pub mod direction;
+pub mod encap;
+pub mod events;
+pub mod forward;
+pub mod icmp_error;
+pub mod ipv4;
+pub mod maps;
+pub mod mtu;
+pub mod nat;
+pub mod parse;
+pub mod tail;
+pub mod verdict;
