@@ -157,3 +157,63 @@ pub fn expect_error(run: &PluginRun, code: u64, what: &str) -> Result<String> {
 pub fn plugin_path() -> PathBuf {
     plugin_binary().unwrap_or_default()
 }
+
+/// `GET /` of the HTTP server at `addr` from a thread in `ns`: the whole
+/// response (status line, headers, body).
+pub fn http_get(ns: &NetNs, addr: &str) -> Result<String> {
+    use std::{
+        io::{Read, Write},
+        net::TcpStream,
+        time::Duration,
+    };
+    let addr: std::net::SocketAddr = addr.parse()?;
+    let worker = ns.run_in(move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .with_context(|| format!("connecting to {addr}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET / HTTP/1.0\r\nHost: weft\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)
+            .with_context(|| format!("reading from {addr}"))?;
+        Ok(out)
+    })?;
+    crate::traffic::join(worker)
+}
+
+/// The machine's own CNI and container storage directories, each file
+/// with its size and modification time: equal before and after a test
+/// shows the test wrote none of them.
+pub fn machine_paths() -> Vec<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            out.push(format!("{} (absent)", dir.display()));
+            return;
+        };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.path());
+        for e in entries {
+            let Ok(meta) = e.path().symlink_metadata() else {
+                continue;
+            };
+            let modified = meta.modified().ok();
+            out.push(format!(
+                "{} {} {modified:?}",
+                e.path().display(),
+                meta.len()
+            ));
+            if meta.is_dir() {
+                walk(&e.path(), out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for dir in [
+        "/etc/cni",
+        "/var/lib/cni",
+        "/var/lib/containers",
+        "/opt/cni",
+    ] {
+        walk(std::path::Path::new(dir), &mut out);
+    }
+    out
+}

@@ -129,6 +129,9 @@ impl Ep {
             host_ifindex: self.ifindex,
             mtu: 1500,
             stats_slot: self.stats_slot,
+            container_id: None,
+            cni_network: None,
+            aliases: Vec::new(),
         }
     }
 }

@@ -211,9 +211,15 @@ mod tests {
     #[test]
     fn configurations_and_their_errors() {
         let c = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"blue","type":"weft"}"#).unwrap();
-        assert_eq!((c.network(), c.socket()), ("blue", PathBuf::from(DEFAULT_SOCKET)));
+        assert_eq!(
+            (c.network(), c.socket()),
+            ("blue", PathBuf::from(DEFAULT_SOCKET))
+        );
         let code = |s: &str| NetConf::parse(s.as_bytes()).unwrap_err().code;
-        assert_eq!(code(r#"{"cniVersion":"0.3.1","name":"b"}"#), INCOMPATIBLE_VERSION);
+        assert_eq!(
+            code(r#"{"cniVersion":"0.3.1","name":"b"}"#),
+            INCOMPATIBLE_VERSION
+        );
         assert_eq!(code(r#"{"name":"b"}"#), INCOMPATIBLE_VERSION);
         assert_eq!(code("{garbage"), DECODE_FAILURE);
         assert_eq!(code(""), DECODE_FAILURE);

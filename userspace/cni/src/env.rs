@@ -126,7 +126,9 @@ impl Env {
                     out.ip = Some(ip);
                 }
                 "MAC" => out.mac = Some(v.to_owned()),
-                "K8S_POD_NAME" | "K8S_POD_NAMESPACE" | "K8S_POD_INFRA_CONTAINER_ID"
+                "K8S_POD_NAME"
+                | "K8S_POD_NAMESPACE"
+                | "K8S_POD_INFRA_CONTAINER_ID"
                 | "K8S_POD_UID" => {}
                 _ => unknown.push(k.to_owned()),
             }
@@ -170,15 +172,19 @@ mod tests {
         let e = env("FOO=1").cni_args().unwrap_err();
         assert_eq!(e.code, INVALID_ENV);
         assert!(e.msg.contains("FOO"), "{}", e.msg);
-        assert!(env("IP=10.1.0").cni_args().unwrap_err().msg.contains("IPv4"));
+        assert!(
+            env("IP=10.1.0")
+                .cni_args()
+                .unwrap_err()
+                .msg
+                .contains("IPv4")
+        );
         assert!(env("IP").cni_args().unwrap_err().msg.contains("KEY=VALUE"));
     }
 
     #[test]
     fn commands_and_container_ids() {
-        let e = Env::from_lookup(|k| {
-            (k == "CNI_COMMAND").then(|| "FROB".to_owned())
-        });
+        let e = Env::from_lookup(|k| (k == "CNI_COMMAND").then(|| "FROB".to_owned()));
         assert_eq!(e.command().unwrap_err().code, INVALID_ENV);
         let e = Env::from_lookup(|_| Some(String::new()));
         assert!(e.command().unwrap_err().msg.contains("not set"));

@@ -38,8 +38,8 @@ use crate::{
     config::{LATEST, NetConf, SUPPORTED_VERSIONS},
     env::{Command, Env},
     error::{
-        CHECK_FAILED, CniError, INCOMPATIBLE_VERSION, INVALID_CONFIG, INVALID_ENV,
-        IO_FAILURE, LIMITED_CONNECTIVITY, NOT_AVAILABLE, TRY_AGAIN,
+        CHECK_FAILED, CniError, INCOMPATIBLE_VERSION, INVALID_CONFIG, INVALID_ENV, IO_FAILURE,
+        LIMITED_CONNECTIVITY, NOT_AVAILABLE, TRY_AGAIN,
     },
 };
 
@@ -57,16 +57,19 @@ pub fn main() -> i32 {
         return install::cli(&args);
     }
     let env = Env::from_lookup(|k| std::env::var(k).ok());
-    let outcome = env.command().map_err(|e| (e, LATEST.to_owned())).and_then(|_| {
-        let mut stdin = Vec::new();
-        std::io::stdin().read_to_end(&mut stdin).map_err(|e| {
-            (
-                CniError::new(IO_FAILURE, format!("cannot read stdin: {e}")),
-                LATEST.to_owned(),
-            )
-        })?;
-        handle(&env, &stdin)
-    });
+    let outcome = env
+        .command()
+        .map_err(|e| (e, LATEST.to_owned()))
+        .and_then(|_| {
+            let mut stdin = Vec::new();
+            std::io::stdin().read_to_end(&mut stdin).map_err(|e| {
+                (
+                    CniError::new(IO_FAILURE, format!("cannot read stdin: {e}")),
+                    LATEST.to_owned(),
+                )
+            })?;
+            handle(&env, &stdin)
+        });
     match outcome {
         Ok(Some(out)) => {
             println!("{out}");
@@ -363,4 +366,3 @@ fn gc(conf: &NetConf) -> Result<(), CniError> {
     )
     .map(drop)
 }
-

@@ -118,7 +118,10 @@ impl CniHost {
                 bail!("the runtime sandbox exited ({status}): {err}");
             }
             if Instant::now() > end {
-                bail!("the runtime sandbox was not ready within {} s", SETUP.as_secs());
+                bail!(
+                    "the runtime sandbox was not ready within {} s",
+                    SETUP.as_secs()
+                );
             }
             proc::sleep(Duration::from_millis(10))?;
         }
@@ -291,8 +294,18 @@ fn invoke_command(cmd: &mut Command, stdin: &[u8]) -> Result<PluginRun> {
             buf
         })
     };
-    let out = read(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
-    let err = read(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let out = read(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = read(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
     let status = proc::wait_timeout(&mut child, &what, PLUGIN)?;
     let elapsed = started.elapsed();
     // A plugin may exit before reading everything (VERSION): fine.

@@ -84,6 +84,11 @@ events_logger = \"file\"
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
+    /// The host's busybox root filesystem, for `--rootfs`.
+    pub fn rootfs(&self) -> String {
+        self.host.rootfs().to_string_lossy().into_owned()
+    }
+
     /// Starts a container in the background on `network` running `sh -c
     /// script` with the host's busybox root filesystem; returns its id.
     pub fn start(&self, name: &str, network: &str, extra: &[&str], script: &str) -> Result<String> {
