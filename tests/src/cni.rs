@@ -180,7 +180,7 @@ pub fn http_get(ns: &NetNs, addr: &str) -> Result<String> {
     crate::traffic::join(worker)
 }
 
-/// The machine's own CNI and container storage directories, each file
+/// The machine's own CNI, container storage and runtime directories, each file
 /// with its size and modification time: equal before and after a test
 /// shows the test wrote none of them.
 pub fn machine_paths() -> Vec<String> {

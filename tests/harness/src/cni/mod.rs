@@ -4,10 +4,12 @@
 //! namespace, where `/etc`, `/var/lib` and `/opt` are overlays whose upper
 //! layers live in that directory and `/etc/cni/net.d`, `/opt/cni/bin`
 //! and `/var/lib/cni` are the directory's own (`net.d/`, `bin/`,
-//! `varlib-cni/`). Runtimes (podman, containerd, `ctr`) run there; the
-//! machine's `/etc/cni`, `/var/lib/cni`, `/var/lib/containers` are never
-//! written. `/run/netns` stays shared with the machine's, so the agent (in
-//! the machine's mount namespace) opens the namespaces podman makes.
+//! `varlib-cni/`), and `/run` is a tmpfs of its own. Runtimes (podman,
+//! containerd, `ctr`, runc, the shims) run there; the machine's
+//! `/etc/cni`, `/var/lib/cni`, `/var/lib/containers` and `/run` are never
+//! written. Only `/run/netns` stays shared with the machine's, so the
+//! agent (in the machine's mount namespace) opens the namespaces podman
+//! makes.
 //!
 //! Also: running a CNI plugin by hand ([`invoke`]), as libcni does, for
 //! what the Debian clients never call, and for the bench.
@@ -56,6 +58,31 @@ pub fn plugin_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The sandbox's mounts, `$D` its directory. First the mounts it builds
+/// on are made slaves, so nothing mounted here reaches the machine's mount
+/// namespace even where the machine's mounts are shared (systemd makes `/`
+/// shared). `/run/netns` is kept as a peer of the machine's (a bind mount
+/// of a shared mount joins its peer group), under a private `/run`
+/// (runc's, conmon's and containerd's shim sockets go there, not into the
+/// machine's `/run`).
+const SANDBOX_MOUNTS: &str = "
+    for m in / /etc /var/lib /opt /run /tmp; do
+      mount --make-slave \"$(findmnt -n -o TARGET --target $m)\"
+    done
+    mkdir -p $D/netns-peer
+    mount --rbind /run/netns $D/netns-peer
+    for m in /etc /var/lib /opt; do
+      mkdir -p $D/ov$m/up $D/ov$m/work
+      mount -t overlay overlay -o lowerdir=$m,upperdir=$D/ov$m/up,workdir=$D/ov$m/work $m
+    done
+    mount -t tmpfs -o mode=755 weft-cni-run /run
+    mkdir -p /run/netns /run/lock /etc/cni/net.d /opt/cni/bin /var/lib/cni
+    mount --rbind $D/netns-peer /run/netns
+    mount --bind $D/net.d /etc/cni/net.d
+    mount --bind $D/bin /opt/cni/bin
+    mount --bind $D/varlib-cni /var/lib/cni
+";
+
 /// A node's runtime sandbox: the directory and the mount namespace.
 pub struct CniHost {
     dir: PathBuf,
@@ -86,16 +113,10 @@ impl CniHost {
         let d = dir.display();
         let script = format!(
             "set -e
-             for m in /etc /var/lib /opt; do
-               mkdir -p {d}/ov$m/up {d}/ov$m/work
-               mount -t overlay overlay -o lowerdir=$m,upperdir={d}/ov$m/up,workdir={d}/ov$m/work $m
-             done
-             mkdir -p /etc/cni/net.d /opt/cni/bin /var/lib/cni
-             mount --bind {d}/net.d /etc/cni/net.d
-             mount --bind {d}/bin /opt/cni/bin
-             mount --bind {d}/varlib-cni /var/lib/cni
+             {SANDBOX_MOUNTS}
              touch {ready}
              exec nsenter --net=/run/netns/{ns} -- sleep infinity",
+            SANDBOX_MOUNTS = SANDBOX_MOUNTS.replace("$D", &d.to_string()),
             ready = ready.display(),
             ns = ns.name()
         );
