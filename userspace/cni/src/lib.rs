@@ -331,11 +331,9 @@ fn status(conf: &NetConf) -> Result<(), CniError> {
     if !status.kernel_matches_state {
         return Err(CniError::new(
             LIMITED_CONNECTIVITY,
-            format!(
-                "the weft datapath does not match the agent's state; existing containers may \
-                 lose connectivity until it is repaired (`weft status` shows the drift; the \
-                 agent repairs map entries and program links every 30 s)"
-            ),
+            "the weft datapath does not match the agent's state; existing containers may lose \
+             connectivity until it is repaired (`weft status` shows the drift; the agent \
+             repairs map entries and program links every 30 s)",
         )
         .with_details(status.drift.to_string()));
     }
