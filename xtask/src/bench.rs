@@ -13,10 +13,12 @@
 //! UDP ping-pong from container A to a server bound to container B's address.
 //! Then the per-packet cost of each eBPF program path comes from the
 //! `prog_cost` binary of `weft-tests`, when it exists. Before that, NAT
-//! (`nat_bench`): masquerade and published ports against iptables. Last, the agent alone
-//! (`agent_bench`): RSS and CPU at idle and while it programs 10,000
-//! endpoints into the maps. Figures are checked against targets and
-//! reported HIT/MISS; a MISS never fails the run.
+//! (`nat_bench`): masquerade and published ports against iptables. Then the agent
+//! alone (`agent_bench`): RSS and CPU at idle and while it programs 10,000
+//! endpoints into the maps. Last, CNI (`cni_bench`): ADD and DEL latency
+//! of weft's plugin against the reference bridge + host-local. Figures are
+//! checked against targets and reported HIT/MISS; a MISS never fails the
+//! run.
 
 use std::{
     any::Any,
@@ -36,7 +38,7 @@ use weft_harness::{
     traffic::{self, Latency, Pin, Stream},
 };
 
-use crate::{agent_bench, bench_overlay, build_ebpf, nat_bench, setup};
+use crate::{agent_bench, bench_overlay, build_ebpf, cni_bench, nat_bench, setup};
 
 const NS_PREFIX: &str = "wbench";
 /// Pins in `/sys/fs/bpf/weft-bench-<pid>-<n>`, state in `/tmp/weft-bench-<pid>-<n>`.
@@ -75,6 +77,8 @@ pub enum Section {
     Prog,
     /// The agent's RSS/CPU and map programming.
     Agent,
+    /// CNI ADD/DEL latency: weft-cni vs bridge + host-local.
+    Cni,
 }
 
 impl Args {
@@ -204,6 +208,15 @@ pub fn run(args: &Args) -> Result<()> {
         proc::check_interrupted()?;
         eprintln!("xtask bench: agent measurement unavailable: {e}");
     }
+    let cni = match &weft_bin {
+        _ if !args.wants(Section::Cni) => Err(NOT_RUN.to_owned()),
+        Ok(_) => cni_bench::run().map_err(|e| format!("{e:#}")),
+        Err(e) => Err(format!("weft could not be built: {e}")),
+    };
+    if let (Err(e), true) = (&cni, args.wants(Section::Cni)) {
+        proc::check_interrupted()?;
+        eprintln!("xtask bench: CNI measurement unavailable: {e}");
+    }
     let mut report = Report::new(&names, &samples, &unavailable, &prog_cost, &agent);
     if let Ok(nat) = &nat {
         println!();
@@ -213,6 +226,10 @@ pub fn run(args: &Args) -> Result<()> {
     }
     report.targets.extend(nat_bench::targets(&nat));
     report.targets.extend(overlay.targets.iter().cloned());
+    report.targets.extend(match &cni {
+        Ok(c) => c.targets.clone(),
+        Err(_) => cni_bench::targets(None),
+    });
     if !args.only.is_empty() {
         // Targets of the sections left out have no figures: leave them out.
         report.targets.retain(|t| t.value.is_some());
@@ -242,6 +259,7 @@ pub fn run(args: &Args) -> Result<()> {
         "agent": agent.as_ref().map_or_else(|e| json!({"unavailable": e}), |v| v.clone()),
         "nat": nat.as_ref().map_or_else(|e| json!({"unavailable": e}), |v| v.json.clone()),
         "overlay": overlay.json,
+        "cni": cni.as_ref().map_or_else(|e| json!({"unavailable": e}), |c| c.json.clone()),
         "targets": report.targets_json(),
     });
     let dir = args

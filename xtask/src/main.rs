@@ -10,6 +10,7 @@ mod agent_bench;
 mod bench;
 mod bench_overlay;
 mod build_ebpf;
+mod cni_bench;
 mod demo;
 mod loadgen;
 mod nat_bench;
