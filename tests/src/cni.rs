@@ -217,3 +217,30 @@ pub fn machine_paths() -> Vec<String> {
     }
     out
 }
+
+/// The root namespace's links, routes and firewall rules (the machine's
+/// own): equal before and after a test shows it touched none of them.
+pub fn root_namespace() -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for argv in [
+        &["ip", "-o", "link", "show"][..],
+        &["ip", "route", "show", "table", "all"],
+        &["iptables-save"],
+    ] {
+        let o = crate::netns::run(argv[0], &argv[1..])?;
+        out.extend(
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                // Counters and the dump's timestamps move on their own.
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| {
+                    let l = l.split(" link/").next().unwrap_or(l);
+                    match l.split_once(" [") {
+                        Some((chain, _)) if l.starts_with(':') => chain.to_owned(),
+                        _ => l.to_owned(),
+                    }
+                }),
+        );
+    }
+    Ok(out)
+}

@@ -7,7 +7,7 @@
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use weft_tests::{
-    cni::{CniHost, CniNode, Podman, http_get, machine_paths},
+    cni::{CniHost, CniNode, Podman, http_get, machine_paths, root_namespace},
     outside::{NODE_UPLINK_IP, Outside, UPLINK},
 };
 
@@ -48,7 +48,7 @@ impl Setup {
 
 #[test]
 fn podman_containers_talk_publish_and_go_away_with_their_endpoints() -> Result<()> {
-    let before = machine_paths();
+    let before = (machine_paths(), root_namespace()?);
     let s = Setup::new()?;
     let podman = Podman::new(&s.host)?;
 
@@ -109,6 +109,8 @@ fn podman_containers_talk_publish_and_go_away_with_their_endpoints() -> Result<(
     // The run-once client's DEL removed its endpoint already; stop and rm
     // remove the web server's.
     podman.run(&["stop", "--time", "1", "web"])?;
+    let left = s.node.endpoints()?;
+    assert!(left.is_empty(), "stop DELs the endpoint: {left:?}");
     podman.run(&["rm", "web"])?;
     let left = s.node.endpoints()?;
     assert!(left.is_empty(), "no endpoints after stop and rm: {left:?}");
@@ -118,9 +120,10 @@ fn podman_containers_talk_publish_and_go_away_with_their_endpoints() -> Result<(
     drop(podman);
     drop(s);
     assert_eq!(
-        machine_paths(),
+        (machine_paths(), root_namespace()?),
         before,
-        "/etc/cni, /var/lib/cni and /var/lib/containers are as they were"
+        "/etc/cni, /var/lib/cni, /var/lib/containers, /run's runtime dirs and the root \
+         namespace's links, routes and firewall are as they were"
     );
     Ok(())
 }
