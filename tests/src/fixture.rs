@@ -132,6 +132,9 @@ impl Ep {
             stats_slot: self.stats_slot,
             labels: Default::default(),
             terminating: false,
+            container_id: None,
+            cni_network: None,
+            aliases: Vec::new(),
         }
     }
 }

@@ -20,6 +20,7 @@ pub use weft_harness::{
     api, bpffs, cluster, etcd, metrics, netns, outside, overlay, traffic, underlay,
 };
 
+pub mod cni;
 pub mod fixture;
 pub mod frames;
 pub mod load;

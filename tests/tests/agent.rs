@@ -165,6 +165,7 @@ fn agent_lifecycle_through_the_api() -> Result<()> {
             ifname: None,
             mtu: None,
             labels: Vec::new(),
+            mac: None,
         })?;
         ips.push(ep.ip.to_string());
     }

@@ -247,6 +247,7 @@ fn storm_request(client: &Client, i: usize, spares: &[NetNs]) -> Result<()> {
                 ifname: None,
                 mtu: None,
                 labels: Vec::new(),
+                mac: None,
             })
             .map(drop),
         5 => client

@@ -177,6 +177,7 @@ fn sequential_adds(client: &Client) -> Result<Adds> {
             ifname: None,
             mtu: None,
             labels: Vec::new(),
+            mac: None,
         })?;
         times.push(started.elapsed().as_secs_f64() * 1e3);
     }

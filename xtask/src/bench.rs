@@ -16,7 +16,8 @@
 //! (`nat_bench`): masquerade and published ports against iptables. Last, the agent alone
 //! (`agent_bench`): RSS and CPU at idle and while it programs 10,000
 //! endpoints into the maps. Then cluster mode against a real etcd
-//! (`bench_cluster`). Figures are checked against targets and
+//! (`bench_cluster`) and CNI ADD/DEL latency against the reference bridge
+//! plugin (`cni_bench`). Figures are checked against targets and
 //! reported HIT/MISS; a MISS never fails the run.
 
 use std::{
@@ -37,7 +38,7 @@ use weft_harness::{
     traffic::{self, Latency, Pin, Stream},
 };
 
-use crate::{agent_bench, bench_cluster, bench_overlay, build_ebpf, nat_bench, setup};
+use crate::{agent_bench, bench_cluster, bench_overlay, build_ebpf, cni_bench, nat_bench, setup};
 
 const NS_PREFIX: &str = "wbench";
 /// Pins in `/sys/fs/bpf/weft-bench-<pid>-<n>`, state in `/tmp/weft-bench-<pid>-<n>`.
@@ -78,6 +79,8 @@ pub enum Section {
     Agent,
     /// Cluster mode against a real etcd: convergence, 1,000 nodes.
     Cluster,
+    /// CNI ADD/DEL latency: weft-cni vs bridge + host-local.
+    Cni,
 }
 
 impl Args {
@@ -216,6 +219,15 @@ pub fn run(args: &Args) -> Result<()> {
         proc::check_interrupted()?;
         eprintln!("xtask bench: cluster measurement unavailable: {e}");
     }
+    let cni = match &weft_bin {
+        _ if !args.wants(Section::Cni) => Err(NOT_RUN.to_owned()),
+        Ok(_) => cni_bench::run().map_err(|e| format!("{e:#}")),
+        Err(e) => Err(format!("weft could not be built: {e}")),
+    };
+    if let (Err(e), true) = (&cni, args.wants(Section::Cni)) {
+        proc::check_interrupted()?;
+        eprintln!("xtask bench: CNI measurement unavailable: {e}");
+    }
     let mut report = Report::new(&names, &samples, &unavailable, &prog_cost, &agent);
     if let Ok(nat) = &nat {
         println!();
@@ -228,6 +240,10 @@ pub fn run(args: &Args) -> Result<()> {
     if let Ok(c) = &cluster {
         report.targets.extend(c.targets.iter().cloned());
     }
+    report.targets.extend(match &cni {
+        Ok(c) => c.targets.clone(),
+        Err(_) => cni_bench::targets(None),
+    });
     if !args.only.is_empty() {
         // Targets of the sections left out have no figures: leave them out.
         report.targets.retain(|t| t.value.is_some());
@@ -258,6 +274,7 @@ pub fn run(args: &Args) -> Result<()> {
         "nat": nat.as_ref().map_or_else(|e| json!({"unavailable": e}), |v| v.json.clone()),
         "overlay": overlay.json,
         "cluster": cluster.as_ref().map_or_else(|e| json!({"unavailable": e}), |c| c.json.clone()),
+        "cni": cni.as_ref().map_or_else(|e| json!({"unavailable": e}), |c| c.json.clone()),
         "targets": report.targets_json(),
     });
     let dir = args

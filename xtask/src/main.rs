@@ -11,6 +11,7 @@ mod bench;
 mod bench_cluster;
 mod bench_overlay;
 mod build_ebpf;
+mod cni_bench;
 mod demo;
 mod loadgen;
 mod nat_bench;

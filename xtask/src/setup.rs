@@ -39,6 +39,16 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // The etcd-client crate's build compiles etcd's .proto files.
     "protobuf-compiler",
     "libprotobuf-dev",
+    // The CNI clients the CNI tests drive (podman 4.3 with its CNI
+    // backend, containerd 1.6's `ctr`), the runtime they share, the
+    // reference plugins (chained after weft; the bench's bridge +
+    // host-local) and the static busybox containers run as their root
+    // filesystem, so no image is pulled.
+    "podman",
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "busybox-static",
 ];
 
 const BPFFS: &str = "/sys/fs/bpf";

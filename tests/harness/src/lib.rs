@@ -28,6 +28,7 @@ pub mod agent;
 pub mod api;
 pub mod bpffs;
 pub mod cluster;
+pub mod cni;
 pub mod etcd;
 pub mod links;
 pub mod mac;

@@ -6,6 +6,7 @@
 //! xtask share one definition of every operation; none of it needs the
 //! eBPF toolchain.
 
+pub mod attach;
 pub mod client;
 pub mod error;
 pub mod mac;

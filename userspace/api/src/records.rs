@@ -277,6 +277,17 @@ pub struct Endpoint {
     pub mtu: u32,
     /// Index of the endpoint's counters in the per-CPU stats array.
     pub stats_slot: u32,
+    /// The container runtime's id of the container, when a runtime
+    /// attached it (CNI `CNI_CONTAINERID`); with `ifname`, the attachment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// The CNI network configuration (conflist `name`) that attached it,
+    /// which scopes a runtime's garbage collection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_network: Option<String>,
+    /// DNS names the runtime asked for (CNI `aliases`), kept for weft's DNS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
     /// Labels services select their backends by (`--label k=v`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -422,6 +433,14 @@ impl Model {
         out
     }
 
+    /// The endpoint a container runtime attached as `ifname` of container
+    /// `container_id`.
+    pub fn attachment(&self, container_id: &str, ifname: &str) -> Option<&Endpoint> {
+        self.endpoints
+            .iter()
+            .find(|e| e.container_id.as_deref() == Some(container_id) && e.ifname == ifname)
+    }
+
     /// The node's overlay, if `node set --encap` turned it on.
     pub fn overlay(&self) -> Option<&NodeOverlay> {
         self.node.as_ref()?.overlay.as_ref()
@@ -442,5 +461,16 @@ mod tests {
         assert!(!m.networks[0].masquerade);
         assert_eq!(m.networks[0].overlay_vni(), 1);
         assert_eq!(m.loopback_before, None);
+    }
+
+    #[test]
+    fn endpoints_without_runtime_fields_still_read_and_write_as_before() {
+        let old = r#"{"name":"c1","network":"a","netns":"c1","ip":"10.1.0.2",
+            "mac":"02:57:0a:01:00:02","ifname":"eth0","host_ifname":"wf00000001",
+            "host_ifindex":7,"mtu":1500,"stats_slot":0}"#;
+        let ep: Endpoint = serde_json::from_str(old).unwrap();
+        assert_eq!((ep.container_id.as_deref(), ep.aliases.len()), (None, 0));
+        let again = serde_json::to_value(&ep).unwrap();
+        assert!(again.get("container_id").is_none() && again.get("aliases").is_none());
     }
 }

@@ -22,6 +22,7 @@
 //! | [`InspectService`], [`RemoveService`] | `GET`, `DELETE /v1/services/{name}` | [`ServiceDetail`]; [`Removed`] |
 //! | [`ShowServiceConfig`], [`SetServiceConfig`] | `GET`, `PUT /v1/service-config` | [`ServiceConfig`] |
 //! | [`BenchProgram`], [`BenchRemove`] | `POST`, `DELETE /v1/bench/endpoints` | [`Timing`] |
+//! | attachments (CNI) | `/v1/attachments...` | see [`crate::attach`] |
 //!
 //! | [`ClusterStatus`] | `GET /v1/cluster` | [`ClusterStatusView`] |
 //!
@@ -30,7 +31,9 @@
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+pub use crate::attach::{AttachContainer, CheckAttachment, DetachContainer, GcAttachments};
 use crate::{
+    attach::{Attachment, AttachmentCheck, Detached, GcAttachmentsView},
     records::{Endpoint, ServiceConfig},
     views::{
         ClusterStatusView, ConnView, Connection, GcResult, NatView, NetworkDetail, NetworkView,
@@ -83,6 +86,9 @@ pub struct AddEndpoint {
     pub ifname: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// The container end's MAC; default: derived from the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
     /// `KEY=VALUE` labels services select by.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
@@ -385,6 +391,10 @@ requests! {
     BenchRemove => Timing,
     Teardown => TeardownView,
     ClusterStatus => ClusterStatusView,
+    AttachContainer => Attachment,
+    CheckAttachment => AttachmentCheck,
+    DetachContainer => Detached,
+    GcAttachments => GcAttachmentsView,
 }
 
 /// Where a request goes over HTTP.
@@ -416,6 +426,7 @@ impl Request {
                 | Request::InspectService(_)
                 | Request::ShowServiceConfig(_)
                 | Request::ClusterStatus(_)
+                | Request::CheckAttachment(_)
         )
     }
 
@@ -497,6 +508,14 @@ impl Request {
             Request::BenchRemove(_) => ("DELETE", "/v1/bench/endpoints".to_owned(), None),
             Request::ClusterStatus(_) => ("GET", "/v1/cluster".to_owned(), None),
             Request::Teardown(_) => return None,
+            Request::AttachContainer(r) => ("POST", "/v1/attachments".to_owned(), json(r)),
+            Request::CheckAttachment(r) => {
+                ("GET", attachment_path(&r.container_id, &r.ifname), None)
+            }
+            Request::DetachContainer(r) => {
+                ("DELETE", attachment_path(&r.container_id, &r.ifname), None)
+            }
+            Request::GcAttachments(r) => ("POST", "/v1/attachments/gc".to_owned(), json(r)),
         };
         Some(Route { method, path, body })
     }
@@ -515,6 +534,14 @@ mod erased {
             serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
         }
     }
+}
+
+fn attachment_path(container_id: &str, ifname: &str) -> String {
+    format!(
+        "/v1/attachments/{}/{}",
+        segment(container_id),
+        segment(ifname)
+    )
 }
 
 /// `segment` for a URL path: everything outside `A-Z a-z 0-9 - _`
@@ -551,6 +578,16 @@ mod tests {
         .into();
         assert_eq!(r.route().unwrap().path, "/v1/conntrack/gc?older_than=5");
         assert!(Request::from(Teardown).route().is_none());
+        let r: Request = DetachContainer {
+            container_id: "default-c1".into(),
+            ifname: "eth0".into(),
+        }
+        .into();
+        let route = r.route().unwrap();
+        assert_eq!(
+            (route.method, route.path.as_str()),
+            ("DELETE", "/v1/attachments/default-c1/eth0")
+        );
     }
 
     #[test]

@@ -21,9 +21,11 @@ const QUEUE_DEPTH: usize = 256;
 
 /// Work for the engine.
 enum Job {
-    /// An API request, answered on the channel.
+    /// An API request, answered on the channel. Boxed: requests (an
+    /// attachment's, with its ports and aliases) are far larger than the
+    /// timers' jobs, and every queue slot would be that size.
     Request(
-        Request,
+        Box<Request>,
         oneshot::Sender<Result<serde_json::Value, ApiError>>,
     ),
     /// Make the kernel match the model (the agent's timer).
@@ -111,7 +113,7 @@ fn record(tally: &Mutex<ReconcileTally>, maps: &[crate::apply::MapDiff]) {
 async fn run(engine: &mut Engine, job: Job, tally: &Mutex<ReconcileTally>) {
     match job {
         Job::Request(request, answer) => {
-            let result = engine.handle(request).await.map_err(|e| {
+            let result = engine.handle(*request).await.map_err(|e| {
                 if e.kind() == weft_api::ErrorKind::Internal
                     || e.kind() == weft_api::ErrorKind::Kernel
                 {
@@ -175,7 +177,7 @@ impl EngineHandle {
             )
         };
         self.jobs
-            .send(Job::Request(request, tx))
+            .send(Job::Request(Box::new(request), tx))
             .await
             .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?

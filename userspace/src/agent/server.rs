@@ -114,6 +114,19 @@ pub fn serve(
                 .delete(body::<weft_api::requests::Unpublish>),
         )
         .route(
+            "/v1/attachments",
+            post(created::<weft_api::requests::AttachContainer>),
+        )
+        .route(
+            "/v1/attachments/gc",
+            post(body::<weft_api::requests::GcAttachments>),
+        )
+        .route(
+            "/v1/attachments/{container_id}/{ifname}",
+            get(pair::<weft_api::requests::CheckAttachment>)
+                .delete(pair::<weft_api::requests::DetachContainer>),
+        )
+        .route(
             "/v1/bench/endpoints",
             post(body::<weft_api::requests::BenchProgram>).delete(bare::<BenchRemove>),
         )
@@ -194,6 +207,8 @@ impl Named for weft_api::requests::DrainEndpoint {
 }
 
 /// A request naming two networks in the path.
+/// A request naming two objects in the path (two networks; a container
+/// and its interface).
 async fn pair<R: From<(String, String)> + Into<Request>>(
     State(engine): State<EngineHandle>,
     UrlPath(names): UrlPath<(String, String)>,

@@ -107,7 +107,14 @@ pub async fn delete_endpoint(
     dev: &EndpointDevice,
     restore_container_lo: bool,
 ) -> Result<()> {
-    if restore_container_lo && let Ok(ns) = netns::open(&dev.netns) {
+    // Only while the veth is there: then its container end, and so the
+    // container's namespace, is too. A namespace path of a container that
+    // is gone (`/proc/PID/ns/net`, the PID reused) is never entered.
+    if restore_container_lo
+        && nl.link_index(&dev.host_ifname).await?.is_some()
+        && let Ok(ns) = netns::open(&dev.netns)
+        && holds_link(&ns, &dev.ifname)
+    {
         let result = netns::run_in(&ns, || async {
             let nl = Netlink::connect()?;
             restore_loopback(
@@ -128,6 +135,16 @@ pub async fn delete_endpoint(
         }
     }
     nl.delete_link_by_name(&dev.host_ifname).await.map(drop)
+}
+
+/// Whether namespace `ns` has an interface `ifname`.
+fn holds_link(ns: &std::fs::File, ifname: &str) -> bool {
+    let ifname = ifname.to_owned();
+    netns::run_in(ns, || async move {
+        let nl = Netlink::connect()?;
+        nl.link_index(&ifname).await
+    })
+    .is_ok_and(|index| index.is_some())
 }
 
 /// The tunnel mode's collect-metadata vxlan device: created, or when

@@ -434,6 +434,10 @@ enum EndpointCmd {
         /// else 1500.
         #[arg(long)]
         mtu: Option<u32>,
+        /// The container end's MAC (unicast, unique in the network).
+        /// Default: 02:57: + the address's octets.
+        #[arg(long)]
+        mac: Option<String>,
         /// A label services select backends by. Repeatable.
         #[arg(long = "label", value_name = "KEY=VAL")]
         labels: Vec<String>,
@@ -574,6 +578,7 @@ async fn dispatch(paths: Paths, direct: bool, command: Command) -> anyhow::Resul
                 ifname,
                 mtu,
                 labels,
+                mac,
                 output,
             } => {
                 let ep = api
@@ -584,6 +589,7 @@ async fn dispatch(paths: Paths, direct: bool, command: Command) -> anyhow::Resul
                         name,
                         ifname: Some(ifname),
                         mtu,
+                        mac,
                         labels,
                     })
                     .await?;

@@ -128,6 +128,16 @@ impl Render for Endpoint {
     }
 }
 
+/// A runtime's container id as `podman ps` shows it: 64 hex digits cut to
+/// 12, anything else (containerd's `NAMESPACE-ID`) whole.
+fn short_id(id: &str) -> String {
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        id[..12].to_owned()
+    } else {
+        id.to_owned()
+    }
+}
+
 impl Render for Vec<Endpoint> {
     fn table(&self) -> String {
         let rows: Vec<_> = self
@@ -143,6 +153,7 @@ impl Render for Vec<Endpoint> {
                     e.host_ifname.clone(),
                     e.host_ifindex.to_string(),
                     e.mtu.to_string(),
+                    e.container_id.as_deref().map_or("-".to_owned(), short_id),
                 ]
             })
             .collect();
@@ -157,6 +168,7 @@ impl Render for Vec<Endpoint> {
                 "HOST IFNAME",
                 "HOST IFINDEX",
                 "MTU",
+                "CONTAINER",
             ],
             &rows,
         )
@@ -512,17 +524,6 @@ impl Render for weft_api::records::ServiceConfig {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_aligns() {
-        let t = table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]);
-        assert_eq!(t, "A    BB\nxyz  1\n");
-    }
-}
-
 impl Render for ClusterStatusView {
     fn table(&self) -> String {
         let mut out = String::new();
@@ -569,5 +570,16 @@ impl Render for ClusterStatusView {
             let _ = writeln!(out, "last error: {e}");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns() {
+        let t = table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]);
+        assert_eq!(t, "A    BB\nxyz  1\n");
     }
 }

@@ -12,7 +12,7 @@ use futures::TryStreamExt;
 use netlink_packet_route::{
     address::AddressAttribute,
     link::{InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo},
-    route::RouteScope,
+    route::{RouteAddress, RouteAttribute, RouteHeader, RouteScope},
 };
 use rtnetlink::{
     AddressMessageBuilder, Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
@@ -273,6 +273,48 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| Error::netlink(format!("cannot add default route via {gateway}"), e))
+    }
+
+    /// The MAC of link `index`, if it has one.
+    pub async fn link_mac(&self, index: u32) -> Result<Option<Mac>> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let msg = links
+            .try_next()
+            .await
+            .map_err(|e| Error::netlink(format!("cannot read link #{index}"), e))?
+            .ok_or_else(|| Error::NotFound(format!("link #{index} does not exist")))?;
+        Ok(msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok().map(Mac),
+            _ => None,
+        }))
+    }
+
+    /// The IPv4 default routes of the main table: (gateway, output ifindex).
+    pub async fn default_routes(&self) -> Result<Vec<(Option<Ipv4Addr>, Option<u32>)>> {
+        let query = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let mut routes = self.handle.route().get(query).execute();
+        let mut out = Vec::new();
+        while let Some(msg) = routes
+            .try_next()
+            .await
+            .map_err(|e| Error::netlink("cannot list routes", e))?
+        {
+            if msg.header.destination_prefix_length != 0
+                || msg.header.table != RouteHeader::RT_TABLE_MAIN
+            {
+                continue;
+            }
+            let gateway = msg.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+                _ => None,
+            });
+            let oif = msg.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            });
+            out.push((gateway, oif));
+        }
+        Ok(out)
     }
 
     /// The MTU of link `index`.

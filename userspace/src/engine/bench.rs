@@ -46,6 +46,9 @@ fn synthetic(i: u32, slot: u32) -> Endpoint {
         stats_slot: slot,
         labels: Default::default(),
         terminating: false,
+        container_id: None,
+        cni_network: None,
+        aliases: Vec::new(),
     }
 }
 

@@ -7,7 +7,7 @@ use weft_api::{
     views::{Connection, Removed},
 };
 
-use super::{Engine, answer, bench, teardown, views};
+use super::{Engine, answer, attach, bench, teardown, views};
 use crate::{
     datapath::{conntrack, netlink::Netlink, netns, resolv, sysctl},
     error::{Error, Result},
@@ -128,6 +128,9 @@ pub(super) async fn handle(engine: &mut Engine, request: Request) -> Result<serd
             let idle = req.older_than.map(|s| s.saturating_mul(1_000_000_000));
             answer(&conntrack::gc(&engine.paths, idle, limit)?)
         }
+        Request::AttachContainer(req) => answer(&attach::attach(engine, &req).await?),
+        Request::DetachContainer(req) => answer(&attach::detach(engine, &req).await?),
+        Request::GcAttachments(req) => answer(&attach::gc(engine, &req).await?),
         Request::BenchProgram(req) => answer(&bench::program(engine, req.count).await?),
         Request::BenchRemove(_) => answer(&bench::remove(engine).await?),
         Request::Teardown(_) => {
@@ -157,6 +160,26 @@ async fn add_endpoint(engine: &mut Engine, req: &AddEndpoint) -> Result<Endpoint
             Ok(planned)
         })
         .await?;
+    ensure_free(&ep).await?;
+    let model = engine.commit_model(model).await?;
+    if model.service_config().dns
+        && let Some(net) = model.network(&ep.network)
+    {
+        // The endpoint is there either way; a resolver file is a
+        // convenience its container can live without.
+        if let Err(e) = resolv::write(&ep.netns, net.gateway, weft_api::records::DNS_ZONE) {
+            log::warn!("endpoint '{}': {}", ep.name, crate::error::chain(&e));
+        }
+    }
+    model
+        .endpoint(&ep.name)
+        .cloned()
+        .ok_or_else(|| Error::Invalid(format!("endpoint '{}' vanished; a bug", ep.name)))
+}
+
+/// Refuses endpoint `ep` when its host interface exists in the node
+/// namespace or its interface in the container's.
+pub(super) async fn ensure_free(ep: &Endpoint) -> Result<()> {
     let nl = Netlink::connect()?;
     if nl.link_index(&ep.host_ifname).await?.is_some() {
         return Err(Error::Conflict(format!(
@@ -177,20 +200,7 @@ async fn add_endpoint(engine: &mut Engine, req: &AddEndpoint) -> Result<Endpoint
             ep.ifname, ep.netns
         )));
     }
-    let model = engine.commit_model(model).await?;
-    if model.service_config().dns
-        && let Some(net) = model.network(&ep.network)
-    {
-        // The endpoint is there either way; a resolver file is a
-        // convenience its container can live without.
-        if let Err(e) = resolv::write(&ep.netns, net.gateway, weft_api::records::DNS_ZONE) {
-            log::warn!("endpoint '{}': {}", ep.name, crate::error::chain(&e));
-        }
-    }
-    model
-        .endpoint(&ep.name)
-        .cloned()
-        .ok_or_else(|| Error::Invalid(format!("endpoint '{}' vanished; a bug", ep.name)))
+    Ok(())
 }
 
 /// Sets (or replaces) the node's uplink.

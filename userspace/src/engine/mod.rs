@@ -11,6 +11,7 @@
 //! without an agent runs one in-process for that command. Reads answer
 //! from the model and the pinned maps without loading anything.
 
+mod attach;
 pub mod bench;
 mod changes;
 mod cluster;

@@ -58,6 +58,7 @@ pub(super) async fn handle(engine: &mut Engine, request: Request) -> Result<serd
              `weft agent --etcd URL`)"
                 .into(),
         )),
+        Request::CheckAttachment(req) => answer(&super::attach::check(engine, &req).await?),
         change => Err(Error::Invalid(format!(
             "{change:?} is a change, not a read; this is a bug in weft"
         ))),

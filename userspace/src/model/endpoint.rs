@@ -82,12 +82,22 @@ pub fn add(model: &Model, req: &AddEndpoint) -> Result<(Model, Endpoint)> {
             other.name
         )));
     }
+    let mac = match &req.mac {
+        Some(s) => requested_mac(s, net)?,
+        None => Mac::container(ip),
+    };
+    if let Some(other) = model.endpoints_of(&net.name).find(|e| e.mac == mac) {
+        return Err(Error::Conflict(format!(
+            "MAC {mac} is already used by endpoint '{}' of network '{}'; pick another",
+            other.name, net.name
+        )));
+    }
     let ep = Endpoint {
         name,
         network: net.name.clone(),
         netns: req.netns.clone(),
         ip,
-        mac: Mac::container(ip),
+        mac,
         ifname,
         host_ifname: host,
         host_ifindex: 0,
@@ -95,10 +105,40 @@ pub fn add(model: &Model, req: &AddEndpoint) -> Result<(Model, Endpoint)> {
         stats_slot: free_stats_slot(model)?,
         labels: service::parse_labels(&req.labels)?,
         terminating: false,
+        container_id: None,
+        cni_network: None,
+        aliases: Vec::new(),
     };
     let mut new = model.clone();
     new.endpoints.push(ep.clone());
     Ok((new, ep))
+}
+
+/// A MAC asked for: unicast, not all zeros, and not the network's gateway
+/// MAC (frames to that are routed by the datapath, never bridged). The
+/// datapath learns it from the endpoint's entries like a derived one.
+fn requested_mac(text: &str, net: &crate::model::Network) -> Result<Mac> {
+    let mac: Mac = text.parse().map_err(|_| {
+        Error::Invalid(format!(
+            "invalid MAC '{text}': expected six hex octets such as 02:42:ac:11:00:02"
+        ))
+    })?;
+    if mac.0[0] & 1 == 1 {
+        return Err(Error::Invalid(format!(
+            "MAC {mac} is a multicast address (lowest bit of the first octet set); \
+             give a unicast one"
+        )));
+    }
+    if mac == Mac::default() {
+        return Err(Error::Invalid("MAC 00:00:00:00:00:00 is not usable".into()));
+    }
+    if mac == net.gateway_mac() {
+        return Err(Error::Invalid(format!(
+            "MAC {mac} is network '{}''s gateway MAC; pick another",
+            net.name
+        )));
+    }
+    Ok(mac)
 }
 
 /// `model` without endpoint `name` and its publications, and the endpoint.
@@ -181,6 +221,7 @@ mod tests {
             ifname: None,
             mtu: None,
             labels: Vec::new(),
+            mac: None,
         }
     }
 
@@ -216,5 +257,26 @@ mod tests {
         r.mtu = Some(10);
         assert!(err(r).contains("invalid MTU"));
         assert!(err(req("bad name")).contains("pass --name"));
+    }
+
+    #[test]
+    fn add_takes_a_requested_mac_and_refuses_unusable_ones() {
+        let mut r = req("ca");
+        r.mac = Some("02:42:ac:11:00:09".into());
+        let (m, a) = add(&blue(), &r).unwrap();
+        assert_eq!(a.mac.to_string(), "02:42:ac:11:00:09");
+        let err = |mac: &str| {
+            let mut r = req("x");
+            r.mac = Some(mac.into());
+            add(&m, &r).unwrap_err().to_string()
+        };
+        assert!(err("02:42:ac:11:00:09").contains("already used by endpoint 'ca'"));
+        assert!(err("03:00:00:00:00:01").contains("multicast"));
+        assert!(err("00:00:00:00:00:00").contains("not usable"));
+        assert!(err("0a:57:46:00:00:01").contains("gateway MAC"));
+        assert!(err("02:42").contains("invalid MAC"));
+        // The derived MAC of the next address clashes with nothing.
+        let (_, b) = add(&m, &req("cb")).unwrap();
+        assert_eq!(b.mac, Mac::container(b.ip));
     }
 }

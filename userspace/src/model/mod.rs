@@ -5,6 +5,7 @@
 //! read) to a new model or an error saying what was wrong. The engine
 //! renders the kernel's state from the result.
 
+pub mod attachment;
 pub mod cluster;
 pub mod endpoint;
 pub mod ipam;

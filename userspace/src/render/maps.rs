@@ -410,6 +410,7 @@ mod tests {
                 ifname: None,
                 mtu: None,
                 labels: Vec::new(),
+                mac: None,
             };
             m = endpoint::add(&m, &req).unwrap().0;
             m.endpoints[i].host_ifindex = 10 + i as u32;

@@ -202,6 +202,7 @@ mod tests {
                 name: None,
                 ifname: None,
                 mtu: None,
+                mac: None,
                 labels: vec!["app=web".into()],
             };
             m = endpoint::add(&m, &req).unwrap().0;
