@@ -249,7 +249,10 @@ pub fn run() -> Result<ClusterBench> {
     let plain = scale(&underlay, &mut etcd, sims, "real2", 0)?;
     let by_hand = by_hand(&underlay)?;
 
-    println!("writing {} endpoint records ...", NODES * ENDPOINTS_PER_NODE);
+    println!(
+        "writing {} endpoint records ...",
+        NODES * ENDPOINTS_PER_NODE
+    );
     let mut written = Duration::ZERO;
     for i in 0..NODES {
         proc::check_interrupted()?;
@@ -264,10 +267,30 @@ pub fn run() -> Result<ClusterBench> {
     drop(first);
 
     let targets = vec![
-        target("cluster: convergence p50", conv["etcd_p50_ms"].as_f64(), "ms", 50.0),
-        target("cluster: cold start, 1,000 nodes", plain["cold_start_s"].as_f64(), "s", 2.0),
-        target("cluster: reconnect, 1,000 nodes", plain["reconnect_s"].as_f64(), "s", 2.0),
-        target("cluster: agent RSS, 1,000 nodes", plain["rss_mib"].as_f64(), "MiB", 100.0),
+        target(
+            "cluster: convergence p50",
+            conv["etcd_p50_ms"].as_f64(),
+            "ms",
+            50.0,
+        ),
+        target(
+            "cluster: cold start, 1,000 nodes",
+            plain["cold_start_s"].as_f64(),
+            "s",
+            2.0,
+        ),
+        target(
+            "cluster: reconnect, 1,000 nodes",
+            plain["reconnect_s"].as_f64(),
+            "s",
+            2.0,
+        ),
+        target(
+            "cluster: agent RSS, 1,000 nodes",
+            plain["rss_mib"].as_f64(),
+            "MiB",
+            100.0,
+        ),
         target(
             "cluster: cold start, +1,000 endpoints/node",
             with_eps["cold_start_s"].as_f64(),

@@ -41,23 +41,6 @@ pub fn sample(text: &str, series: &str) -> Result<f64> {
         .with_context(|| format!("no sample {series} in:\n{text}"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_a_labelled_sample() {
-        let text = "# TYPE weft_nat_ports_used gauge\n\
-                    weft_nat_ports_used{proto=\"tcp\"} 2\n\
-                    weft_nat_ports_used{proto=\"udp\"} 1\n";
-        assert_eq!(
-            sample(text, r#"weft_nat_ports_used{proto="udp"}"#).unwrap(),
-            1.0
-        );
-        assert!(sample(text, "weft_conntrack_entries").is_err());
-    }
-}
-
 /// `promtool check metrics` (Debian's prometheus package, installed by
 /// `cargo xtask setup`) must find nothing to complain about in a scrape
 /// (headers are skipped).
@@ -86,4 +69,21 @@ pub fn promtool_accepts(response: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_labelled_sample() {
+        let text = "# TYPE weft_nat_ports_used gauge\n\
+                    weft_nat_ports_used{proto=\"tcp\"} 2\n\
+                    weft_nat_ports_used{proto=\"udp\"} 1\n";
+        assert_eq!(
+            sample(text, r#"weft_nat_ports_used{proto="udp"}"#).unwrap(),
+            1.0
+        );
+        assert!(sample(text, "weft_conntrack_entries").is_err());
+    }
 }

@@ -413,17 +413,6 @@ impl Render for StatusView {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_aligns() {
-        let t = table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]);
-        assert_eq!(t, "A    BB\nxyz  1\n");
-    }
-}
-
 impl Render for ClusterStatusView {
     fn table(&self) -> String {
         let mut out = String::new();
@@ -470,5 +459,16 @@ impl Render for ClusterStatusView {
             let _ = writeln!(out, "last error: {e}");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns() {
+        let t = table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]);
+        assert_eq!(t, "A    BB\nxyz  1\n");
     }
 }
