@@ -182,7 +182,6 @@ mod tests {
     use super::*;
     use crate::model::endpoint::tests::blue;
 
-
     fn req(id: &str, ifname: &str) -> AttachContainer {
         AttachContainer {
             network: "blue".into(),
