@@ -342,6 +342,11 @@ pub const NODE_FLAG_CONFIGURED: u32 = 1;
 /// must be translated back first); a flag bit that an older weft left 0
 /// only turns that check off.
 pub const NODE_FLAG_PUBLISHES: u32 = 2;
+/// `NodeConfig::flags`: some service here has a backend on another node.
+/// Only then does traffic decapsulated here pay for a conntrack lookup (a
+/// remote backend's reply must get the VIP back before it reaches the
+/// client); a flag bit an older weft left 0 only turns that check off.
+pub const NODE_FLAG_REMOTE_BACKENDS: u32 = 4;
 
 /// The node's uplink and masquerade port range: entry 0 of [`MAP_NODE`].
 #[repr(C)]
@@ -356,7 +361,8 @@ pub struct NodeConfig {
     /// cannot see the node's own sockets.
     pub port_min: u16,
     pub port_max: u16,
-    /// [`NODE_FLAG_CONFIGURED`], [`NODE_FLAG_PUBLISHES`].
+    /// [`NODE_FLAG_CONFIGURED`], [`NODE_FLAG_PUBLISHES`],
+    /// [`NODE_FLAG_REMOTE_BACKENDS`].
     pub flags: u32,
 }
 

@@ -21,6 +21,7 @@ use super::{
     direction::Direction,
     maps::{endpoint_by_ip, network_of_vni, overlay_config},
     mtu,
+    service_reply,
     parse::{
         BadIpv4, ETH_LEN, ETH_P_IP, ETH_PROTO_OFF, IP_MIN_LEN, IP_OFF, UDP_LEN, header_len, ipv4_at,
     },
@@ -107,9 +108,12 @@ pub fn inner_target(
 /// Delivers a decapsulated frame (Ethernet + IPv4 at offset 0) into the
 /// container `dst` ([`inner_target`]), with its network's MACs; a TCP
 /// SYN's MSS is clamped to this node's overlay MTU `mtu` (0: unknown) on
-/// the way, for senders that did not clamp (e.g. a kernel VXLAN node).
+/// the way, for senders that did not clamp (e.g. a kernel VXLAN node),
+/// and a remote service backend's reply gets the VIP back
+/// (`service_reply`).
 #[inline(always)]
 pub fn into_container(ctx: &TcContext, dst: &EndpointInfo, mtu: u32) -> Verdict {
+    service_reply::to_client(ctx)?;
     if mtu != 0
         && let Some(ip) = load::<Ipv4Hdr>(ctx, IP_OFF)
     {

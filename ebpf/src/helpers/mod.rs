@@ -12,7 +12,9 @@
 //! 5. `unreachable` (ICMP unreachable sent back), then `mtu` (the
 //!    overlay's MTU), `icmp_error` (errors about translated connections);
 //! 6. `arp`, `forward` (bridging, routing, flooding), `nat` (masquerade and
-//!    published ports), `encap` and `decap` (the VXLAN overlay);
+//!    published ports), `service_reply` (a remote service backend's
+//!    replies, on `nat`'s rewrites), `encap` and `decap` (the VXLAN
+//!    overlay);
 //! 7. `service` (load balancing, on `nat`'s L4 rewrites).
 
 pub mod access;
@@ -32,6 +34,7 @@ pub mod mtu;
 pub mod nat;
 pub mod parse;
 pub mod service;
+pub mod service_reply;
 pub mod tail;
 pub mod unreachable;
 pub mod verdict;

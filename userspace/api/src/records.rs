@@ -58,6 +58,14 @@ pub struct Model {
     /// Cluster-wide service settings; `None`: the defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_config: Option<ServiceConfig>,
+    /// Services that come from the cluster store (`weft agent --etcd`):
+    /// the cluster's watch adds, changes and removes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_services: Vec<String>,
+    /// Endpoints of other nodes, as the cluster store lists them: backends
+    /// of services (reached over the overlay) and names for DNS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_endpoints: Vec<RemoteEndpoint>,
 }
 
 fn first_id() -> u32 {
@@ -80,6 +88,8 @@ impl Default for Model {
             next_service_id: 1,
             service_config: None,
             cluster_networks: Vec::new(),
+            cluster_services: Vec::new(),
+            remote_endpoints: Vec::new(),
         }
     }
 }
@@ -297,6 +307,32 @@ pub struct Endpoint {
     pub terminating: bool,
 }
 
+/// An endpoint of another node of the cluster, as its node registered it
+/// in the cluster store (and as the store's record is written).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RemoteEndpoint {
+    pub name: String,
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+    /// The node it lives on.
+    pub node: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub terminating: bool,
+}
+
+/// A backend of a service, on this node or another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member<'a> {
+    pub name: &'a str,
+    pub ip: Ipv4Addr,
+    pub terminating: bool,
+    /// `None`: this node's.
+    pub node: Option<&'a str>,
+}
+
 /// The DNS zone the agent answers for (`NAME.weft`).
 pub const DNS_ZONE: &str = "weft";
 
@@ -368,12 +404,18 @@ pub struct Service {
 impl Service {
     /// Whether endpoint `ep` is one of this service's backends.
     pub fn selects(&self, ep: &Endpoint) -> bool {
+        self.selects_named(&ep.name, &ep.labels)
+    }
+
+    /// Whether the endpoint `name` with `labels` (of any node) is one of
+    /// this service's backends.
+    pub fn selects_named(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
         let by_label = !self.selector.is_empty()
             && self
                 .selector
                 .iter()
-                .all(|(k, v)| ep.labels.get(k) == Some(v));
-        by_label || self.backends.contains(&ep.name)
+                .all(|(k, v)| labels.get(k) == Some(v));
+        by_label || self.backends.iter().any(|b| b == name)
     }
 }
 
@@ -430,6 +472,33 @@ impl Model {
     pub fn members<'a>(&'a self, svc: &'a Service) -> Vec<&'a Endpoint> {
         let mut out: Vec<&Endpoint> = self.endpoints.iter().filter(|e| svc.selects(e)).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// The backends of `svc` on every node (this node's, then other
+    /// nodes' from the cluster store), each address once: what the Maglev
+    /// table is built from, the same set on every node.
+    pub fn all_members<'a>(&'a self, svc: &'a Service) -> Vec<Member<'a>> {
+        let mut out: Vec<Member<'a>> = self
+            .members(svc)
+            .into_iter()
+            .map(|e| Member {
+                name: &e.name,
+                ip: e.ip,
+                terminating: e.terminating,
+                node: None,
+            })
+            .collect();
+        for e in &self.remote_endpoints {
+            if svc.selects_named(&e.name, &e.labels) && !out.iter().any(|m| m.ip == e.ip) {
+                out.push(Member {
+                    name: &e.name,
+                    ip: e.ip,
+                    terminating: e.terminating,
+                    node: Some(&e.node),
+                });
+            }
+        }
         out
     }
 

@@ -49,6 +49,9 @@ pub struct BackendView {
     pub new_connections: u64,
     /// Share of the Maglev table's slots it holds.
     pub slots: u32,
+    /// The node it lives on, when that is another node (cluster mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// `service inspect`: the service, its backends and its counters.

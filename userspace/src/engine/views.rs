@@ -252,7 +252,7 @@ pub fn managed_routes(model: &Model) -> usize {
 
 /// A service as `service ls` shows it.
 pub fn service(svc: &crate::model::Service, model: &Model) -> weft_api::views::ServiceView {
-    let members = model.members(svc);
+    let members = model.all_members(svc);
     let terminating = members.iter().filter(|e| e.terminating).count();
     weft_api::views::ServiceView {
         name: svc.name.clone(),
@@ -296,7 +296,7 @@ pub fn service_detail(
             .count() as u64
     };
     let members = model
-        .members(svc)
+        .all_members(svc)
         .into_iter()
         .map(|ep| {
             let slots = table.as_ref().map_or(0, |t| {
@@ -306,7 +306,7 @@ pub fn service_detail(
                     .map_or(0, |i| t.shares()[i])
             });
             weft_api::views::BackendView {
-                endpoint: ep.name.clone(),
+                endpoint: ep.name.to_owned(),
                 ip: ep.ip,
                 state: if ep.terminating {
                     "terminating"
@@ -317,6 +317,7 @@ pub fn service_detail(
                 connections: pinned(ep.ip),
                 new_connections: counts.get(&(svc.id, ep.ip)).copied().unwrap_or(0),
                 slots,
+                node: ep.node.map(str::to_owned),
             }
         })
         .collect();

@@ -9,13 +9,16 @@
 //! that still has endpoints here) is left as the model had it and named in
 //! [`Merged::skipped`], so one bad entry in the store never wipes a map.
 
-use std::net::Ipv4Addr;
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
-use weft_api::{records::NodeSource, requests::CreateNetwork};
+use weft_api::{
+    records::{NodeSource, RemoteEndpoint, ServicePort},
+    requests::CreateNetwork,
+};
 
-use crate::model::{Model, PodSubnet, RemoteNode, network, overlay};
+use crate::model::{Model, PodSubnet, RemoteNode, Service, network, overlay};
 
 /// Default size of a node's pod subnet of a network.
 pub const DEFAULT_SUBNET_LEN: u8 = 24;
@@ -49,6 +52,52 @@ fn default_subnet_len() -> u8 {
     DEFAULT_SUBNET_LEN
 }
 
+/// A service as the cluster store holds it: everything but its id, which
+/// each node gives it (ids are node-local: they key counters and
+/// affinity). The VIP is the same on every node.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterService {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub ports: Vec<ServicePort>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_timeout: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_port: Option<u16>,
+}
+
+impl ClusterService {
+    pub fn of(svc: &Service) -> Self {
+        Self {
+            name: svc.name.clone(),
+            vip: svc.vip,
+            ports: svc.ports.clone(),
+            selector: svc.selector.clone(),
+            backends: svc.backends.clone(),
+            affinity_timeout: svc.affinity_timeout,
+            health_port: svc.health_port,
+        }
+    }
+
+    /// The service on this node, with this node's id for it.
+    pub fn with_id(&self, id: u32) -> Service {
+        Service {
+            name: self.name.clone(),
+            id,
+            vip: self.vip,
+            ports: self.ports.clone(),
+            selector: self.selector.clone(),
+            backends: self.backends.clone(),
+            affinity_timeout: self.affinity_timeout,
+            health_port: self.health_port,
+        }
+    }
+}
+
 /// Everything the cluster store says about this node's model.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterView {
@@ -57,6 +106,10 @@ pub struct ClusterView {
     pub own: Vec<PodSubnet>,
     /// The other nodes, from their leases.
     pub nodes: Vec<RemoteNode>,
+    /// The cluster's services.
+    pub services: Vec<ClusterService>,
+    /// The other nodes' endpoints (the caller leaves this node's out).
+    pub endpoints: Vec<RemoteEndpoint>,
 }
 
 /// A merged model and what could not be taken.
@@ -75,7 +128,89 @@ pub fn merge(model: &Model, view: &ClusterView) -> Merged {
     connect(&mut m, view);
     own_subnets(&mut m, view, &mut skipped);
     remote_nodes(&mut m, view, &mut skipped);
+    services(&mut m, view, &mut skipped);
+    remote_endpoints(&mut m, view, &mut skipped);
     Merged { model: m, skipped }
+}
+
+/// The cluster's services replace the ones learned before (each keeps the
+/// id this node gave it); a service created on this node alone, or one
+/// whose VIP another service holds here, wins and the cluster's is named
+/// as skipped.
+fn services(m: &mut Model, view: &ClusterView, skipped: &mut Vec<String>) {
+    let gone: Vec<String> = m
+        .cluster_services
+        .iter()
+        .filter(|n| !view.services.iter().any(|s| &s.name == *n))
+        .cloned()
+        .collect();
+    for name in gone {
+        m.services.retain(|s| s.name != name);
+        m.cluster_services.retain(|n| n != &name);
+    }
+    let range = m.service_config().range;
+    for cs in &view.services {
+        if cs.ports.is_empty() || !range.contains(&cs.vip) {
+            skipped.push(format!(
+                "cluster service '{}' (VIP {}, {} ports) does not fit this node's service range                  {range}",
+                cs.name,
+                cs.vip,
+                cs.ports.len()
+            ));
+            continue;
+        }
+        if let Some(other) = m
+            .services
+            .iter()
+            .find(|s| s.vip == cs.vip && s.name != cs.name)
+        {
+            skipped.push(format!(
+                "cluster service '{}' has VIP {}, which service '{}' holds on this node",
+                cs.name, cs.vip, other.name
+            ));
+            continue;
+        }
+        let learned = m.cluster_services.contains(&cs.name);
+        match m.services.iter_mut().find(|s| s.name == cs.name) {
+            Some(local) if learned => *local = cs.with_id(local.id),
+            Some(_) => skipped.push(format!(
+                "cluster service '{}' has the name of a service of this node alone; remove that                  one to take the cluster's",
+                cs.name
+            )),
+            None => {
+                let id = m.next_service_id;
+                m.next_service_id += 1;
+                m.services.push(cs.with_id(id));
+                m.cluster_services.push(cs.name.clone());
+            }
+        }
+    }
+}
+
+/// The other nodes' endpoints replace the ones listed before; one that
+/// claims an address of this node's endpoints (a stale record) or a
+/// network this node does not have is left out.
+fn remote_endpoints(m: &mut Model, view: &ClusterView, skipped: &mut Vec<String>) {
+    let mut out = Vec::new();
+    for ep in &view.endpoints {
+        if let Some(local) = m.endpoints.iter().find(|e| e.ip == ep.ip) {
+            skipped.push(format!(
+                "endpoint '{}' of node '{}' has address {}, which endpoint '{}' of this node holds",
+                ep.name, ep.node, ep.ip, local.name
+            ));
+            continue;
+        }
+        if m.network(&ep.network).is_none() {
+            skipped.push(format!(
+                "endpoint '{}' of node '{}' is on network '{}', which this node does not have",
+                ep.name, ep.node, ep.network
+            ));
+            continue;
+        }
+        out.push(ep.clone());
+    }
+    out.sort_by(|a, b| (&a.node, &a.name).cmp(&(&b.node, &b.name)));
+    m.remote_endpoints = out;
 }
 
 /// Cluster networks gone from the store: removed unless endpoints of this
@@ -355,6 +490,7 @@ mod tests {
                 cidr: "10.5.1.0/24".parse().unwrap(),
             }],
             nodes: vec![remote("n2", [172, 30, 0, 2], &[("blue", "10.5.2.0/24")])],
+            ..ClusterView::default()
         };
         let merged = merge(&with_node(), &view);
         assert!(merged.skipped.is_empty(), "{:?}", merged.skipped);
@@ -389,6 +525,7 @@ mod tests {
                 remote("n4", [172, 30, 0, 4], &[("blue", "10.5.3.0/25")]),
                 remote("s1", [172, 30, 0, 5], &[("blue", "10.5.5.0/24")]),
             ],
+            ..ClusterView::default()
         };
         let merged = merge(&model, &view);
         let text = merged.skipped.join("\n");
@@ -403,6 +540,68 @@ mod tests {
             .map(|n| n.name.as_str())
             .collect();
         assert_eq!(names, ["s1", "n2", "n3", "n4"]);
+    }
+
+    #[test]
+    fn services_and_remote_endpoints_come_and_go_with_the_view() {
+        let svc = ClusterService {
+            name: "web".into(),
+            vip: Ipv4Addr::new(10, 96, 0, 9),
+            ports: vec![crate::model::service::parse_port("80/tcp:8080").unwrap()],
+            selector: [("app".to_string(), "web".to_string())].into(),
+            backends: vec![],
+            affinity_timeout: None,
+            health_port: None,
+        };
+        let ep = |name: &str, node: &str, ip: [u8; 4]| RemoteEndpoint {
+            name: name.into(),
+            network: "blue".into(),
+            ip: Ipv4Addr::from(ip),
+            mac: Mac::vtep(Ipv4Addr::from(ip)),
+            node: node.into(),
+            labels: [("app".to_string(), "web".to_string())].into(),
+            terminating: false,
+        };
+        let view = ClusterView {
+            networks: vec![cnet("blue", "10.5.0.0/16", 7)],
+            services: vec![svc.clone()],
+            endpoints: vec![
+                ep("w2", "n2", [10, 5, 2, 2]),
+                ep("w3", "n3", [10, 5, 3, 2]),
+                RemoteEndpoint {
+                    network: "red".into(),
+                    ..ep("lost", "n9", [10, 9, 0, 2])
+                },
+            ],
+            ..ClusterView::default()
+        };
+        let merged = merge(&with_node(), &view);
+        assert_eq!(merged.skipped.len(), 1, "{:?}", merged.skipped);
+        assert!(merged.skipped[0].contains("network 'red'"), "{:?}", merged.skipped);
+        let m = merged.model;
+        let web = m.service("web").unwrap();
+        assert_eq!((web.vip, web.id), (svc.vip, 1));
+        assert_eq!(m.cluster_services, vec!["web".to_string()]);
+        let ips: Vec<Ipv4Addr> = m.all_members(web).iter().map(|b| b.ip).collect();
+        assert_eq!(ips, [Ipv4Addr::new(10, 5, 2, 2), Ipv4Addr::new(10, 5, 3, 2)]);
+        // A change keeps the node's id; leaving the view removes both.
+        let mut changed = view.clone();
+        changed.services[0].ports[0].target = 9090;
+        changed.endpoints.remove(0);
+        let m2 = merge(&m, &changed).model;
+        assert_eq!(m2.service("web").unwrap().id, 1);
+        assert_eq!(m2.service("web").unwrap().ports[0].target, 9090);
+        assert_eq!(m2.all_members(m2.service("web").unwrap()).len(), 1);
+        let gone = merge(
+            &m2,
+            &ClusterView {
+                networks: view.networks.clone(),
+                ..ClusterView::default()
+            },
+        )
+        .model;
+        assert!(gone.services.is_empty() && gone.remote_endpoints.is_empty());
+        assert!(gone.cluster_services.is_empty());
     }
 
     #[test]

@@ -200,7 +200,7 @@ pub fn create(model: &Model, req: &CreateService) -> Result<(Model, Service)> {
         None => allocate_vip(model, &config.range)?,
     };
     for ep in &req.backends {
-        if model.endpoint(ep).is_none() {
+        if model.endpoint(ep).is_none() && !model.remote_endpoints.iter().any(|r| &r.name == ep) {
             return Err(Error::NotFound(format!(
                 "backend endpoint '{ep}' does not exist (see `weft endpoint ls`)"
             )));

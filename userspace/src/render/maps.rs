@@ -8,7 +8,7 @@ use ipnet::Ipv4Net;
 use weft_common::maps::{
     ENCAP_BPF, ENCAP_TUNNEL, EndpointInfo, FdbEntry, FdbKey, FloodList, IPPROTO_TCP, IPPROTO_UDP,
     MAGLEV_CHUNK, MAX_FLOOD, MaglevChunk, MaglevKey, MemberKey, NET_FLAG_FLOOD,
-    NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED, NODE_FLAG_PUBLISHES, NetPairKey, NetworkInfo,
+    NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED, NODE_FLAG_PUBLISHES, NODE_FLAG_REMOTE_BACKENDS, NetPairKey, NetworkInfo,
     NodeConfig, OverlayConfig, OverlayRoute, PublishKey, PublishTarget, SERVICE_NETWORK_ID,
     SVC_FLAG_AFFINITY, SVC_MEMBER_ACTIVE, SVC_MEMBER_TERMINATING, SvcEntry, SvcKey, ifcache_slot,
     ipcache_slot,
@@ -114,7 +114,9 @@ pub fn publish_entry(p: &Publication, ip: std::net::Ipv4Addr) -> (PublishKey, Pu
 
 /// The node's `WEFT_NODE` entry: `NODE_FLAG_PUBLISHES` says whether any
 /// port is published (only then does the overlay's encapsulation look
-/// conntrack up for a published port's reply).
+/// conntrack up for a published port's reply), `NODE_FLAG_REMOTE_BACKENDS`
+/// whether a service has a backend on another node (only then does
+/// decapsulated traffic look conntrack up for a service reply).
 pub fn node_config(model: &Model) -> NodeConfig {
     let Some(node) = &model.node else {
         return NodeConfig::default();
@@ -124,13 +126,28 @@ pub fn node_config(model: &Model) -> NodeConfig {
     } else {
         NODE_FLAG_PUBLISHES
     };
+    let remote_backends = if has_remote_backends(model) {
+        NODE_FLAG_REMOTE_BACKENDS
+    } else {
+        0
+    };
     NodeConfig {
         uplink_ifindex: node.uplink_ifindex,
         node_ip_be: ip_be(node.ip),
         port_min: node.port_min,
         port_max: node.port_max,
-        flags: NODE_FLAG_CONFIGURED | publishes,
+        flags: NODE_FLAG_CONFIGURED | publishes | remote_backends,
     }
+}
+
+/// Whether some service has a backend on another node.
+fn has_remote_backends(model: &Model) -> bool {
+    model.services.iter().any(|svc| {
+        model
+            .all_members(svc)
+            .iter()
+            .any(|m| m.node.is_some())
+    })
 }
 
 /// The datapath's view of this node's overlay (all zero: off).
@@ -276,7 +293,7 @@ pub fn service_table(
     model: &Model,
     svc: &crate::model::Service,
 ) -> Option<std::sync::Arc<maglev::Table>> {
-    let members = model.members(svc);
+    let members = model.all_members(svc);
     let active: Vec<_> = members
         .iter()
         .filter(|e| !e.terminating)
@@ -332,17 +349,22 @@ fn services(model: &Model, d: &mut DesiredMaps) {
             };
             d.services.insert(key, entry);
         }
-        for ep in model.members(svc) {
-            let state = if ep.terminating {
+        for member in model.all_members(svc) {
+            let state = if member.terminating {
                 SVC_MEMBER_TERMINATING
             } else {
                 SVC_MEMBER_ACTIVE
             };
             let key = MemberKey {
                 svc_id: svc.id,
-                ip_be: ip_be(ep.ip),
+                ip_be: ip_be(member.ip),
             };
             d.svc_members.insert(key, state);
+        }
+        // Only this node's backends send through the service program: a
+        // remote one's replies are translated back when they arrive here
+        // over the overlay (`NODE_FLAG_REMOTE_BACKENDS`).
+        for ep in model.members(svc) {
             d.svc_slots.insert(ep.stats_slot, 1);
         }
     }

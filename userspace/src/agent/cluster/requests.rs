@@ -9,7 +9,7 @@ use std::{sync::atomic::Ordering, time::Duration};
 
 use weft_api::{
     Request,
-    requests::CreateNetwork,
+    requests::{CreateNetwork, CreateService},
     views::{ClusterStatusView, Connection, EtcdEndpointView, Removed},
 };
 
@@ -20,8 +20,8 @@ use crate::{
     error::{Error, Result},
     model::{
         Model,
-        cluster::{ClusterNetwork, DEFAULT_SUBNET_LEN},
-        network,
+        cluster::{ClusterNetwork, ClusterService, DEFAULT_SUBNET_LEN},
+        network, service,
     },
     store::cluster::{SchemaKind, etcd::Claim},
 };
@@ -42,6 +42,8 @@ impl ClusterHandle {
             Request::RemoveNetwork(req) => self.remove_network(engine, &req.name).await,
             Request::ConnectNetworks(req) => self.link(engine, &req.a, &req.b, true).await,
             Request::DisconnectNetworks(req) => self.link(engine, &req.a, &req.b, false).await,
+            Request::CreateService(req) => self.create_service(engine, req).await,
+            Request::RemoveService(req) => self.remove_service(engine, &req.name).await,
             Request::AddEndpoint(req) => {
                 let model = engine.model.borrow().clone();
                 if model.cluster_networks.contains(&req.network)
@@ -251,6 +253,47 @@ impl ClusterHandle {
         to_json(&Connection {
             networks: [a.to_owned(), b.to_owned()],
             connected: connect,
+        })
+    }
+
+    /// A service for the whole cluster: checked (and its VIP taken) against
+    /// this node's model, which holds the cluster's services, then written
+    /// to etcd create-only; answered once this node applied it.
+    async fn create_service(
+        &self,
+        engine: &EngineHandle,
+        req: &CreateService,
+    ) -> Result<serde_json::Value> {
+        let model = engine.model.borrow().clone();
+        let (_, svc) = service::create(&model, req)?;
+        let key = self.config.schema.service_key(&svc.name);
+        let etcd = self.connection().await?;
+        if let Claim::Held { .. } = etcd
+            .create(&key, json(&ClusterService::of(&svc)), 0)
+            .await?
+        {
+            return Err(Error::Conflict(format!(
+                "service '{}' already exists in the cluster; pick another name or remove it first",
+                svc.name
+            )));
+        }
+        let model = applied(engine, |m| m.service(&svc.name).is_some()).await?;
+        let local = service::require(&model, &svc.name)?;
+        to_json(&views::service(local, &model))
+    }
+
+    async fn remove_service(&self, engine: &EngineHandle, name: &str) -> Result<serde_json::Value> {
+        let etcd = self.connection().await?;
+        let key = self.config.schema.service_key(name);
+        if etcd.get_with_revision(&key).await?.is_none() {
+            return Err(Error::NotFound(format!(
+                "service '{name}' does not exist in the cluster (see `weft service ls`)"
+            )));
+        }
+        etcd.delete(&key).await?;
+        applied(engine, |m| m.service(name).is_none()).await?;
+        to_json(&Removed {
+            removed: name.to_owned(),
         })
     }
 

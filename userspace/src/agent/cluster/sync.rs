@@ -337,6 +337,9 @@ impl Session {
                 parsed = self.handle.config.schema.parse(&self.kvs, own_ip);
             }
         }
+        // This node's own records are its model's endpoints already.
+        let own_name = &self.handle.config.node_name;
+        parsed.view.endpoints.retain(|e| &e.node != own_name);
         self.publish_endpoints(&model).await?;
         for s in &parsed.skipped {
             let line = format!("{}: {}", s.key, s.why);
@@ -489,6 +492,8 @@ impl Session {
                 ip: ep.ip,
                 mac: ep.mac,
                 node: cfg.node_name.clone(),
+                labels: ep.labels.clone(),
+                terminating: ep.terminating,
             };
             wanted.insert(
                 cfg.schema.endpoint_key(&cfg.node_name, &ep.name),

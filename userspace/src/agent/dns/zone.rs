@@ -10,8 +10,9 @@
 //! - anything else in `weft.` (or a PTR of a weft address nobody holds):
 //!   NXDOMAIN with the zone's SOA, authoritatively.
 //!
-//! Endpoints are scoped to the networks a client can reach (its own and
-//! the ones connected to it); services are cluster-wide. A client that
+//! Endpoints (this node's and, in cluster mode, every other node's from
+//! the cluster store) are scoped to the networks a client can reach (its
+//! own and the ones connected to it); services are cluster-wide. A client that
 //! is no endpoint (the node itself) sees every name.
 
 use std::{collections::HashSet, net::Ipv4Addr};
@@ -123,6 +124,13 @@ pub fn answer(model: &Model, name: &str, kind: Kind, client: Ipv4Addr) -> Answer
                         .iter()
                         .find(|e| e.name.eq_ignore_ascii_case(one) && visible(&e.network))
                         .map(|e| e.ip)
+                })
+                .or_else(|| {
+                    model
+                        .remote_endpoints
+                        .iter()
+                        .find(|e| e.name.eq_ignore_ascii_case(one) && visible(&e.network))
+                        .map(|e| e.ip)
                 });
             match ip {
                 Some(ip) if kind == Kind::A => Answer::Found(vec![Data::A(ip)]),
@@ -152,6 +160,18 @@ fn reverse(model: &Model, rest: &str, kind: Kind, client: Ipv4Addr) -> Answer {
         .or_else(|| {
             model
                 .endpoints
+                .iter()
+                .find(|e| {
+                    e.ip == ip
+                        && scope
+                            .as_ref()
+                            .is_none_or(|s| s.contains(e.network.as_str()))
+                })
+                .map(|e| e.name.clone())
+        })
+        .or_else(|| {
+            model
+                .remote_endpoints
                 .iter()
                 .find(|e| {
                     e.ip == ip

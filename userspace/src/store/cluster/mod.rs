@@ -10,6 +10,7 @@
 //! | `P/cluster/networks/NAME` | [`ClusterNetwork`] | none |
 //! | `P/cluster/subnets/NET/A.B.C.D-LEN` | [`SubnetLease`] (Flannel's form) | the node's |
 //! | `P/cluster/nodes/NAME` | [`Registration`] | the node's |
+//! | `P/cluster/services/NAME` | [`ClusterService`] | none |
 //! | `P/endpoints/NODE/NAME` | [`EndpointRecord`] | the node's |
 //!
 //! Schema `flannel` (prefix `/coreos.com/network`) reads and writes
@@ -18,10 +19,11 @@
 //! `P/subnets/A.B.C.D-LEN` its leases; weft's registrations and endpoints
 //! sit under `P/weft/`, which Flannel never reads.
 //!
-//! A node lists and watches only the range routes come from (`P/cluster/`,
-//! or Flannel's `config` and `subnets/`), never the endpoints, which can be
-//! many and are for name resolution. A value that does not parse is
-//! skipped and named, never fatal.
+//! A node lists and watches everything under the prefix that is weft's
+//! (schema `weft`: `P/`; `flannel`: `P/config` to `P/weft/`): routes,
+//! services and every node's endpoints, which are service backends
+//! (their labels select them) and names for DNS on every node. A value
+//! that does not parse is skipped and named, never fatal.
 
 pub mod etcd;
 
@@ -35,7 +37,7 @@ use crate::{
     error::{Error, Result},
     model::{
         Mac, PodSubnet, RemoteNode,
-        cluster::{ClusterNetwork, ClusterView, DEFAULT_SUBNET_LEN},
+        cluster::{ClusterNetwork, ClusterService, ClusterView, DEFAULT_SUBNET_LEN},
         naming::validate_name,
     },
 };
@@ -138,15 +140,9 @@ pub struct Registration {
     pub encap: String,
 }
 
-/// An endpoint of some node, for name resolution.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct EndpointRecord {
-    pub name: String,
-    pub network: String,
-    pub ip: Ipv4Addr,
-    pub mac: Mac,
-    pub node: String,
-}
+/// An endpoint of some node: a service backend for its labels, and a
+/// name for DNS. Records of older weft builds (no labels) still read.
+pub use weft_api::records::RemoteEndpoint as EndpointRecord;
 
 /// One entry of the store that was skipped, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,20 +198,23 @@ impl Schema {
         }
     }
 
-    /// The key range routes come from: `[start, end)`.
+    /// The key range routes, services and endpoints come from: `[start,
+    /// end)`.
     pub fn watched(&self) -> (String, String) {
         match self.kind {
-            SchemaKind::Weft => {
-                let start = format!("{}/cluster/", self.prefix);
-                let end = format!("{}/cluster0", self.prefix);
-                (start, end)
-            }
-            // `config` up to everything under `subnets/` ('0' follows '/').
+            // Everything under the prefix ('0' follows '/').
+            SchemaKind::Weft => (format!("{}/", self.prefix), format!("{}0", self.prefix)),
+            // `config` up to everything under `weft/`.
             SchemaKind::Flannel => (
                 format!("{}/config", self.prefix),
-                format!("{}/subnets0", self.prefix),
+                format!("{}/weft0", self.prefix),
             ),
         }
+    }
+
+    /// Where service `name` is kept (cluster-wide, on no lease).
+    pub fn service_key(&self, name: &str) -> String {
+        format!("{}/services/{name}", self.own_root())
     }
 
     pub fn network_key(&self, name: &str) -> Result<String> {
@@ -244,11 +243,16 @@ impl Schema {
         format!("{}/nodes/{name}", self.own_root())
     }
 
-    pub fn endpoints_prefix(&self, node: &str) -> String {
+    /// Where every node's endpoints are kept.
+    fn endpoints_root(&self) -> String {
         match self.kind {
-            SchemaKind::Weft => format!("{}/endpoints/{node}/", self.prefix),
-            SchemaKind::Flannel => format!("{}/weft/endpoints/{node}/", self.prefix),
+            SchemaKind::Weft => format!("{}/endpoints/", self.prefix),
+            SchemaKind::Flannel => format!("{}/weft/endpoints/", self.prefix),
         }
+    }
+
+    pub fn endpoints_prefix(&self, node: &str) -> String {
+        format!("{}{node}/", self.endpoints_root())
     }
 
     pub fn endpoint_key(&self, node: &str, name: &str) -> String {
@@ -263,6 +267,8 @@ impl Schema {
         for (key, value) in kvs {
             match self.parse_one(key, value) {
                 Ok(Entry::Network(n)) => parsed.view.networks.push(n),
+                Ok(Entry::Service(svc)) => parsed.view.services.push(svc),
+                Ok(Entry::Endpoint(ep)) => parsed.view.endpoints.push(ep),
                 Ok(Entry::Lease(net, cidr, lease)) => {
                     raw_leases.push((key.clone(), net, cidr, lease))
                 }
@@ -336,6 +342,29 @@ impl Schema {
 
     fn parse_one(&self, key: &str, value: &[u8]) -> std::result::Result<Entry, String> {
         let text = std::str::from_utf8(value).map_err(|_| "the value is not UTF-8".to_owned())?;
+        if let Some(name) = key.strip_prefix(&self.service_key("")) {
+            let svc: ClusterService =
+                serde_json::from_str(text).map_err(|e| format!("not a weft service: {e}"))?;
+            if svc.name != name {
+                return Err(format!(
+                    "the value names service '{}', the key '{name}'",
+                    svc.name
+                ));
+            }
+            validate_name("service", &svc.name).map_err(|e| e.to_string())?;
+            return Ok(Entry::Service(svc));
+        }
+        if let Some(tail) = key.strip_prefix(&self.endpoints_root()) {
+            let ep: EndpointRecord =
+                serde_json::from_str(text).map_err(|e| format!("not a weft endpoint: {e}"))?;
+            if tail != format!("{}/{}", ep.node, ep.name) {
+                return Err(format!(
+                    "the value names endpoint '{}' of node '{}', the key '{tail}'",
+                    ep.name, ep.node
+                ));
+            }
+            return Ok(Entry::Endpoint(ep));
+        }
         match self.kind {
             SchemaKind::Weft => {
                 let rest = key
@@ -399,6 +428,8 @@ impl Schema {
 
 enum Entry {
     Network(ClusterNetwork),
+    Service(ClusterService),
+    Endpoint(EndpointRecord),
     Lease(String, Ipv4Net, SubnetLease),
     Ignored,
 }
@@ -510,7 +541,8 @@ mod tests {
         );
         let (start, end) = s.watched();
         assert!(s.lease_key("blue", cidr) > start && s.lease_key("blue", cidr) < end);
-        assert!(s.endpoint_key("n1", "c1") > end || s.endpoint_key("n1", "c1") < start);
+        assert!(s.endpoint_key("n1", "c1") > start && s.endpoint_key("n1", "c1") < end);
+        assert!(s.service_key("web") > start && s.service_key("web") < end);
         let parsed = s.parse(
             &kvs(&[
                 (
