@@ -342,11 +342,13 @@ pub const NODE_FLAG_CONFIGURED: u32 = 1;
 /// must be translated back first); a flag bit that an older weft left 0
 /// only turns that check off.
 pub const NODE_FLAG_PUBLISHES: u32 = 2;
-/// `NodeConfig::flags`: some service here has a backend on another node.
-/// Only then does traffic decapsulated here pay for a conntrack lookup (a
-/// remote backend's reply must get the VIP back before it reaches the
-/// client); a flag bit an older weft left 0 only turns that check off.
-pub const NODE_FLAG_REMOTE_BACKENDS: u32 = 4;
+/// `NodeConfig::flags`: the node has services and an overlay, so a
+/// service connection may have its backend on another node (or had one
+/// that left the service, whose established connections go on). Only then
+/// does traffic decapsulated here pay for a conntrack lookup (such a
+/// backend's reply must get the VIP back before it reaches the client); a
+/// flag bit an older weft left 0 only turns that check off.
+pub const NODE_FLAG_OVERLAY_SERVICES: u32 = 4;
 
 /// The node's uplink and masquerade port range: entry 0 of [`MAP_NODE`].
 #[repr(C)]
@@ -362,7 +364,7 @@ pub struct NodeConfig {
     pub port_min: u16,
     pub port_max: u16,
     /// [`NODE_FLAG_CONFIGURED`], [`NODE_FLAG_PUBLISHES`],
-    /// [`NODE_FLAG_REMOTE_BACKENDS`].
+    /// [`NODE_FLAG_OVERLAY_SERVICES`].
     pub flags: u32,
 }
 

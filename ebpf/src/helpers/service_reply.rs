@@ -10,7 +10,7 @@ use aya_ebpf::programs::TcContext;
 use network_types::ip::Ipv4Hdr;
 use weft_common::maps::{
     CT_DIR_ORIGINAL, CT_FLAG_HAIRPIN, CT_FLAG_SERVICE, CtKey, IPPROTO_ICMP,
-    NODE_FLAG_REMOTE_BACKENDS,
+    NODE_FLAG_OVERLAY_SERVICES,
 };
 
 use super::{
@@ -29,7 +29,7 @@ use super::{
 /// Only a node with a remote backend pays for the lookup.
 #[inline(always)]
 pub fn to_client(ctx: &TcContext) -> Result<(), Dropped> {
-    if node_config().is_none_or(|n| n.flags & NODE_FLAG_REMOTE_BACKENDS == 0) {
+    if node_config().is_none_or(|n| n.flags & NODE_FLAG_OVERLAY_SERVICES == 0) {
         return Ok(());
     }
     let Some(ip) = load::<Ipv4Hdr>(ctx, IP_OFF) else {

@@ -8,7 +8,7 @@ use ipnet::Ipv4Net;
 use weft_common::maps::{
     ENCAP_BPF, ENCAP_TUNNEL, EndpointInfo, FdbEntry, FdbKey, FloodList, IPPROTO_TCP, IPPROTO_UDP,
     MAGLEV_CHUNK, MAX_FLOOD, MaglevChunk, MaglevKey, MemberKey, NET_FLAG_FLOOD,
-    NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED, NODE_FLAG_PUBLISHES, NODE_FLAG_REMOTE_BACKENDS, NetPairKey, NetworkInfo,
+    NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED, NODE_FLAG_PUBLISHES, NODE_FLAG_OVERLAY_SERVICES, NetPairKey, NetworkInfo,
     NodeConfig, OverlayConfig, OverlayRoute, PublishKey, PublishTarget, SERVICE_NETWORK_ID,
     SVC_FLAG_AFFINITY, SVC_MEMBER_ACTIVE, SVC_MEMBER_TERMINATING, SvcEntry, SvcKey, ifcache_slot,
     ipcache_slot,
@@ -114,9 +114,9 @@ pub fn publish_entry(p: &Publication, ip: std::net::Ipv4Addr) -> (PublishKey, Pu
 
 /// The node's `WEFT_NODE` entry: `NODE_FLAG_PUBLISHES` says whether any
 /// port is published (only then does the overlay's encapsulation look
-/// conntrack up for a published port's reply), `NODE_FLAG_REMOTE_BACKENDS`
-/// whether a service has a backend on another node (only then does
-/// decapsulated traffic look conntrack up for a service reply).
+/// conntrack up for a published port's reply), `NODE_FLAG_OVERLAY_SERVICES`
+/// whether there are services and an overlay (only then does decapsulated
+/// traffic look conntrack up for a remote backend's service reply).
 pub fn node_config(model: &Model) -> NodeConfig {
     let Some(node) = &model.node else {
         return NodeConfig::default();
@@ -126,8 +126,8 @@ pub fn node_config(model: &Model) -> NodeConfig {
     } else {
         NODE_FLAG_PUBLISHES
     };
-    let remote_backends = if has_remote_backends(model) {
-        NODE_FLAG_REMOTE_BACKENDS
+    let remote_backends = if !model.services.is_empty() && model.overlay().is_some() {
+        NODE_FLAG_OVERLAY_SERVICES
     } else {
         0
     };
@@ -140,15 +140,6 @@ pub fn node_config(model: &Model) -> NodeConfig {
     }
 }
 
-/// Whether some service has a backend on another node.
-fn has_remote_backends(model: &Model) -> bool {
-    model.services.iter().any(|svc| {
-        model
-            .all_members(svc)
-            .iter()
-            .any(|m| m.node.is_some())
-    })
-}
 
 /// The datapath's view of this node's overlay (all zero: off).
 pub fn overlay_config(model: &Model) -> OverlayConfig {
@@ -363,7 +354,9 @@ fn services(model: &Model, d: &mut DesiredMaps) {
         }
         // Only this node's backends send through the service program: a
         // remote one's replies are translated back when they arrive here
-        // over the overlay (`NODE_FLAG_REMOTE_BACKENDS`).
+        // over the overlay (`NODE_FLAG_OVERLAY_SERVICES`); a client on
+        // another node holds the connection of a local backend's reply,
+        // which leaves untranslated.
         for ep in model.members(svc) {
             d.svc_slots.insert(ep.stats_slot, 1);
         }
