@@ -100,8 +100,7 @@ fn port_for(backend: Ipv4Addr) -> u16 {
 }
 
 #[test]
-fn remote_backend_is_reached_over_the_overlay_and_its_reply_translated_after_decap() -> Result<()>
-{
+fn remote_backend_is_reached_over_the_overlay_and_its_reply_translated_after_decap() -> Result<()> {
     let node = NatNode::new()?;
     let config = node.config(40_000, 40_999);
     node.run(move || {
@@ -166,7 +165,13 @@ fn remote_backend_is_reached_over_the_overlay_and_its_reply_translated_after_dec
             },
         );
 
-        let other = tcp(vtep_to_vtep(), (REMOTE_A, 8080), (A1.ip, far + 1), SYN_ACK, 63);
+        let other = tcp(
+            vtep_to_vtep(),
+            (REMOTE_A, 8080),
+            (A1.ip, far + 1),
+            SYN_ACK,
+            63,
+        );
         let mut as_sent = vec![];
         as_sent.extend_from_slice(&A1.mac);
         as_sent.extend_from_slice(&NET_A.gateway_mac());
@@ -194,7 +199,13 @@ fn remote_backend_is_reached_over_the_overlay_and_its_reply_translated_after_dec
             Expect::Forward {
                 action: TC_ACT_REDIRECT,
                 kind: Forward::ServiceDnat,
-                output: translated(&syn, false, A2.ip, 8080, Some((A2.mac, NET_A.gateway_mac()))),
+                output: translated(
+                    &syn,
+                    false,
+                    A2.ip,
+                    8080,
+                    Some((A2.mac, NET_A.gateway_mac())),
+                ),
                 delivered_to: Some(A2.ifindex),
             },
         );
@@ -238,7 +249,13 @@ fn remote_backend_is_reached_over_the_overlay_and_its_reply_translated_after_dec
             Expect::Forward {
                 action: TC_ACT_REDIRECT,
                 kind: Forward::ServiceDnat,
-                output: translated(&syn, false, A2.ip, 8080, Some((A2.mac, NET_A.gateway_mac()))),
+                output: translated(
+                    &syn,
+                    false,
+                    A2.ip,
+                    8080,
+                    Some((A2.mac, NET_A.gateway_mac())),
+                ),
                 delivered_to: Some(A2.ifindex),
             },
         );

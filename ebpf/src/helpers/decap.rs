@@ -21,10 +21,10 @@ use super::{
     direction::Direction,
     maps::{endpoint_by_ip, network_of_vni, overlay_config},
     mtu,
-    service_reply,
     parse::{
         BadIpv4, ETH_LEN, ETH_P_IP, ETH_PROTO_OFF, IP_MIN_LEN, IP_OFF, UDP_LEN, header_len, ipv4_at,
     },
+    service_reply,
     verdict::{Dropped, Verdict, count_forward},
 };
 

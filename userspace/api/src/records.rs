@@ -411,10 +411,7 @@ impl Service {
     /// this service's backends.
     pub fn selects_named(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
         let by_label = !self.selector.is_empty()
-            && self
-                .selector
-                .iter()
-                .all(|(k, v)| labels.get(k) == Some(v));
+            && self.selector.iter().all(|(k, v)| labels.get(k) == Some(v));
         by_label || self.backends.iter().any(|b| b == name)
     }
 }

@@ -577,13 +577,20 @@ mod tests {
         };
         let merged = merge(&with_node(), &view);
         assert_eq!(merged.skipped.len(), 1, "{:?}", merged.skipped);
-        assert!(merged.skipped[0].contains("network 'red'"), "{:?}", merged.skipped);
+        assert!(
+            merged.skipped[0].contains("network 'red'"),
+            "{:?}",
+            merged.skipped
+        );
         let m = merged.model;
         let web = m.service("web").unwrap();
         assert_eq!((web.vip, web.id), (svc.vip, 1));
         assert_eq!(m.cluster_services, vec!["web".to_string()]);
         let ips: Vec<Ipv4Addr> = m.all_members(web).iter().map(|b| b.ip).collect();
-        assert_eq!(ips, [Ipv4Addr::new(10, 5, 2, 2), Ipv4Addr::new(10, 5, 3, 2)]);
+        assert_eq!(
+            ips,
+            [Ipv4Addr::new(10, 5, 2, 2), Ipv4Addr::new(10, 5, 3, 2)]
+        );
         // A change keeps the node's id; leaving the view removes both.
         let mut changed = view.clone();
         changed.services[0].ports[0].target = 9090;

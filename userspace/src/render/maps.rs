@@ -8,10 +8,10 @@ use ipnet::Ipv4Net;
 use weft_common::maps::{
     ENCAP_BPF, ENCAP_TUNNEL, EndpointInfo, FdbEntry, FdbKey, FloodList, IPPROTO_TCP, IPPROTO_UDP,
     MAGLEV_CHUNK, MAX_FLOOD, MaglevChunk, MaglevKey, MemberKey, NET_FLAG_FLOOD,
-    NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED, NODE_FLAG_PUBLISHES, NODE_FLAG_OVERLAY_SERVICES, NetPairKey, NetworkInfo,
-    NodeConfig, OverlayConfig, OverlayRoute, PublishKey, PublishTarget, SERVICE_NETWORK_ID,
-    SVC_FLAG_AFFINITY, SVC_MEMBER_ACTIVE, SVC_MEMBER_TERMINATING, SvcEntry, SvcKey, ifcache_slot,
-    ipcache_slot,
+    NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED, NODE_FLAG_OVERLAY_SERVICES, NODE_FLAG_PUBLISHES,
+    NetPairKey, NetworkInfo, NodeConfig, OverlayConfig, OverlayRoute, PublishKey, PublishTarget,
+    SERVICE_NETWORK_ID, SVC_FLAG_AFFINITY, SVC_MEMBER_ACTIVE, SVC_MEMBER_TERMINATING, SvcEntry,
+    SvcKey, ifcache_slot, ipcache_slot,
 };
 
 use super::maglev;
@@ -139,7 +139,6 @@ pub fn node_config(model: &Model) -> NodeConfig {
         flags: NODE_FLAG_CONFIGURED | publishes | remote_backends,
     }
 }
-
 
 /// The datapath's view of this node's overlay (all zero: off).
 pub fn overlay_config(model: &Model) -> OverlayConfig {
