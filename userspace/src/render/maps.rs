@@ -432,6 +432,68 @@ mod tests {
         m
     }
 
+    /// Two nodes of a cluster, each with two backends of its own and the
+    /// other's two as remote endpoints, render the same Maglev table and
+    /// members (so any node picks the same backend for a flow); only their
+    /// own backends are flagged for the service program.
+    #[test]
+    fn every_node_renders_the_same_table_from_local_and_remote_members() {
+        use weft_api::records::RemoteEndpoint;
+
+        use crate::model::cluster::{ClusterService, ClusterView, merge};
+        let web = || [("app".to_string(), "web".to_string())].into();
+        let node = |names: [&str; 2], last: [u8; 2], others: [(&str, u8); 2], other: &str| {
+            let mut m = model_with(&[(names[0], "blue"), (names[1], "blue")]);
+            for (ep, octet) in m.endpoints.iter_mut().zip(last) {
+                ep.ip = Ipv4Addr::new(10, 1, 0, octet);
+                ep.labels = web();
+            }
+            m.remote_endpoints = others
+                .iter()
+                .map(|(name, octet)| RemoteEndpoint {
+                    name: (*name).into(),
+                    network: "blue".into(),
+                    ip: Ipv4Addr::new(10, 1, 0, *octet),
+                    mac: Mac::gateway(*octet as u32),
+                    node: other.into(),
+                    labels: web(),
+                    terminating: false,
+                })
+                .collect();
+            let view = ClusterView {
+                services: vec![ClusterService {
+                    name: "web".into(),
+                    vip: Ipv4Addr::new(10, 96, 0, 7),
+                    ports: vec![crate::model::service::parse_port("80/tcp:8080").unwrap()],
+                    selector: web(),
+                    backends: vec![],
+                    affinity_timeout: None,
+                    health_port: None,
+                }],
+                endpoints: m.remote_endpoints.clone(),
+                ..ClusterView::default()
+            };
+            let merged = merge(&m, &view);
+            assert!(merged.skipped.is_empty(), "{:?}", merged.skipped);
+            render(&merged.model, &Synthetic::default())
+        };
+        let d1 = node(["a", "b"], [2, 3], [("c", 130), ("d", 131)], "n2");
+        let d2 = node(["c", "d"], [130, 131], [("a", 2), ("b", 3)], "n1");
+        assert_eq!(d1.services, d2.services, "the same table id on both nodes");
+        assert_eq!(d1.maglev, d2.maglev, "the same slots on both nodes");
+        assert_eq!(d1.svc_members, d2.svc_members);
+        assert_eq!(d1.svc_members.len(), 4, "every node's backends are members");
+        let slots: std::collections::BTreeSet<Ipv4Addr> = d1
+            .maglev
+            .values()
+            .flat_map(|c| c.slots.iter().copied())
+            .filter(|&ip| ip != 0)
+            .map(|ip| Ipv4Addr::from(ip.to_ne_bytes()))
+            .collect();
+        assert_eq!(slots.len(), 4, "the table holds all four: {slots:?}");
+        assert_eq!(d1.svc_slots.len(), 2, "only local backends are flagged");
+    }
+
     #[test]
     fn endpoints_render_into_every_lookup_table() {
         let m = model_with(&[("a", "blue"), ("b", "blue"), ("c", "green")]);
