@@ -6,16 +6,24 @@
 //! has no conntrack entry for it), gets the VIP and service port back
 //! after decapsulation, before delivery into the client; a segment of no
 //! service connection is delivered as it came; and a backend that left
-//! the service keeps its established connection translated.
+//! the service keeps its established connection translated. A service
+//! published on the node's port (`weft publish SERVICE PORT`) spreads
+//! outside clients over this node's backends only, by the Maglev table
+//! of those (a flow the cluster table gives the remote backend goes to a
+//! local one), with the usual DNAT and reverse DNAT; with no local
+//! backend left it drops as `service_no_backend`.
 
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
 use weft::{model::Model, render::maglev};
-use weft_api::{records::RemoteEndpoint, requests::CreateService};
+use weft_api::{
+    records::RemoteEndpoint,
+    requests::{CreateService, Publish},
+};
 use weft_common::{
     maps::{CT_DIR_ORIGINAL, CT_FLAG_SERVICE, CtKey, ENCAP_BPF, IPPROTO_TCP},
-    reason::Forward,
+    reason::{Drop, Forward},
 };
 use weft_tests::{
     fixture::{Datapath, TC_ACT_REDIRECT},
@@ -26,7 +34,7 @@ use weft_tests::{
         vtep_to_vtep,
     },
     table::{self, Expect, Hook},
-    topology::{A1, A2, NET_A, NODE_IP, NatNode},
+    topology::{A1, A2, NET_A, NODE_IP, NatNode, OUTSIDE, ROUTER_MAC, UPLINK_MAC},
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
@@ -258,6 +266,135 @@ fn remote_backend_is_reached_over_the_overlay_and_its_reply_translated_after_dec
                 ),
                 delivered_to: Some(A2.ifindex),
             },
+        );
+        Ok(())
+    })
+}
+
+/// The backend `table` gives an outside client's flow from `sport` to
+/// the node's port 8080.
+fn outside_pick(table: &maglev::Table, sport: u16) -> Ipv4Addr {
+    table.backend(maglev::flow_slot(OUTSIDE, sport, 8080, IPPROTO_TCP, SIZE) as usize)
+}
+
+#[test]
+fn a_published_service_spreads_outside_clients_over_local_backends() -> Result<()> {
+    let node = NatNode::new()?;
+    let config = node.config(40_000, 40_999);
+    node.run(move || {
+        let mut dp = overlay_topology(config, ENCAP_BPF)?;
+        let mut m = with_service(dp.model().clone())?;
+        m.endpoint_mut(&A1.name())
+            .context("A1 in the model")?
+            .labels
+            .insert("app".into(), "web".into());
+        let req = Publish {
+            endpoint: "web".into(),
+            spec: "8080".into(),
+        };
+        let (m, added) = weft::model::publish::publish(&m, &req)?;
+        assert!(
+            added[0].service && added[0].container_port == 80,
+            "{added:?}"
+        );
+        dp.set_model(m)?;
+
+        let local = maglev::build(SIZE, &[A1.ip, A2.ip]).expect("two local backends");
+        let cluster = maglev::build(SIZE, &[A1.ip, A2.ip, REMOTE_A]).expect("three backends");
+        let to_a1 = (50_000..)
+            .find(|&p| outside_pick(&local, p) == A1.ip)
+            .expect("a port for A1");
+        let syn = tcp(
+            (UPLINK_MAC, ROUTER_MAC),
+            (OUTSIDE, to_a1),
+            (NODE_IP, 8080),
+            SYN,
+            60,
+        );
+        check(
+            &mut dp,
+            "outside SYN to the published service: DNATed to the local backend Maglev picks",
+            Hook::Uplink,
+            &syn,
+            Expect::Forward {
+                action: TC_ACT_REDIRECT,
+                kind: Forward::Dnat,
+                output: translated(
+                    &syn,
+                    false,
+                    A1.ip,
+                    8080,
+                    Some((A1.mac, NET_A.gateway_mac())),
+                ),
+                delivered_to: Some(A1.ifindex),
+            },
+        );
+        let reply = tcp(to_gateway(), (A1.ip, 8080), (OUTSIDE, to_a1), SYN_ACK, 64);
+        check(
+            &mut dp,
+            "the backend's SYN-ACK leaves as the node's address and published port",
+            Hook::Container,
+            &reply,
+            Expect::Forward {
+                action: TC_ACT_REDIRECT,
+                kind: Forward::ReverseDnat,
+                output: translated(&reply, true, NODE_IP, 8080, None),
+                delivered_to: None,
+            },
+        );
+
+        let remote_flow = (50_000..)
+            .find(|&p| outside_pick(&cluster, p) == REMOTE_A)
+            .expect("a port the cluster table gives the remote backend");
+        let backend = outside_pick(&local, remote_flow);
+        let (mac, ifindex) = if backend == A1.ip {
+            (A1.mac, A1.ifindex)
+        } else {
+            (A2.mac, A2.ifindex)
+        };
+        let syn = tcp(
+            (UPLINK_MAC, ROUTER_MAC),
+            (OUTSIDE, remote_flow),
+            (NODE_IP, 8080),
+            SYN,
+            60,
+        );
+        check(
+            &mut dp,
+            "a flow the cluster table gives the remote backend: a local one takes it",
+            Hook::Uplink,
+            &syn,
+            Expect::Forward {
+                action: TC_ACT_REDIRECT,
+                kind: Forward::Dnat,
+                output: translated(&syn, false, backend, 8080, Some((mac, NET_A.gateway_mac()))),
+                delivered_to: Some(ifindex),
+            },
+        );
+
+        // No local backend left: refused by name; the remote one is no
+        // help to an outside client here.
+        let mut m = dp.model().clone();
+        for ep in [A1, A2] {
+            m.endpoint_mut(&ep.name())
+                .context("endpoint")?
+                .labels
+                .clear();
+        }
+        dp.set_model(m)?;
+        let syn = tcp(
+            (UPLINK_MAC, ROUTER_MAC),
+            (OUTSIDE, remote_flow + 1),
+            (NODE_IP, 8080),
+            SYN,
+            60,
+        );
+        check(
+            &mut dp,
+            "no local backend: service_no_backend",
+            Hook::Uplink,
+            &syn,
+            Expect::Drop(Drop::ServiceNoBackend),
         );
         Ok(())
     })

@@ -10,7 +10,8 @@
 //! 4. `deliver` (where a packet leaves for), `ipv4` (IPv4 headers
 //!    rewritten as a router does, or originated), `conntrack`;
 //! 5. `unreachable` (ICMP unreachable sent back), then `mtu` (the
-//!    overlay's MTU), `icmp_error` (errors about translated connections);
+//!    overlay's MTU), `icmp_error` (errors about translated connections),
+//!    `maglev` (backend picks for new service connections);
 //! 6. `arp`, `forward` (bridging, routing, flooding), `nat` (masquerade and
 //!    published ports), `service_reply` (a remote service backend's
 //!    replies, on `nat`'s rewrites), `encap` and `decap` (the VXLAN
@@ -29,6 +30,7 @@ pub mod events;
 pub mod forward;
 pub mod icmp_error;
 pub mod ipv4;
+pub mod maglev;
 pub mod maps;
 pub mod mtu;
 pub mod nat;

@@ -25,7 +25,7 @@ use weft_common::{
     maps::{
         CT_DIR_ORIGINAL, CT_FLAG_DNAT, CT_FLAG_HAIRPIN, CT_FLAG_SERVICE, CtKey, EndpointInfo,
         IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, NET_FLAG_MASQUERADE, NODE_FLAG_PUBLISHES,
-        NodeConfig,
+        NodeConfig, PublishTarget,
     },
     reason::Forward,
 };
@@ -35,8 +35,8 @@ use super::{
     conntrack, csum,
     deliver::{deliver_as_gateway, pass_to_stack, send_to_hop},
     direction::Direction::{self, FromContainer, FromUplink},
-    icmp_error, ipv4,
-    maps::{endpoint_by_ip, network, node_config, published},
+    icmp_error, ipv4, maglev,
+    maps::{endpoint_by_ip, network, node_config, published, service},
     parse::{
         ICMP_CSUM_OFF, ICMP_ECHO_ID_OFF, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_LEN,
         ICMP_TYPE_CODE_OFF, IP_CSUM_OFF, IP_DST_OFF, IP_FRAG_OFFSET_MASK, IP_OFF, IP_SRC_OFF,
@@ -360,7 +360,9 @@ pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
                 return pass_to_stack(ctx, FromUplink);
             }
             // Published ports are looked up only for new connections.
-            let Some(target) = published(ip.proto, l4.dport) else {
+            let Some(target) = published(ip.proto, l4.dport)
+                .map_or_else(|| published_service(&k, now), |t| Ok(Some(t)))?
+            else {
                 return pass_to_stack(ctx, FromUplink);
             };
             let dst = endpoint_by_ip(target.ip_be).ok_or(drop_here!(PublishedEndpointMissing))?;
@@ -388,6 +390,32 @@ pub fn ingress(ctx: &TcContext, ip: &Ipv4Hdr) -> Verdict {
         Forward::ReverseSnat
     };
     deliver_as_gateway(ctx, &dst, kind, FromUplink)
+}
+
+/// The backend of a new connection `k` (outside -> node address:port) to a
+/// port published to a service (`weft publish SERVICE PORT`): its entry
+/// in `WEFT_SERVICES` is keyed by the node's address and the host port,
+/// which no VIP can be, and its Maglev table holds only this node's
+/// backends. Like Kubernetes' `externalTrafficPolicy: Local`, the client's
+/// address is kept and the reply leaves from here, with no second hop and
+/// no SNAT (a remote backend would answer the client from its own node).
+/// `None`: nothing is published there; a service without local backends
+/// is a `service_no_backend` drop.
+#[inline(always)]
+fn published_service(k: &CtKey, now: u64) -> Result<Option<PublishTarget>, Dropped> {
+    let Some(svc) = service(k.dst_ip_be, k.dst_port_be, k.proto) else {
+        return Ok(None);
+    };
+    let Some(pick) = maglev::pick(&svc, k, now) else {
+        maglev::count(svc.svc_id, 0);
+        return Err(drop_here!(ServiceNoBackend));
+    };
+    maglev::count(svc.svc_id, pick.ip_be);
+    Ok(Some(PublishTarget {
+        ip_be: pick.ip_be,
+        port_be: pick.port_be,
+        _pad: [0; 2],
+    }))
 }
 
 /// A container's packet to the node's own address (header validated,

@@ -120,13 +120,25 @@ impl std::fmt::Display for Proto {
     }
 }
 
-/// A port published on the node's address to an endpoint's port.
+/// A port published on the node's address to an endpoint's port, or
+/// (`service`) to a service's port, spread over this node's backends.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Publication {
+    /// The endpoint's name, or the service's when `service` is set.
     pub endpoint: String,
     pub proto: Proto,
     pub host_port: u16,
+    /// The endpoint's port, or the service's (its port, not its target).
     pub container_port: u16,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub service: bool,
+}
+
+impl Publication {
+    /// Whether this publication leads to endpoint `name`.
+    pub fn is_endpoints(&self, name: &str) -> bool {
+        !self.service && self.endpoint == name
+    }
 }
 
 /// How a node encapsulates overlay traffic.

@@ -170,6 +170,9 @@ pub struct PublishView {
     pub host_port: u16,
     pub container_ip: Ipv4Addr,
     pub container_port: u16,
+    /// `endpoint` names a service, `container_ip` is its VIP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub service: bool,
 }
 
 /// One end of a tuple.

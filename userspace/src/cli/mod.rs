@@ -81,8 +81,10 @@ enum Command {
     #[command(subcommand)]
     Nat(NatCmd),
     /// Publish an endpoint's port on the node's address (DNAT), like
-    /// `docker run -p`: `weft publish ENDPOINT [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`;
-    /// `weft publish ls` lists published ports.
+    /// `docker run -p`: `weft publish ENDPOINT [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`,
+    /// or a service's, spread over its backends on this node: `weft publish
+    /// SERVICE [HOST_IP:]HOST_PORT[:SERVICE_PORT][/tcp|udp]`; `weft publish
+    /// ls` lists published ports.
     #[command(args_conflicts_with_subcommands = true)]
     Publish(PublishArgs),
     /// Stop publishing ports: `weft unpublish [ENDPOINT] [HOST_IP:]HOST_PORT[-LAST][:CONTAINER_PORT[-LAST]][/tcp|udp]`.
@@ -385,7 +387,7 @@ enum CtCmd {
 struct PublishArgs {
     #[command(subcommand)]
     list: Option<PublishCmd>,
-    /// The endpoint whose port is published.
+    /// The endpoint (or service) whose port is published.
     #[arg(required = true)]
     endpoint: Option<String>,
     /// [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp] (default tcp; HOST_IP,

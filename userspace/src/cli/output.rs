@@ -290,10 +290,11 @@ impl Render for Vec<NodeEntry> {
 impl Render for PublishView {
     fn table(&self) -> String {
         format!(
-            "published {}:{}/{} -> endpoint {} ({}:{})\n",
+            "published {}:{}/{} -> {} {} ({}:{})\n",
             self.host_ip.map_or("*".to_owned(), |ip| ip.to_string()),
             self.host_port,
             self.proto,
+            if self.service { "service" } else { "endpoint" },
             self.endpoint,
             self.container_ip,
             self.container_port

@@ -69,10 +69,14 @@ pub fn publication(model: &Model, p: &Publication) -> PublishView {
         proto: p.proto,
         host_ip: model.node.as_ref().map(|n| n.ip),
         host_port: p.host_port,
-        container_ip: model
-            .endpoint(&p.endpoint)
-            .map_or(Ipv4Addr::UNSPECIFIED, |e| e.ip),
+        container_ip: if p.service {
+            model.service(&p.endpoint).map(|s| s.vip)
+        } else {
+            model.endpoint(&p.endpoint).map(|e| e.ip)
+        }
+        .unwrap_or(Ipv4Addr::UNSPECIFIED),
         container_port: p.container_port,
+        service: p.service,
     }
 }
 

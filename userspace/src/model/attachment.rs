@@ -173,7 +173,8 @@ pub fn gc(model: &Model, cni_network: &str, valid: &[AttachmentRef]) -> (Model, 
         .collect();
     let mut new = model.clone();
     new.endpoints.retain(|e| !stale.contains(&e.name));
-    new.publications.retain(|p| !stale.contains(&p.endpoint));
+    new.publications
+        .retain(|p| p.service || !stale.contains(&p.endpoint));
     (new, stale)
 }
 

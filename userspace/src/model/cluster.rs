@@ -146,6 +146,8 @@ fn services(m: &mut Model, view: &ClusterView, skipped: &mut Vec<String>) {
         .collect();
     for name in gone {
         m.services.retain(|s| s.name != name);
+        m.publications
+            .retain(|p| !(p.service && p.endpoint == name));
         m.cluster_services.retain(|n| n != &name);
     }
     let range = m.service_config().range;

@@ -146,7 +146,7 @@ pub fn remove(model: &Model, name: &str) -> Result<(Model, Endpoint)> {
     let ep = require_endpoint(model, name)?.clone();
     let mut new = model.clone();
     new.endpoints.retain(|e| e.name != name);
-    new.publications.retain(|p| p.endpoint != name);
+    new.publications.retain(|p| !p.is_endpoints(name));
     // A later endpoint of the same name is no backend by accident.
     for svc in &mut new.services {
         svc.backends.retain(|b| b != name);

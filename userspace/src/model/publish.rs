@@ -36,6 +36,7 @@ impl Spec {
                 proto: self.proto,
                 host_port,
                 container_port: self.container_port(host_port),
+                service: false,
             })
             .collect()
     }
@@ -135,8 +136,43 @@ pub fn parse_spec(spec: &str, host_only: bool) -> Result<Spec> {
 /// `model` with `req`'s ports published (all or none), and the new
 /// publications in host port order.
 pub fn publish(model: &Model, req: &Publish) -> Result<(Model, Vec<Publication>)> {
+    if model.endpoint(&req.endpoint).is_none()
+        && let Some(svc) = model.service(&req.endpoint)
+    {
+        return publish_service(model, svc, &req.spec);
+    }
     let spec = parse_spec(&req.spec, false)?;
     let ep = require_endpoint(model, &req.endpoint)?;
+    uplink_for(model, &spec)?;
+    let taken: HashMap<(Proto, u16), &Publication> = model
+        .publications
+        .iter()
+        .map(|p| ((p.proto, p.host_port), p))
+        .collect();
+    let adding = spec.publications(&ep.name);
+    if let Some(other) = adding
+        .iter()
+        .find_map(|p| taken.get(&(p.proto, p.host_port)))
+    {
+        return Err(Error::Conflict(format!(
+            "port {}/{} is already published to endpoint '{}' port {}; unpublish it first \
+             (`weft unpublish {}/{}`)",
+            other.host_port,
+            other.proto,
+            other.endpoint,
+            other.container_port,
+            other.host_port,
+            other.proto
+        )));
+    }
+    let mut new = model.clone();
+    new.publications.extend(adding.iter().cloned());
+    Ok((new, adding))
+}
+
+/// The node's uplink, which ports are published on, and `spec`'s host
+/// address checked against it.
+fn uplink_for<'a>(model: &'a Model, spec: &Spec) -> Result<&'a crate::model::NodeUplink> {
     let node = model.node.as_ref().ok_or_else(|| {
         Error::Invalid(
             "publishing needs the node's uplink, whose address the port is published on: \
@@ -153,19 +189,68 @@ pub fn publish(model: &Model, req: &Publish) -> Result<(Model, Vec<Publication>)
             node.ip, node.ip
         )));
     }
-    let taken: HashMap<(Proto, u16), &Publication> = model
-        .publications
+    Ok(node)
+}
+
+/// `weft publish SERVICE [HOST_IP:]HOST_PORT[:SERVICE_PORT][/tcp|udp]`:
+/// outside clients of the node's address and host port are spread over
+/// the service's backends on this node (its Maglev table of local
+/// backends; see the datapath's `nat::published_service`). The service
+/// port defaults to the service's only port of that protocol.
+fn publish_service(
+    model: &Model,
+    svc: &crate::model::Service,
+    text: &str,
+) -> Result<(Model, Vec<Publication>)> {
+    let spec = parse_spec(text, true)?;
+    uplink_for(model, &spec)?;
+    let ports: Vec<u16> = svc
+        .ports
         .iter()
-        .map(|p| ((p.proto, p.host_port), p))
+        .filter(|p| p.proto == spec.proto)
+        .map(|p| p.port)
         .collect();
-    let adding = spec.publications(&ep.name);
-    if let Some(other) = adding
-        .iter()
-        .find_map(|p| taken.get(&(p.proto, p.host_port)))
-    {
+    let port = match spec.container {
+        Some((p, last)) if p == last && ports.contains(&p) => p,
+        Some(_) => {
+            return Err(Error::Invalid(format!(
+                "service '{}' has no {} port {text}: its {} ports are {ports:?}",
+                svc.name, spec.proto, spec.proto
+            )));
+        }
+        None => match ports.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(Error::Invalid(format!(
+                    "service '{}' has no {} port to publish",
+                    svc.name, spec.proto
+                )));
+            }
+            many => {
+                return Err(Error::Invalid(format!(
+                    "service '{}' has {} ports {many:?}: name one, e.g. {}:{}",
+                    svc.name, spec.proto, spec.host.0, many[0]
+                )));
+            }
+        },
+    };
+    let adding: Vec<Publication> = (spec.host.0..=spec.host.1)
+        .map(|host_port| Publication {
+            endpoint: svc.name.clone(),
+            proto: spec.proto,
+            host_port,
+            container_port: port,
+            service: true,
+        })
+        .collect();
+    if let Some(other) = model.publications.iter().find(|p| {
+        adding
+            .iter()
+            .any(|a| (a.proto, a.host_port) == (p.proto, p.host_port))
+    }) {
         return Err(Error::Conflict(format!(
-            "port {}/{} is already published to endpoint '{}' port {}; unpublish it first \
-             (`weft unpublish {}/{}`)",
+            "port {}/{} is already published to '{}' port {}; unpublish it first (`weft \
+             unpublish {}/{}`)",
             other.host_port,
             other.proto,
             other.endpoint,

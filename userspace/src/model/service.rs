@@ -227,6 +227,9 @@ pub fn remove(model: &Model, name: &str) -> Result<Model> {
     require(model, name)?;
     let mut new = model.clone();
     new.services.retain(|s| s.name != name);
+    // Its published ports go with it.
+    new.publications
+        .retain(|p| !(p.service && p.endpoint == name));
     Ok(new)
 }
 

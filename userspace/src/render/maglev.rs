@@ -130,7 +130,7 @@ pub fn table_id(m: u32, sorted_backends: &[Ipv4Addr]) -> u64 {
     hash64(SEED ^ 0x0074_6162_6c65, &bytes).max(1)
 }
 
-/// The datapath's flow hash (`ebpf/src/helpers/service.rs`, the same
+/// The datapath's flow hash (`ebpf/src/helpers/maglev.rs`, the same
 /// function): the slot a flow from `src:sport` to port `dport` of `proto`
 /// takes in a table of `m` slots. Addresses and ports in host order.
 pub fn flow_slot(src: Ipv4Addr, sport: u16, dport: u16, proto: u8, m: u32) -> u32 {

@@ -257,7 +257,7 @@ pub fn render(model: &Model, synthetic: &Synthetic) -> DesiredMaps {
         }
         d.flood.insert(synthetic.network_id, flood);
     }
-    for p in &model.publications {
+    for p in model.publications.iter().filter(|p| !p.service) {
         if let Some(ep) = model.endpoint(&p.endpoint) {
             let (k, v) = publish_entry(p, ep.ip);
             d.publish.insert(k, v);
@@ -339,6 +339,7 @@ fn services(model: &Model, d: &mut DesiredMaps) {
             };
             d.services.insert(key, entry);
         }
+        published_services(model, svc, d);
         for member in model.all_members(svc) {
             let state = if member.terminating {
                 SVC_MEMBER_TERMINATING
@@ -359,6 +360,71 @@ fn services(model: &Model, d: &mut DesiredMaps) {
         for ep in model.members(svc) {
             d.svc_slots.insert(ep.stats_slot, 1);
         }
+    }
+}
+
+/// The `WEFT_SERVICES` entries of `svc`'s published ports (`weft publish
+/// SERVICE PORT`): keyed by the node's address and the host port (no VIP
+/// can be the node's address), with a Maglev table of this node's
+/// backends only, as Kubernetes' `externalTrafficPolicy: Local` (the
+/// client's address kept, the reply from this node).
+fn published_services(model: &Model, svc: &crate::model::Service, d: &mut DesiredMaps) {
+    let Some(node) = &model.node else {
+        return;
+    };
+    let m = model.service_config().maglev_size;
+    let members = model.members(svc);
+    let active: Vec<_> = members
+        .iter()
+        .filter(|e| !e.terminating)
+        .map(|e| e.ip)
+        .collect();
+    let chosen = if active.is_empty() {
+        members.iter().map(|e| e.ip).collect()
+    } else {
+        active
+    };
+    let table = maglev::cached(m, &chosen);
+    let id = table
+        .as_ref()
+        .map_or(0, |t| maglev::table_id(m, &t.backends));
+    if let Some(t) = &table {
+        for (key, chunk) in chunks(id, t) {
+            d.maglev.insert(key, chunk);
+        }
+    }
+    for p in model
+        .publications
+        .iter()
+        .filter(|p| p.service && p.endpoint == svc.name)
+    {
+        let Some(port) = svc
+            .ports
+            .iter()
+            .find(|s| s.proto == p.proto && s.port == p.container_port)
+        else {
+            continue;
+        };
+        let key = SvcKey {
+            vip_be: ip_be(node.ip),
+            port_be: p.host_port.to_be_bytes(),
+            proto: proto_number(p.proto),
+            _pad: 0,
+        };
+        let entry = SvcEntry {
+            table: id,
+            svc_id: svc.id,
+            size: m,
+            target_port_be: port.target.to_be_bytes(),
+            flags: if svc.affinity_timeout.is_some() {
+                SVC_FLAG_AFFINITY
+            } else {
+                0
+            },
+            _pad: 0,
+            affinity_s: svc.affinity_timeout.unwrap_or(0),
+        };
+        d.services.insert(key, entry);
     }
 }
 
@@ -547,6 +613,7 @@ mod tests {
             }],
         });
         m.publications.push(Publication {
+            service: false,
             endpoint: "a".into(),
             proto: Proto::Udp,
             host_port: 53,
