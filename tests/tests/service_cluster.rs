@@ -7,7 +7,9 @@
 //! long-lived connections to a backend on the other node survive that
 //! backend leaving the service while new connections avoid it; a name
 //! registered on one node resolves on the other within 1 s and is gone
-//! within its TTL after the endpoint is removed.
+//! within its TTL after the endpoint is removed. The service published on
+//! one node's port is reached from an outside namespace on the underlay
+//! and spread over that node's backends.
 
 use std::{
     collections::HashMap,
@@ -92,8 +94,20 @@ fn server(ns: &NetNs, name: &str) -> Result<Killed> {
 }
 
 fn count(ns: &NetNs, n: u32) -> Result<HashMap<String, u32>> {
+    count_at(ns, VIP, 80, n)
+}
+
+/// `n` connections from `ns` to `addr:port`: how many each backend took.
+fn count_at(ns: &NetNs, addr: &str, port: u16, n: u32) -> Result<HashMap<String, u32>> {
     let out = proc::stdout(
-        &mut ns.command(&["python3", "-c", COUNT, VIP, "80", &n.to_string()]),
+        &mut ns.command(&[
+            "python3",
+            "-c",
+            COUNT,
+            addr,
+            &port.to_string(),
+            &n.to_string(),
+        ]),
         TIMEOUT * 4,
     )?;
     out.lines()
@@ -323,6 +337,27 @@ fn services_and_names_span_two_nodes() -> Result<()> {
             "{b} got {got} of 1,000 connections (even: 250 +-25%): {total:?}"
         );
     }
+
+    // Published on n1's address: outside clients are spread over n1's
+    // own backends (externalTrafficPolicy=Local), with their own address.
+    let published = n1.node.node.weft_json(&["publish", "web", "8080"])?;
+    assert_eq!(published[0]["service"], true, "{published}");
+    let outside = NetNs::new("wtout")?;
+    underlay.plug(&outside)?;
+    let n1_ip = n1.node.underlay_ip.to_string();
+    let seen = count_at(&outside, &n1_ip, 8080, 100)?;
+    eprintln!("outside -> n1:8080: {seen:?}");
+    assert_eq!(seen.values().sum::<u32>(), 100, "all answered: {seen:?}");
+    for b in ["web1", "web2"] {
+        assert!(
+            seen.get(b).copied().unwrap_or(0) >= 25,
+            "{b} (on n1) takes its share of the published service: {seen:?}"
+        );
+    }
+    assert!(
+        !seen.contains_key("web3") && !seen.contains_key("web4"),
+        "n2's backends are not used for n1's published port: {seen:?}"
+    );
 
     // A long-lived connection from each node to a backend on the other;
     // both backends leave the service (their labels change on their own
