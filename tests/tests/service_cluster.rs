@@ -407,7 +407,7 @@ fn services_and_names_span_two_nodes() -> Result<()> {
     let (late, late_ip) = n2.node.node.container("blue", "late")?;
     let registered = Instant::now();
     let took = dig_until(&c1, &gateway, &["late.weft", "A"], TIMEOUT, |s, a| {
-        s == "NOERROR" && a.iter().any(|ip| *ip == late_ip)
+        s == "NOERROR" && a.contains(&late_ip)
     })?;
     let since = registered.elapsed();
     eprintln!("late.weft (registered on n2) resolved on n1 after {since:?} (polling {took:?})");
