@@ -308,7 +308,62 @@ pub fn unpublish(model: &Model, req: &Unpublish) -> Result<(Model, Vec<Publicati
 
 #[cfg(test)]
 mod tests {
+    use weft_api::{records::NodeUplink, requests::CreateService};
+
     use super::*;
+
+    #[test]
+    fn a_service_is_published_by_its_port_and_goes_with_it() {
+        let mut m = Model {
+            node: Some(NodeUplink {
+                uplink: "up".into(),
+                uplink_ifindex: 2,
+                ip: Ipv4Addr::new(192, 0, 2, 1),
+                port_min: 61000,
+                port_max: 65535,
+                conntrack_max: None,
+                forwarding_before: None,
+                overlay: None,
+                subnets: vec![],
+            }),
+            ..Model::default()
+        };
+        let req = CreateService {
+            name: "web".into(),
+            ports: vec!["80/tcp:8080".into(), "443/tcp".into(), "53/udp".into()],
+            selector: vec!["app=web".into()],
+            ..CreateService::default()
+        };
+        m = crate::model::service::create(&m, &req).unwrap().0;
+        let publish = |m: &Model, spec: &str| {
+            publish(
+                m,
+                &Publish {
+                    endpoint: "web".into(),
+                    spec: spec.into(),
+                },
+            )
+        };
+        let err = |spec: &str| publish(&m, spec).unwrap_err().to_string();
+        assert!(err("8080").contains("name one"), "{}", err("8080"));
+        assert!(err("8080:81").contains("no tcp port"), "{}", err("8080:81"));
+        assert!(err("192.0.2.9:8080:80").contains("not the node's address"));
+        let (m2, added) = publish(&m, "5353/udp").unwrap();
+        assert_eq!(
+            (added[0].service, added[0].container_port, added[0].proto),
+            (true, 53, Proto::Udp)
+        );
+        let (m2, _) = publish(&m2, "8080:80").unwrap();
+        assert!(
+            publish(&m2, "8080:443")
+                .unwrap_err()
+                .to_string()
+                .contains("already published")
+        );
+        // Removing the service removes its publications.
+        let gone = crate::model::service::remove(&m2, "web").unwrap();
+        assert!(gone.publications.is_empty());
+    }
 
     #[test]
     fn specs() {

@@ -287,6 +287,36 @@ mod tests {
     }
 
     #[test]
+    fn other_nodes_endpoints_resolve_within_their_scope() {
+        let mut m = model();
+        let far = |name: &str, network: &str, ip: Ipv4Addr| weft_api::records::RemoteEndpoint {
+            name: name.into(),
+            network: network.into(),
+            ip,
+            mac: weft_api::Mac([2, 0, 0, 0, 0, 9]),
+            node: "n2".into(),
+            labels: Default::default(),
+            terminating: false,
+        };
+        m.remote_endpoints = vec![
+            far("far", "blue", Ipv4Addr::new(10, 1, 0, 130)),
+            far("hidden", "red", Ipv4Addr::new(10, 3, 0, 130)),
+        ];
+        assert_eq!(
+            answer(&m, "far.weft", Kind::A, BLUE_CLIENT),
+            Answer::Found(vec![Data::A(Ipv4Addr::new(10, 1, 0, 130))])
+        );
+        assert_eq!(
+            answer(&m, "130.0.1.10.in-addr.arpa", Kind::Ptr, BLUE_CLIENT),
+            Answer::Found(vec![Data::Ptr("far".into())])
+        );
+        assert_eq!(
+            answer(&m, "hidden.weft", Kind::A, BLUE_CLIENT),
+            Answer::NxDomain
+        );
+    }
+
+    #[test]
     fn endpoints_are_scoped_to_reachable_networks() {
         let m = model();
         // red is connected to nothing: blue's client cannot see it.
