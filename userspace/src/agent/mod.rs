@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod dns;
 pub mod ebpf_log;
+pub mod health;
 pub mod metrics;
 pub mod queue;
 pub mod server;
