@@ -88,7 +88,13 @@ fn pinned(dir: &str, path: &Path) -> Result<String> {
     };
     let shown = run("bpftool", argv)?;
     if dir == "maps" {
-        return Ok(String::from_utf8_lossy(&shown.stdout).into_owned());
+        // A hash map's dump order is its bucket order: rewriting an entry
+        // with the same value moves it to the head of its bucket (and
+        // whether two keys share one depends on the map's random hash
+        // seed), so entries are compared sorted by key.
+        let mut entries: Vec<serde_json::Value> = serde_json::from_slice(&shown.stdout)?;
+        entries.sort_by_key(|e| e["key"].to_string());
+        return Ok(serde_json::Value::Array(entries).to_string());
     }
     let mut object: serde_json::Value = serde_json::from_slice(&shown.stdout)?;
     if let Some(fields) = object.as_object_mut() {

@@ -180,19 +180,7 @@ pub fn gc(model: &Model, cni_network: &str, valid: &[AttachmentRef]) -> (Model, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::network;
-
-    fn blue() -> Model {
-        let req = weft_api::requests::CreateNetwork {
-            name: "blue".into(),
-            subnet: "10.1.0.0/24".into(),
-            gateway: None,
-            flood: false,
-            masquerade: true,
-            vni: None,
-        };
-        network::create(&Model::default(), &req).unwrap().0
-    }
+    use crate::model::endpoint::tests::blue;
 
     fn req(id: &str, ifname: &str) -> AttachContainer {
         AttachContainer {

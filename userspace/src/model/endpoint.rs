@@ -196,11 +196,13 @@ fn free_stats_slot(model: &Model) -> Result<u32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::network;
 
-    fn blue() -> Model {
+    /// A model with one network, `blue` (10.1.0.0/24, masqueraded): the
+    /// starting point of the endpoint and attachment tests.
+    pub(crate) fn blue() -> Model {
         let req = weft_api::requests::CreateNetwork {
             name: "blue".into(),
             subnet: "10.1.0.0/24".into(),
