@@ -7,7 +7,10 @@
 //! a file format: state files written by older weft builds must keep
 //! reading, so new fields default.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -58,6 +61,12 @@ pub struct Model {
     /// Cluster-wide service settings; `None`: the defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_config: Option<ServiceConfig>,
+    /// Backends this node's health checks found down, by service name.
+    /// Runtime state of the agent's prober, never saved: after a restart
+    /// no stale verdict stands, every backend starts up and is probed
+    /// again (`agent::health`).
+    #[serde(skip)]
+    pub unhealthy: BTreeMap<String, BTreeSet<String>>,
 }
 
 fn first_id() -> u32 {
@@ -80,6 +89,7 @@ impl Default for Model {
             next_service_id: 1,
             service_config: None,
             cluster_networks: Vec::new(),
+            unhealthy: BTreeMap::new(),
         }
     }
 }
@@ -424,6 +434,14 @@ impl Model {
     /// The service settings in force.
     pub fn service_config(&self) -> ServiceConfig {
         self.service_config.clone().unwrap_or_default()
+    }
+
+    /// Whether this node's health checks hold endpoint `ep` down as a
+    /// backend of service `svc`.
+    pub fn is_unhealthy(&self, svc: &Service, ep: &Endpoint) -> bool {
+        self.unhealthy
+            .get(&svc.name)
+            .is_some_and(|down| down.contains(&ep.name))
     }
 
     /// The backends of `svc`, in name order (the order every node sees).
