@@ -9,7 +9,8 @@
 //! 3. `verdict` (drops and counters);
 //! 4. `deliver` (where a packet leaves for), `ipv4` (IPv4 headers
 //!    rewritten as a router does, or originated), `conntrack`;
-//! 5. `unreachable` (ICMP unreachable sent back), then `mtu` (the
+//! 5. `unreachable` (ICMP unreachable sent back), `tcp_reset` (TCP
+//!    resets sent back), then `mtu` (the
 //!    overlay's MTU), `icmp_error` (errors about translated connections);
 //! 6. `arp`, `forward` (bridging, routing, flooding), `nat` (masquerade and
 //!    published ports), `encap` and `decap` (the VXLAN overlay);
@@ -33,5 +34,6 @@ pub mod nat;
 pub mod parse;
 pub mod service;
 pub mod tail;
+pub mod tcp_reset;
 pub mod unreachable;
 pub mod verdict;

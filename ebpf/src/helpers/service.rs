@@ -21,7 +21,7 @@ use weft_common::{
     events::PROGRAM_SERVICE,
     maps::{
         AffinityEntry, AffinityKey, CT_DIR_ORIGINAL, CT_FLAG_HAIRPIN, CT_FLAG_SERVICE, CtEntry,
-        CtKey, EndpointInfo, IPPROTO_ICMP, MAGLEV_CHUNK, MAGLEV_FLOW_SEED, MaglevKey, MemberKey,
+        CtKey, EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, MAGLEV_CHUNK, MAGLEV_FLOW_SEED, MaglevKey, MemberKey,
         SVC_FLAG_AFFINITY, SVC_MEMBER_ACTIVE, SvcEntry, TAIL_OVERLAY_ENCAP,
     },
     reason::Forward,
@@ -35,8 +35,8 @@ use super::{
     direction::Direction::FromContainer,
     maps::{AFFINITY, MAGLEV, SVC_COUNTS, SVC_MEMBERS, endpoint_by_ip, service},
     nat::{L4, is_later_fragment, parse_l4, pull_l4, rewrite_l4, rewrite_port},
-    parse::{IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, IP_TTL_OFF},
-    tail,
+    parse::{IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, IP_TTL_OFF, TCP_RST},
+    tail, tcp_reset,
     unreachable::{self, CODE_PORT_UNREACHABLE},
     verdict::{Dropped, Verdict, drop_packet},
 };
@@ -64,7 +64,7 @@ pub fn to_vip(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
             let svc = service(vip, l4.dport, ip.proto).ok_or(drop_here!(ServiceUnknownPort))?;
             let Some(pick) = pick(&svc, &key, now) else {
                 count(svc.svc_id, 0);
-                return reject(ctx, src, ip, vip);
+                return reject(ctx, src, ip, l4_off, &l4, vip);
             };
             count(svc.svc_id, pick.ip_be);
             conntrack::create_service(&key, src, &pick, l4.tcp_flags, now, ctx.len())?
@@ -259,17 +259,31 @@ fn count(svc_id: u32, ip_be: u32) {
 }
 
 /// A service without backends: the packet is counted as
-/// `service_no_backend` (with its drop event) and answered with an ICMP
-/// port unreachable from the VIP, so the client fails at once (a TCP
-/// connect gets `ECONNREFUSED`, a connected UDP socket the same).
+/// `service_no_backend` (with its drop event) and answered from the VIP,
+/// so the client fails at once: TCP with a reset (`ECONNREFUSED` at
+/// `connect`, as from a closed port), UDP with an ICMP port unreachable
+/// (`ECONNREFUSED` on a connected socket). A reset is only dropped.
 #[inline(always)]
-fn reject(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr, vip: u32) -> Verdict {
+fn reject(
+    ctx: &TcContext,
+    src: &EndpointInfo,
+    ip: &Ipv4Hdr,
+    l4_off: usize,
+    l4: &L4,
+    vip: u32,
+) -> Verdict {
+    if ip.proto == IPPROTO_TCP && l4.tcp_flags & TCP_RST != 0 {
+        return Err(drop_here!(ServiceNoBackend));
+    }
     let _ = drop_packet(
         ctx,
         drop_here!(ServiceNoBackend),
         PROGRAM_SERVICE,
         FromContainer,
     );
+    if ip.proto == IPPROTO_TCP {
+        return tcp_reset::send_back(ctx, src, ip, l4_off, vip, Forward::ServiceRejected);
+    }
     unreachable::send_back(
         ctx,
         src,
