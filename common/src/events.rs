@@ -17,6 +17,11 @@ pub const EVENT_SNAP_LEN: usize = 128;
 pub const EVENT_DROP: u8 = 1;
 /// `PacketEvent::kind`: the packet was forwarded; `code` is a forward kind.
 pub const EVENT_TRACE: u8 = 2;
+/// `PacketEvent::kind`: a new connection to a service picked a backend
+/// (emitted while tracing is on, like [`EVENT_TRACE`]); `code` is the
+/// service id, `data` the packet already DNATed to the backend. Readers
+/// that predate it skip it as an unknown kind.
+pub const EVENT_SERVICE_PICK: u8 = 3;
 
 /// Trace settings (an array of one [`TraceConfig`]), written by
 /// `weft monitor --type trace` while it runs.

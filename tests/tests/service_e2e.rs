@@ -228,7 +228,13 @@ fn connections_spread_survive_a_drain_and_fail_fast_without_backends() -> Result
     );
     assert!(node.drops("service_no_backend")? > drops);
     node.weft(&[
-        "service", "create", "empty-udp", "--port", "53/udp", "--select", "app=none",
+        "service",
+        "create",
+        "empty-udp",
+        "--port",
+        "53/udp",
+        "--select",
+        "app=none",
     ])?;
     let refused = proc::output(
         &mut client.command(&[
@@ -241,7 +247,10 @@ fn connections_spread_survive_a_drain_and_fail_fast_without_backends() -> Result
     )?;
     let stderr = String::from_utf8_lossy(&refused.stderr);
     if refused.status.success() || !stderr.contains("ConnectionRefused") {
-        bail!("UDP: expected ECONNREFUSED, got {}: {stderr}", refused.status);
+        bail!(
+            "UDP: expected ECONNREFUSED, got {}: {stderr}",
+            refused.status
+        );
     }
     assert!(
         weft_harness::snmp::icmp_dest_unreachs_in(&client)? > icmp_before,

@@ -399,9 +399,15 @@ fn no_backend_answers_tcp_with_a_reset_udp_with_port_unreachable() -> Result<()>
     // Cross-checks of the expected reset against the spec's numbers: the
     // SYN's seq is 1000, so the reset acks 1001; the ACK's ack is 2000.
     let syn_rst = reset(&tcp(to_gateway(), (A1.ip, 1), (VIP, 80), syn(), 64));
-    assert_eq!(&syn_rst[ETH_HLEN + 28..ETH_HLEN + 34], &[0, 0, 0x03, 0xe9, 0x50, 0x14]);
+    assert_eq!(
+        &syn_rst[ETH_HLEN + 28..ETH_HLEN + 34],
+        &[0, 0, 0x03, 0xe9, 0x50, 0x14]
+    );
     let ack_rst = reset(&tcp(to_gateway(), (A1.ip, 1), (VIP, 80), ack(), 64));
-    assert_eq!(&ack_rst[ETH_HLEN + 24..ETH_HLEN + 28], &2000u32.to_be_bytes());
+    assert_eq!(
+        &ack_rst[ETH_HLEN + 24..ETH_HLEN + 28],
+        &2000u32.to_be_bytes()
+    );
     // A reset is never answered; it is dropped and counted.
     let rst = TcpFlags {
         rst: true,

@@ -21,8 +21,8 @@ use weft_common::{
     events::PROGRAM_SERVICE,
     maps::{
         AffinityEntry, AffinityKey, CT_DIR_ORIGINAL, CT_FLAG_HAIRPIN, CT_FLAG_SERVICE, CtEntry,
-        CtKey, EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, MAGLEV_CHUNK, MAGLEV_FLOW_SEED, MaglevKey, MemberKey,
-        SVC_FLAG_AFFINITY, SVC_MEMBER_ACTIVE, SvcEntry, TAIL_OVERLAY_ENCAP,
+        CtKey, EndpointInfo, IPPROTO_ICMP, IPPROTO_TCP, MAGLEV_CHUNK, MAGLEV_FLOW_SEED, MaglevKey,
+        MemberKey, SVC_FLAG_AFFINITY, SVC_MEMBER_ACTIVE, SvcEntry, TAIL_OVERLAY_ENCAP,
     },
     reason::Forward,
 };
@@ -33,6 +33,7 @@ use super::{
     csum,
     deliver::deliver_as_gateway,
     direction::Direction::FromContainer,
+    events,
     maps::{AFFINITY, MAGLEV, SVC_COUNTS, SVC_MEMBERS, endpoint_by_ip, service},
     nat::{L4, is_later_fragment, parse_l4, pull_l4, rewrite_l4, rewrite_port},
     parse::{IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, IP_TTL_OFF, TCP_RST},
@@ -58,6 +59,8 @@ pub fn to_vip(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
     let vip = u32::from_ne_bytes(ip.dst_addr);
     let key = CtKey::new(ip.proto, src.ip_be, vip, l4.sport, l4.dport);
     let now = now_ns();
+    // The service a new connection picked its backend of (0: established).
+    let mut picked = 0;
     let entry = match conntrack::hit(&key, l4.tcp_flags, now, ctx.len()) {
         Some(entry) if entry.flags & CT_FLAG_SERVICE != 0 => entry,
         _ => {
@@ -67,18 +70,20 @@ pub fn to_vip(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
                 return reject(ctx, src, ip, l4_off, &l4, vip);
             };
             count(svc.svc_id, pick.ip_be);
+            picked = svc.svc_id;
             conntrack::create_service(&key, src, &pick, l4.tcp_flags, now, ctx.len())?
         }
     };
     if ip.ttl <= 1 {
         return Err(drop_here!(TtlExceeded));
     }
-    translate(ctx, src, ip, &l4, vip, &entry)
+    translate(ctx, src, ip, &l4, vip, &entry, picked)
 }
 
 /// Rewrites a packet to the VIP on connection `entry`: the destination to
 /// the backend (hairpin: the source to the VIP too), TTL - 1; delivers it
-/// here or hands it to the overlay.
+/// here or hands it to the overlay. A new connection of service `picked`
+/// (0: none) is traced, rewritten, as the backend it was given.
 #[inline(always)]
 fn translate(
     ctx: &TcContext,
@@ -87,6 +92,7 @@ fn translate(
     l4: &L4,
     vip: u32,
     entry: &CtEntry,
+    picked: u32,
 ) -> Verdict {
     let hairpin = entry.flags & CT_FLAG_HAIRPIN != 0;
     let new_src = if hairpin { vip } else { src.ip_be };
@@ -112,6 +118,9 @@ fn translate(
         ..*l4
     };
     rewrite_port(ctx, &dport, l4.dport, entry.xlate_port_be)?;
+    if picked != 0 {
+        events::maybe_trace_pick(ctx, picked);
+    }
     match endpoint_by_ip(entry.xlate_ip_be) {
         Some(dst) => deliver_as_gateway(ctx, &dst, Forward::ServiceDnat, FromContainer),
         None => {

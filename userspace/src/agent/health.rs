@@ -342,7 +342,10 @@ mod tests {
         let mut c = Checker::new(Settings::default());
         let (a, b) = (target("a"), target("b"));
         for _ in 0..2 {
-            assert!(c.record(&[(a.clone(), false), (b.clone(), true)]).is_empty());
+            assert!(
+                c.record(&[(a.clone(), false), (b.clone(), true)])
+                    .is_empty()
+            );
         }
         let flips = c.record(&[(a.clone(), false), (b.clone(), true)]);
         assert_eq!(flips, [(a.clone(), Transition::WentDown)]);

@@ -152,9 +152,7 @@ impl Engine {
         service: &str,
         down: &std::collections::BTreeSet<String>,
     ) -> Result<()> {
-        let model = self
-            .plan(|m| service::set_health(m, service, down))
-            .await?;
+        let model = self.plan(|m| service::set_health(m, service, down)).await?;
         if model != self.snapshot.model {
             self.commit_model(model).await?;
         }
