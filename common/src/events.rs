@@ -81,7 +81,7 @@ const _: () = assert!(size_of::<PacketEvent>() == 32 + EVENT_SNAP_LEN);
 /// The eBPF source files a drop can come from; an event stores the index.
 /// Index 0 means unknown. New files go at the end, so an index keeps
 /// naming the same file.
-pub const SOURCE_FILES: [&str; 24] = [
+pub const SOURCE_FILES: [&str; 25] = [
     "?",
     "ebpf/src/programs/from_container.rs",
     "ebpf/src/helpers/arp.rs",
@@ -106,6 +106,7 @@ pub const SOURCE_FILES: [&str; 24] = [
     "ebpf/src/helpers/service.rs",
     "ebpf/src/helpers/unreachable.rs",
     "ebpf/src/helpers/tcp_reset.rs",
+    "ebpf/src/helpers/dns.rs",
 ];
 
 /// The [`SOURCE_FILES`] index of `path` (as `file!()` spells it), at

@@ -5,7 +5,8 @@
 //! 1. `access` (the only raw packet, context and helper-call accesses,
 //!    bounds-checked), `csum` (checksum arithmetic), `direction`, `maps`;
 //! 2. `parse` (offsets, the IPv4 and VXLAN checks), `events` (drop and
-//!    trace events), `tail` (tail calls and what they hand over);
+//!    trace events), `tail` (tail calls and what they hand over), `dns`
+//!    (queries to a gateway nobody serves);
 //! 3. `verdict` (drops and counters);
 //! 4. `deliver` (where a packet leaves for), `ipv4` (IPv4 headers
 //!    rewritten as a router does, or originated), `conntrack`;
@@ -23,6 +24,7 @@ pub mod csum;
 pub mod decap;
 pub mod deliver;
 pub mod direction;
+pub mod dns;
 pub mod encap;
 pub mod events;
 pub mod forward;
