@@ -92,10 +92,14 @@ pub enum Drop {
     /// A UDP query to a gateway's DNS port while no server is bound there
     /// (the agent restarting): dropped, not refused, so resolvers retry.
     DnsServerDown = 43,
+    /// A new service connection whose backend-side tuple a live
+    /// connection holds (the same client port to another service with
+    /// the same backend and port); the live one is kept.
+    ServiceTupleTaken = 44,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 38] = [
+    pub const ALL: [Drop; 39] = [
         Drop::TruncatedEthernet,
         Drop::TruncatedArp,
         Drop::UnsupportedArp,
@@ -134,6 +138,7 @@ impl Drop {
         Drop::ServiceNoBackend,
         Drop::ServiceUnknownPort,
         Drop::DnsServerDown,
+        Drop::ServiceTupleTaken,
     ];
 
     pub const fn code(self) -> u32 {
@@ -186,6 +191,7 @@ impl Drop {
             Drop::ServiceNoBackend => "service_no_backend",
             Drop::ServiceUnknownPort => "service_unknown_port",
             Drop::DnsServerDown => "dns_server_down",
+            Drop::ServiceTupleTaken => "service_tuple_taken",
         }
     }
 }

@@ -182,7 +182,14 @@ fn retried_queries_are_answered_across_an_agent_restart() -> Result<()> {
 
     agent.kill()?;
     let dig = a
-        .command(&["dig", "+time=1", "+tries=5", "+short", "@10.1.0.1", "b.weft"])
+        .command(&[
+            "dig",
+            "+time=1",
+            "+tries=5",
+            "+short",
+            "@10.1.0.1",
+            "b.weft",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -202,10 +209,7 @@ fn retried_queries_are_answered_across_an_agent_restart() -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("agent serving after {serving:?}, dig answered after {answered:?}: {stdout}");
-    assert!(
-        !stdout.contains("refused"),
-        "no try was refused: {stdout}"
-    );
+    assert!(!stdout.contains("refused"), "no try was refused: {stdout}");
     assert!(
         answered <= serving + Duration::from_millis(1500),
         "answered {answered:?} after the restart, the agent served after {serving:?}"

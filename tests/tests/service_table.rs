@@ -471,3 +471,59 @@ fn affinity_keeps_a_client_on_one_backend_while_it_stays_a_member() -> Result<()
     );
     Ok(())
 }
+
+/// One client port to two services with the same backend and port makes
+/// one backend-side tuple: the second connection is refused
+/// (`service_tuple_taken`) rather than taking over the first, live one's
+/// entry (which would hand its replies the other VIP); once the first has
+/// expired, its tuple is free again.
+#[test]
+fn a_live_backend_side_tuple_is_never_overwritten() -> Result<()> {
+    const VIP2: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 2);
+    let mut m = services_model(&[A2], false)?;
+    let req = CreateService {
+        name: "web2".into(),
+        ports: vec!["80/tcp:8080".into()],
+        selector: vec!["app=web".into()],
+        ..CreateService::default()
+    };
+    m = weft::model::service::create(&m, &req)?.0;
+    let mut dp = Datapath::with_model(m)?;
+    let sport = 43_100;
+    syn_to_vip(&mut dp, &[A2], sport, "first connection, to web");
+    let back_key = key(IPPROTO_TCP, (A2.ip, 8080), (A1.ip, sport));
+    let held = dp.ct_get(&back_key)?.expect("the backend-side entry");
+    assert_eq!(held.xlate_ip_be, be(VIP), "replies leave as web's VIP");
+
+    let second = tcp(to_gateway(), (A1.ip, sport), (VIP2, 80), syn(), 64);
+    check(
+        &mut dp,
+        "same client port to web2, same backend and port",
+        &second,
+        Expect::Drop(Drop::ServiceTupleTaken),
+    );
+    let after = dp.ct_get(&back_key)?.expect("the backend-side entry");
+    assert_eq!(
+        after.xlate_ip_be,
+        be(VIP),
+        "the live connection keeps its entry: {after:?}"
+    );
+
+    // Expired, both halves: the tuple is the new connection's.
+    let client_key = key(IPPROTO_TCP, (A1.ip, sport), (VIP, 80));
+    for k in [back_key, client_key] {
+        let mut e = dp.ct_get(&k)?.expect("entry");
+        e.last_seen_ns = 1;
+        dp.ct_put(k, e)?;
+    }
+    let want = translated(&second, false, A2.ip, 8080, into(&A2));
+    check(
+        &mut dp,
+        "web2 once the first expired",
+        &second,
+        dnat(want, &A2),
+    );
+    let now = dp.ct_get(&back_key)?.expect("the backend-side entry");
+    assert_eq!(now.xlate_ip_be, be(VIP2), "replies now leave as web2's VIP");
+    Ok(())
+}
