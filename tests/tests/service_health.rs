@@ -4,7 +4,8 @@
 //! (`unhealthy` in inspect, no new connections, its established one
 //! kept) and comes back once it listens again, while connections to the
 //! VIP keep succeeding throughout; with no healthy backend left the
-//! service refuses at once; metrics count the flips.
+//! service refuses at once; metrics count the flips; a restarted agent
+//! keeps no verdict but probes again.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -194,7 +195,8 @@ fn a_failing_backend_leaves_the_table_and_comes_back() -> Result<()> {
     let config = node.state_dir().join("agent.toml");
     std::fs::create_dir_all(node.state_dir())?;
     std::fs::write(&config, "health_interval_milliseconds = 300\n")?;
-    let _agent = node.start_agent_with(&["--config", config.to_str().context("path")?])?;
+    let config_arg = config.to_str().context("path")?.to_owned();
+    let agent = node.start_agent_with(&["--config", &config_arg])?;
     node.weft(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
     let names = ["web1", "web2"];
     let mut backends = Vec::new();
@@ -310,8 +312,20 @@ fn a_failing_backend_leaves_the_table_and_comes_back() -> Result<()> {
     assert!(series("weft_service_health_transitions_total{service=\"web\",to=\"down\"}")? >= 3.0);
     assert!(series("weft_service_health_transitions_total{service=\"web\",to=\"up\"}")? >= 1.0);
 
-    // Health is never saved: the store knows nothing of it.
+    // Health is never saved: the store knows nothing of it, and a
+    // restarted agent holds no stale verdict but probes again.
     let saved = std::fs::read_to_string(node.state_file())?;
     assert!(!saved.contains("unhealthy"), "{saved}");
+    agent.kill()?;
+    let _agent = node.start_agent_with(&["--config", &config_arg])?;
+    wait_state(&node, "web1", "unhealthy")?;
+    wait_state(&node, "web2", "unhealthy")?;
+    // ... by flips of the new agent's own probes, not a kept verdict.
+    let text = weft_tests::metrics::scrape(&node)?;
+    let downs = weft_tests::metrics::sample(
+        &text,
+        "weft_service_health_transitions_total{service=\"web\",to=\"down\"}",
+    )?;
+    assert_eq!(downs, 2.0, "both probed down again after the restart");
     Ok(())
 }
