@@ -304,6 +304,7 @@ fn a_failing_backend_leaves_the_table_and_comes_back() -> Result<()> {
     assert!(started.elapsed() < Duration::from_secs(3));
 
     let text = weft_tests::metrics::scrape(&node)?;
+    weft_tests::metrics::promtool_accepts(&text)?;
     let series = |s: &str| weft_tests::metrics::sample(&text, s);
     assert_eq!(
         series("weft_service_unhealthy_backends{service=\"web\"}")?,
