@@ -17,6 +17,11 @@ pub const EVENT_SNAP_LEN: usize = 128;
 pub const EVENT_DROP: u8 = 1;
 /// `PacketEvent::kind`: the packet was forwarded; `code` is a forward kind.
 pub const EVENT_TRACE: u8 = 2;
+/// `PacketEvent::kind`: a new connection to a service picked a backend
+/// (emitted while tracing is on, like [`EVENT_TRACE`]); `code` is the
+/// service id, `data` the packet already DNATed to the backend. Readers
+/// that predate it skip it as an unknown kind.
+pub const EVENT_SERVICE_PICK: u8 = 3;
 
 /// Trace settings (an array of one [`TraceConfig`]), written by
 /// `weft monitor --type trace` while it runs.
@@ -76,7 +81,7 @@ const _: () = assert!(size_of::<PacketEvent>() == 32 + EVENT_SNAP_LEN);
 /// The eBPF source files a drop can come from; an event stores the index.
 /// Index 0 means unknown. New files go at the end, so an index keeps
 /// naming the same file.
-pub const SOURCE_FILES: [&str; 24] = [
+pub const SOURCE_FILES: [&str; 26] = [
     "?",
     "ebpf/src/programs/from_container.rs",
     "ebpf/src/helpers/arp.rs",
@@ -100,6 +105,8 @@ pub const SOURCE_FILES: [&str; 24] = [
     "ebpf/src/programs/service.rs",
     "ebpf/src/helpers/service.rs",
     "ebpf/src/helpers/unreachable.rs",
+    "ebpf/src/helpers/tcp_reset.rs",
+    "ebpf/src/helpers/dns.rs",
     "ebpf/src/helpers/service_reply.rs",
 ];
 

@@ -89,10 +89,17 @@ pub enum Drop {
     ServiceNoBackend = 41,
     /// To a service VIP on a port the service does not have.
     ServiceUnknownPort = 42,
+    /// A UDP query to a gateway's DNS port while no server is bound there
+    /// (the agent restarting): dropped, not refused, so resolvers retry.
+    DnsServerDown = 43,
+    /// A new service connection whose backend-side tuple a live
+    /// connection holds (the same client port to another service with
+    /// the same backend and port); the live one is kept.
+    ServiceTupleTaken = 44,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 37] = [
+    pub const ALL: [Drop; 39] = [
         Drop::TruncatedEthernet,
         Drop::TruncatedArp,
         Drop::UnsupportedArp,
@@ -130,6 +137,8 @@ impl Drop {
         Drop::OverlayMtuExceeded,
         Drop::ServiceNoBackend,
         Drop::ServiceUnknownPort,
+        Drop::DnsServerDown,
+        Drop::ServiceTupleTaken,
     ];
 
     pub const fn code(self) -> u32 {
@@ -181,6 +190,8 @@ impl Drop {
             Drop::OverlayMtuExceeded => "overlay_mtu_exceeded",
             Drop::ServiceNoBackend => "service_no_backend",
             Drop::ServiceUnknownPort => "service_unknown_port",
+            Drop::DnsServerDown => "dns_server_down",
+            Drop::ServiceTupleTaken => "service_tuple_taken",
         }
     }
 }

@@ -163,3 +163,60 @@ fn dig_finds_endpoints_services_and_upstream_names() -> Result<()> {
     );
     Ok(())
 }
+
+/// With the agent stopped, a query to the gateway is dropped (counted as
+/// `dns_server_down`), not refused: dig's retries (`+time=1`) wait, and
+/// one of them is answered within a second of the agent serving again.
+#[test]
+fn retried_queries_are_answered_across_an_agent_restart() -> Result<()> {
+    let node = Node::new()?;
+    node.weft(&["service", "config", "--dns", "true"])?;
+    node.weft(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
+    let agent = node.start_agent_logging(&[], AgentLog::Discarded)?;
+    let (a, _) = node.container("blue", "a")?;
+    let (_b, ip_b) = node.container("blue", "b")?;
+    eventually("the DNS server on the gateway", || {
+        Ok(short(&a, &["b.weft"])? == ip_b)
+    })?;
+    let before = node.drops("dns_server_down")?;
+
+    agent.kill()?;
+    let dig = a
+        .command(&[
+            "dig",
+            "+time=1",
+            "+tries=5",
+            "+short",
+            "@10.1.0.1",
+            "b.weft",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Its first try meets no server.
+    proc::sleep(Duration::from_millis(300))?;
+    let restart = Instant::now();
+    let _agent = node.start_agent_logging(&[], AgentLog::Discarded)?;
+    let serving = restart.elapsed();
+    let out = dig.wait_with_output()?;
+    let answered = restart.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // dig notes the tries that timed out (not refused) before the answer.
+    assert!(
+        out.status.success() && stdout.lines().last() == Some(ip_b.as_str()),
+        "dig across the restart: {} {stdout} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("agent serving after {serving:?}, dig answered after {answered:?}: {stdout}");
+    assert!(!stdout.contains("refused"), "no try was refused: {stdout}");
+    assert!(
+        answered <= serving + Duration::from_millis(1500),
+        "answered {answered:?} after the restart, the agent served after {serving:?}"
+    );
+    assert!(
+        node.drops("dns_server_down")? > before,
+        "the query that met no server was dropped and counted"
+    );
+    Ok(())
+}

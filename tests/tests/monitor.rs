@@ -216,3 +216,98 @@ fn monitor_traces_forwarded_packets_while_it_runs() -> Result<()> {
     );
     Ok(())
 }
+
+/// A new connection to a service shows, while traces are on, as a
+/// `service_pick` naming the service and the backend it was given (the
+/// packet as DNATed to it); its later packets are plain traces.
+#[test]
+fn monitor_traces_show_the_backend_a_service_picked() -> Result<()> {
+    let node = Node::new()?;
+    node.weft(&["network", "create", "blue", "--subnet", "10.1.0.0/24"])?;
+    let (web1, ip_web1) = node.container_with("blue", "web1", &["--label", "app=web"])?;
+    let (client, ip_client) = node.container("blue", "client")?;
+    let server = web1
+        .command(&[
+            "python3",
+            "-c",
+            "import socket\ns = socket.socket(); s.bind(('0.0.0.0', 8080)); s.listen(8)\n\
+             while True:\n    c, _ = s.accept(); c.close()",
+        ])
+        .spawn()?;
+    let _server = Killed(server);
+    web1.wait_listening(false, 8080, Duration::from_secs(30))?;
+    node.weft(&[
+        "service",
+        "create",
+        "web",
+        "--port",
+        "80/tcp:8080",
+        "--select",
+        "app=web",
+    ])?;
+
+    let monitor = node.weft_spawn(&[
+        "monitor",
+        "--type",
+        "trace",
+        "--endpoint",
+        "client",
+        "-o",
+        "json",
+        "--count",
+        "100",
+    ])?;
+    std::thread::sleep(Duration::from_millis(400));
+    for _ in 0..2 {
+        client.exec(&[
+            "python3",
+            "-c",
+            "import socket; socket.create_connection(('10.96.0.1', 80), timeout=5).close()",
+        ])?;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // Fewer than 100 events come: the monitor is stopped here.
+    let (_, out, err) = wait_or_kill(monitor, Duration::from_millis(500))?;
+    let events: Vec<Value> = out
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("monitor printed non-JSON: {out}\n{err}"))?;
+    let picks: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["reason"] == "service_pick")
+        .collect();
+    assert_eq!(picks.len(), 2, "one pick per connection:\n{out}");
+    for e in &picks {
+        assert_eq!(e["type"], "trace", "{e}");
+        assert_eq!(e["service"], "web", "{e}");
+        assert_eq!(e["backend"], "web1", "{e}");
+        assert_eq!(e["endpoint"], "client", "{e}");
+        assert_eq!(e["program"], "weft_service", "{e}");
+        assert_eq!(e["src"], ip_client.as_str(), "{e}");
+        assert_eq!(e["dst"], ip_web1.as_str(), "{e}");
+        assert_eq!(e["dport"], 8080, "{e}");
+        assert_eq!(e["proto"], "tcp", "{e}");
+    }
+    let dnat = events
+        .iter()
+        .filter(|e| e["reason"] == "service_dnat")
+        .count();
+    assert!(dnat >= 4, "the connections' packets trace too:\n{out}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["reason"] == "service_pick" || e["service"].is_null()),
+        "only picks name a service:\n{out}"
+    );
+    Ok(())
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -202,6 +202,7 @@ fn connections_spread_survive_a_drain_and_fail_fast_without_backends() -> Result
         "service", "create", "empty", "--port", "80/tcp", "--select", "app=none",
     ])?;
     let drops = node.drops("service_no_backend")?;
+    let icmp_before = weft_harness::snmp::icmp_dest_unreachs_in(&client)?;
     let started = Instant::now();
     let refused = proc::output(
         &mut client.command(&[
@@ -220,7 +221,41 @@ fn connections_spread_survive_a_drain_and_fail_fast_without_backends() -> Result
         "refused fast: {:?}",
         started.elapsed()
     );
+    assert_eq!(
+        weft_harness::snmp::icmp_dest_unreachs_in(&client)?,
+        icmp_before,
+        "TCP is refused by a reset, not an ICMP error"
+    );
     assert!(node.drops("service_no_backend")? > drops);
+    node.weft(&[
+        "service",
+        "create",
+        "empty-udp",
+        "--port",
+        "53/udp",
+        "--select",
+        "app=none",
+    ])?;
+    let refused = proc::output(
+        &mut client.command(&[
+            "python3",
+            "-c",
+            "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
+             s.settimeout(10); s.connect(('10.96.0.3', 53)); s.send(b'q'); s.recv(1)",
+        ]),
+        TIMEOUT,
+    )?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    if refused.status.success() || !stderr.contains("ConnectionRefused") {
+        bail!(
+            "UDP: expected ECONNREFUSED, got {}: {stderr}",
+            refused.status
+        );
+    }
+    assert!(
+        weft_harness::snmp::icmp_dest_unreachs_in(&client)? > icmp_before,
+        "UDP is refused by an ICMP port unreachable"
+    );
 
     // Visibility: inspect counts new connections per backend, and the
     // agent's metrics carry them.

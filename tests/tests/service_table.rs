@@ -4,8 +4,8 @@
 //! table swap mid-flow and a draining backend keep the flow where it is;
 //! a backend's reply translated back to the VIP; hairpin (a backend
 //! reaching its own service sees the VIP as its peer both ways); a
-//! service without backends answering with an ICMP port unreachable and
-//! counting `service_no_backend`; unknown ports dropped; client-IP
+//! service without backends answering TCP with a reset and UDP with an
+//! ICMP port unreachable and counting `service_no_backend`; unknown ports dropped; client-IP
 //! affinity. Exact bytes with checksums recomputed from scratch.
 
 use std::net::Ipv4Addr;
@@ -321,25 +321,106 @@ fn port_unreachable(frame: &[u8]) -> Vec<u8> {
     f
 }
 
+/// The reset a closed port answers TCP `frame` (from A1 to the VIP,
+/// no payload) with (RFC 9293 3.10.7.1): without ACK, `SEQ=0
+/// ACK=SEG.SEQ+SEG.LEN` with RST+ACK; with ACK, `SEQ=SEG.ACK` and RST.
+/// IPv4 as Linux sends resets: TOS 0, id 0, DF, TTL 64.
+fn reset(frame: &[u8]) -> Vec<u8> {
+    let seg = &frame[ETH_HLEN + 20..];
+    let flags = seg[13];
+    let seq = u32::from_be_bytes(seg[4..8].try_into().unwrap());
+    let seg_len = u32::from(flags & 0x02 != 0) + u32::from(flags & 0x01 != 0);
+    let mut f = Vec::new();
+    f.extend_from_slice(&A1.mac);
+    f.extend_from_slice(&NET_A.gateway_mac());
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&VIP.octets());
+    f.extend_from_slice(&A1.ip.octets());
+    refresh_ipv4_checksum(&mut f);
+    f.extend_from_slice(&seg[2..4]);
+    f.extend_from_slice(&seg[0..2]);
+    if flags & 0x10 != 0 {
+        f.extend_from_slice(&seg[8..12]);
+        f.extend_from_slice(&[0; 4]);
+        f.extend_from_slice(&[0x50, 0x04]);
+    } else {
+        f.extend_from_slice(&[0; 4]);
+        f.extend_from_slice(&(seq + seg_len).to_be_bytes());
+        f.extend_from_slice(&[0x50, 0x14]);
+    }
+    f.extend_from_slice(&[0; 6]);
+    refresh_l4_checksum(&mut f);
+    f
+}
+
 #[test]
-fn no_backend_answers_port_unreachable_and_counts_the_drop() -> Result<()> {
+fn no_backend_answers_tcp_with_a_reset_udp_with_port_unreachable() -> Result<()> {
     let mut dp = Datapath::with_model(services_model(&[], false)?)?;
-    for frame in [
-        tcp(to_gateway(), (A1.ip, 43_000), (VIP, 80), syn(), 64),
-        udp_ports(to_gateway(), (A1.ip, 43_001), (VIP, 53), 64, b"query"),
+    let fin_ack = TcpFlags {
+        fin: true,
+        ack: true,
+        ..TcpFlags::default()
+    };
+    for (what, frame, want) in [
+        {
+            let f = tcp(to_gateway(), (A1.ip, 43_000), (VIP, 80), syn(), 64);
+            ("SYN: RST+ACK acking it", f.clone(), reset(&f))
+        },
+        {
+            let f = tcp(to_gateway(), (A1.ip, 43_003), (VIP, 80), ack(), 64);
+            ("ACK: RST at its ack", f.clone(), reset(&f))
+        },
+        {
+            let f = tcp(to_gateway(), (A1.ip, 43_004), (VIP, 80), fin_ack, 64);
+            ("FIN+ACK: RST at its ack", f.clone(), reset(&f))
+        },
+        {
+            let f = udp_ports(to_gateway(), (A1.ip, 43_001), (VIP, 53), 64, b"query");
+            ("UDP: port unreachable", f.clone(), port_unreachable(&f))
+        },
     ] {
         let drops = dp.drops(Drop::ServiceNoBackend)?.packets;
         let rejected = dp.forwards(Forward::ServiceRejected)?.packets;
         let got = dp.run(&frame)?;
-        assert_eq!(got.action, TC_ACT_REDIRECT, "the error goes back to A1");
+        assert_eq!(got.action, TC_ACT_REDIRECT, "{what}: goes back to A1");
+        assert_eq!(got.output, want, "{what}: bytes");
         assert_eq!(
-            got.output,
-            port_unreachable(&frame),
-            "ICMP port unreachable bytes"
+            dp.drops(Drop::ServiceNoBackend)?.packets,
+            drops + 1,
+            "{what}"
         );
-        assert_eq!(dp.drops(Drop::ServiceNoBackend)?.packets, drops + 1);
-        assert_eq!(dp.forwards(Forward::ServiceRejected)?.packets, rejected + 1);
+        assert_eq!(
+            dp.forwards(Forward::ServiceRejected)?.packets,
+            rejected + 1,
+            "{what}"
+        );
     }
+    // Cross-checks of the expected reset against the spec's numbers: the
+    // SYN's seq is 1000, so the reset acks 1001; the ACK's ack is 2000.
+    let syn_rst = reset(&tcp(to_gateway(), (A1.ip, 1), (VIP, 80), syn(), 64));
+    assert_eq!(
+        &syn_rst[ETH_HLEN + 28..ETH_HLEN + 34],
+        &[0, 0, 0x03, 0xe9, 0x50, 0x14]
+    );
+    let ack_rst = reset(&tcp(to_gateway(), (A1.ip, 1), (VIP, 80), ack(), 64));
+    assert_eq!(
+        &ack_rst[ETH_HLEN + 24..ETH_HLEN + 28],
+        &2000u32.to_be_bytes()
+    );
+    // A reset is never answered; it is dropped and counted.
+    let rst = TcpFlags {
+        rst: true,
+        ..TcpFlags::default()
+    };
+    let frame = tcp(to_gateway(), (A1.ip, 43_005), (VIP, 80), rst, 64);
+    table::check(
+        &mut dp,
+        "RST to a service without backends",
+        Hook::Container,
+        &frame,
+        &Expect::Drop(Drop::ServiceNoBackend),
+    )?;
     // A port the service does not have is a plain drop.
     let frame = tcp(to_gateway(), (A1.ip, 43_002), (VIP, 81), syn(), 64);
     table::check(
@@ -388,5 +469,61 @@ fn affinity_keeps_a_client_on_one_backend_while_it_stays_a_member() -> Result<()
         after.iter().all(|ip| *ip != first),
         "never on a backend that left: {after:?}"
     );
+    Ok(())
+}
+
+/// One client port to two services with the same backend and port makes
+/// one backend-side tuple: the second connection is refused
+/// (`service_tuple_taken`) rather than taking over the first, live one's
+/// entry (which would hand its replies the other VIP); once the first has
+/// expired, its tuple is free again.
+#[test]
+fn a_live_backend_side_tuple_is_never_overwritten() -> Result<()> {
+    const VIP2: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 2);
+    let mut m = services_model(&[A2], false)?;
+    let req = CreateService {
+        name: "web2".into(),
+        ports: vec!["80/tcp:8080".into()],
+        selector: vec!["app=web".into()],
+        ..CreateService::default()
+    };
+    m = weft::model::service::create(&m, &req)?.0;
+    let mut dp = Datapath::with_model(m)?;
+    let sport = 43_100;
+    syn_to_vip(&mut dp, &[A2], sport, "first connection, to web");
+    let back_key = key(IPPROTO_TCP, (A2.ip, 8080), (A1.ip, sport));
+    let held = dp.ct_get(&back_key)?.expect("the backend-side entry");
+    assert_eq!(held.xlate_ip_be, be(VIP), "replies leave as web's VIP");
+
+    let second = tcp(to_gateway(), (A1.ip, sport), (VIP2, 80), syn(), 64);
+    check(
+        &mut dp,
+        "same client port to web2, same backend and port",
+        &second,
+        Expect::Drop(Drop::ServiceTupleTaken),
+    );
+    let after = dp.ct_get(&back_key)?.expect("the backend-side entry");
+    assert_eq!(
+        after.xlate_ip_be,
+        be(VIP),
+        "the live connection keeps its entry: {after:?}"
+    );
+
+    // Expired, both halves: the tuple is the new connection's.
+    let client_key = key(IPPROTO_TCP, (A1.ip, sport), (VIP, 80));
+    for k in [back_key, client_key] {
+        let mut e = dp.ct_get(&k)?.expect("entry");
+        e.last_seen_ns = 1;
+        dp.ct_put(k, e)?;
+    }
+    let want = translated(&second, false, A2.ip, 8080, into(&A2));
+    check(
+        &mut dp,
+        "web2 once the first expired",
+        &second,
+        dnat(want, &A2),
+    );
+    let now = dp.ct_get(&back_key)?.expect("the backend-side entry");
+    assert_eq!(now.xlate_ip_be, be(VIP2), "replies now leave as web2's VIP");
     Ok(())
 }

@@ -5,11 +5,14 @@
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_DONT_FRAGMENT, BPF_F_ZERO_CSUM_TX, bpf_fib_lookup, bpf_redir_neigh, bpf_tunnel_key,
+        BPF_F_CURRENT_NETNS, BPF_F_DONT_FRAGMENT, BPF_F_ZERO_CSUM_TX, bpf_fib_lookup,
+        bpf_redir_neigh, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1, bpf_tunnel_key,
     },
     helpers::{
         bpf_fib_lookup as fib_lookup_helper, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh,
-        bpf_redirect_peer, bpf_skb_get_tunnel_key, bpf_skb_set_tunnel_key,
+        bpf_redirect_peer, bpf_sk_lookup_udp, bpf_sk_release, bpf_skb_get_tunnel_key,
+        bpf_skb_set_tunnel_key,
     },
     maps::PerCpuArray,
     programs::{TcContext, XdpContext},
@@ -45,6 +48,47 @@ impl Packet for XdpContext {
     fn data_end(&self) -> usize {
         XdpContext::data_end(self)
     }
+}
+
+/// Whether a UDP socket in the namespace of the packet's device would
+/// receive a datagram from `src`:`sport` to `dst`:`dport` (all network
+/// order), as the stack's own lookup decides.
+#[inline(always)]
+pub fn udp_socket_for(
+    ctx: &TcContext,
+    src_be: u32,
+    dst_be: u32,
+    sport: [u8; 2],
+    dport: [u8; 2],
+) -> bool {
+    let mut tuple = bpf_sock_tuple {
+        __bindgen_anon_1: bpf_sock_tuple__bindgen_ty_1 {
+            ipv4: bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+                saddr: src_be,
+                daddr: dst_be,
+                sport: u16::from_ne_bytes(sport),
+                dport: u16::from_ne_bytes(dport),
+            },
+        },
+    };
+    let size = size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32;
+    // SAFETY: the tuple lives on this stack frame for the call; a socket
+    // the lookup returns holds a reference the verifier requires released
+    // before the program ends, which happens at once.
+    unsafe {
+        let sk = bpf_sk_lookup_udp(
+            ctx.skb.skb.cast(),
+            &mut tuple,
+            size,
+            BPF_F_CURRENT_NETNS as u64,
+            0,
+        );
+        if sk.is_null() {
+            return false;
+        }
+        bpf_sk_release(sk.cast());
+    }
+    true
 }
 
 /// Reads a `T` at `offset` bytes into the packet, if the packet is that long.

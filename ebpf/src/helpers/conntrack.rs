@@ -648,15 +648,45 @@ pub fn create_service(
         direction: CT_DIR_ORIGINAL,
         ..entry
     };
-    if CT.insert(back_key, back, 0).is_err() {
-        return Err(drop_here!(ConntrackFull));
-    }
+    claim_backend_side(&back_key, &back, key, now)?;
     if CT.insert(key, entry, 0).is_err() {
         let _ = CT.remove(back_key);
         return Err(drop_here!(ConntrackFull));
     }
     count(CT_BUDGET_CREATED);
     Ok(entry)
+}
+
+/// Writes a new service connection's backend-side entry `back` at
+/// `back_key`, atomically (`BPF_NOEXIST`) unless what holds the key is
+/// expired or this connection's own stale half. The key names neither
+/// the VIP nor the service port, so one client port to two services
+/// leading to one backend port makes the same key (Linux shares a source
+/// port between different destinations): overwriting it would hand the
+/// first, live connection's replies to the second. The second is refused
+/// instead (`service_tuple_taken`; the backend would see both as one
+/// 4-tuple anyway).
+#[inline(always)]
+fn claim_backend_side(
+    back_key: &CtKey,
+    back: &CtEntry,
+    client_key: &CtKey,
+    now: u64,
+) -> Result<(), Dropped> {
+    match CT.insert(back_key, back, u64::from(BPF_NOEXIST)) {
+        Ok(()) => return Ok(()),
+        Err(EEXIST) => {}
+        Err(_) => return Err(drop_here!(ConntrackFull)),
+    }
+    if let Some(p) = entry_ptr(Table::Open, back_key) {
+        // SAFETY: a value pointer from this run's lookup, read in place.
+        let held = unsafe { &*p };
+        if back_key.partner(held) != *client_key && alive(Table::Open, back_key, held, now) {
+            return Err(drop_here!(ServiceTupleTaken));
+        }
+    }
+    CT.insert(back_key, back, 0)
+        .map_err(|_| drop_here!(ConntrackFull))
 }
 
 /// Claims a NAT port for `orig` by inserting its reply entry (see

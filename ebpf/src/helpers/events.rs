@@ -9,7 +9,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use weft_common::events::{
-    EVENT_DROP, EVENT_SNAP_LEN, EVENT_TRACE, EVENTS_RING_BYTES, PacketEvent, TraceConfig,
+    EVENT_DROP, EVENT_SERVICE_PICK, EVENT_SNAP_LEN, EVENT_TRACE, EVENTS_RING_BYTES,
+    PROGRAM_SERVICE, PacketEvent, TraceConfig,
 };
 
 use super::access;
@@ -24,6 +25,18 @@ pub static TRACE: Array<TraceConfig> = Array::pinned(1, 0);
 /// With tracing off this is one inlined array load and a compare.
 #[inline(always)]
 pub fn maybe_trace(ctx: &TcContext, code: u32) {
+    maybe_emit(ctx, EVENT_TRACE, code, 0);
+}
+
+/// Emits a service-pick event (service `svc_id`, the packet as DNATed to
+/// its backend) if a monitor asked for traces.
+#[inline(always)]
+pub fn maybe_trace_pick(ctx: &TcContext, svc_id: u32) {
+    maybe_emit(ctx, EVENT_SERVICE_PICK, svc_id, PROGRAM_SERVICE);
+}
+
+#[inline(always)]
+fn maybe_emit(ctx: &TcContext, kind: u8, code: u32, program: u8) {
     let Some(cfg) = TRACE.get(0) else {
         return;
     };
@@ -41,12 +54,12 @@ pub fn maybe_trace(ctx: &TcContext, code: u32) {
     }
     emit(
         ctx,
-        EVENT_TRACE,
+        kind,
         code,
         Site {
             file: 0,
             line: 0,
-            program: 0,
+            program,
         },
     );
 }

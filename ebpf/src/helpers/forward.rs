@@ -16,7 +16,7 @@ use weft_common::{
 use super::{
     deliver::{deliver, deliver_as_gateway, pass_to_stack},
     direction::Direction,
-    ipv4,
+    dns, ipv4,
     maps::{
         endpoint_by_ip, fdb_lookup, flood_list, is_backend, network, network_of_address,
         networks_linked,
@@ -114,6 +114,9 @@ fn not_an_endpoint(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict
     }
     let dst_net = network(dst_net_id).ok_or(drop_here!(NoSuchEndpoint))?;
     if dst_ip == dst_net.gateway_ip_be {
+        if dns::unserved_query(ctx, ip) {
+            return Err(drop_here!(DnsServerDown));
+        }
         return pass_to_stack(ctx, DIRECTION);
     }
     if dst_net_id != src.network_id && !networks_linked(src.network_id, dst_net_id) {

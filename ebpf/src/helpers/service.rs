@@ -21,7 +21,7 @@ use weft_common::{
     events::PROGRAM_SERVICE,
     maps::{
         CT_DIR_ORIGINAL, CT_FLAG_HAIRPIN, CT_FLAG_SERVICE, CtEntry, CtKey, EndpointInfo,
-        IPPROTO_ICMP, TAIL_OVERLAY_ENCAP,
+        IPPROTO_ICMP, IPPROTO_TCP, TAIL_OVERLAY_ENCAP,
     },
     reason::Forward,
 };
@@ -31,11 +31,12 @@ use super::{
     conntrack, csum,
     deliver::deliver_as_gateway,
     direction::Direction::FromContainer,
+    events,
     maglev::{count, pick},
     maps::{endpoint_by_ip, service},
     nat::{L4, is_later_fragment, parse_l4, pull_l4, rewrite_l4, rewrite_port},
-    parse::{IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, IP_TTL_OFF},
-    tail,
+    parse::{IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, IP_TTL_OFF, TCP_RST},
+    tail, tcp_reset,
     unreachable::{self, CODE_PORT_UNREACHABLE},
     verdict::{Dropped, Verdict, drop_packet},
 };
@@ -57,27 +58,31 @@ pub fn to_vip(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Verdict {
     let vip = u32::from_ne_bytes(ip.dst_addr);
     let key = CtKey::new(ip.proto, src.ip_be, vip, l4.sport, l4.dport);
     let now = now_ns();
+    // The service a new connection picked its backend of (0: established).
+    let mut picked = 0;
     let entry = match conntrack::hit(&key, l4.tcp_flags, now, ctx.len()) {
         Some(entry) if entry.flags & CT_FLAG_SERVICE != 0 => entry,
         _ => {
             let svc = service(vip, l4.dport, ip.proto).ok_or(drop_here!(ServiceUnknownPort))?;
             let Some(pick) = pick(&svc, &key, now) else {
                 count(svc.svc_id, 0);
-                return reject(ctx, src, ip, vip);
+                return reject(ctx, src, ip, l4_off, &l4, vip);
             };
             count(svc.svc_id, pick.ip_be);
+            picked = svc.svc_id;
             conntrack::create_service(&key, src, &pick, l4.tcp_flags, now, ctx.len())?
         }
     };
     if ip.ttl <= 1 {
         return Err(drop_here!(TtlExceeded));
     }
-    translate(ctx, src, ip, &l4, vip, &entry)
+    translate(ctx, src, ip, &l4, vip, &entry, picked)
 }
 
 /// Rewrites a packet to the VIP on connection `entry`: the destination to
 /// the backend (hairpin: the source to the VIP too), TTL - 1; delivers it
-/// here or hands it to the overlay.
+/// here or hands it to the overlay. A new connection of service `picked`
+/// (0: none) is traced, rewritten, as the backend it was given.
 #[inline(always)]
 fn translate(
     ctx: &TcContext,
@@ -86,6 +91,7 @@ fn translate(
     l4: &L4,
     vip: u32,
     entry: &CtEntry,
+    picked: u32,
 ) -> Verdict {
     let hairpin = entry.flags & CT_FLAG_HAIRPIN != 0;
     let new_src = if hairpin { vip } else { src.ip_be };
@@ -111,6 +117,9 @@ fn translate(
         ..*l4
     };
     rewrite_port(ctx, &dport, l4.dport, entry.xlate_port_be)?;
+    if picked != 0 {
+        events::maybe_trace_pick(ctx, picked);
+    }
     match endpoint_by_ip(entry.xlate_ip_be) {
         Some(dst) => deliver_as_gateway(ctx, &dst, Forward::ServiceDnat, FromContainer),
         None => {
@@ -155,17 +164,31 @@ pub fn from_backend(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr) -> Result
 }
 
 /// A service without backends: the packet is counted as
-/// `service_no_backend` (with its drop event) and answered with an ICMP
-/// port unreachable from the VIP, so the client fails at once (a TCP
-/// connect gets `ECONNREFUSED`, a connected UDP socket the same).
+/// `service_no_backend` (with its drop event) and answered from the VIP,
+/// so the client fails at once: TCP with a reset (`ECONNREFUSED` at
+/// `connect`, as from a closed port), UDP with an ICMP port unreachable
+/// (`ECONNREFUSED` on a connected socket). A reset is only dropped.
 #[inline(always)]
-fn reject(ctx: &TcContext, src: &EndpointInfo, ip: &Ipv4Hdr, vip: u32) -> Verdict {
+fn reject(
+    ctx: &TcContext,
+    src: &EndpointInfo,
+    ip: &Ipv4Hdr,
+    l4_off: usize,
+    l4: &L4,
+    vip: u32,
+) -> Verdict {
+    if ip.proto == IPPROTO_TCP && l4.tcp_flags & TCP_RST != 0 {
+        return Err(drop_here!(ServiceNoBackend));
+    }
     let _ = drop_packet(
         ctx,
         drop_here!(ServiceNoBackend),
         PROGRAM_SERVICE,
         FromContainer,
     );
+    if ip.proto == IPPROTO_TCP {
+        return tcp_reset::send_back(ctx, src, ip, l4_off, vip, Forward::ServiceRejected);
+    }
     unreachable::send_back(
         ctx,
         src,

@@ -16,20 +16,31 @@ pub fn reassembly_requests(ns: &NetNs) -> Result<u64> {
     snmp_ip(ns, "ReasmReqds")
 }
 
+/// ICMP destination unreachables `ns`'s stack received (`Icmp:
+/// InDestUnreachs`): tells an ICMP refusal from a TCP reset.
+pub fn icmp_dest_unreachs_in(ns: &NetNs) -> Result<u64> {
+    snmp(ns, "Icmp", "InDestUnreachs")
+}
+
 fn snmp_ip(ns: &NetNs, field: &str) -> Result<u64> {
+    snmp(ns, "Ip", field)
+}
+
+fn snmp(ns: &NetNs, section: &str, field: &str) -> Result<u64> {
     let out = ns.exec(&["cat", "/proc/net/snmp"])?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut ip_lines = text.lines().filter(|l| l.starts_with("Ip: "));
-    let (names, values) = (ip_lines.next(), ip_lines.next());
+    let prefix = format!("{section}: ");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    let (names, values) = (lines.next(), lines.next());
     let (Some(names), Some(values)) = (names, values) else {
-        bail!("no Ip lines in /proc/net/snmp of {}", ns.name());
+        bail!("no {section} lines in /proc/net/snmp of {}", ns.name());
     };
     names
         .split_whitespace()
         .zip(values.split_whitespace())
         .find(|(name, _)| *name == field)
-        .with_context(|| format!("no Ip {field} in /proc/net/snmp"))?
+        .with_context(|| format!("no {section} {field} in /proc/net/snmp"))?
         .1
         .parse()
-        .with_context(|| format!("Ip {field} is not a number"))
+        .with_context(|| format!("{section} {field} is not a number"))
 }

@@ -7,7 +7,10 @@
 //! a file format: state files written by older weft builds must keep
 //! reading, so new fields default.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -66,6 +69,12 @@ pub struct Model {
     /// of services (reached over the overlay) and names for DNS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remote_endpoints: Vec<RemoteEndpoint>,
+    /// Backends this node's health checks found down, by service name.
+    /// Runtime state of the agent's prober, never saved: after a restart
+    /// no stale verdict stands, every backend starts up and is probed
+    /// again (`agent::health`).
+    #[serde(skip)]
+    pub unhealthy: BTreeMap<String, BTreeSet<String>>,
 }
 
 fn first_id() -> u32 {
@@ -90,6 +99,7 @@ impl Default for Model {
             cluster_networks: Vec::new(),
             cluster_services: Vec::new(),
             remote_endpoints: Vec::new(),
+            unhealthy: BTreeMap::new(),
         }
     }
 }
@@ -475,6 +485,25 @@ impl Model {
     /// The service settings in force.
     pub fn service_config(&self) -> ServiceConfig {
         self.service_config.clone().unwrap_or_default()
+    }
+
+    /// Whether this node's health checks hold endpoint `ep` down as a
+    /// backend of service `svc`.
+    pub fn is_unhealthy(&self, svc: &Service, ep: &Endpoint) -> bool {
+        self.unhealthy
+            .get(&svc.name)
+            .is_some_and(|down| down.contains(&ep.name))
+    }
+
+    /// Whether backend `m` of `svc` is one this node's health checks hold
+    /// down (they probe this node's backends; another node's are its own
+    /// node's to judge).
+    pub fn is_unhealthy_member(&self, svc: &Service, m: &Member) -> bool {
+        m.node.is_none()
+            && self
+                .unhealthy
+                .get(&svc.name)
+                .is_some_and(|down| down.contains(m.name))
     }
 
     /// The backends of `svc`, in name order (the order every node sees).

@@ -33,6 +33,10 @@ pub struct ServiceView {
     pub active: usize,
     /// Backends keeping only their established connections.
     pub terminating: usize,
+    /// Backends failing this node's health checks (out of the table,
+    /// established connections kept).
+    #[serde(default)]
+    pub unhealthy: usize,
 }
 
 /// One backend of a service, as `service inspect` shows it.

@@ -26,6 +26,10 @@ pub struct FileConfig {
     /// Seconds between drift repairs (the kernel made to match the model
     /// again). Default: 30.
     pub reconcile_interval_seconds: Option<u64>,
+    /// Milliseconds between two health checks of a service backend
+    /// (`--health tcp:PORT`); a check times out after this or 1 s,
+    /// whichever is shorter. Default: 2000.
+    pub health_interval_milliseconds: Option<u64>,
     /// Cluster mode: etcd URLs, comma-separated (`--etcd`).
     pub etcd: Option<String>,
     /// Key prefix in etcd (`--etcd-prefix`). Default: `/weft`, or
@@ -58,6 +62,8 @@ pub struct AgentConfig {
     pub socket: Option<PathBuf>,
     pub metrics_addr: SocketAddr,
     pub reconcile_interval: std::time::Duration,
+    /// Service backends' health checks.
+    pub health: super::health::Settings,
     /// Cluster mode, when `--etcd` (or `etcd` in the file) is given.
     pub cluster: Option<ClusterConfig>,
 }
@@ -110,6 +116,22 @@ impl AgentConfig {
                 "reconcile_interval_seconds must be at least 1".into(),
             ));
         }
+        let health = match from_file.health_interval_milliseconds {
+            None => super::health::Settings::default(),
+            Some(0) => {
+                return Err(Error::Invalid(
+                    "health_interval_milliseconds must be at least 1".into(),
+                ));
+            }
+            Some(ms) => {
+                let interval = std::time::Duration::from_millis(ms);
+                super::health::Settings {
+                    interval,
+                    timeout: interval.min(super::health::Settings::default().timeout),
+                    ..super::health::Settings::default()
+                }
+            }
+        };
         let cluster = match flags.etcd.or(from_file.etcd) {
             Some(etcd) => Some(ClusterConfig::new(
                 &etcd,
@@ -129,6 +151,7 @@ impl AgentConfig {
             socket: socket.or(from_file.socket),
             metrics_addr,
             reconcile_interval: std::time::Duration::from_secs(reconcile),
+            health,
             cluster,
         })
     }

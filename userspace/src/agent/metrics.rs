@@ -18,7 +18,7 @@ use prometheus_client::{
 use tokio::sync::watch;
 use weft_common::maps::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PROG_FROM_CONTAINER};
 
-use super::cluster::Stats as ClusterStats;
+use super::{cluster::Stats as ClusterStats, health::Stats as HealthStats};
 use crate::{
     apply::MapDiff,
     datapath::{conntrack, counters::read_counters, ct_budget, ip_be, paths::Paths},
@@ -108,6 +108,7 @@ struct Scraped {
     model: watch::Receiver<Arc<Model>>,
     reconcile: Arc<Mutex<ReconcileTally>>,
     cluster: Option<Arc<ClusterStats>>,
+    health: Arc<HealthStats>,
 }
 
 /// Serves `/metrics` on `addr` until the returned future is dropped.
@@ -116,6 +117,7 @@ pub async fn serve(
     model: watch::Receiver<Arc<Model>>,
     reconcile: Arc<Mutex<ReconcileTally>>,
     cluster: Option<Arc<ClusterStats>>,
+    health: Arc<HealthStats>,
     addr: SocketAddr,
 ) -> Result<impl std::future::Future<Output = std::io::Result<()>>> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -128,6 +130,7 @@ pub async fn serve(
             model,
             reconcile,
             cluster,
+            health,
         });
     Ok(async move { axum::serve(listener, app).await })
 }
@@ -141,7 +144,13 @@ async fn scrape(State(s): State<Scraped>, headers: axum::http::HeaderMap) -> imp
         .is_some_and(|v| v.contains("application/openmetrics-text"));
     let model = s.model.borrow().clone();
     let rendered = match s.reconcile.lock() {
-        Ok(tally) => render_with(&s.paths, &model, &tally, s.cluster.as_deref()),
+        Ok(tally) => render_with(
+            &s.paths,
+            &model,
+            &tally,
+            s.cluster.as_deref(),
+            Some(&s.health),
+        ),
         Err(_) => Err(Error::Invalid("the reconcile tally is poisoned".into())),
     };
     match rendered {
@@ -171,15 +180,17 @@ async fn scrape(State(s): State<Scraped>, headers: axum::http::HeaderMap) -> imp
 
 /// The OpenMetrics text of every weft metric, from the pinned maps now.
 pub fn render(paths: &Paths, st: &Model, reconcile: &ReconcileTally) -> Result<String> {
-    render_with(paths, st, reconcile, None)
+    render_with(paths, st, reconcile, None, None)
 }
 
-/// [`render`], with cluster mode's metrics when it is on.
+/// [`render`], with cluster mode's metrics when it is on and the health
+/// checks' when they run.
 pub fn render_with(
     paths: &Paths,
     st: &Model,
     reconcile: &ReconcileTally,
     cluster: Option<&ClusterStats>,
+    health: Option<&HealthStats>,
 ) -> Result<String> {
     let slots: Vec<u32> = st.endpoints.iter().map(|e| e.stats_slot).collect();
     let counters = read_counters(paths, &slots)?;
@@ -255,6 +266,9 @@ pub fn render_with(
     registry.register("endpoint_bytes", "Bytes per endpoint", ep_bytes);
 
     service_metrics(paths, st, &mut registry)?;
+    if let Some(h) = health {
+        h.register(st, &mut registry);
+    }
 
     let endpoints = Gauge::<i64>::default();
     endpoints.set(st.endpoints.len() as i64);

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod dns;
 pub mod ebpf_log;
+pub mod health;
 pub mod metrics;
 pub mod queue;
 pub mod server;
@@ -51,6 +52,7 @@ pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
         engine.startup.repaired
     );
 
+    let health_stats = Arc::new(health::Stats::default());
     let socket = config.socket_path(paths);
     let api = server::serve(engine.clone(), &socket)?;
     let metrics = metrics::serve(
@@ -58,6 +60,7 @@ pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
         engine.model.clone(),
         tally,
         cluster.as_ref().map(|c| Arc::clone(&c.stats)),
+        Arc::clone(&health_stats),
         config.metrics_addr,
     )
     .await?;
@@ -70,6 +73,7 @@ pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
     let timers = tokio::spawn(timers(engine.clone(), config.reconcile_interval));
     let datapath_log = tokio::spawn(ebpf_log::forward(paths.clone()));
     let dns = tokio::spawn(dns::run(engine.model.clone()));
+    let checks = tokio::spawn(health::run(engine.clone(), config.health, health_stats));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("cannot watch SIGTERM", e))?;
@@ -82,6 +86,7 @@ pub async fn run(paths: &Paths, config: &AgentConfig) -> Result<()> {
     timers.abort();
     datapath_log.abort();
     dns.abort();
+    checks.abort();
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

@@ -3,7 +3,10 @@
 //! order, so there is one writer of maps. Its runtime is current-thread:
 //! netlink connections and namespace switches stay on that one thread.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use weft_api::{ApiError, Request};
@@ -35,6 +38,9 @@ enum Job {
     /// The cluster store's view (`agent::cluster`), merged into the model;
     /// answered with what was skipped.
     Cluster(ClusterView, oneshot::Sender<Result<Vec<String>>>),
+    /// The health checks hold exactly these backends of a service down
+    /// (`agent::health`).
+    Health(String, BTreeSet<String>, oneshot::Sender<Result<()>>),
 }
 
 /// The agent's side of its engine.
@@ -136,6 +142,9 @@ async fn run(engine: &mut Engine, job: Job, tally: &Mutex<ReconcileTally>) {
         Job::Cluster(view, answer) => {
             let _ = answer.send(engine.merge_cluster(&view).await);
         }
+        Job::Health(service, down, answer) => {
+            let _ = answer.send(engine.set_backend_health(&service, &down).await);
+        }
         Job::CollectConntrack => {
             let limit = engine.model().node.as_ref().and_then(|n| n.conntrack_max);
             match conntrack::gc(engine.paths(), None, limit) {
@@ -189,6 +198,18 @@ impl EngineHandle {
         let gone = || Error::Unavailable("the agent's engine stopped".into());
         self.jobs
             .send(Job::Cluster(view, tx))
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Queues what the health checks hold down of service `service`;
+    /// returns once it is applied.
+    pub async fn set_health(&self, service: &str, down: BTreeSet<String>) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || Error::Unavailable("the agent's engine stopped".into());
+        self.jobs
+            .send(Job::Health(service.to_owned(), down, tx))
             .await
             .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?

@@ -826,6 +826,7 @@ async fn dispatch(paths: Paths, direct: bool, command: Command) -> anyhow::Resul
             let json = output.output == Format::Json;
             let known = monitor::Known {
                 endpoints: api.call(ListEndpoints).await?,
+                services: api.call(ListServices).await?,
                 uplink_ifindex: api.call(ShowNode).await?.uplink_ifindex,
             };
             monitor::run(&paths, &known, &filter, json, count, pcap.as_deref()).await?;

@@ -1,6 +1,7 @@
 //! `weft monitor`: the datapath's drop events, live, as lines or JSON, and
 //! optionally the dropped packets' first bytes as a pcap file that tcpdump
-//! and tshark open.
+//! and tshark open. With traces on, forwarded packets too, and each new
+//! service connection with the backend it was given.
 
 use std::{
     fs::File,
@@ -17,7 +18,7 @@ use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 use weft_common::{
     events::{
-        EVENT_DROP, EVENT_TRACE, MAP_EVENTS, MAP_TRACE, PROGRAM_FROM_CONTAINER,
+        EVENT_DROP, EVENT_SERVICE_PICK, EVENT_TRACE, MAP_EVENTS, MAP_TRACE, PROGRAM_FROM_CONTAINER,
         PROGRAM_FROM_UPLINK, PROGRAM_NAT_EGRESS, PacketEvent, SOURCE_FILES, TraceConfig,
     },
     reason::{Drop, Forward},
@@ -30,9 +31,10 @@ use crate::{
 };
 
 /// What the monitor knows of the node to name what it shows: the
-/// endpoints (from the API) and the uplink's ifindex.
+/// endpoints and services (from the API) and the uplink's ifindex.
 pub struct Known {
     pub endpoints: Vec<Endpoint>,
+    pub services: Vec<weft_api::views::ServiceView>,
     pub uplink_ifindex: Option<u32>,
 }
 
@@ -71,6 +73,13 @@ pub struct EventView {
     pub proto: Option<String>,
     pub sport: Option<u16>,
     pub dport: Option<u16>,
+    /// A service pick: the service (by name, or `id N` if unknown here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// A service pick: the backend endpoint given the connection (its
+    /// address when it is not known here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 /// Streams events until `count` were shown (if given) or the process is
@@ -146,7 +155,7 @@ pub async fn run(
             }
             let wanted = match event.kind {
                 EVENT_DROP => filter.drops,
-                EVENT_TRACE => filter.traces,
+                EVENT_TRACE | EVENT_SERVICE_PICK => filter.traces,
                 _ => false,
             };
             if !wanted {
@@ -274,6 +283,8 @@ fn view(event: &PacketEvent, st: &Known, clock: &Clock) -> EventView {
         let reason = Drop::from_code(event.code)
             .map_or_else(|| format!("code {}", event.code), |r| r.name().into());
         ("drop", "dropped", reason)
+    } else if event.kind == EVENT_SERVICE_PICK {
+        ("trace", "forwarded", "service_pick".to_owned())
     } else {
         let how = Forward::from_code(event.code)
             .map_or_else(|| format!("code {}", event.code), |k| k.name().into());
@@ -302,6 +313,23 @@ fn view(event: &PacketEvent, st: &Known, clock: &Clock) -> EventView {
     };
     let data = &event.data[..usize::from(event.captured).min(event.data.len())];
     let tuple = five_tuple(data);
+    let (service, backend) = if event.kind == EVENT_SERVICE_PICK {
+        let service = st
+            .services
+            .iter()
+            .find(|s| s.id == event.code)
+            .map_or_else(|| format!("id {}", event.code), |s| s.name.clone());
+        // The packet is DNATed already: its destination is the backend.
+        let backend = tuple.as_ref().map(|t| {
+            st.endpoints
+                .iter()
+                .find(|e| e.ip == t.1)
+                .map_or_else(|| t.1.to_string(), |e| e.name.clone())
+        });
+        (Some(service), backend)
+    } else {
+        (None, None)
+    };
     EventView {
         time: rfc3339(clock.wall(event.ktime_ns)),
         kind,
@@ -317,6 +345,8 @@ fn view(event: &PacketEvent, st: &Known, clock: &Clock) -> EventView {
         proto: tuple.as_ref().map(|t| t.2.clone()),
         sport: tuple.as_ref().and_then(|t| t.3),
         dport: tuple.as_ref().and_then(|t| t.4),
+        service,
+        backend,
     }
 }
 
@@ -358,7 +388,12 @@ fn line(v: &EventView) -> String {
         },
         _ => "non-IPv4".to_owned(),
     };
-    if v.kind == "drop" {
+    if let (Some(service), Some(backend)) = (&v.service, &v.backend) {
+        format!(
+            "{}  TRACE {:<24} {} ({})  service {service} -> backend {backend}  {}  len {}",
+            v.time, v.reason, from, v.program, flow, v.len
+        )
+    } else if v.kind == "drop" {
         format!(
             "{}  DROP  {:<24} at {:<32} {} ({})  {}  len {}",
             v.time, v.reason, v.location, from, v.program, flow, v.len

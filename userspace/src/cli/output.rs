@@ -447,13 +447,14 @@ fn selector_text(s: &weft_api::views::ServiceView) -> String {
 impl Render for weft_api::views::ServiceView {
     fn table(&self) -> String {
         format!(
-            "service {} (id {}): {} ports {} backends {} active, {} terminating\n",
+            "service {} (id {}): {} ports {} backends {} active, {} terminating, {} unhealthy\n",
             self.name,
             self.id,
             self.vip,
             ports_text(&self.ports),
             self.active,
-            self.terminating
+            self.terminating,
+            self.unhealthy
         )
     }
 }
@@ -468,7 +469,7 @@ impl Render for Vec<weft_api::views::ServiceView> {
                     s.vip.to_string(),
                     ports_text(&s.ports),
                     selector_text(s),
-                    format!("{}/{}", s.active, s.active + s.terminating),
+                    format!("{}/{}", s.active, s.active + s.terminating + s.unhealthy),
                     s.affinity_timeout
                         .map_or("-".into(), |t| format!("client-ip:{t}")),
                 ]

@@ -144,6 +144,21 @@ pub(super) async fn handle(engine: &mut Engine, request: Request) -> Result<serd
 }
 
 impl Engine {
+    /// The agent's health checks hold exactly `down` of service
+    /// `service`'s backends down: a model change like any other (rendered,
+    /// applied), though what it changes is never saved.
+    pub async fn set_backend_health(
+        &mut self,
+        service: &str,
+        down: &std::collections::BTreeSet<String>,
+    ) -> Result<()> {
+        let model = self.plan(|m| service::set_health(m, service, down)).await?;
+        if model != self.snapshot.model {
+            self.commit_model(model).await?;
+        }
+        Ok(())
+    }
+
     /// Applies and commits `model` (the synthetic endpoints unchanged).
     pub(super) async fn commit_model(&mut self, model: Model) -> Result<Model> {
         let synthetic = self.synthetic.clone();

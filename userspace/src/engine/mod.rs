@@ -235,7 +235,7 @@ impl Engine {
         self.last_steps = steps.count();
         let applied_at = Instant::now();
         let committed = match applied {
-            Ok(()) if target == previous => Ok(self.snapshot.revision),
+            Ok(()) if saved_alike(&target, &previous) => Ok(self.snapshot.revision),
             Ok(()) => self.store.commit(self.snapshot.revision, &target).await,
             Err(e) => Err(e),
         };
@@ -306,6 +306,17 @@ impl Engine {
         self.published
             .send_replace(Arc::new(self.snapshot.model.clone()));
     }
+}
+
+/// Whether `a` and `b` differ at most in what is never saved (health
+/// verdicts), so committing `a` would write the store for nothing.
+fn saved_alike(a: &Model, b: &Model) -> bool {
+    if a.unhealthy == b.unhealthy {
+        return a == b;
+    }
+    let mut a = a.clone();
+    a.unhealthy.clone_from(&b.unhealthy);
+    a == *b
 }
 
 fn steps_started(steps: &Steps) -> Instant {

@@ -257,7 +257,14 @@ pub fn managed_routes(model: &Model) -> usize {
 /// A service as `service ls` shows it.
 pub fn service(svc: &crate::model::Service, model: &Model) -> weft_api::views::ServiceView {
     let members = model.all_members(svc);
-    let terminating = members.iter().filter(|e| e.terminating).count();
+    let unhealthy = members
+        .iter()
+        .filter(|e| model.is_unhealthy_member(svc, e))
+        .count();
+    let terminating = members
+        .iter()
+        .filter(|e| e.terminating && !model.is_unhealthy_member(svc, e))
+        .count();
     weft_api::views::ServiceView {
         name: svc.name.clone(),
         id: svc.id,
@@ -267,8 +274,9 @@ pub fn service(svc: &crate::model::Service, model: &Model) -> weft_api::views::S
         backends: svc.backends.clone(),
         affinity_timeout: svc.affinity_timeout,
         health_port: svc.health_port,
-        active: members.len() - terminating,
+        active: members.len() - terminating - unhealthy,
         terminating,
+        unhealthy,
     }
 }
 
@@ -312,7 +320,9 @@ pub fn service_detail(
             weft_api::views::BackendView {
                 endpoint: ep.name.to_owned(),
                 ip: ep.ip,
-                state: if ep.terminating {
+                state: if model.is_unhealthy_member(svc, &ep) {
+                    "unhealthy"
+                } else if ep.terminating {
                     "terminating"
                 } else {
                     "active"

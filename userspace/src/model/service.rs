@@ -3,7 +3,10 @@
 //! Specs, rules and allocation; the Maglev tables are rendered from the
 //! members (`render::maglev`).
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
 
 use ipnet::Ipv4Net;
 use weft_api::{
@@ -230,6 +233,32 @@ pub fn remove(model: &Model, name: &str) -> Result<Model> {
     // Its published ports go with it.
     new.publications
         .retain(|p| !(p.service && p.endpoint == name));
+    new.unhealthy.remove(name);
+    Ok(new)
+}
+
+/// `model` with the backends of service `name` that this node's health
+/// checks hold down being exactly `down` (names that are not its members
+/// are left out: a backend that left has no health to keep).
+pub fn set_health(model: &Model, name: &str, down: &BTreeSet<String>) -> Result<Model> {
+    let svc = require(model, name)?;
+    if svc.health_port.is_none() && !down.is_empty() {
+        return Err(Error::Invalid(format!(
+            "service '{name}' has no health check (`--health tcp:PORT`)"
+        )));
+    }
+    let members: BTreeSet<String> = model
+        .members(svc)
+        .iter()
+        .filter(|e| down.contains(&e.name))
+        .map(|e| e.name.clone())
+        .collect();
+    let mut new = model.clone();
+    if members.is_empty() {
+        new.unhealthy.remove(name);
+    } else {
+        new.unhealthy.insert(name.to_owned(), members);
+    }
     Ok(new)
 }
 
@@ -356,6 +385,45 @@ mod tests {
             (Ipv4Addr::new(10, 96, 0, 1), 3),
             "ids never reused"
         );
+    }
+
+    #[test]
+    fn health_keeps_only_members_and_goes_with_its_service() {
+        let mut m = crate::model::endpoint::tests::blue();
+        for netns in ["ca", "cb"] {
+            let add = weft_api::requests::AddEndpoint {
+                network: "blue".into(),
+                netns: netns.into(),
+                ip: None,
+                name: None,
+                ifname: None,
+                mtu: None,
+                labels: Vec::new(),
+                mac: None,
+            };
+            m = crate::model::endpoint::add(&m, &add).unwrap().0;
+        }
+        let names: Vec<String> = m.endpoints.iter().map(|e| e.name.clone()).collect();
+        let mut r = req("a");
+        r.backends = names.clone();
+        r.selector = vec![];
+        r.health = Some("tcp:8080".into());
+        m = create(&m, &r).unwrap().0;
+        let down: BTreeSet<String> = [names[0].clone(), "ghost".into()].into();
+        let sick = set_health(&m, "a", &down).unwrap();
+        assert_eq!(sick.unhealthy["a"], BTreeSet::from([names[0].clone()]));
+        assert!(sick.is_unhealthy(&sick.services[0], &sick.endpoints[0]));
+        let well = set_health(&sick, "a", &BTreeSet::new()).unwrap();
+        assert!(well.unhealthy.is_empty(), "{:?}", well.unhealthy);
+        assert!(remove(&sick, "a").unwrap().unhealthy.is_empty());
+        assert!(set_health(&m, "nope", &down).is_err());
+        let (plain, _) = create(&m, &req("b")).unwrap();
+        let err = set_health(&plain, "b", &down).unwrap_err().to_string();
+        assert!(err.contains("no health check"), "{err}");
+        // Not saved: a store round trip forgets it.
+        let text = serde_json::to_string(&sick).unwrap();
+        let back: Model = serde_json::from_str(&text).unwrap();
+        assert!(back.unhealthy.is_empty());
     }
 
     #[test]

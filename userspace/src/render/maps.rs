@@ -279,18 +279,26 @@ pub fn render(model: &Model, synthetic: &Synthetic) -> DesiredMaps {
 
 /// The Maglev table of service `svc`: its active members, or, when none
 /// is left, its terminating ones (better than refusing the client).
+/// Backends failing their health check are never in it; with none
+/// healthy the service has no table and refuses new connections at once
+/// (RST or ICMP), as kube-proxy rejects a service without ready
+/// endpoints, rather than sending clients to backends known to be down.
 pub fn service_table(
     model: &Model,
     svc: &crate::model::Service,
 ) -> Option<std::sync::Arc<maglev::Table>> {
-    let members = model.all_members(svc);
-    let active: Vec<_> = members
+    let healthy: Vec<_> = model
+        .all_members(svc)
+        .into_iter()
+        .filter(|e| !model.is_unhealthy_member(svc, e))
+        .collect();
+    let active: Vec<_> = healthy
         .iter()
         .filter(|e| !e.terminating)
         .map(|e| e.ip)
         .collect();
     let chosen = if active.is_empty() {
-        members.iter().map(|e| e.ip).collect()
+        healthy.iter().map(|e| e.ip).collect()
     } else {
         active
     };
@@ -341,7 +349,10 @@ fn services(model: &Model, d: &mut DesiredMaps) {
         }
         published_services(model, svc, d);
         for member in model.all_members(svc) {
-            let state = if member.terminating {
+            // The datapath tells only active from not: an unhealthy
+            // backend, like a drained one, keeps its established flows
+            // and gets no new ones, affinity's included.
+            let state = if member.terminating || model.is_unhealthy_member(svc, &member) {
                 SVC_MEMBER_TERMINATING
             } else {
                 SVC_MEMBER_ACTIVE
@@ -373,7 +384,11 @@ fn published_services(model: &Model, svc: &crate::model::Service, d: &mut Desire
         return;
     };
     let m = model.service_config().maglev_size;
-    let members = model.members(svc);
+    let members: Vec<_> = model
+        .members(svc)
+        .into_iter()
+        .filter(|e| !model.is_unhealthy(svc, e))
+        .collect();
     let active: Vec<_> = members
         .iter()
         .filter(|e| !e.terminating)
@@ -677,6 +692,34 @@ mod tests {
         m.endpoints[1].terminating = true;
         let d3 = render(&m, &Synthetic::default());
         assert_eq!(d3.services.values().next().unwrap().table, table);
+
+        // An unhealthy backend is out of the table and not active, even
+        // when it is the only one left: the service then refuses.
+        m.endpoints[1].terminating = false;
+        m.endpoints[0].terminating = false;
+        let name = m.endpoints[0].name.clone();
+        m.unhealthy
+            .insert("web".into(), [name.clone()].into_iter().collect());
+        let d5 = render(&m, &Synthetic::default());
+        let e5 = d5.services.values().next().unwrap();
+        assert!(d5.maglev.values().all(|c| {
+            c.slots
+                .iter()
+                .all(|&ip| ip == 0 || ip == ip_be(m.endpoints[1].ip))
+        }));
+        let key = MemberKey {
+            svc_id: m.services[0].id,
+            ip_be: ip_be(m.endpoints[0].ip),
+        };
+        assert_eq!(d5.svc_members[&key], SVC_MEMBER_TERMINATING);
+        m.unhealthy.insert(
+            "web".into(),
+            [name, m.endpoints[1].name.clone()].into_iter().collect(),
+        );
+        let d6 = render(&m, &Synthetic::default());
+        assert_eq!(d6.services.values().next().unwrap().table, 0);
+        assert_ne!(e5.table, 0);
+        m.unhealthy.clear();
 
         // No member: the entry stays, with no table (no-backend drop).
         m.endpoints[0].labels.clear();
