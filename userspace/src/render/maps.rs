@@ -190,6 +190,20 @@ pub struct Synthetic {
     /// Network id, never a real network's (not in `WEFT_NETWORKS`).
     pub network_id: u32,
     pub endpoints: Vec<Endpoint>,
+    /// Services whose backends exist only in their tables (`POST
+    /// /v1/bench/services`), rendered by the same code as real ones.
+    pub services: Vec<SyntheticService>,
+}
+
+/// A benchmark service: one TCP port, backends given by address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyntheticService {
+    /// Never a real service's (real ids count up from 1).
+    pub id: u32,
+    pub vip: std::net::Ipv4Addr,
+    pub port: u16,
+    pub target: u16,
+    pub backends: Vec<std::net::Ipv4Addr>,
 }
 
 /// Every map entry `model` (and `synthetic`) describes.
@@ -266,7 +280,7 @@ pub fn render(model: &Model, synthetic: &Synthetic) -> DesiredMaps {
         d.overlay.insert(0, overlay);
     }
     d.routes = routes(model);
-    services(model, &mut d);
+    services(model, synthetic, &mut d);
     d
 }
 
@@ -291,32 +305,16 @@ pub fn service_table(
 }
 
 /// The service maps, and the service range in `WEFT_SUBNETS`.
-fn services(model: &Model, d: &mut DesiredMaps) {
-    if model.services.is_empty() {
+fn services(model: &Model, synthetic: &Synthetic, d: &mut DesiredMaps) {
+    if model.services.is_empty() && synthetic.services.is_empty() {
         return;
     }
     let config = model.service_config();
     d.subnets.insert(config.range, SERVICE_NETWORK_ID);
     let m = config.maglev_size;
     for svc in &model.services {
-        let table = service_table(model, svc);
-        let id = match &table {
-            Some(t) => {
-                let id = maglev::table_id(m, &t.backends);
-                for (key, chunk) in chunks(id, t) {
-                    d.maglev.insert(key, chunk);
-                }
-                id
-            }
-            None => 0,
-        };
+        let id = put_table(d, m, service_table(model, svc).as_deref());
         for p in &svc.ports {
-            let key = SvcKey {
-                vip_be: ip_be(svc.vip),
-                port_be: p.port.to_be_bytes(),
-                proto: proto_number(p.proto),
-                _pad: 0,
-            };
             let entry = SvcEntry {
                 table: id,
                 svc_id: svc.id,
@@ -330,7 +328,8 @@ fn services(model: &Model, d: &mut DesiredMaps) {
                 _pad: 0,
                 affinity_s: svc.affinity_timeout.unwrap_or(0),
             };
-            d.services.insert(key, entry);
+            d.services
+                .insert(svc_key(svc.vip, p.port, proto_number(p.proto)), entry);
         }
         for ep in model.members(svc) {
             let state = if ep.terminating {
@@ -346,6 +345,44 @@ fn services(model: &Model, d: &mut DesiredMaps) {
             d.svc_slots.insert(ep.stats_slot, 1);
         }
     }
+    for svc in &synthetic.services {
+        let id = put_table(d, m, maglev::cached(m, &svc.backends).as_deref());
+        let entry = SvcEntry {
+            table: id,
+            svc_id: svc.id,
+            size: m,
+            target_port_be: svc.target.to_be_bytes(),
+            ..SvcEntry::default()
+        };
+        d.services
+            .insert(svc_key(svc.vip, svc.port, IPPROTO_TCP), entry);
+        for ip in &svc.backends {
+            let key = MemberKey {
+                svc_id: svc.id,
+                ip_be: ip_be(*ip),
+            };
+            d.svc_members.insert(key, SVC_MEMBER_ACTIVE);
+        }
+    }
+}
+
+fn svc_key(vip: std::net::Ipv4Addr, port: u16, proto: u8) -> SvcKey {
+    SvcKey {
+        vip_be: ip_be(vip),
+        port_be: port.to_be_bytes(),
+        proto,
+        _pad: 0,
+    }
+}
+
+/// Puts table `t`'s chunks in `d`; its content id (0: no table).
+fn put_table(d: &mut DesiredMaps, m: u32, t: Option<&maglev::Table>) -> u64 {
+    let Some(t) = t else { return 0 };
+    let id = maglev::table_id(m, &t.backends);
+    for (key, chunk) in chunks(id, t) {
+        d.maglev.insert(key, chunk);
+    }
+    id
 }
 
 /// Table `t` (content id `id`) as the datapath's chunks.
