@@ -420,11 +420,11 @@ fn nft_rules(services: &[(String, Vec<String>)]) -> String {
     }
     r.push_str("    }\n  }\n");
     r.push_str(
-        "  chain nat-prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n\
+        "  chain nat-prerouting {\n    type nat hook prerouting priority -100; policy accept;\n\
          \x20   ip daddr . meta l4proto . th dport vmap @service-ips\n  }\n\
-         \x20 chain nat-output {\n    type nat hook output priority dstnat; policy accept;\n\
+         \x20 chain nat-output {\n    type nat hook output priority -100; policy accept;\n\
          \x20   ip daddr . meta l4proto . th dport vmap @service-ips\n  }\n\
-         \x20 chain nat-postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n\
+         \x20 chain nat-postrouting {\n    type nat hook postrouting priority 100; policy accept;\n\
          \x20   meta mark & 0x4000 == 0x4000 masquerade\n  }\n",
     );
     for (i, (_, backends)) in services.iter().enumerate() {

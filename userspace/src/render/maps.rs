@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use ipnet::Ipv4Net;
 use weft_common::maps::{
     ENCAP_BPF, ENCAP_TUNNEL, EndpointInfo, FdbEntry, FdbKey, FloodList, IPPROTO_TCP, IPPROTO_UDP,
-    MAGLEV_CHUNK, MAX_FLOOD, MaglevChunk, MaglevKey, MemberKey, NET_FLAG_FLOOD,
+    MAX_FLOOD, MaglevKey, MemberKey, NET_FLAG_FLOOD,
     NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED, NODE_FLAG_PUBLISHES, NetPairKey, NetworkInfo,
     NodeConfig, OverlayConfig, OverlayRoute, PublishKey, PublishTarget, SERVICE_NETWORK_ID,
     SVC_FLAG_AFFINITY, SVC_MEMBER_ACTIVE, SVC_MEMBER_TERMINATING, SvcEntry, SvcKey, ifcache_slot,
@@ -42,7 +42,9 @@ pub struct DesiredMaps {
     /// is zeroed, so an endpoint never inherits another's counters.
     pub stats_owners: HashMap<u32, String>,
     pub services: HashMap<SvcKey, SvcEntry>,
-    pub maglev: HashMap<MaglevKey, MaglevChunk>,
+    /// Maglev tables by content id (each written as its chunks): equal
+    /// ids are equal tables, so a diff compares ids, not 4 KiB chunks.
+    pub maglev: HashMap<u64, std::sync::Arc<maglev::Table>>,
     pub svc_slots: HashMap<u32, u32>,
     pub svc_members: HashMap<MemberKey, u32>,
 }
@@ -313,7 +315,7 @@ fn services(model: &Model, synthetic: &Synthetic, d: &mut DesiredMaps) {
     d.subnets.insert(config.range, SERVICE_NETWORK_ID);
     let m = config.maglev_size;
     for svc in &model.services {
-        let id = put_table(d, m, service_table(model, svc).as_deref());
+        let id = put_table(d, service_table(model, svc));
         for p in &svc.ports {
             let entry = SvcEntry {
                 table: id,
@@ -346,7 +348,7 @@ fn services(model: &Model, synthetic: &Synthetic, d: &mut DesiredMaps) {
         }
     }
     for svc in &synthetic.services {
-        let id = put_table(d, m, maglev::cached(m, &svc.backends).as_deref());
+        let id = put_table(d, maglev::cached(m, &svc.backends));
         let entry = SvcEntry {
             table: id,
             svc_id: svc.id,
@@ -375,32 +377,21 @@ fn svc_key(vip: std::net::Ipv4Addr, port: u16, proto: u8) -> SvcKey {
     }
 }
 
-/// Puts table `t`'s chunks in `d`; its content id (0: no table).
-fn put_table(d: &mut DesiredMaps, m: u32, t: Option<&maglev::Table>) -> u64 {
+/// Puts table `t` in `d`; its content id (0: no table).
+fn put_table(d: &mut DesiredMaps, t: Option<std::sync::Arc<maglev::Table>>) -> u64 {
     let Some(t) = t else { return 0 };
-    let id = maglev::table_id(m, &t.backends);
-    for (key, chunk) in chunks(id, t) {
-        d.maglev.insert(key, chunk);
-    }
+    let id = t.id;
+    d.maglev.insert(id, t);
     id
 }
 
-/// Table `t` (content id `id`) as the datapath's chunks.
-fn chunks(id: u64, t: &maglev::Table) -> impl Iterator<Item = (MaglevKey, MaglevChunk)> {
-    let slots = t.addresses_be();
-    let per = MAGLEV_CHUNK as usize;
-    let count = slots.len().div_ceil(per);
-    (0..count).map(move |c| {
-        let mut chunk = MaglevChunk::default();
-        let part = &slots[c * per..slots.len().min((c + 1) * per)];
-        chunk.slots[..part.len()].copy_from_slice(part);
-        let key = MaglevKey {
-            table: id,
-            chunk: c as u32,
-            _pad: 0,
-        };
-        (key, chunk)
-    })
+/// The datapath's key of chunk `chunk` of table `table`.
+pub fn maglev_key(table: u64, chunk: usize) -> MaglevKey {
+    MaglevKey {
+        table,
+        chunk: chunk as u32,
+        _pad: 0,
+    }
 }
 
 fn placeholder_network() -> Network {
@@ -545,7 +536,8 @@ mod tests {
         let entry = d.services.values().next().unwrap();
         assert_ne!(entry.table, 0);
         // 16381 slots in 16 chunks of 1024.
-        assert_eq!(d.maglev.len(), 16);
+        assert_eq!(d.maglev.len(), 1);
+        assert_eq!(d.maglev[&entry.table].chunks.len(), 16);
         assert_eq!(d.svc_members.len(), 2);
         assert_eq!(d.svc_slots.len(), 2);
         let table = entry.table;
@@ -556,7 +548,7 @@ mod tests {
         let d2 = render(&m, &Synthetic::default());
         let e2 = d2.services.values().next().unwrap();
         assert_ne!(e2.table, table);
-        assert!(d2.maglev.values().all(|c| {
+        assert!(d2.maglev.values().flat_map(|t| &t.chunks).all(|c| {
             c.slots
                 .iter()
                 .all(|&ip| ip == 0 || ip == ip_be(m.endpoints[1].ip))
