@@ -120,7 +120,7 @@ pub async fn remove(engine: &mut Engine) -> Result<Timing> {
 pub async fn program_services(engine: &mut Engine, count: u32, backends: u32) -> Result<Timing> {
     let services = synthetic_services(engine.model(), count, backends)?;
     let wanted = Synthetic {
-        services,
+        services: services.into(),
         ..engine.synthetic.clone()
     };
     let endpoints = wanted.endpoints.len() as u32;

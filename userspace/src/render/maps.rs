@@ -194,7 +194,9 @@ pub struct Synthetic {
     pub endpoints: Vec<Endpoint>,
     /// Services whose backends exist only in their tables (`POST
     /// /v1/bench/services`), rendered by the same code as real ones.
-    pub services: Vec<SyntheticService>,
+    /// Shared: every change clones the synthetic entries, and comparing
+    /// two clones is one pointer comparison.
+    pub services: std::sync::Arc<Vec<SyntheticService>>,
 }
 
 /// A benchmark service: one TCP port, backends given by address.
@@ -347,7 +349,7 @@ fn services(model: &Model, synthetic: &Synthetic, d: &mut DesiredMaps) {
             d.svc_slots.insert(ep.stats_slot, 1);
         }
     }
-    for svc in &synthetic.services {
+    for svc in synthetic.services.iter() {
         let id = put_table(d, maglev::cached(m, &svc.backends));
         let entry = SvcEntry {
             table: id,
