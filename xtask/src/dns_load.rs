@@ -49,7 +49,8 @@ pub fn answer(a: &[u8]) -> Option<(u16, bool)> {
 pub fn run(to: SocketAddr, names: &[&str], secs: u64, window: usize) -> Result<()> {
     anyhow::ensure!(!names.is_empty(), "dns: no --names to ask for");
     let sock = UdpSocket::bind("0.0.0.0:0").context("binding a UDP socket")?;
-    sock.connect(to).with_context(|| format!("connecting to {to}"))?;
+    sock.connect(to)
+        .with_context(|| format!("connecting to {to}"))?;
     sock.set_read_timeout(Some(Duration::from_millis(20)))?;
     let queries: Vec<Vec<u8>> = (0..names.len()).map(|i| query(0, names[i])).collect();
     // Send time of each id in flight.
@@ -119,8 +120,9 @@ pub fn run(to: SocketAddr, names: &[&str], secs: u64, window: usize) -> Result<(
     let elapsed = start.elapsed().as_secs_f64();
     latencies_us.sort_by(f64::total_cmp);
     let at = |q: f64| {
-        (!latencies_us.is_empty())
-            .then(|| latencies_us[((latencies_us.len() as f64 * q) as usize).min(latencies_us.len() - 1)])
+        (!latencies_us.is_empty()).then(|| {
+            latencies_us[((latencies_us.len() as f64 * q) as usize).min(latencies_us.len() - 1)]
+        })
     };
     println!(
         "{}",

@@ -86,7 +86,10 @@ pub struct ServicesBench {
 /// What steers a side's service traffic.
 enum Steering {
     /// weft with its agent (killed before the node's teardown).
-    Weft { _agent: Agent, node: Node },
+    Weft {
+        _agent: Agent,
+        node: Node,
+    },
     Iptables(NetNs),
     Nftables(NetNs),
 }
@@ -260,7 +263,11 @@ fn weft_side(exe: &Path) -> Result<Side> {
     let mut backends = Vec::new();
     for i in 0..BACKENDS {
         let name = format!("b{i}");
-        backends.push(node.container_with("svcb", &name, &["--mtu", "1500", "--label", "app=svcb"])?);
+        backends.push(node.container_with(
+            "svcb",
+            &name,
+            &["--mtu", "1500", "--label", "app=svcb"],
+        )?);
     }
     let agent = node.start_agent_logging(&[], AgentLog::Discarded)?;
     let svc = node.weft_json(&[
@@ -484,7 +491,11 @@ fn load(s: &Side, n: u32, files: &Files) -> Result<f64> {
                 backends: BACKENDS,
             })?;
             if t.services != n - 1 {
-                bail!("the agent programmed {} synthetic services, not {}", t.services, n - 1);
+                bail!(
+                    "the agent programmed {} synthetic services, not {}",
+                    t.services,
+                    n - 1
+                );
             }
         }
         Steering::Iptables(ns) => {
@@ -579,7 +590,15 @@ fn measure(s: &Side, f: &mut Figures, rep: u32, secs: u32, exe: &Path) -> Result
     let crr = client(
         &s.client,
         exe,
-        &["crr", "--to", VIP, "--ports", &port, "--threads", CRR_THREADS],
+        &[
+            "crr",
+            "--to",
+            VIP,
+            "--ports",
+            &port,
+            "--threads",
+            CRR_THREADS,
+        ],
         secs,
     );
     let rr = client(&s.client, exe, &["rr", "--to", &addr], secs);
@@ -639,7 +658,10 @@ fn changes(s: &Side, n: u32, files: &Files) -> Result<Vec<f64>> {
                 let file = files.path("iptables.change")?;
                 fs::write(
                     &file,
-                    format!("*nat\n:KUBE-SVC-{m} - [0:0]\n{}COMMIT\n", svc_chain_rules(m, k)),
+                    format!(
+                        "*nat\n:KUBE-SVC-{m} - [0:0]\n{}COMMIT\n",
+                        svc_chain_rules(m, k)
+                    ),
                 )?;
                 let started = Instant::now();
                 proc::stdout(
@@ -666,7 +688,14 @@ fn changes(s: &Side, n: u32, files: &Files) -> Result<Vec<f64>> {
                 proc::stdout(&mut ns.command(&["nft", &line]), LOAD_BUDGET)?;
                 let ms = started.elapsed().as_secs_f64() * 1e3;
                 let listed = proc::stdout(
-                    &mut ns.command(&["nft", "list", "chain", "ip", NFT_TABLE, &format!("svc-{m}")]),
+                    &mut ns.command(&[
+                        "nft",
+                        "list",
+                        "chain",
+                        "ip",
+                        NFT_TABLE,
+                        &format!("svc-{m}"),
+                    ]),
                     LOAD_BUDGET,
                 )?;
                 if !listed.contains(&format!("mod {k} ")) {
@@ -704,7 +733,10 @@ fn dns(s: &Side, secs: u32, exe: &Path, files: &Files) -> Result<Value> {
     records.push(("cl.weft".into(), cl_ip));
     records.push(("bench.weft".into(), VIP.into()));
     let hosts = files.path("dnsmasq.hosts")?;
-    let text: String = records.iter().map(|(n, ip)| format!("{ip} {n}\n")).collect();
+    let text: String = records
+        .iter()
+        .map(|(n, ip)| format!("{ip} {n}\n"))
+        .collect();
     fs::write(&hosts, text)?;
     let pid_file = files.path("dnsmasq.pid")?;
     const DNSMASQ_PORT: u16 = 5353;
@@ -744,7 +776,9 @@ fn dns(s: &Side, secs: u32, exe: &Path, files: &Files) -> Result<Value> {
             let text = proc::stdout(
                 &mut s.client.command_on(
                     Some(pinned_cpu()),
-                    &[&exe_s, "loadgen", "dns", "--to", &to, "--names", &names, "--secs", &secs_s],
+                    &[
+                        &exe_s, "loadgen", "dns", "--to", &to, "--names", &names, "--secs", &secs_s,
+                    ],
                 ),
                 Duration::from_secs(u64::from(secs) + 20),
             )?;
@@ -867,7 +901,10 @@ fn results(
         per_side.insert((*name).to_owned(), Value::Object(scales));
     }
     for (name, why) in unavailable {
-        println!("{name:<9} (unavailable: {})", why.lines().next().unwrap_or(""));
+        println!(
+            "{name:<9} (unavailable: {})",
+            why.lines().next().unwrap_or("")
+        );
         per_side.insert((*name).to_owned(), json!({ "unavailable": why }));
     }
     let mut ratios = serde_json::Map::new();

@@ -521,9 +521,7 @@ impl Request {
             Request::BenchProgram(r) => ("POST", "/v1/bench/endpoints".to_owned(), json(r)),
             Request::BenchRemove(_) => ("DELETE", "/v1/bench/endpoints".to_owned(), None),
             Request::BenchServices(r) => ("POST", "/v1/bench/services".to_owned(), json(r)),
-            Request::BenchRemoveServices(_) => {
-                ("DELETE", "/v1/bench/services".to_owned(), None)
-            }
+            Request::BenchRemoveServices(_) => ("DELETE", "/v1/bench/services".to_owned(), None),
             Request::ClusterStatus(_) => ("GET", "/v1/cluster".to_owned(), None),
             Request::Teardown(_) => return None,
             Request::AttachContainer(r) => ("POST", "/v1/attachments".to_owned(), json(r)),

@@ -421,3 +421,46 @@ pub async fn repair(kernel: &mut Kernel, model: &Model, synthetic: &Synthetic) -
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use weft_api::requests::CreateNetwork;
+
+    use super::*;
+
+    fn with_network(name: &str) -> Model {
+        let req = CreateNetwork {
+            name: name.into(),
+            subnet: "10.1.0.0/24".into(),
+            gateway: None,
+            flood: false,
+            masquerade: true,
+            vni: None,
+        };
+        crate::model::network::create(&Model::default(), &req)
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn the_cached_render_serves_only_the_model_it_was_made_from() {
+        let (a, b) = (with_network("a"), with_network("b"));
+        let none = Synthetic::default();
+        let mut marked = render::maps::render(&a, &none);
+        // A mark a real render never has: shows which render came back.
+        marked.vnis.insert(u32::MAX, 0);
+        let mut cache = RenderCache::default();
+        cache.keep(&a, &none, marked.clone());
+        assert_eq!(cache.take_or_render(&a, &none), marked);
+        // Taken out: asked again, it renders.
+        assert_eq!(
+            cache.take_or_render(&a, &none),
+            render::maps::render(&a, &none)
+        );
+        cache.keep(&a, &none, marked);
+        assert_eq!(
+            cache.take_or_render(&b, &none),
+            render::maps::render(&b, &none)
+        );
+    }
+}

@@ -26,13 +26,15 @@ use std::{collections::HashSet, net::Ipv4Addr, time::Instant};
 use weft_api::views::Timing;
 use weft_common::maps::{
     MAGLEV_CHUNK, MAX_ENDPOINTS, MAX_MAGLEV_CHUNKS, MAX_SERVICE_PORTS, MAX_SVC_MEMBERS,
+    SVC_MEMBER_ACTIVE,
 };
 
 use super::Engine;
 use crate::{
+    datapath::ip_be,
     error::{Error, Result},
     model::{Endpoint, Mac, Model},
-    render::maps::{Synthetic, SyntheticService},
+    render::maps::{Members, Synthetic, SyntheticService},
 };
 
 /// Id of synthetic service 0 (real ids count up from 1 and stay far below).
@@ -177,14 +179,22 @@ fn synthetic_services(model: &Model, count: u32, backends: u32) -> Result<Vec<Sy
     Ok(vips
         .into_iter()
         .zip(0..)
-        .map(|(vip, i)| SyntheticService {
-            id: SYNTHETIC_SERVICE_ID + i,
-            vip,
-            port: SYNTHETIC_PORT,
-            target: SYNTHETIC_PORT,
-            backends: (0..backends)
+        .map(|(vip, i)| {
+            let backends: Vec<Ipv4Addr> = (0..backends)
                 .map(|j| Ipv4Addr::from(SYNTHETIC_BACKEND_IP + i * backends + j))
-                .collect(),
+                .collect();
+            let members = backends
+                .iter()
+                .map(|ip| (ip_be(*ip), SVC_MEMBER_ACTIVE))
+                .collect::<Members>();
+            SyntheticService {
+                id: SYNTHETIC_SERVICE_ID + i,
+                vip,
+                port: SYNTHETIC_PORT,
+                target: SYNTHETIC_PORT,
+                backends,
+                members: members.into(),
+            }
         })
         .collect())
 }
@@ -249,7 +259,10 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(synthetic_services(&small, 10_000, 10).unwrap().len(), 10_000);
+        assert_eq!(
+            synthetic_services(&small, 10_000, 10).unwrap().len(),
+            10_000
+        );
         assert!(synthetic_services(&small, 1, 0).is_err());
         assert!(synthetic_services(&small, 1, 65).is_err());
     }

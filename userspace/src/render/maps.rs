@@ -7,11 +7,10 @@ use std::collections::HashMap;
 use ipnet::Ipv4Net;
 use weft_common::maps::{
     ENCAP_BPF, ENCAP_TUNNEL, EndpointInfo, FdbEntry, FdbKey, FloodList, IPPROTO_TCP, IPPROTO_UDP,
-    MAX_FLOOD, MaglevKey, MemberKey, NET_FLAG_FLOOD,
-    NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED, NODE_FLAG_PUBLISHES, NetPairKey, NetworkInfo,
-    NodeConfig, OverlayConfig, OverlayRoute, PublishKey, PublishTarget, SERVICE_NETWORK_ID,
-    SVC_FLAG_AFFINITY, SVC_MEMBER_ACTIVE, SVC_MEMBER_TERMINATING, SvcEntry, SvcKey, ifcache_slot,
-    ipcache_slot,
+    MAX_FLOOD, MaglevKey, NET_FLAG_FLOOD, NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED,
+    NODE_FLAG_PUBLISHES, NetPairKey, NetworkInfo, NodeConfig, OverlayConfig, OverlayRoute,
+    PublishKey, PublishTarget, SERVICE_NETWORK_ID, SVC_FLAG_AFFINITY, SVC_MEMBER_ACTIVE,
+    SVC_MEMBER_TERMINATING, SvcEntry, SvcKey, ifcache_slot, ipcache_slot,
 };
 
 use super::maglev;
@@ -46,7 +45,10 @@ pub struct DesiredMaps {
     /// ids are equal tables, so a diff compares ids, not 4 KiB chunks.
     pub maglev: HashMap<u64, std::sync::Arc<maglev::Table>>,
     pub svc_slots: HashMap<u32, u32>,
-    pub svc_members: HashMap<MemberKey, u32>,
+    /// Members by service id: a service's set is compared as a whole
+    /// when both renders hold it, so an unchanged service costs one
+    /// comparison instead of one lookup per backend.
+    pub svc_members: HashMap<u32, std::sync::Arc<Members>>,
 }
 
 /// The datapath's view of network `net`.
@@ -199,6 +201,9 @@ pub struct Synthetic {
     pub services: std::sync::Arc<Vec<SyntheticService>>,
 }
 
+/// A service's members: backend address (network order) -> `SVC_MEMBER_*`.
+pub type Members = std::collections::BTreeMap<u32, u32>;
+
 /// A benchmark service: one TCP port, backends given by address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyntheticService {
@@ -208,6 +213,8 @@ pub struct SyntheticService {
     pub port: u16,
     pub target: u16,
     pub backends: Vec<std::net::Ipv4Addr>,
+    /// Its members as rendered (all active), built once: they never change.
+    pub members: std::sync::Arc<Members>,
 }
 
 /// Every map entry `model` (and `synthetic`) describes.
@@ -335,18 +342,18 @@ fn services(model: &Model, synthetic: &Synthetic, d: &mut DesiredMaps) {
             d.services
                 .insert(svc_key(svc.vip, p.port, proto_number(p.proto)), entry);
         }
+        let mut members = Members::new();
         for ep in model.members(svc) {
             let state = if ep.terminating {
                 SVC_MEMBER_TERMINATING
             } else {
                 SVC_MEMBER_ACTIVE
             };
-            let key = MemberKey {
-                svc_id: svc.id,
-                ip_be: ip_be(ep.ip),
-            };
-            d.svc_members.insert(key, state);
+            members.insert(ip_be(ep.ip), state);
             d.svc_slots.insert(ep.stats_slot, 1);
+        }
+        if !members.is_empty() {
+            d.svc_members.insert(svc.id, members.into());
         }
     }
     for svc in synthetic.services.iter() {
@@ -360,12 +367,8 @@ fn services(model: &Model, synthetic: &Synthetic, d: &mut DesiredMaps) {
         };
         d.services
             .insert(svc_key(svc.vip, svc.port, IPPROTO_TCP), entry);
-        for ip in &svc.backends {
-            let key = MemberKey {
-                svc_id: svc.id,
-                ip_be: ip_be(*ip),
-            };
-            d.svc_members.insert(key, SVC_MEMBER_ACTIVE);
+        if !svc.members.is_empty() {
+            d.svc_members.insert(svc.id, svc.members.clone());
         }
     }
 }
@@ -540,7 +543,7 @@ mod tests {
         // 16381 slots in 16 chunks of 1024.
         assert_eq!(d.maglev.len(), 1);
         assert_eq!(d.maglev[&entry.table].chunks.len(), 16);
-        assert_eq!(d.svc_members.len(), 2);
+        assert_eq!(d.svc_members.values().map(|m| m.len()).sum::<usize>(), 2);
         assert_eq!(d.svc_slots.len(), 2);
         let table = entry.table;
 
@@ -558,6 +561,7 @@ mod tests {
         assert_eq!(
             d2.svc_members
                 .values()
+                .flat_map(|m| m.values())
                 .filter(|&&s| s == SVC_MEMBER_TERMINATING)
                 .count(),
             1
