@@ -68,7 +68,7 @@ const TARGET: u16 = 8080;
 /// first address).
 const VIP: &str = "10.96.0.1";
 /// Backend changes timed per side and scale (removals and re-adds).
-const CHANGES: usize = 10;
+const CHANGES: usize = 20;
 const CRR_THREADS: &str = "4";
 const WEFT_SUBNET: &str = "10.230.0.0/24";
 const T: Duration = Duration::from_secs(30);
@@ -115,6 +115,8 @@ struct Figures {
     load_ms: Option<f64>,
     errors: Vec<String>,
     failed: u64,
+    /// weft: the agent's account of the last changes' time.
+    breakdown: Vec<String>,
 }
 
 pub fn run(reps: u32, secs: u32) -> Result<ServicesBench> {
@@ -175,6 +177,12 @@ pub fn run(reps: u32, secs: u32) -> Result<ServicesBench> {
                         s.name,
                         ms.iter().copied().fold(0.0, f64::max)
                     );
+                    if s.name == "weft" {
+                        f.breakdown = change_breakdown(4);
+                        for l in &f.breakdown {
+                            println!("    agent: {l}");
+                        }
+                    }
                     f.change_ms = ms;
                 }
                 Err(e) => {
@@ -193,6 +201,7 @@ pub fn run(reps: u32, secs: u32) -> Result<ServicesBench> {
         None => json!({"unavailable": "no weft side"}),
     };
     println!("\n== services: cleaning up namespaces");
+    let _ = fs::remove_file(agent_log());
     let names: Vec<&str> = sides.iter().map(|s| s.name).collect();
     drop(sides);
     Ok(results(&names, &figures, &unavailable, dns))
@@ -269,7 +278,8 @@ fn weft_side(exe: &Path) -> Result<Side> {
             &["--mtu", "1500", "--label", "app=svcb"],
         )?);
     }
-    let agent = node.start_agent_logging(&[], AgentLog::Discarded)?;
+    // Debug: the agent logs how long each change's steps took.
+    let agent = node.start_agent_env(&[], &[("WEFT_LOG", "debug")], AgentLog::File(agent_log()))?;
     let svc = node.weft_json(&[
         "service",
         "create",
@@ -295,6 +305,25 @@ fn weft_side(exe: &Path) -> Result<Side> {
         backends,
         _servers: servers,
     })
+}
+
+/// The weft side's agent log.
+fn agent_log() -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "weft-bench-{}-services-agent.log",
+        std::process::id()
+    ))
+}
+
+/// The agent's last `count` lines about where a change's time went.
+fn change_breakdown(count: usize) -> Vec<String> {
+    let text = fs::read_to_string(agent_log()).unwrap_or_default();
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|l| l.contains("apply: previous render") || l.contains("change applied in"))
+        .map(|l| l.trim().to_owned())
+        .collect();
+    lines[lines.len().saturating_sub(count)..].to_vec()
 }
 
 /// A node namespace with the client and backends on routed veths (each
@@ -894,6 +923,7 @@ fn results(
                     "load_ms": f.load_ms,
                     "samples": {"conn_per_s": f.crr, "rr_per_s": f.rr, "change_ms": f.change_ms},
                     "failed_connections": f.failed,
+                    "change_breakdown": f.breakdown,
                     "errors": f.errors,
                 }),
             );

@@ -104,9 +104,13 @@ pub async fn apply(
         }
     }
     // Taken out: a failed apply leaves no render behind.
+    let started = std::time::Instant::now();
     let maps_from = kernel.rendered.take_or_render(from.model, from.synthetic);
+    let reused = started.elapsed();
     let maps_to = render::maps::render(to.model, to.synthetic);
+    let rendered = started.elapsed();
     maps::write_changes(&mut kernel.dp, &maps_from, &maps_to, steps)?;
+    let written = started.elapsed();
     attach(kernel, &net_from, to.model, &net_to, steps).await?;
     maps::remove_stale(&mut kernel.dp, &maps_from, &maps_to, steps)?;
     detach(kernel, from.model, &net_from, &net_to, steps)?;
@@ -115,6 +119,13 @@ pub async fn apply(
         kernel.dp.unpin_program(program)?;
     }
     remove_devices(kernel, from.model, &net_from, to.model, &net_to, steps).await?;
+    log::debug!(
+        "apply: previous render {} us, render {} us, writes {} us, the rest {} us",
+        reused.as_micros(),
+        (rendered - reused).as_micros(),
+        (written - rendered).as_micros(),
+        (started.elapsed() - written).as_micros()
+    );
     // `to.model` as the kernel now holds it (ifindexes filled in): the
     // render was made after the devices, so it is that model's.
     kernel.rendered.keep(to.model, to.synthetic, maps_to);
