@@ -515,7 +515,7 @@ fn load(s: &Side, n: u32, files: &Files) -> Result<f64> {
     let started = Instant::now();
     match &s.steering {
         Steering::Weft { node, .. } => {
-            let t = Client::new(&node.agent_socket()).call_blocking(BenchServices {
+            let t = Client::new(node.agent_socket()).call_blocking(BenchServices {
                 count: n - 1,
                 backends: BACKENDS,
             })?;
@@ -664,7 +664,7 @@ fn changes(s: &Side, n: u32, files: &Files) -> Result<Vec<f64>> {
         let k = if remove { BACKENDS - 1 } else { BACKENDS } as usize;
         let ms = match &s.steering {
             Steering::Weft { node, .. } => {
-                let client = Client::new(&node.agent_socket());
+                let client = Client::new(node.agent_socket());
                 let last = format!("b{}", BACKENDS - 1);
                 let req = if remove {
                     LabelEndpoint {
