@@ -1000,7 +1000,7 @@ mod tests {
         assert_eq!(ipt.matches("-A KUBE-SERVICES -d").count(), 3);
         assert_eq!(ipt.matches("-j DNAT").count(), 30);
         assert_eq!(ipt.matches("--mode random").count(), 27);
-        assert!(ipt.contains(&format!("--probability 0.10000000000 -j KUBE-SEP-1-0")));
+        assert!(ipt.contains("--probability 0.10000000000 -j KUBE-SEP-1-0"));
         assert!(ipt.contains(&format!("-j DNAT --to-destination 10.232.9.2:{TARGET}")));
         let nft = nft_batch(&services, 0);
         assert_eq!(nft.matches(" : goto svc-").count(), 3);
