@@ -17,7 +17,8 @@
 //! (`agent_bench`): RSS and CPU at idle and while it programs 10,000
 //! endpoints into the maps. Then cluster mode against a real etcd
 //! (`bench_cluster`) and CNI ADD/DEL latency against the reference bridge
-//! plugin (`cni_bench`). Figures are checked against targets and
+//! plugin (`cni_bench`), and service VIPs against kube-proxy's iptables and
+//! nftables modes plus DNS against dnsmasq (`services_bench`). Figures are checked against targets and
 //! reported HIT/MISS; a MISS never fails the run.
 
 use std::{
@@ -38,7 +39,10 @@ use weft_harness::{
     traffic::{self, Latency, Pin, Stream},
 };
 
-use crate::{agent_bench, bench_cluster, bench_overlay, build_ebpf, cni_bench, nat_bench, setup};
+use crate::{
+    agent_bench, bench_cluster, bench_overlay, build_ebpf, cni_bench, nat_bench, services_bench,
+    setup,
+};
 
 const NS_PREFIX: &str = "wbench";
 /// Pins in `/sys/fs/bpf/weft-bench-<pid>-<n>`, state in `/tmp/weft-bench-<pid>-<n>`.
@@ -81,6 +85,8 @@ pub enum Section {
     Cluster,
     /// CNI ADD/DEL latency: weft-cni vs bridge + host-local.
     Cni,
+    /// Service VIPs vs kube-proxy's iptables and nftables modes; DNS vs dnsmasq.
+    Services,
 }
 
 impl Args {
@@ -228,6 +234,15 @@ pub fn run(args: &Args) -> Result<()> {
         proc::check_interrupted()?;
         eprintln!("xtask bench: CNI measurement unavailable: {e}");
     }
+    let services = match &weft_bin {
+        _ if !args.wants(Section::Services) => Err(NOT_RUN.to_owned()),
+        Ok(_) => services_bench::run(reps, secs).map_err(|e| format!("{e:#}")),
+        Err(e) => Err(format!("weft could not be built: {e}")),
+    };
+    if let (Err(e), true) = (&services, args.wants(Section::Services)) {
+        proc::check_interrupted()?;
+        eprintln!("xtask bench: services measurement unavailable: {e}");
+    }
     let mut report = Report::new(&names, &samples, &unavailable, &prog_cost, &agent);
     if let Ok(nat) = &nat {
         println!();
@@ -243,6 +258,10 @@ pub fn run(args: &Args) -> Result<()> {
     report.targets.extend(match &cni {
         Ok(c) => c.targets.clone(),
         Err(_) => cni_bench::targets(None),
+    });
+    report.targets.extend(match &services {
+        Ok(s) => s.targets.clone(),
+        Err(_) => services_bench::targets_not_run(),
     });
     if !args.only.is_empty() {
         // Targets of the sections left out have no figures: leave them out.
@@ -275,6 +294,7 @@ pub fn run(args: &Args) -> Result<()> {
         "overlay": overlay.json,
         "cluster": cluster.as_ref().map_or_else(|e| json!({"unavailable": e}), |c| c.json.clone()),
         "cni": cni.as_ref().map_or_else(|e| json!({"unavailable": e}), |c| c.json.clone()),
+        "services": services.as_ref().map_or_else(|e| json!({"unavailable": e}), |s| s.json.clone()),
         "targets": report.targets_json(),
     });
     let dir = args

@@ -10,6 +10,10 @@
 //! - `rr`: request/response on connections kept open (netperf's TCP_RR):
 //!   transactions per second on established flows.
 //!
+//! - `dns`: A queries over UDP, `--window` outstanding at once, names taken
+//!   in turn from `--names`: queries answered per second and the p50/p99
+//!   of each answer's latency (a DNS server's throughput and latency).
+//!
 //! Clients print one JSON line: `{"mode","ops","errors","error_kinds",
 //! "seconds","per_second"}`; `error_kinds` counts failed connections by
 //! `std::io::ErrorKind` (`TimedOut`: no answer; `ConnectionReset`: an RST;
@@ -63,6 +67,17 @@ enum Mode {
         #[arg(long, default_value_t = 4)]
         threads: usize,
     },
+    /// DNS A queries for NAMES (comma-separated), WINDOW outstanding.
+    Dns {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        names: String,
+        #[arg(long)]
+        secs: u64,
+        #[arg(long, default_value_t = 32)]
+        window: usize,
+    },
     /// Requests on THREADS connections kept open.
     Rr {
         #[arg(long)]
@@ -106,6 +121,15 @@ pub fn run(args: &Args) -> Result<()> {
                     }
                 },
             )
+        }
+        Mode::Dns {
+            to,
+            names,
+            secs,
+            window,
+        } => {
+            let names: Vec<&str> = names.split(',').filter(|n| !n.is_empty()).collect();
+            crate::dns_load::run(*to, &names, *secs, *window)
         }
         Mode::Rr { to, secs, threads } => {
             let to = *to;

@@ -13,8 +13,10 @@ mod bench_overlay;
 mod build_ebpf;
 mod cni_bench;
 mod demo;
+mod dns_load;
 mod loadgen;
 mod nat_bench;
+mod services_bench;
 mod setup;
 mod test;
 

@@ -21,6 +21,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "sockperf",
     "tcpdump",
     "iptables",
+    // nft, for the services bench's kube-proxy nftables-mode baseline.
+    "nftables",
     "ethtool",
     "bpftool",
     "python3",

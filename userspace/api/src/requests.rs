@@ -22,6 +22,7 @@
 //! | [`InspectService`], [`RemoveService`] | `GET`, `DELETE /v1/services/{name}` | [`ServiceDetail`]; [`Removed`] |
 //! | [`ShowServiceConfig`], [`SetServiceConfig`] | `GET`, `PUT /v1/service-config` | [`ServiceConfig`] |
 //! | [`BenchProgram`], [`BenchRemove`] | `POST`, `DELETE /v1/bench/endpoints` | [`Timing`] |
+//! | [`BenchServices`], [`BenchRemoveServices`] | `POST`, `DELETE /v1/bench/services` | [`Timing`] |
 //! | attachments (CNI) | `/v1/attachments...` | see [`crate::attach`] |
 //!
 //! | [`ClusterStatus`] | `GET /v1/cluster` | [`ClusterStatusView`] |
@@ -232,6 +233,15 @@ pub struct BenchProgram {
     pub count: u32,
 }
 
+/// `POST /v1/bench/services`: synthetic services in the maps only, each
+/// with its own `backends` addresses that exist only in its Maglev table.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BenchServices {
+    pub count: u32,
+    pub backends: u32,
+}
+
 /// A request naming one object.
 macro_rules! named {
     ($($(#[$doc:meta])* $name:ident;)*) => {$(
@@ -322,6 +332,8 @@ bare! {
     ListPublished;
     /// `DELETE /v1/bench/endpoints`.
     BenchRemove;
+    /// `DELETE /v1/bench/services`.
+    BenchRemoveServices;
     /// `GET /v1/services`.
     ListServices;
     /// `GET /v1/service-config`.
@@ -389,6 +401,8 @@ requests! {
     SetServiceConfig => ServiceConfig,
     BenchProgram => Timing,
     BenchRemove => Timing,
+    BenchServices => Timing,
+    BenchRemoveServices => Timing,
     Teardown => TeardownView,
     ClusterStatus => ClusterStatusView,
     AttachContainer => Attachment,
@@ -506,6 +520,8 @@ impl Request {
             Request::Unpublish(r) => ("DELETE", "/v1/publish".to_owned(), json(r)),
             Request::BenchProgram(r) => ("POST", "/v1/bench/endpoints".to_owned(), json(r)),
             Request::BenchRemove(_) => ("DELETE", "/v1/bench/endpoints".to_owned(), None),
+            Request::BenchServices(r) => ("POST", "/v1/bench/services".to_owned(), json(r)),
+            Request::BenchRemoveServices(_) => ("DELETE", "/v1/bench/services".to_owned(), None),
             Request::ClusterStatus(_) => ("GET", "/v1/cluster".to_owned(), None),
             Request::Teardown(_) => return None,
             Request::AttachContainer(r) => ("POST", "/v1/attachments".to_owned(), json(r)),

@@ -349,6 +349,9 @@ pub struct StatusView {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Timing {
     pub endpoints: u32,
+    /// Synthetic services (`POST /v1/bench/services`).
+    #[serde(default)]
+    pub services: u32,
     /// Wall time of the map updates alone.
     pub map_update_seconds: f64,
     /// `bpf()` map calls made in that time.

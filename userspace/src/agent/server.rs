@@ -130,6 +130,11 @@ pub fn serve(
             "/v1/bench/endpoints",
             post(body::<weft_api::requests::BenchProgram>).delete(bare::<BenchRemove>),
         )
+        .route(
+            "/v1/bench/services",
+            post(body::<weft_api::requests::BenchServices>)
+                .delete(bare::<weft_api::requests::BenchRemoveServices>),
+        )
         .fallback(not_found)
         .with_state(engine)
         .layer(middleware::map_response(move |mut r: Response| {

@@ -22,7 +22,7 @@ use crate::{
     datapath::{MapSet, counters::zero_endpoint_stats, ip_be, ip_of, maps::absent_ok},
     error::{Error, Result},
     model::Mac,
-    render::maps::DesiredMaps,
+    render::maps::{DesiredMaps, Members, maglev_key},
 };
 
 /// How one map differs from a render (a check), or what was changed to
@@ -364,12 +364,117 @@ static OVERLAY: Table<ArrayShape<weft_common::maps::OverlayConfig>> = Table {
     name: slot_name,
 };
 
-static MAGLEV: Table<HashShape<weft_common::maps::MaglevKey, weft_common::maps::MaglevChunk>> =
-    Table {
-        map: MAP_MAGLEV,
-        entries: |d| &d.maglev,
-        name: |k| format!("table {:016x} chunk {}", k.table, k.chunk),
-    };
+/// `WEFT_MAGLEV`, written a table at a time: a table's id is its content
+/// hash, so a table both renders hold is the same table and is skipped
+/// without comparing its chunks (10,000 services' tables are 40 MB).
+struct MaglevTables;
+
+type Chunks = HashShape<weft_common::maps::MaglevKey, weft_common::maps::MaglevChunk>;
+
+fn chunk_name(k: &weft_common::maps::MaglevKey) -> String {
+    format!("table {:016x} chunk {}", k.table, k.chunk)
+}
+
+impl MaglevTables {
+    /// Every chunk `d` describes.
+    fn entries(
+        d: &DesiredMaps,
+    ) -> impl Iterator<
+        Item = (
+            weft_common::maps::MaglevKey,
+            &weft_common::maps::MaglevChunk,
+        ),
+    > {
+        d.maglev.iter().flat_map(|(&id, t)| {
+            t.chunks
+                .iter()
+                .enumerate()
+                .map(move |(c, v)| (maglev_key(id, c), v))
+        })
+    }
+}
+
+impl AnyTable for MaglevTables {
+    fn map(&self) -> &'static str {
+        MAP_MAGLEV
+    }
+
+    fn upsert(
+        &self,
+        maps: &mut dyn MapSet,
+        from: &DesiredMaps,
+        to: &DesiredMaps,
+        steps: &mut Steps,
+    ) -> Result<()> {
+        for (&id, t) in to
+            .maglev
+            .iter()
+            .filter(|(id, _)| !from.maglev.contains_key(*id))
+        {
+            for (c, chunk) in t.chunks.iter().enumerate() {
+                let k = maglev_key(id, c);
+                steps.step(|| format!("write {MAP_MAGLEV} {}", chunk_name(&k)))?;
+                Chunks::put(maps.map_mut(MAP_MAGLEV)?, k, *chunk)
+                    .map_err(|e| map_err(MAP_MAGLEV, "write", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(
+        &self,
+        maps: &mut dyn MapSet,
+        from: &DesiredMaps,
+        to: &DesiredMaps,
+        steps: &mut Steps,
+    ) -> Result<()> {
+        for (&id, t) in from
+            .maglev
+            .iter()
+            .filter(|(id, _)| !to.maglev.contains_key(*id))
+        {
+            for c in 0..t.chunks.len() {
+                let k = maglev_key(id, c);
+                steps.step(|| format!("remove {MAP_MAGLEV} {}", chunk_name(&k)))?;
+                Chunks::del(maps.map_mut(MAP_MAGLEV)?, k)
+                    .map_err(|e| map_err(MAP_MAGLEV, "remove from", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&self, map: &mut Map, to: &DesiredMaps, fix: bool) -> Result<MapDiff> {
+        let have = Chunks::read(map).map_err(|e| map_err(MAP_MAGLEV, "read", e))?;
+        let mut diff = MapDiff::new(MAP_MAGLEV);
+        let mut wanted = std::collections::HashSet::new();
+        for (k, v) in Self::entries(to) {
+            wanted.insert(k);
+            match have.get(&k) {
+                None => diff.missing.push(chunk_name(&k)),
+                Some(h) if h != v => diff.wrong.push(chunk_name(&k)),
+                Some(_) => continue,
+            }
+            if fix {
+                Chunks::put(map, k, *v).map_err(|e| map_err(MAP_MAGLEV, "write", e))?;
+            }
+        }
+        for k in have.keys().filter(|k| !wanted.contains(*k)) {
+            diff.stale.push(chunk_name(k));
+            if fix {
+                Chunks::del(map, *k).map_err(|e| map_err(MAP_MAGLEV, "remove from", e))?;
+            }
+        }
+        Ok(diff.sorted())
+    }
+
+    fn all_missing(&self, to: &DesiredMaps) -> MapDiff {
+        let mut diff = MapDiff::new(MAP_MAGLEV);
+        diff.missing = Self::entries(to).map(|(k, _)| chunk_name(&k)).collect();
+        diff.sorted()
+    }
+}
+
+static MAGLEV: MaglevTables = MaglevTables;
 static SERVICES: Table<HashShape<weft_common::maps::SvcKey, weft_common::maps::SvcEntry>> = Table {
     map: MAP_SERVICES,
     entries: |d| &d.services,
@@ -382,11 +487,123 @@ static SERVICES: Table<HashShape<weft_common::maps::SvcKey, weft_common::maps::S
         )
     },
 };
-static SVC_MEMBERS: Table<HashShape<weft_common::maps::MemberKey, u32>> = Table {
-    map: MAP_SVC_MEMBERS,
-    entries: |d| &d.svc_members,
-    name: |k| format!("service #{} {}", k.svc_id, ip_of(k.ip_be)),
-};
+/// `WEFT_MEMBERS`, compared a service at a time: a service whose member
+/// set is the same in both renders (shared, or equal) is skipped whole.
+struct MemberTables;
+
+type MemberShape = HashShape<weft_common::maps::MemberKey, u32>;
+
+fn member_name(k: &weft_common::maps::MemberKey) -> String {
+    format!("service #{} {}", k.svc_id, ip_of(k.ip_be))
+}
+
+fn member_key(svc_id: u32, ip_be: u32) -> weft_common::maps::MemberKey {
+    weft_common::maps::MemberKey { svc_id, ip_be }
+}
+
+impl MemberTables {
+    /// Every member entry `d` describes.
+    fn entries(d: &DesiredMaps) -> impl Iterator<Item = (weft_common::maps::MemberKey, u32)> + '_ {
+        d.svc_members.iter().flat_map(|(&svc, m)| {
+            m.iter()
+                .map(move |(&ip, &state)| (member_key(svc, ip), state))
+        })
+    }
+
+    /// Services whose member sets differ between `a` and `b`, with both sets.
+    fn changed<'a>(
+        a: &'a DesiredMaps,
+        b: &'a DesiredMaps,
+    ) -> impl Iterator<Item = (u32, &'a Members, Option<&'a Members>)> {
+        a.svc_members.iter().filter_map(move |(&svc, set)| {
+            let other = b.svc_members.get(&svc);
+            match other {
+                Some(o) if std::sync::Arc::ptr_eq(set, o) || set == o => None,
+                _ => Some((svc, &**set, other.map(|o| &**o))),
+            }
+        })
+    }
+}
+
+impl AnyTable for MemberTables {
+    fn map(&self) -> &'static str {
+        MAP_SVC_MEMBERS
+    }
+
+    fn upsert(
+        &self,
+        maps: &mut dyn MapSet,
+        from: &DesiredMaps,
+        to: &DesiredMaps,
+        steps: &mut Steps,
+    ) -> Result<()> {
+        for (svc, new, old) in Self::changed(to, from) {
+            for (&ip, &state) in new {
+                if old.and_then(|o| o.get(&ip)) == Some(&state) {
+                    continue;
+                }
+                let k = member_key(svc, ip);
+                steps.step(|| format!("write {MAP_SVC_MEMBERS} {}", member_name(&k)))?;
+                MemberShape::put(maps.map_mut(MAP_SVC_MEMBERS)?, k, state)
+                    .map_err(|e| map_err(MAP_SVC_MEMBERS, "write", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(
+        &self,
+        maps: &mut dyn MapSet,
+        from: &DesiredMaps,
+        to: &DesiredMaps,
+        steps: &mut Steps,
+    ) -> Result<()> {
+        for (svc, old, new) in Self::changed(from, to) {
+            for &ip in old.keys() {
+                if new.is_some_and(|n| n.contains_key(&ip)) {
+                    continue;
+                }
+                let k = member_key(svc, ip);
+                steps.step(|| format!("remove {MAP_SVC_MEMBERS} {}", member_name(&k)))?;
+                MemberShape::del(maps.map_mut(MAP_SVC_MEMBERS)?, k)
+                    .map_err(|e| map_err(MAP_SVC_MEMBERS, "remove from", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&self, map: &mut Map, to: &DesiredMaps, fix: bool) -> Result<MapDiff> {
+        let have = MemberShape::read(map).map_err(|e| map_err(MAP_SVC_MEMBERS, "read", e))?;
+        let want: HashMap<_, _> = Self::entries(to).collect();
+        let mut diff = MapDiff::new(MAP_SVC_MEMBERS);
+        for (k, v) in &want {
+            match have.get(k) {
+                None => diff.missing.push(member_name(k)),
+                Some(h) if h != v => diff.wrong.push(member_name(k)),
+                Some(_) => continue,
+            }
+            if fix {
+                MemberShape::put(map, *k, *v).map_err(|e| map_err(MAP_SVC_MEMBERS, "write", e))?;
+            }
+        }
+        for k in have.keys().filter(|k| !want.contains_key(*k)) {
+            diff.stale.push(member_name(k));
+            if fix {
+                MemberShape::del(map, *k)
+                    .map_err(|e| map_err(MAP_SVC_MEMBERS, "remove from", e))?;
+            }
+        }
+        Ok(diff.sorted())
+    }
+
+    fn all_missing(&self, to: &DesiredMaps) -> MapDiff {
+        let mut diff = MapDiff::new(MAP_SVC_MEMBERS);
+        diff.missing = Self::entries(to).map(|(k, _)| member_name(&k)).collect();
+        diff.sorted()
+    }
+}
+
+static SVC_MEMBERS: MemberTables = MemberTables;
 static SVC_SLOTS: Table<ArrayShape<u32>> = Table {
     map: MAP_SVC_SLOTS,
     entries: |d| &d.svc_slots,
@@ -488,6 +705,97 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
+
+    /// A map set without maps: any write or removal fails.
+    struct NoMaps;
+
+    impl MapSet for NoMaps {
+        fn map_mut(&mut self, name: &'static str) -> Result<&mut Map> {
+            Err(Error::Invalid(format!("test: no map {name}")))
+        }
+    }
+
+    fn services(count: usize, backends: u8) -> DesiredMaps {
+        use std::{net::Ipv4Addr, sync::Arc};
+
+        use crate::render::maps::{Synthetic, SyntheticService, render};
+        let services = (0..count as u32)
+            .map(|i| {
+                let backends: Vec<Ipv4Addr> = (0..backends)
+                    .map(|j| Ipv4Addr::from(0x6450_0000 + i * 16 + u32::from(j)))
+                    .collect();
+                let members = backends.iter().map(|ip| (ip_be(*ip), 1)).collect();
+                SyntheticService {
+                    id: 1000 + i,
+                    vip: Ipv4Addr::from(0x0a60_0000 + i + 1),
+                    port: 80,
+                    target: 80,
+                    backends,
+                    members: Arc::new(members),
+                }
+            })
+            .collect();
+        let synthetic = Synthetic {
+            services: Arc::new(services),
+            ..Synthetic::default()
+        };
+        render(&crate::model::Model::default(), &synthetic)
+    }
+
+    #[test]
+    fn unchanged_maglev_tables_are_neither_written_nor_compared_again() {
+        let (from, to) = (services(1000, 10), services(1000, 10));
+        // The same content is the same table (the cache shares it).
+        let (id, t) = from.maglev.iter().next().unwrap();
+        assert!(std::sync::Arc::ptr_eq(t, &to.maglev[id]));
+        let mut steps = Steps::default();
+        write_changes(&mut NoMaps, &from, &to, &mut steps).unwrap();
+        remove_stale(&mut NoMaps, &from, &to, &mut steps).unwrap();
+        assert_eq!(steps.count(), 0, "identical renders change nothing");
+    }
+
+    #[test]
+    fn a_changed_table_is_written_whole_and_the_old_one_removed() {
+        let (from, to) = (services(2, 10), services(2, 9));
+        let new: Vec<_> = MaglevTables::entries(&to)
+            .filter(|(k, _)| !from.maglev.contains_key(&k.table))
+            .collect();
+        // 2 services' new tables of 16381 slots: 16 chunks each.
+        assert_eq!(new.len(), 32);
+        let mut steps = Steps::default();
+        let err = MAGLEV
+            .upsert(&mut NoMaps, &from, &to, &mut steps)
+            .unwrap_err();
+        assert!(err.to_string().contains(MAP_MAGLEV), "{err}");
+        assert_eq!(steps.count(), 1, "the first chunk write was tried");
+        let mut steps = Steps::default();
+        MAGLEV.upsert(&mut NoMaps, &to, &to, &mut steps).unwrap();
+        MAGLEV.remove(&mut NoMaps, &to, &to, &mut steps).unwrap();
+        assert_eq!(steps.count(), 0);
+        assert!(MAGLEV.remove(&mut NoMaps, &from, &to, &mut steps).is_err());
+        assert_eq!(MAGLEV.all_missing(&to).missing.len(), 32);
+    }
+
+    #[test]
+    fn members_are_diffed_a_service_at_a_time() {
+        let (from, to) = (services(3, 10), services(3, 9));
+        // Each service lost its last backend: three removals, no writes.
+        assert_eq!(MemberTables::changed(&from, &to).count(), 3);
+        let mut steps = Steps::default();
+        SVC_MEMBERS
+            .upsert(&mut NoMaps, &from, &to, &mut steps)
+            .unwrap();
+        assert_eq!(steps.count(), 0, "nothing to write");
+        assert!(
+            SVC_MEMBERS
+                .remove(&mut NoMaps, &from, &to, &mut steps)
+                .is_err()
+        );
+        assert_eq!(steps.count(), 1, "the first removal was tried");
+        let same = services(3, 10);
+        assert_eq!(MemberTables::changed(&from, &same).count(), 0);
+        assert_eq!(SVC_MEMBERS.all_missing(&to).missing.len(), 27);
+    }
 
     #[test]
     fn every_table_names_a_distinct_map() {

@@ -133,6 +133,10 @@ pub(super) async fn handle(engine: &mut Engine, request: Request) -> Result<serd
         Request::GcAttachments(req) => answer(&attach::gc(engine, &req).await?),
         Request::BenchProgram(req) => answer(&bench::program(engine, req.count).await?),
         Request::BenchRemove(_) => answer(&bench::remove(engine).await?),
+        Request::BenchServices(req) => {
+            answer(&bench::program_services(engine, req.count, req.backends).await?)
+        }
+        Request::BenchRemoveServices(_) => answer(&bench::program_services(engine, 0, 0).await?),
         Request::Teardown(_) => {
             engine.plan(|_| Ok(())).await?;
             answer(&teardown::run(engine).await?)

@@ -180,7 +180,11 @@ impl Engine {
         let (dp, report) = Datapath::open(&self.paths)?;
         self.open_seconds = started.elapsed().as_secs_f64();
         let nl = Netlink::connect()?;
-        self.kernel = Some(Kernel { dp, nl });
+        self.kernel = Some(Kernel {
+            dp,
+            nl,
+            rendered: Default::default(),
+        });
         Ok(report)
     }
 

@@ -19,6 +19,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use weft_common::maps::{MAGLEV_CHUNK, MaglevChunk};
+
 /// The hash seed of every node's Maglev permutations.
 pub const SEED: u64 = 0x7765_6674_6d61_676c; // "weftmagl"
 
@@ -28,6 +30,11 @@ pub struct Table {
     /// The backends, in the order the indexes refer to.
     pub backends: Vec<Ipv4Addr>,
     pub slots: Vec<u16>,
+    /// Its content id ([`table_id`]).
+    pub id: u64,
+    /// The slots as the datapath's chunks, built once with the table:
+    /// renders share them instead of copying 4 KiB per chunk each time.
+    pub chunks: Vec<MaglevChunk>,
 }
 
 impl Table {
@@ -115,7 +122,23 @@ pub fn build(m: u32, backends: &[Ipv4Addr]) -> Option<Table> {
             }
         }
     }
-    Some(Table { backends, slots })
+    let id = table_id(m, &backends);
+    let mut table = Table {
+        backends,
+        slots,
+        id,
+        chunks: Vec::new(),
+    };
+    let addresses = table.addresses_be();
+    table.chunks = addresses
+        .chunks(MAGLEV_CHUNK as usize)
+        .map(|part| {
+            let mut chunk = MaglevChunk::default();
+            chunk.slots[..part.len()].copy_from_slice(part);
+            chunk
+        })
+        .collect();
+    Some(table)
 }
 
 /// The content id of the table for (`m`, `backends` sorted): the datapath

@@ -7,11 +7,10 @@ use std::collections::HashMap;
 use ipnet::Ipv4Net;
 use weft_common::maps::{
     ENCAP_BPF, ENCAP_TUNNEL, EndpointInfo, FdbEntry, FdbKey, FloodList, IPPROTO_TCP, IPPROTO_UDP,
-    MAGLEV_CHUNK, MAX_FLOOD, MaglevChunk, MaglevKey, MemberKey, NET_FLAG_FLOOD,
-    NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED, NODE_FLAG_OVERLAY_SERVICES, NODE_FLAG_PUBLISHES,
-    NetPairKey, NetworkInfo, NodeConfig, OverlayConfig, OverlayRoute, PublishKey, PublishTarget,
-    SERVICE_NETWORK_ID, SVC_FLAG_AFFINITY, SVC_MEMBER_ACTIVE, SVC_MEMBER_TERMINATING, SvcEntry,
-    SvcKey, ifcache_slot, ipcache_slot,
+    MAX_FLOOD, MaglevKey, NET_FLAG_FLOOD, NET_FLAG_MASQUERADE, NODE_FLAG_CONFIGURED,
+    NODE_FLAG_OVERLAY_SERVICES, NODE_FLAG_PUBLISHES, NetPairKey, NetworkInfo, NodeConfig,
+    OverlayConfig, OverlayRoute, PublishKey, PublishTarget, SERVICE_NETWORK_ID, SVC_FLAG_AFFINITY,
+    SVC_MEMBER_ACTIVE, SVC_MEMBER_TERMINATING, SvcEntry, SvcKey, ifcache_slot, ipcache_slot,
 };
 
 use super::maglev;
@@ -42,9 +41,14 @@ pub struct DesiredMaps {
     /// is zeroed, so an endpoint never inherits another's counters.
     pub stats_owners: HashMap<u32, String>,
     pub services: HashMap<SvcKey, SvcEntry>,
-    pub maglev: HashMap<MaglevKey, MaglevChunk>,
+    /// Maglev tables by content id (each written as its chunks): equal
+    /// ids are equal tables, so a diff compares ids, not 4 KiB chunks.
+    pub maglev: HashMap<u64, std::sync::Arc<maglev::Table>>,
     pub svc_slots: HashMap<u32, u32>,
-    pub svc_members: HashMap<MemberKey, u32>,
+    /// Members by service id: a service's set is compared as a whole
+    /// when both renders hold it, so an unchanged service costs one
+    /// comparison instead of one lookup per backend.
+    pub svc_members: HashMap<u32, std::sync::Arc<Members>>,
 }
 
 /// The datapath's view of network `net`.
@@ -197,6 +201,27 @@ pub struct Synthetic {
     /// Network id, never a real network's (not in `WEFT_NETWORKS`).
     pub network_id: u32,
     pub endpoints: Vec<Endpoint>,
+    /// Services whose backends exist only in their tables (`POST
+    /// /v1/bench/services`), rendered by the same code as real ones.
+    /// Shared: every change clones the synthetic entries, and comparing
+    /// two clones is one pointer comparison.
+    pub services: std::sync::Arc<Vec<SyntheticService>>,
+}
+
+/// A service's members: backend address (network order) -> `SVC_MEMBER_*`.
+pub type Members = std::collections::BTreeMap<u32, u32>;
+
+/// A benchmark service: one TCP port, backends given by address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyntheticService {
+    /// Never a real service's (real ids count up from 1).
+    pub id: u32,
+    pub vip: std::net::Ipv4Addr,
+    pub port: u16,
+    pub target: u16,
+    pub backends: Vec<std::net::Ipv4Addr>,
+    /// Its members as rendered (all active), built once: they never change.
+    pub members: std::sync::Arc<Members>,
 }
 
 /// Every map entry `model` (and `synthetic`) describes.
@@ -273,7 +298,7 @@ pub fn render(model: &Model, synthetic: &Synthetic) -> DesiredMaps {
         d.overlay.insert(0, overlay);
     }
     d.routes = routes(model);
-    services(model, &mut d);
+    services(model, synthetic, &mut d);
     d
 }
 
@@ -306,32 +331,16 @@ pub fn service_table(
 }
 
 /// The service maps, and the service range in `WEFT_SUBNETS`.
-fn services(model: &Model, d: &mut DesiredMaps) {
-    if model.services.is_empty() {
+fn services(model: &Model, synthetic: &Synthetic, d: &mut DesiredMaps) {
+    if model.services.is_empty() && synthetic.services.is_empty() {
         return;
     }
     let config = model.service_config();
     d.subnets.insert(config.range, SERVICE_NETWORK_ID);
     let m = config.maglev_size;
     for svc in &model.services {
-        let table = service_table(model, svc);
-        let id = match &table {
-            Some(t) => {
-                let id = maglev::table_id(m, &t.backends);
-                for (key, chunk) in chunks(id, t) {
-                    d.maglev.insert(key, chunk);
-                }
-                id
-            }
-            None => 0,
-        };
+        let id = put_table(d, service_table(model, svc));
         for p in &svc.ports {
-            let key = SvcKey {
-                vip_be: ip_be(svc.vip),
-                port_be: p.port.to_be_bytes(),
-                proto: proto_number(p.proto),
-                _pad: 0,
-            };
             let entry = SvcEntry {
                 table: id,
                 svc_id: svc.id,
@@ -345,9 +354,11 @@ fn services(model: &Model, d: &mut DesiredMaps) {
                 _pad: 0,
                 affinity_s: svc.affinity_timeout.unwrap_or(0),
             };
-            d.services.insert(key, entry);
+            d.services
+                .insert(svc_key(svc.vip, p.port, proto_number(p.proto)), entry);
         }
         published_services(model, svc, d);
+        let mut members = Members::new();
         for member in model.all_members(svc) {
             // The datapath tells only active from not: an unhealthy
             // backend, like a drained one, keeps its established flows
@@ -357,11 +368,7 @@ fn services(model: &Model, d: &mut DesiredMaps) {
             } else {
                 SVC_MEMBER_ACTIVE
             };
-            let key = MemberKey {
-                svc_id: svc.id,
-                ip_be: ip_be(member.ip),
-            };
-            d.svc_members.insert(key, state);
+            members.insert(ip_be(member.ip), state);
         }
         // Only this node's backends send through the service program: a
         // remote one's replies are translated back when they arrive here
@@ -370,6 +377,24 @@ fn services(model: &Model, d: &mut DesiredMaps) {
         // which leaves untranslated.
         for ep in model.members(svc) {
             d.svc_slots.insert(ep.stats_slot, 1);
+        }
+        if !members.is_empty() {
+            d.svc_members.insert(svc.id, members.into());
+        }
+    }
+    for svc in synthetic.services.iter() {
+        let id = put_table(d, maglev::cached(m, &svc.backends));
+        let entry = SvcEntry {
+            table: id,
+            svc_id: svc.id,
+            size: m,
+            target_port_be: svc.target.to_be_bytes(),
+            ..SvcEntry::default()
+        };
+        d.services
+            .insert(svc_key(svc.vip, svc.port, IPPROTO_TCP), entry);
+        if !svc.members.is_empty() {
+            d.svc_members.insert(svc.id, svc.members.clone());
         }
     }
 }
@@ -383,6 +408,14 @@ fn published_services(model: &Model, svc: &crate::model::Service, d: &mut Desire
     let Some(node) = &model.node else {
         return;
     };
+    let published: Vec<_> = model
+        .publications
+        .iter()
+        .filter(|p| p.service && p.endpoint == svc.name)
+        .collect();
+    if published.is_empty() {
+        return;
+    }
     let m = model.service_config().maglev_size;
     let members: Vec<_> = model
         .members(svc)
@@ -399,20 +432,8 @@ fn published_services(model: &Model, svc: &crate::model::Service, d: &mut Desire
     } else {
         active
     };
-    let table = maglev::cached(m, &chosen);
-    let id = table
-        .as_ref()
-        .map_or(0, |t| maglev::table_id(m, &t.backends));
-    if let Some(t) = &table {
-        for (key, chunk) in chunks(id, t) {
-            d.maglev.insert(key, chunk);
-        }
-    }
-    for p in model
-        .publications
-        .iter()
-        .filter(|p| p.service && p.endpoint == svc.name)
-    {
+    let id = put_table(d, maglev::cached(m, &chosen));
+    for p in published {
         let Some(port) = svc
             .ports
             .iter()
@@ -420,12 +441,7 @@ fn published_services(model: &Model, svc: &crate::model::Service, d: &mut Desire
         else {
             continue;
         };
-        let key = SvcKey {
-            vip_be: ip_be(node.ip),
-            port_be: p.host_port.to_be_bytes(),
-            proto: proto_number(p.proto),
-            _pad: 0,
-        };
+        let key = svc_key(node.ip, p.host_port, proto_number(p.proto));
         let entry = SvcEntry {
             table: id,
             svc_id: svc.id,
@@ -443,22 +459,30 @@ fn published_services(model: &Model, svc: &crate::model::Service, d: &mut Desire
     }
 }
 
-/// Table `t` (content id `id`) as the datapath's chunks.
-fn chunks(id: u64, t: &maglev::Table) -> impl Iterator<Item = (MaglevKey, MaglevChunk)> {
-    let slots = t.addresses_be();
-    let per = MAGLEV_CHUNK as usize;
-    let count = slots.len().div_ceil(per);
-    (0..count).map(move |c| {
-        let mut chunk = MaglevChunk::default();
-        let part = &slots[c * per..slots.len().min((c + 1) * per)];
-        chunk.slots[..part.len()].copy_from_slice(part);
-        let key = MaglevKey {
-            table: id,
-            chunk: c as u32,
-            _pad: 0,
-        };
-        (key, chunk)
-    })
+fn svc_key(vip: std::net::Ipv4Addr, port: u16, proto: u8) -> SvcKey {
+    SvcKey {
+        vip_be: ip_be(vip),
+        port_be: port.to_be_bytes(),
+        proto,
+        _pad: 0,
+    }
+}
+
+/// Puts table `t` in `d`; its content id (0: no table).
+fn put_table(d: &mut DesiredMaps, t: Option<std::sync::Arc<maglev::Table>>) -> u64 {
+    let Some(t) = t else { return 0 };
+    let id = t.id;
+    d.maglev.insert(id, t);
+    id
+}
+
+/// The datapath's key of chunk `chunk` of table `table`.
+pub fn maglev_key(table: u64, chunk: usize) -> MaglevKey {
+    MaglevKey {
+        table,
+        chunk: chunk as u32,
+        _pad: 0,
+    }
 }
 
 fn placeholder_network() -> Network {
@@ -563,10 +587,15 @@ mod tests {
         assert_eq!(d1.services, d2.services, "the same table id on both nodes");
         assert_eq!(d1.maglev, d2.maglev, "the same slots on both nodes");
         assert_eq!(d1.svc_members, d2.svc_members);
-        assert_eq!(d1.svc_members.len(), 4, "every node's backends are members");
+        assert_eq!(
+            d1.svc_members.values().map(|m| m.len()).sum::<usize>(),
+            4,
+            "every node's backends are members"
+        );
         let slots: std::collections::BTreeSet<Ipv4Addr> = d1
             .maglev
             .values()
+            .flat_map(|t| &t.chunks)
             .flat_map(|c| c.slots.iter().copied())
             .filter(|&ip| ip != 0)
             .map(|ip| Ipv4Addr::from(ip.to_ne_bytes()))
@@ -666,8 +695,9 @@ mod tests {
         let entry = d.services.values().next().unwrap();
         assert_ne!(entry.table, 0);
         // 16381 slots in 16 chunks of 1024.
-        assert_eq!(d.maglev.len(), 16);
-        assert_eq!(d.svc_members.len(), 2);
+        assert_eq!(d.maglev.len(), 1);
+        assert_eq!(d.maglev[&entry.table].chunks.len(), 16);
+        assert_eq!(d.svc_members.values().map(|m| m.len()).sum::<usize>(), 2);
         assert_eq!(d.svc_slots.len(), 2);
         let table = entry.table;
 
@@ -677,7 +707,7 @@ mod tests {
         let d2 = render(&m, &Synthetic::default());
         let e2 = d2.services.values().next().unwrap();
         assert_ne!(e2.table, table);
-        assert!(d2.maglev.values().all(|c| {
+        assert!(d2.maglev.values().flat_map(|t| &t.chunks).all(|c| {
             c.slots
                 .iter()
                 .all(|&ip| ip == 0 || ip == ip_be(m.endpoints[1].ip))
@@ -685,6 +715,7 @@ mod tests {
         assert_eq!(
             d2.svc_members
                 .values()
+                .flat_map(|m| m.values())
                 .filter(|&&s| s == SVC_MEMBER_TERMINATING)
                 .count(),
             1
@@ -702,16 +733,15 @@ mod tests {
             .insert("web".into(), [name.clone()].into_iter().collect());
         let d5 = render(&m, &Synthetic::default());
         let e5 = d5.services.values().next().unwrap();
-        assert!(d5.maglev.values().all(|c| {
+        assert!(d5.maglev.values().flat_map(|t| &t.chunks).all(|c| {
             c.slots
                 .iter()
                 .all(|&ip| ip == 0 || ip == ip_be(m.endpoints[1].ip))
         }));
-        let key = MemberKey {
-            svc_id: m.services[0].id,
-            ip_be: ip_be(m.endpoints[0].ip),
-        };
-        assert_eq!(d5.svc_members[&key], SVC_MEMBER_TERMINATING);
+        assert_eq!(
+            d5.svc_members[&m.services[0].id][&ip_be(m.endpoints[0].ip)],
+            SVC_MEMBER_TERMINATING
+        );
         m.unhealthy.insert(
             "web".into(),
             [name, m.endpoints[1].name.clone()].into_iter().collect(),
